@@ -1,0 +1,1 @@
+"""Subcommands of the ``spemr`` CLI, one module each (see spemr_engine.cli)."""

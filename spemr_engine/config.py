@@ -1,0 +1,216 @@
+"""The project's constants, read from the JSON presets: one place each for grid,
+preprocessing parameters, labels, regions and architectures."""
+from __future__ import annotations
+
+import json
+import operator
+from dataclasses import dataclass, field
+from functools import lru_cache
+from importlib import resources
+from pathlib import Path
+from typing import Mapping, Sequence
+
+import numpy as np
+
+
+@lru_cache(maxsize=None)
+def _preset(name: str) -> dict:
+    text = resources.files("spemr_engine.presets").joinpath(f"{name}.json").read_text()
+    return json.loads(text)
+
+
+# ---------------------------------------------------------------- input grid
+@dataclass(frozen=True)
+class ArmGrid:
+    name: str
+    start: float
+    step: float
+    n_pixels: int
+
+    @property
+    def wave(self) -> np.ndarray:
+        # start + step * i avoids arange's floating drift at the last pixel.
+        return self.start + self.step * np.arange(self.n_pixels, dtype=np.float64)
+
+    @property
+    def stop(self) -> float:
+        return self.start + self.step * (self.n_pixels - 1)
+
+
+@dataclass(frozen=True)
+class InputGrid:
+    arms: tuple[ArmGrid, ...]
+
+    @property
+    def wave(self) -> np.ndarray:
+        return np.concatenate([arm.wave for arm in self.arms])
+
+    @property
+    def n_pixels(self) -> int:
+        return sum(arm.n_pixels for arm in self.arms)
+
+    def arm_slices(self) -> dict[str, slice]:
+        out, start = {}, 0
+        for arm in self.arms:
+            out[arm.name] = slice(start, start + arm.n_pixels)
+            start += arm.n_pixels
+        return out
+
+    def to_dict(self) -> dict:
+        return {"arms": [vars(a).copy() for a in self.arms]}
+
+    @classmethod
+    def from_dict(cls, data: Mapping) -> "InputGrid":
+        return cls(tuple(ArmGrid(**{k: a[k] for k in ("name", "start", "step", "n_pixels")})
+                         for a in data["arms"]))
+
+
+def default_grid() -> InputGrid:
+    return InputGrid.from_dict(_preset("grid"))
+
+
+# ---------------------------------------------------------- preprocessing
+@dataclass(frozen=True)
+class PreprocessConfig:
+    speed_of_light_kms: float
+    median_filter_width: int
+    outlier_sigma_low: float
+    outlier_sigma_high: float
+    continuum_poly_order: int
+    continuum_max_iterations: int
+    clip_min: float
+    clip_max: float
+    augment_after_epoch: int
+    augment_pixel_fraction: float
+    augment_noise_sigma: float
+    reject_min_snr: float
+    reject_max_bad_pixels: int
+    reject_max_bad_run: int
+
+
+def preprocess_config() -> PreprocessConfig:
+    data = {k: v for k, v in _preset("preprocessing").items() if not k.startswith("_")}
+    return PreprocessConfig(**data)
+
+
+# ------------------------------------------------------------------ labels
+@dataclass(frozen=True)
+class LabelInfo:
+    name: str
+    catalog: str
+    published: str
+    unit: str
+    display: str
+
+
+def label_infos() -> tuple[LabelInfo, ...]:
+    return tuple(LabelInfo(**d) for d in _preset("labels")["labels"])
+
+
+LABELS: tuple[str, ...] = tuple(info.name for info in label_infos())
+
+
+def catalog_label_names() -> list[str]:
+    """Column names of the published catalog, in catalog order."""
+    return [info.catalog for info in label_infos()]
+
+
+def published_to_label() -> dict[str, str]:
+    """Map published label_config names (e.g. ASPCAP_Teff[K]) to our label names."""
+    return {info.published: info.name for info in label_infos()}
+
+
+# ----------------------------------------------------------------- regions
+_OPS = {"<": operator.lt, "<=": operator.le, ">": operator.gt, ">=": operator.ge,
+        "==": operator.eq, "!=": operator.ne}
+
+
+@dataclass(frozen=True)
+class Region:
+    """A named part of label space: any_of is a list of clauses, each a list of
+    (label, op, value) conditions that must all hold."""
+    name: str
+    any_of: tuple[tuple[tuple[str, str, float], ...], ...]
+    description: str = ""
+
+    def contains(self, labels: np.ndarray, label_names: Sequence[str]) -> np.ndarray:
+        """Boolean membership for an (n, n_labels) label array; NaN labels never match."""
+        labels = np.atleast_2d(np.asarray(labels, dtype=np.float64))
+        index = {name: i for i, name in enumerate(label_names)}
+        member = np.zeros(len(labels), dtype=bool)
+        for clause in self.any_of:
+            ok = np.ones(len(labels), dtype=bool)
+            for label, op, value in clause:
+                with np.errstate(invalid="ignore"):
+                    ok &= _OPS[op](labels[:, index[label]], value)
+            member |= ok
+        return member
+
+    def to_dict(self) -> dict:
+        return {"name": self.name, "description": self.description,
+                "any_of": [[list(c) for c in clause] for clause in self.any_of]}
+
+    @classmethod
+    def from_dict(cls, data: Mapping) -> "Region":
+        for clause in data["any_of"]:
+            for _label, op, _value in clause:
+                if op not in _OPS:
+                    raise ValueError(f"region {data['name']}: unknown operator {op!r}")
+        any_of = tuple(tuple((str(l), str(o), float(v)) for l, o, v in clause)
+                       for clause in data["any_of"])
+        return cls(name=str(data["name"]), any_of=any_of,
+                   description=str(data.get("description", "")))
+
+
+def default_regions() -> tuple[Region, ...]:
+    return tuple(Region.from_dict(d) for d in _preset("regions")["regions"])
+
+
+# ------------------------------------------------------------ architectures
+@dataclass(frozen=True)
+class RRNetConfig:
+    mode: str
+    resblock_channels: tuple[int, ...]
+    n_rnn_steps: int
+    len_spectrum: int
+    fc1_width: int
+    fc2_width: int
+    dropout: float
+    members: int
+    networks: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        d = dict(vars(self))
+        d["resblock_channels"] = list(self.resblock_channels)
+        d["networks"] = {k: list(v) for k, v in self.networks.items()}
+        return d
+
+    @classmethod
+    def from_dict(cls, data: Mapping) -> "RRNetConfig":
+        d = {k: v for k, v in data.items() if not k.startswith("_")}
+        d["resblock_channels"] = tuple(int(c) for c in d["resblock_channels"])
+        d["networks"] = {k: tuple(v) for k, v in d["networks"].items()}
+        return cls(**d)
+
+
+def architecture(name: str) -> RRNetConfig:
+    presets = _preset("architectures")
+    if name not in presets or name.startswith("_"):
+        choices = ", ".join(k for k in presets if not k.startswith("_"))
+        raise ValueError(f"unknown architecture {name!r} (choose from {choices})")
+    return RRNetConfig.from_dict(presets[name])
+
+
+def architecture_names() -> list[str]:
+    return [k for k in _preset("architectures") if not k.startswith("_")]
+
+
+# ------------------------------------------------------------------- paths
+def repo_root() -> Path:
+    return Path(__file__).resolve().parents[1]
+
+
+def assets_dir() -> Path:
+    """Shipped assets (default model, samples, line lists); SPEMR_ASSETS overrides."""
+    import os
+    return Path(os.environ.get("SPEMR_ASSETS", repo_root() / "assets"))
