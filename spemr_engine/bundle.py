@@ -1,0 +1,477 @@
+"""Model bundles (format version 1): one folder per trained SPEMR model.
+
+    manifest.json            format, version, architecture, labels, networks, members,
+                             regions, grid, statistics, provenance, metrics
+    weights.safetensors      m{k}.{NET}.{published RRNet key}          base networks
+                             m{k}.{NET}.region.{R}.fc1.0.{weight,bias}  region fc1 heads
+    statistics.safetensors   flux_mean, flux_std (per pixel)
+    templates.npz            optional best-fit template library
+
+Weights are safetensors (never pickle) and are read lazily through a memory map, so
+loading a bundle only validates names and shapes; tensors are read when a network is
+built. Every problem becomes a one-line ModelBundleError naming the folder.
+"""
+from __future__ import annotations
+
+import copy
+import datetime as _dt
+import json
+import os
+import shutil
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Mapping, Sequence
+
+import numpy as np
+import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
+from torch import nn
+
+from . import __version__, config
+from .config import InputGrid, Region, RRNetConfig
+from .errors import ModelBundleError
+from .rrnet import RRNet
+
+FORMAT = "spemr-model"
+VERSION = 1
+MANIFEST = "manifest.json"
+WEIGHTS = "weights.safetensors"
+STATISTICS = "statistics.safetensors"
+TEMPLATES = "templates.npz"
+TRAINED_ON = ("synthetic", "real", "published", "random")
+BASE = "base"
+
+
+# ------------------------------------------------------------------ key names
+def base_key(member: int, network: str, key: str) -> str:
+    """Name of a base-network tensor: m{k}.{NET}.{published key}."""
+    return f"m{member}.{network}.{key}"
+
+
+def region_key(member: int, network: str, region: str, param: str) -> str:
+    """Name of a region's fc1 tensor: m{k}.{NET}.region.{R}.fc1.0.{weight|bias}."""
+    return f"m{member}.{network}.region.{region}.fc1.0.{param}"
+
+
+def expected_shapes(architecture: RRNetConfig, n_labels: int) -> dict[str, tuple[int, ...]]:
+    """Published-layout state-dict shapes of one RRNet, built on the meta device (no memory)."""
+    with torch.device("meta"):
+        net = RRNet(architecture, n_labels)
+    return {key: tuple(value.shape) for key, value in net.state_dict().items()}
+
+
+# ----------------------------------------------------------------- statistics
+@dataclass(frozen=True)
+class Statistics:
+    """Standardisation statistics: per pixel for flux, per label (bundle order) for labels."""
+    flux_mean: np.ndarray
+    flux_std: np.ndarray
+    label_mean: np.ndarray
+    label_std: np.ndarray
+    source: str = "training set"
+
+    @classmethod
+    def coerce(cls, data: "Statistics | Mapping") -> "Statistics":
+        if isinstance(data, Statistics):
+            return data
+        arrays = {name: np.asarray(data[name], dtype=np.float64)
+                  for name in ("flux_mean", "flux_std", "label_mean", "label_std")}
+        return cls(**arrays, source=str(data.get("source", "training set")))
+
+
+_PLACEHOLDER_LABELS = {"Teff": (5000.0, 700.0), "Logg": (3.0, 1.0)}  # others: (-0.2, 0.3) dex
+
+
+def placeholder_statistics(labels: Sequence[str], n_pixels: int) -> Statistics:
+    """Statistics for random-weight bundles: flat flux (mean 1, std 0.1) and labels centred
+    on a typical LAMOST giant, so random predictions at least look like stellar numbers.
+    Marked source="placeholder" so nothing uses the flat flux_mean as an RV template."""
+    pairs = [_PLACEHOLDER_LABELS.get(name, (-0.2, 0.3)) for name in labels]
+    return Statistics(flux_mean=np.ones(n_pixels), flux_std=np.full(n_pixels, 0.1),
+                      label_mean=np.array([p[0] for p in pairs]),
+                      label_std=np.array([p[1] for p in pairs]), source="placeholder")
+
+
+# --------------------------------------------------------------------- bundle
+@dataclass
+class ModelBundle:
+    """A validated model folder. Networks are built on demand from the memory-mapped weights."""
+    path: Path
+    manifest: dict
+    architecture: RRNetConfig
+    labels: list[str]
+    networks: dict[str, tuple[str, ...]]
+    members: int
+    regions: tuple[Region, ...]
+    grid: InputGrid
+    statistics: Statistics
+    template_library_path: Path | None = None
+
+    flux_mean = property(lambda self: self.statistics.flux_mean)
+    flux_std = property(lambda self: self.statistics.flux_std)
+    label_mean = property(lambda self: self.statistics.label_mean)
+    label_std = property(lambda self: self.statistics.label_std)
+
+    @property
+    def provenance(self) -> dict:
+        return dict(self.manifest.get("provenance", {}))
+
+    @property
+    def metrics(self) -> dict:
+        return dict(self.manifest.get("metrics", {}))
+
+    @property
+    def trained_on(self) -> str:
+        return str(self.provenance.get("trained_on", "unknown"))
+
+    @property
+    def trained_on_synthetic(self) -> bool:
+        return self.trained_on == "synthetic"
+
+    @property
+    def submodels(self) -> list[str]:
+        return [BASE, *(region.name for region in self.regions)]
+
+    @property
+    def weights_path(self) -> Path:
+        return self.path / WEIGHTS
+
+    def label_indices(self, network: str) -> list[int]:
+        """Positions in ``labels`` of the outputs of ``network``."""
+        return [self.labels.index(name) for name in self.networks[network]]
+
+    def base_state_dict(self, member: int, network: str) -> dict[str, torch.Tensor]:
+        prefix = base_key(member, network, "")
+        shapes = expected_shapes(self.architecture, len(self.networks[network]))
+        return self._read({prefix + key: key for key in shapes})
+
+    def region_state_dict(self, member: int, network: str, region: str) -> dict[str, torch.Tensor]:
+        """State dict of the region's fc1 as an nn.Sequential (keys 0.weight, 0.bias)."""
+        return self._read({region_key(member, network, region, p): f"0.{p}" for p in ("weight", "bias")})
+
+    def build_network(self, member: int, network: str, region: str | None = None,
+                      device: str | torch.device = "cpu") -> RRNet:
+        """The full RRNet of one member/network; ``region`` swaps in that region's fc1."""
+        net = RRNet(self.architecture, len(self.networks[network]))
+        net.load_state_dict(self.base_state_dict(member, network))
+        if region is not None and region != BASE:
+            net.fc1.load_state_dict(self.region_state_dict(member, network, region))
+        return net.to(device).eval()
+
+    def build_region_fc1(self, member: int, network: str, region: str,
+                         device: str | torch.device = "cpu") -> nn.Module:
+        """A region's fc1 alone (Linear + ReLU + Dropout), for RRNet.head(features, fc1=...)."""
+        with torch.device("meta"):
+            template = RRNet(self.architecture, len(self.networks[network])).fc1
+        fc1 = copy.deepcopy(template).to_empty(device="cpu")
+        fc1.load_state_dict(self.region_state_dict(member, network, region))
+        return fc1.to(device).eval()
+
+    def _read(self, names: Mapping[str, str]) -> dict[str, torch.Tensor]:
+        try:
+            with safe_open(str(self.weights_path), framework="pt", device="cpu") as handle:
+                return {short: handle.get_tensor(full).float() for full, short in names.items()}
+        except Exception as error:  # safetensors raises its own error types
+            raise ModelBundleError(self.path, f"cannot read {WEIGHTS}: {error}") from None
+
+
+# ---------------------------------------------------------------------- load
+def load_bundle(path: str | Path) -> ModelBundle:
+    """Open and validate a model folder; raises ModelBundleError with the reason."""
+    path = Path(path)
+    manifest = _read_manifest(path)
+    architecture, labels, networks = _parse_model(path, manifest)
+    regions = _parse_regions(path, manifest)
+    grid = _parse_grid(path, manifest, architecture)
+    statistics = _read_statistics(path, manifest, labels, architecture.len_spectrum)
+    _check_weights(path, architecture, networks, regions)
+    templates = path / TEMPLATES
+    return ModelBundle(path=path, manifest=manifest, architecture=architecture, labels=labels,
+                       networks=networks, members=architecture.members, regions=regions,
+                       grid=grid, statistics=statistics,
+                       template_library_path=templates if templates.is_file() else None)
+
+
+def _read_manifest(path: Path) -> dict:
+    if not path.is_dir():
+        raise ModelBundleError(path, "no such model folder")
+    manifest_path = path / MANIFEST
+    if not manifest_path.is_file():
+        raise ModelBundleError(path, f"no {MANIFEST} (not a spemr model folder)")
+    try:
+        manifest = json.loads(manifest_path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise ModelBundleError(path, f"{MANIFEST} is not valid JSON ({error})") from None
+    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
+        raise ModelBundleError(path, f"{MANIFEST} does not describe a {FORMAT} bundle")
+    if manifest.get("version") != VERSION:
+        raise ModelBundleError(path, f"unknown model bundle version {manifest.get('version')!r} "
+                                     f"(this spemr {__version__} reads version {VERSION})")
+    return manifest
+
+
+def _parse_model(path: Path, manifest: dict) -> tuple[RRNetConfig, list[str], dict[str, tuple[str, ...]]]:
+    try:
+        networks = {str(k): tuple(str(x) for x in v) for k, v in manifest["networks"].items()}
+        architecture = replace(RRNetConfig.from_dict(manifest["architecture"]),
+                               members=int(manifest["members"]), networks=networks)
+        labels = [str(x) for x in manifest["labels"]]
+    except (KeyError, TypeError, ValueError, AttributeError) as error:
+        raise ModelBundleError(path, f"{MANIFEST}: bad or missing model description ({error!r})") from None
+    _check_labels(path, labels, networks)
+    if architecture.members < 1:
+        raise ModelBundleError(path, f"{MANIFEST}: members must be at least 1")
+    return architecture, labels, networks
+
+
+def _check_labels(path: Path | str, labels: Sequence[str], networks: Mapping[str, Sequence[str]]) -> None:
+    """Labels must be spemr label names, in spemr order, each predicted by exactly one network."""
+    unknown = [name for name in labels if name not in config.LABELS]
+    if unknown:
+        raise ModelBundleError(path, f"labels {unknown} are not spemr labels ({', '.join(config.LABELS)})")
+    if list(labels) != sorted(labels, key=config.LABELS.index) or len(set(labels)) != len(labels):
+        raise ModelBundleError(path, f"labels {list(labels)} are not in spemr label order")
+    predicted = [name for names in networks.values() for name in names]
+    if sorted(predicted) != sorted(labels):
+        raise ModelBundleError(path, f"network labels {dict(networks)} do not match the labels {list(labels)}")
+    bad_names = [name for name in networks if not name or "." in name]
+    if bad_names:
+        raise ModelBundleError(path, f"bad network names {bad_names}")
+
+
+def _parse_regions(path: Path, manifest: dict) -> tuple[Region, ...]:
+    try:
+        regions = tuple(Region.from_dict(d) for d in manifest.get("regions", []))
+    except (KeyError, TypeError, ValueError) as error:
+        raise ModelBundleError(path, f"{MANIFEST}: bad region definition ({error})") from None
+    names = [region.name for region in regions]
+    if len(set(names)) != len(names) or BASE in names or any("." in n or not n for n in names):
+        raise ModelBundleError(path, f"{MANIFEST}: region names {names} must be unique, non-empty, "
+                                     f"without dots and not {BASE!r}")
+    return regions
+
+
+def _parse_grid(path: Path, manifest: dict, architecture: RRNetConfig) -> InputGrid:
+    try:
+        grid = InputGrid.from_dict(manifest["grid"]) if "grid" in manifest else config.default_grid()
+    except (KeyError, TypeError, ValueError) as error:
+        raise ModelBundleError(path, f"{MANIFEST}: bad input grid ({error!r})") from None
+    if grid.n_pixels != architecture.len_spectrum:
+        raise ModelBundleError(path, f"input grid has {grid.n_pixels} pixels but the network "
+                                     f"expects {architecture.len_spectrum}")
+    return grid
+
+
+def _read_statistics(path: Path, manifest: dict, labels: list[str], n_pixels: int) -> Statistics:
+    entry = manifest.get("statistics") or {}
+    file = path / str(entry.get("file", STATISTICS))
+    try:
+        with safe_open(str(file), framework="numpy") as handle:
+            flux = {name: handle.get_tensor(name).astype(np.float64) for name in ("flux_mean", "flux_std")}
+        label_mean = np.asarray(entry["label_mean"], dtype=np.float64)
+        label_std = np.asarray(entry["label_std"], dtype=np.float64)
+    except (KeyError, TypeError, ValueError) as error:
+        raise ModelBundleError(path, f"statistics missing or malformed ({error!r})") from None
+    except Exception as error:  # missing or corrupt safetensors file
+        raise ModelBundleError(path, f"cannot read {file.name}: {error}") from None
+    for name, array, size in (("flux_mean", flux["flux_mean"], n_pixels), ("flux_std", flux["flux_std"], n_pixels),
+                              ("label_mean", label_mean, len(labels)), ("label_std", label_std, len(labels))):
+        if array.shape != (size,):
+            raise ModelBundleError(path, f"statistics {name} has shape {array.shape}, expected ({size},)")
+        if not np.all(np.isfinite(array)):
+            raise ModelBundleError(path, f"statistics {name} has non-finite values")
+    if np.any(label_std <= 0):
+        raise ModelBundleError(path, "statistics label_std must be positive")
+    return Statistics(flux["flux_mean"], flux["flux_std"], label_mean, label_std,
+                      source=str(entry.get("source", "training set")))
+
+
+def _check_weights(path: Path, architecture: RRNetConfig, networks: Mapping[str, Sequence[str]],
+                   regions: Sequence[Region]) -> None:
+    """Every expected tensor is present with the expected shape (read from the header only)."""
+    weights = path / WEIGHTS
+    if not weights.is_file():
+        raise ModelBundleError(path, f"no {WEIGHTS}")
+    try:
+        with safe_open(str(weights), framework="pt", device="cpu") as handle:
+            shapes = {key: tuple(handle.get_slice(key).get_shape()) for key in handle.keys()}
+    except Exception as error:
+        raise ModelBundleError(path, f"{WEIGHTS} is corrupt or truncated ({error})") from None
+    for network, names in networks.items():
+        expected = expected_shapes(architecture, len(names))
+        fc1 = {p: expected[f"fc1.0.{p}"] for p in ("weight", "bias")}
+        for member in range(architecture.members):
+            wanted = {base_key(member, network, key): shape for key, shape in expected.items()}
+            for region in regions:
+                wanted.update({region_key(member, network, region.name, p): s for p, s in fc1.items()})
+            _compare_shapes(path, wanted, shapes)
+
+
+def _compare_shapes(path: Path, wanted: Mapping[str, tuple], found: Mapping[str, tuple]) -> None:
+    for key, shape in wanted.items():
+        if key not in found:
+            raise ModelBundleError(path, f"{WEIGHTS} lacks tensor {key}")
+        if found[key] != tuple(shape):
+            raise ModelBundleError(path, f"{WEIGHTS}: tensor {key} has shape {list(found[key])}, "
+                                         f"expected {list(shape)}")
+
+
+# ---------------------------------------------------------------------- save
+Weights = "RRNet | nn.Module | Mapping[str, torch.Tensor]"
+
+
+def save_bundle(path: str | Path, architecture: RRNetConfig | str,
+                members: Sequence[Mapping[str, "RRNet | Mapping[str, torch.Tensor]"]],
+                statistics: Statistics | Mapping, provenance: Mapping, *,
+                region_heads: Sequence[Mapping[str, Mapping[str, Weights]]] | None = None,
+                regions: Sequence[Region] | None = None, labels: Sequence[str] | None = None,
+                metrics: Mapping | None = None, grid: InputGrid | None = None,
+                templates: str | Path | None = None) -> Path:
+    """Write a model folder and return its path (the folder is created or updated in place).
+
+    members[k][NET]: the base RRNet of member k for network NET (module or state dict).
+    region_heads[k][NET][R]: region R's fine-tuned fc1 — an nn.Sequential fc1, its
+    state dict (0.weight/0.bias), or a whole RRNet whose fc1 is taken.
+    regions defaults to config.default_regions() when region_heads is given, else none.
+    provenance["trained_on"] must be one of TRAINED_ON; date and spemr version are added.
+    The written bundle is re-loaded and validated before returning.
+    """
+    path = Path(path)
+    architecture = config.architecture(architecture) if isinstance(architecture, str) else architecture
+    architecture = replace(architecture, members=len(members))
+    networks = dict(architecture.networks)
+    labels = list(labels) if labels is not None else [n for n in config.LABELS if any(n in v for v in networks.values())]
+    _check_labels(path, labels, networks)
+    if regions is None:
+        regions = config.default_regions() if region_heads else ()
+    provenance = _complete_provenance(path, provenance)
+    statistics = Statistics.coerce(statistics)
+    tensors = _collect_tensors(path, members, region_heads or [], networks, regions)
+
+    path.mkdir(parents=True, exist_ok=True)
+    (path / MANIFEST).unlink(missing_ok=True)  # a half-written folder must not look valid
+    _atomic_save(tensors, path / WEIGHTS)
+    _atomic_save({"flux_mean": torch.as_tensor(np.asarray(statistics.flux_mean, dtype=np.float64)),
+                  "flux_std": torch.as_tensor(np.asarray(statistics.flux_std, dtype=np.float64))},
+                 path / STATISTICS)
+    if templates is not None:
+        shutil.copyfile(templates, path / TEMPLATES)
+    manifest = {
+        "format": FORMAT, "version": VERSION,
+        "architecture": architecture.to_dict(), "labels": labels,
+        "networks": {k: list(v) for k, v in networks.items()}, "members": architecture.members,
+        "regions": [region.to_dict() for region in regions],
+        "grid": (grid or config.default_grid()).to_dict(),
+        "statistics": {"file": STATISTICS, "source": statistics.source,
+                       "label_mean": [float(x) for x in statistics.label_mean],
+                       "label_std": [float(x) for x in statistics.label_std]},
+        "provenance": provenance, "metrics": dict(metrics or {}),
+    }
+    if (path / TEMPLATES).is_file():
+        manifest["templates"] = TEMPLATES
+    temporary = path / (MANIFEST + ".tmp")
+    temporary.write_text(json.dumps(manifest, indent=2, sort_keys=False, allow_nan=False) + "\n")
+    os.replace(temporary, path / MANIFEST)
+    load_bundle(path)
+    return path
+
+
+def _complete_provenance(path: Path, provenance: Mapping) -> dict:
+    out = dict(provenance)
+    if out.get("trained_on") not in TRAINED_ON:
+        raise ModelBundleError(path, f"provenance trained_on must be one of {TRAINED_ON}, "
+                                     f"not {out.get('trained_on')!r}")
+    out.setdefault("date", _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"))
+    out.setdefault("spemr_version", __version__)
+    return out
+
+
+def _collect_tensors(path: Path, members, region_heads, networks, regions) -> dict[str, torch.Tensor]:
+    tensors: dict[str, torch.Tensor] = {}
+    if region_heads and len(region_heads) != len(members):
+        raise ModelBundleError(path, f"{len(region_heads)} region head sets for {len(members)} members")
+    for member, nets in enumerate(members):
+        for network in networks:
+            if network not in nets:
+                raise ModelBundleError(path, f"member {member} lacks network {network}")
+            for key, value in _state_dict(nets[network]).items():
+                tensors[base_key(member, network, key)] = value
+            for region in regions:
+                try:
+                    head = region_heads[member][network][region.name]
+                except (IndexError, KeyError):
+                    raise ModelBundleError(path, f"member {member} network {network} lacks the fc1 "
+                                                 f"of region {region.name}") from None
+                for param, value in _fc1_state(head).items():
+                    tensors[region_key(member, network, region.name, param)] = value
+    return _unshare(tensors)
+
+
+def _state_dict(weights) -> dict[str, torch.Tensor]:
+    state = weights.state_dict() if isinstance(weights, nn.Module) else dict(weights)
+    return {key: torch.as_tensor(value).detach().to("cpu", torch.float32) for key, value in state.items()}
+
+
+def _fc1_state(head) -> dict[str, torch.Tensor]:
+    """weight/bias of a region fc1 given as nn.Sequential, RRNet, or either's state dict."""
+    if isinstance(head, RRNet):
+        head = head.fc1
+    state = _state_dict(head)
+    for prefix in ("0.", "fc1.0."):
+        if f"{prefix}weight" in state and f"{prefix}bias" in state:
+            return {p: state[prefix + p] for p in ("weight", "bias")}
+    raise ValueError(f"not an fc1 head: keys {sorted(state)[:6]}")
+
+
+def _unshare(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """safetensors refuses tensors that share memory (e.g. a region fc1 copied by reference)."""
+    seen: set[int] = set()
+    out = {}
+    for key, value in tensors.items():
+        value = value.contiguous()
+        pointer = value.untyped_storage().data_ptr()
+        out[key] = value.clone() if pointer in seen else value
+        seen.add(pointer)
+    return out
+
+
+def _atomic_save(tensors: dict[str, torch.Tensor], target: Path) -> None:
+    temporary = target.with_name(target.name + ".tmp")
+    save_file(tensors, str(temporary), metadata={"format": FORMAT, "version": str(VERSION)})
+    os.replace(temporary, target)
+
+
+# ----------------------------------------------------------- random bundles
+def create_random_bundle(path: str | Path, architecture: RRNetConfig | str = "tiny", seed: int = 0,
+                         regions: Sequence[Region] | None = None,
+                         statistics: Statistics | Mapping | None = None) -> Path:
+    """A bundle of randomly initialised networks for tests, benchmarks and demos.
+
+    Region heads are the base fc1 plus noise, so sub-models disagree a little and fusion
+    has something to choose. The manifest says trained_on = "random": its numbers mean
+    nothing. regions=None gives the default four regions; () gives a base-only bundle.
+    """
+    architecture = config.architecture(architecture) if isinstance(architecture, str) else architecture
+    regions = config.default_regions() if regions is None else tuple(regions)
+    labels = [n for n in config.LABELS if any(n in v for v in architecture.networks.values())]
+    if statistics is None:
+        statistics = placeholder_statistics(labels, architecture.len_spectrum)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        members, heads = [], []
+        for _ in range(architecture.members):
+            nets = {name: RRNet(architecture, len(names)) for name, names in architecture.networks.items()}
+            members.append(nets)
+            heads.append({name: {region.name: _perturbed_fc1(net) for region in regions}
+                          for name, net in nets.items()})
+    return save_bundle(path, architecture, members, statistics,
+                       {"trained_on": "random", "seed": seed, "command": "create_random_bundle"},
+                       region_heads=heads, regions=regions, labels=labels)
+
+
+def _perturbed_fc1(net: RRNet) -> dict[str, torch.Tensor]:
+    state = {key: value.detach().clone() for key, value in net.fc1.state_dict().items()}
+    for value in state.values():
+        value += 0.5 * value.std() * torch.randn_like(value)
+    return state
