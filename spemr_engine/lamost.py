@@ -1,0 +1,448 @@
+"""LAMOST medium-resolution (MRS) spectrum reader.
+
+One call, :func:`read_mrs`, turns a ``med-*.fits`` / ``.fits.gz`` file into an
+:class:`MRSFile`: header metadata plus every blue/red arm pair (the coadd and each
+single exposure), with vacuum wavelengths sorted ascending, flux, inverse variance and
+a boolean bad-pixel mask. Anything that is not a readable MRS file is refused with one
+:class:`~spemr_engine.errors.InputFileError` line naming the file and the problem.
+
+The whole file is read into memory and (for ``.gz``) decompressed in one go before
+astropy parses it: MRS files are a few MB, and this way a truncated or corrupt file
+fails here, loudly, instead of later through astropy's lazy loading.
+"""
+from __future__ import annotations
+
+import gzip
+import io
+import re
+import warnings
+import zlib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from astropy.io import fits
+
+from .errors import InputFileError
+
+FITS_BLOCK = 2880
+_GZIP_MAGIC = b"\x1f\x8b"
+_COADD_RE = re.compile(r"^COADD_([BR])$")
+_EXPOSURE_RE = re.compile(r"^([BR])-(\d+)$")
+# Plausible optical range (Angstrom): a wavelength column outside it was misread.
+_WAVE_RANGE = (3000.0, 11000.0)
+
+# meta key -> (header keyword, converter)
+_META_KEYS = {
+    "obsid": ("OBSID", int), "filename": ("FILENAME", str),
+    "ra": ("RA", float), "dec": ("DEC", float),
+    "designation": ("DESIG", str), "objname": ("OBJNAME", str), "objtype": ("OBJTYPE", str),
+    "lmjd": ("LMJD", int), "mjd": ("MJD", int), "planid": ("PLANID", str),
+    "spid": ("SPID", int), "fiberid": ("FIBERID", int), "data_release": ("DATA_V", str),
+    "helio": ("HELIO", bool), "helio_rv": ("HELIO_RV", float), "vacuum": ("VACUUM", bool),
+    "nexp_b": ("NEXP_B", int), "nexp_r": ("NEXP_R", int),
+    "combin_b": ("COMBIN_B", bool), "combin_r": ("COMBIN_R", bool),
+    "magtype": ("MAGTYPE", str), "mag": ("MAG1", float),
+}
+_NO_MAGNITUDE = 99.0
+
+
+# ------------------------------------------------------------------ data types
+@dataclass
+class Arm:
+    """One arm (blue or red) of one spectrum: coadd or a single exposure."""
+    extname: str
+    side: str
+    wave: np.ndarray
+    flux: np.ndarray
+    ivar: np.ndarray
+    mask: np.ndarray
+    snr: float
+    exptime: float | None
+    lmjm: int | None
+
+    @property
+    def n_pixels(self) -> int:
+        return int(self.wave.size)
+
+
+@dataclass
+class ArmPair:
+    """A blue and a red arm taken together: the unit the model reads."""
+    blue: Arm
+    red: Arm
+    lmjm: int | None
+
+    @property
+    def is_coadd(self) -> bool:
+        return self.lmjm is None
+
+    @property
+    def extname_blue(self) -> str:
+        return self.blue.extname
+
+    @property
+    def extname_red(self) -> str:
+        return self.red.extname
+
+    @property
+    def snr_blue(self) -> float:
+        return self.blue.snr
+
+    @property
+    def snr_red(self) -> float:
+        return self.red.snr
+
+    @property
+    def label(self) -> str:
+        return "coadd" if self.is_coadd else str(self.lmjm)
+
+
+@dataclass
+class MRSFile:
+    """Everything read from one MRS file."""
+    path: Path
+    meta: dict
+    pairs: list[ArmPair]
+    unpaired: list[Arm] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def coadd(self) -> ArmPair | None:
+        return next((p for p in self.pairs if p.is_coadd), None)
+
+    @property
+    def exposures(self) -> list[ArmPair]:
+        return [p for p in self.pairs if not p.is_coadd]
+
+    def select(self, exposure: str | int = "coadd") -> list[ArmPair]:
+        """Pairs for ``exposure``: "coadd", "all", or one exposure's LMJM.
+
+        Raises InputFileError when the file has no such pair, so callers can report it
+        per file instead of silently analysing nothing."""
+        choice = str(exposure).strip().lower()
+        if choice == "all":
+            return list(self.pairs)
+        if choice == "coadd":
+            if self.coadd is None:
+                raise InputFileError(self.path, "has no coadd pair (COADD_B + COADD_R)")
+            return [self.coadd]
+        chosen = [p for p in self.exposures if p.label == choice]
+        if not chosen:
+            available = ", ".join(["coadd"] * (self.coadd is not None)
+                                  + [p.label for p in self.exposures]) or "none"
+            raise InputFileError(self.path, f"has no exposure {exposure!r} (available: {available})")
+        return chosen
+
+
+# ------------------------------------------------------------------ public API
+def read_mrs(path: str | Path) -> MRSFile:
+    """Read a LAMOST MRS file (.fits or .fits.gz); raise InputFileError if unusable."""
+    path = Path(path)
+    raw = _read_bytes(path)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            with fits.open(io.BytesIO(raw), memmap=False, lazy_load_hdus=False) as hdul:
+                return _parse(path, hdul, raw_size=len(raw))
+        except InputFileError:
+            raise
+        except (OSError, ValueError, TypeError, KeyError, IndexError, EOFError) as error:
+            problem = (_truncation_problem(caught, len(raw), error)
+                       or f"cannot be read as FITS ({_short(error)})")
+            raise InputFileError(path, problem) from None
+
+
+# ------------------------------------------------------------------- file bytes
+def _read_bytes(path: Path) -> bytes:
+    """Whole file, decompressed; refuses missing, empty, non-FITS and bad gzip files."""
+    if not path.exists():
+        raise InputFileError(path, "file not found")
+    if path.is_dir():
+        raise InputFileError(path, "is a folder, not a FITS file")
+    try:
+        raw = path.read_bytes()
+    except OSError as error:
+        raise InputFileError(path, f"cannot be read ({error.strerror or error})") from None
+    if raw[:2] == _GZIP_MAGIC:
+        raw = _gunzip(path, raw)
+    if not raw:
+        raise InputFileError(path, "is empty")
+    if not raw.startswith(b"SIMPLE  ="):
+        raise InputFileError(path, f"is not a FITS file (starts with {_preview(raw)})")
+    return raw
+
+
+def _gunzip(path: Path, raw: bytes) -> bytes:
+    try:
+        return gzip.decompress(raw)
+    except EOFError:
+        raise InputFileError(path, "truncated gzip file (compressed data ends early)") from None
+    except (OSError, zlib.error) as error:
+        raise InputFileError(path, f"corrupt gzip data ({_short(error)})") from None
+
+
+def _preview(raw: bytes) -> str:
+    text = raw[:16].decode("ascii", errors="replace")
+    return repr("".join(c if c.isprintable() else "?" for c in text))
+
+
+def _short(error: Exception) -> str:
+    return " ".join(str(error).split())[:160] or type(error).__name__
+
+
+def _truncation_problem(caught: list, size: int, error: Exception) -> str | None:
+    """Why astropy failed, when the cause is a file cut short."""
+    if size % FITS_BLOCK:
+        return f"truncated FITS file ({size} bytes is not a whole number of 2880-byte blocks)"
+    if "END card" in str(error):
+        return "truncated or corrupt FITS file (a header has no END card)"
+    for warning in caught:
+        if "truncat" in str(warning.message).lower():
+            return "truncated FITS file (data ends before the headers say it should)"
+    return None
+
+
+# ------------------------------------------------------------------ FITS parsing
+def _parse(path: Path, hdul: fits.HDUList, raw_size: int) -> MRSFile:
+    hdul.readall()
+    _check_complete(path, hdul, raw_size)
+    header = hdul[0].header
+    arm_hdus = [(hdu, _arm_identity(hdu.name)) for hdu in hdul[1:]]
+    arm_hdus = [(hdu, ident) for hdu, ident in arm_hdus if ident is not None]
+    if not arm_hdus:
+        raise InputFileError(path, _not_mrs_reason(hdul))
+    notes: list[str] = []
+    air = header.get("VACUUM") is False
+    if air:
+        notes.append("VACUUM = F: wavelengths converted from air to vacuum")
+    arms = [_read_arm(path, hdu, side, lmjm, air) for hdu, (side, lmjm) in arm_hdus]
+    pairs, unpaired = _pair_arms(arms, notes)
+    notes.extend(_exposure_count_notes(header, arms))
+    return MRSFile(path=path, meta=_metadata(header, path), pairs=pairs,
+                   unpaired=unpaired, warnings=notes)
+
+
+def _check_complete(path: Path, hdul: fits.HDUList, raw_size: int) -> None:
+    """Astropy reads short data without complaint; compare sizes ourselves."""
+    for hdu in hdul:
+        info = hdu.fileinfo()
+        if info is None:
+            continue
+        end = info["datLoc"] + _data_bytes(hdu.header)  # bytes the header promises
+        if end > raw_size:
+            raise InputFileError(path, f"truncated FITS file (extension {hdu.name or 0} "
+                                       f"needs {end} bytes, file has {raw_size})")
+    declared = hdul[0].header.get("N_EXTEN")
+    if isinstance(declared, int) and 0 < len(hdul) < declared:
+        raise InputFileError(path, f"truncated FITS file (header N_EXTEN = {declared}, "
+                                   f"found only {len(hdul)} HDUs)")
+    for hdu in hdul:
+        if hdu.data is not None:
+            np.asarray(hdu.data)  # force every data block to be read now
+
+
+def _data_bytes(header) -> int:
+    """Size of an HDU's data as its header declares it (FITS standard, eq. 2)."""
+    naxis = int(header.get("NAXIS", 0))
+    if naxis == 0:
+        return 0
+    n_values = int(np.prod([int(header.get(f"NAXIS{i}", 0)) for i in range(1, naxis + 1)]))
+    bytes_per_value = abs(int(header.get("BITPIX", 8))) // 8
+    return bytes_per_value * int(header.get("GCOUNT", 1)) * (int(header.get("PCOUNT", 0)) + n_values)
+
+
+def _arm_identity(extname: str) -> tuple[str, int | None] | None:
+    name = extname.strip().upper()
+    coadd = _COADD_RE.match(name)
+    if coadd:
+        return coadd.group(1), None
+    exposure = _EXPOSURE_RE.match(name)
+    if exposure:
+        return exposure.group(1), int(exposure.group(2))
+    return None
+
+
+def _not_mrs_reason(hdul: fits.HDUList) -> str:
+    header = hdul[0].header
+    filename = str(header.get("FILENAME", "")).strip().lower()
+    primary_image = hdul[0].header.get("NAXIS", 0) == 2
+    lamost = "LAMOST" in str(header.get("AUTHOR", "")) + str(header.get("TELESCOP", ""))
+    lrs_layout = primary_image or any(h.name.strip().upper() == "COADD" for h in hdul[1:])
+    if filename.startswith("spec-") or (lamost and lrs_layout):
+        return ("is a LAMOST low-resolution (LRS) spectrum, not a medium-resolution (MRS) "
+                "file: SPEMR needs med-*.fits files")
+    names = ", ".join(h.name or "?" for h in hdul) or "none"
+    return ("is not a LAMOST MRS file: no COADD_B/COADD_R or B-<lmjm>/R-<lmjm> "
+            f"extensions (found HDUs: {names})")
+
+
+# ------------------------------------------------------------------- one arm
+def _read_arm(path: Path, hdu, side: str, lmjm: int | None, air: bool) -> Arm:
+    name = hdu.name.strip()
+    if not isinstance(hdu, (fits.BinTableHDU, fits.TableHDU)):
+        raise InputFileError(path, f"extension {name} is not a table")
+    columns = {c.upper(): c for c in hdu.columns.names}
+    flux = _column(path, hdu, columns, "FLUX")
+    ivar = _column(path, hdu, columns, "IVAR")
+    wave = _wavelength(path, hdu, columns)
+    bits = _mask_bits(path, hdu, columns, coadd=lmjm is None)
+    if not (flux.size == ivar.size == wave.size == bits.size):
+        raise InputFileError(path, f"extension {name}: columns have different lengths")
+    if air:
+        wave = air_to_vacuum(wave)
+    order = _ascending_order(wave)
+    if order is not None:
+        wave, flux, ivar, bits = wave[order], flux[order], ivar[order], bits[order]
+    mask = (bits != 0) | ~np.isfinite(flux) | ~np.isfinite(ivar) | ~(ivar > 0)
+    return Arm(extname=name, side=side, wave=wave, flux=flux, ivar=ivar, mask=mask,
+               snr=_header_float(hdu.header, "SNR", np.nan),
+               exptime=_header_float(hdu.header, "EXPTIME", None),
+               lmjm=lmjm)
+
+
+def _column(path: Path, hdu, columns: dict, name: str) -> np.ndarray:
+    """A column as a float64 vector, in either table layout:
+    one pixel per row (DR6-DR9 v0) or one row holding array cells (later releases)."""
+    if name not in columns:
+        found = ", ".join(hdu.columns.names) or "none"
+        raise InputFileError(path, f"extension {hdu.name.strip()} has no {name} column "
+                                   f"(columns: {found})")
+    values = np.asarray(hdu.data.field(columns[name]))
+    if values.ndim == 1:
+        return values.astype(np.float64)
+    if values.ndim == 2 and values.shape[0] == 1:
+        return values[0].astype(np.float64)
+    raise InputFileError(path, f"extension {hdu.name.strip()}: unrecognised table layout "
+                               f"({values.shape[0]} rows of {values.shape[1:]}-element cells; "
+                               "expected one pixel per row or one row of arrays)")
+
+
+def _wavelength(path: Path, hdu, columns: dict) -> np.ndarray:
+    name = hdu.name.strip()
+    if "LOGLAM" in columns:
+        wave = 10.0 ** _column(path, hdu, columns, "LOGLAM")
+    elif "WAVELENGTH" in columns:
+        wave = _column(path, hdu, columns, "WAVELENGTH")
+    else:
+        found = ", ".join(hdu.columns.names) or "none"
+        raise InputFileError(path, f"extension {name} has neither a LOGLAM nor a WAVELENGTH "
+                                   f"column (columns: {found})")
+    if not np.all(np.isfinite(wave)):
+        raise InputFileError(path, f"extension {name} has non-finite wavelengths")
+    if wave.size == 0:
+        raise InputFileError(path, f"extension {name} has no pixels")
+    low, high = float(wave.min()), float(wave.max())
+    if low < _WAVE_RANGE[0] or high > _WAVE_RANGE[1]:
+        raise InputFileError(path, f"extension {name}: wavelengths {low:.4g}-{high:.4g} are not "
+                                   "optical Angstrom (is LOGLAM really log10 of wavelength?)")
+    return wave
+
+
+def _mask_bits(path: Path, hdu, columns: dict, coadd: bool) -> np.ndarray:
+    """Pixel mask bits: ORMASK for coadds (any exposure flagged), PIXMASK for exposures.
+    Falls back to whichever mask column exists; no mask column means no bits set."""
+    preference = ("ORMASK", "ANDMASK", "PIXMASK") if coadd else ("PIXMASK", "ORMASK", "ANDMASK")
+    for name in preference:
+        if name in columns:
+            values = np.asarray(hdu.data.field(columns[name]))
+            return (values[0] if values.ndim == 2 and values.shape[0] == 1 else values).ravel()
+    size = _column(path, hdu, columns, "FLUX").size
+    return np.zeros(size, dtype=np.int16)
+
+
+def _ascending_order(wave: np.ndarray) -> np.ndarray | None:
+    """Sort order when pixels are not ascending (red exposures are stored descending)."""
+    steps = np.diff(wave)
+    if np.all(steps > 0):
+        return None
+    if np.all(steps < 0):
+        return np.arange(wave.size - 1, -1, -1)
+    return np.argsort(wave, kind="stable")
+
+
+def air_to_vacuum(wave_air: np.ndarray) -> np.ndarray:
+    """Air to vacuum wavelength (Angstrom), IAU standard (Morton 2000) refractive index."""
+    sigma2 = (1e4 / np.asarray(wave_air, dtype=np.float64)) ** 2
+    index = 1.0 + 8.34254e-5 + 2.406147e-2 / (130.0 - sigma2) + 1.5998e-4 / (38.9 - sigma2)
+    return wave_air * index
+
+
+# ------------------------------------------------------------------- pairing
+def _pair_arms(arms: list[Arm], notes: list[str]) -> tuple[list[ArmPair], list[Arm]]:
+    """Pair blue and red arms by LMJM (None = coadd); lonely arms are kept and reported."""
+    by_key: dict[int | None, dict[str, Arm]] = {}
+    for arm in arms:
+        sides = by_key.setdefault(arm.lmjm, {})
+        if arm.side in sides:
+            notes.append(f"duplicate extension {arm.extname}: kept the first one")
+            continue
+        sides[arm.side] = arm
+    pairs, unpaired = [], []
+    for key in sorted(by_key, key=lambda k: -1 if k is None else k):
+        sides = by_key[key]
+        if "B" in sides and "R" in sides:
+            pairs.append(ArmPair(blue=sides["B"], red=sides["R"], lmjm=key))
+            continue
+        lonely = next(iter(sides.values()))
+        missing = _partner_name(lonely)
+        notes.append(f"{lonely.extname} has no partner {missing}: left unpaired")
+        unpaired.append(lonely)
+    return pairs, unpaired
+
+
+def _exposure_count_notes(header, arms: list[Arm]) -> list[str]:
+    """Compare NEXP_B/NEXP_R with the exposures found: a shortfall hints at a cut file."""
+    notes = []
+    for side in ("B", "R"):
+        declared = _header_value(header, f"NEXP_{side}", int)
+        found = sum(1 for arm in arms if arm.side == side and arm.lmjm is not None)
+        if declared is not None and declared != found:
+            notes.append(f"header NEXP_{side} = {declared} but the file has {found} "
+                         f"{side}-<lmjm> exposures (file may be incomplete)")
+    return notes
+
+
+def _partner_name(arm: Arm) -> str:
+    other = "R" if arm.side == "B" else "B"
+    return f"COADD_{other}" if arm.lmjm is None else f"{other}-{arm.lmjm}"
+
+
+# ------------------------------------------------------------------ metadata
+def _metadata(header, path: Path) -> dict:
+    """Header metadata as plain JSON-friendly Python values (None when absent)."""
+    meta: dict = {}
+    for key, (keyword, convert) in _META_KEYS.items():
+        meta[key] = _header_value(header, keyword, convert)
+    if not meta["filename"]:
+        meta["filename"] = _fits_name(path)
+    mags = [_header_value(header, f"MAG{i}", float) for i in range(1, 8)]
+    meta["mags"] = [m for m in mags if m is not None and m != _NO_MAGNITUDE]
+    if meta["mag"] == _NO_MAGNITUDE:
+        meta["mag"] = None
+    meta["primary_hdu"] = str(header.get("EXTNAME", "PRIMARY")).strip() or "PRIMARY"
+    return meta
+
+
+def _header_value(header, keyword: str, convert):
+    value = header.get(keyword)
+    if value is None or isinstance(value, fits.card.Undefined):
+        return None
+    try:
+        if convert is str:
+            return str(value).strip()
+        if convert is bool:
+            return value if isinstance(value, bool) else str(value).strip().upper() in ("T", "TRUE", "1")
+        return convert(value)
+    except (TypeError, ValueError):
+        return None
+
+
+def _header_float(header, keyword: str, default):
+    value = _header_value(header, keyword, float)
+    return default if value is None else value
+
+
+def _fits_name(path: Path) -> str:
+    name = path.name
+    return name[:-3] if name.lower().endswith(".gz") else name
