@@ -1,0 +1,510 @@
+"""Survey-scale catalogs: label a folder, a glob, a file list or a whole data release.
+
+``run_catalog`` is the engine's batch entry point (the CLI's ``spemr catalog`` and the
+GUI call it). Reading and preprocessing run in worker processes (they are CPU-bound
+and need no model); inference runs batched in the calling process on the chosen
+device (one model in memory, large batches); results are committed in crash-safe
+chunks by :mod:`spemr_engine.catalog_store`. Memory stays bounded: at most a few tasks
+are in flight, at most one inference batch is buffered, and at most one chunk of rows
+waits to be written.
+
+Every input gets rows: a file that cannot be read gets one row with ``flags`` =
+``file_error`` and the reason in ``error``; a spectrum that cannot be measured gets
+NaN labels and its quality flags. Nothing is dropped silently.
+
+This module must stay importable without torch (worker processes import it); torch
+arrives only through the lazily imported inference code in the main process.
+"""
+from __future__ import annotations
+
+import glob
+import hashlib
+import os
+import re
+import threading
+import time
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterable, Iterator, Sequence
+
+import numpy as np
+
+from . import catalog_rows
+from .catalog_store import (CatalogWriteError, RunFolder, TableSchema, atomic_write_binary,
+                            fingerprint, output_format, require_pyarrow, write_table)
+from .errors import Cancelled, SpemrError
+
+FITS_NAME = re.compile(r"\.(fits|fit|fts)(\.gz|\.bz2|\.fz)?$", re.IGNORECASE)
+GLOB_CHARS = re.compile(r"[*?\[]")
+EXPOSURE_CHOICES = ("coadd", "all")
+DEFAULT_CHUNK_ROWS = 2000
+DEFAULT_BATCH_SIZE = 256
+COMMIT_INTERVAL_S = 30.0
+
+
+# =============================================================== input discovery
+def discover_inputs(inputs: Sequence[str | os.PathLike]) -> list[str]:
+    """Input FITS paths from folders (recursive), globs and text lists, sorted, unique.
+
+    A file whose name looks like FITS is an input; any other file is a list of paths,
+    one per line (``#`` comments, relative paths taken from the list's folder). Paths
+    a list names but that do not exist are kept: they get a ``file not found`` row.
+    """
+    if not inputs:
+        raise SpemrError("catalog: no inputs given")
+    found: set[str] = set()
+    for item in inputs:
+        found.update(_expand(str(item)))
+    return sorted(found)
+
+
+def _expand(item: str) -> list[str]:
+    path = Path(item).expanduser()
+    if path.is_dir():
+        files = [str(p.resolve()) for p in path.rglob("*") if p.is_file() and FITS_NAME.search(p.name)]
+        if not files:
+            raise SpemrError(f"{item}: folder holds no FITS files (*.fits, *.fits.gz)")
+        return files
+    if path.is_file():
+        return [str(path.resolve())] if FITS_NAME.search(path.name) else _read_list(path)
+    if GLOB_CHARS.search(item):
+        matches = [str(Path(m).resolve()) for m in glob.glob(str(path), recursive=True)
+                   if Path(m).is_file()]
+        if not matches:
+            raise SpemrError(f"{item}: no files match this pattern")
+        return matches
+    raise SpemrError(f"{item}: no such file or folder")
+
+
+def _read_list(path: Path) -> list[str]:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as error:
+        raise SpemrError(f"{path.name}: neither a FITS file nor a readable text list of paths "
+                         f"({getattr(error, 'strerror', None) or error})") from None
+    entries = [line.strip() for line in text.splitlines()]
+    entries = [e for e in entries if e and not e.startswith("#")]
+    if not entries:
+        raise SpemrError(f"{path.name}: the file list is empty")
+    return [str((path.parent / Path(e).expanduser()).resolve()) for e in entries]
+
+
+# ================================================================ run control
+class Control:
+    """Progress, pause and cancel for one run (callables or threading.Event)."""
+
+    def __init__(self, progress=None, cancel=None, pause=None):
+        self._progress = progress
+        self._cancel = cancel
+        self._pause = pause
+
+    @staticmethod
+    def _asked(signal) -> bool:
+        if signal is None:
+            return False
+        if isinstance(signal, threading.Event):
+            return signal.is_set()
+        return bool(signal())
+
+    def cancelled(self) -> bool:
+        return self._asked(self._cancel)
+
+    def paused(self) -> bool:
+        return self._asked(self._pause)
+
+    def wait_while_paused(self, on_pause: Callable[[], None] | None = None) -> None:
+        """Block while paused; cancel still works during a pause."""
+        notified = False
+        while self.paused() and not self.cancelled():
+            if not notified and on_pause:
+                on_pause()
+                notified = True
+            time.sleep(0.1)
+
+    def report(self, info: dict) -> None:
+        if self._progress is not None:
+            self._progress(dict(info))
+
+
+# ================================================================== summary
+@dataclass
+class CatalogSummary:
+    """What a run did. ``nothing_to_do`` is True when the catalog was already finished."""
+    output: str
+    n_inputs: int
+    n_files_done_now: int
+    n_files_resumed: int
+    n_rows: int
+    flag_counts: dict[str, int]
+    elapsed_s: float
+    spectra_per_s: float
+    model_trained_on: str
+    nothing_to_do: bool = False
+    columns: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        return dict(vars(self))
+
+    def lines(self) -> list[str]:
+        """Human summary for the CLI."""
+        if self.nothing_to_do:
+            return [f"{self.output}: already complete ({self.n_rows} rows); nothing to do"]
+        flags = ", ".join(f"{k}: {v}" for k, v in sorted(self.flag_counts.items())) or "none"
+        return [f"{self.output}: {self.n_rows} rows from {self.n_inputs} files "
+                f"({self.n_files_done_now} labelled now, {self.n_files_resumed} resumed)",
+                f"flags: {flags}",
+                f"time: {self.elapsed_s:.1f} s, {self.spectra_per_s:.1f} spectra/s"]
+
+
+# ================================================================= the run
+@dataclass
+class _Settings:
+    inputs: list[str]
+    output: Path
+    fmt: str
+    exposures: str
+    rv_catalog: str | None
+    model_path: str
+    device: str
+    workers: int
+    chunk_rows: int
+    batch_size: int
+    files_per_task: int
+
+
+def run_catalog(inputs: Sequence[str | os.PathLike], output: str | os.PathLike, model=None,
+                exposures: str = "coadd", rv_catalog: str | os.PathLike | None = None,
+                device: str = "auto", workers: int | None = None, resume: bool = False,
+                chunk_size: int = DEFAULT_CHUNK_ROWS, batch_size: int = DEFAULT_BATCH_SIZE,
+                files_per_task: int = 4, progress=None, cancel=None, pause=None,
+                cluster: str | None = None, overwrite: bool = False) -> CatalogSummary:
+    """Label every spectrum of ``inputs`` into ``output`` (.fits, .parquet or .csv).
+
+    model: a bundle folder, a loaded ModelBundle, or None for the default model.
+    workers: reading/preprocessing processes (0 = in this process; None = cores - 1).
+    resume: continue an interrupted run (the same inputs and settings).
+    cluster: "dask://HOST:PORT" or "local:N" runs on Dask (see spemr_engine.distributed).
+    Raises Cancelled (keeping what was committed) when ``cancel`` asks to stop.
+    """
+    if exposures not in EXPOSURE_CHOICES:
+        raise SpemrError(f"catalog: --exposures must be one of {', '.join(EXPOSURE_CHOICES)}")
+    output = Path(output).expanduser().resolve()
+    fmt = output_format(output)
+    if fmt == "parquet":
+        require_pyarrow(output)
+    bundle = _load_model(model)
+    settings = _Settings(
+        inputs=discover_inputs(inputs), output=output, fmt=fmt, exposures=exposures,
+        rv_catalog=str(Path(rv_catalog).resolve()) if rv_catalog else None,
+        model_path=str(bundle.path), device=device,
+        workers=_default_workers() if workers is None else max(0, int(workers)),
+        chunk_rows=max(1, int(chunk_size)), batch_size=max(1, int(batch_size)),
+        files_per_task=max(1, int(files_per_task)))
+    control = Control(progress, cancel, pause)
+    columns = catalog_rows.columns(bundle)
+    run_print = fingerprint(_content_settings(settings, bundle, columns))
+    folder = RunFolder(output)
+    if folder.is_finished(run_print):
+        return _already_done(folder, settings, bundle, columns)
+    _check_start(folder, output, resume, overwrite, run_print)
+    folder.open()
+    try:
+        return _run(folder, settings, bundle, columns, run_print, control, resume, cluster)
+    finally:
+        folder.close()
+
+
+def _default_workers() -> int:
+    return max(1, (os.cpu_count() or 2) - 1)
+
+
+def _load_model(model):
+    """A ModelBundle from a path, a bundle, or the default model (lazy: imports torch)."""
+    from .bundle import ModelBundle, load_bundle
+    if isinstance(model, ModelBundle):
+        return model
+    if model is None:
+        from .api import default_model_path
+        model = default_model_path()
+    return load_bundle(model)
+
+
+def _content_settings(settings: _Settings, bundle, columns: list[str]) -> dict:
+    """Everything that changes the table's content (not workers, device or chunking)."""
+    listing = "\n".join(settings.inputs).encode()
+    return {"inputs_sha256": hashlib.sha256(listing).hexdigest(), "n_inputs": len(settings.inputs),
+            "format": settings.fmt, "exposures": settings.exposures, "columns": columns,
+            "rv_catalog": _file_identity(settings.rv_catalog), "model": _model_identity(bundle)}
+
+
+def _file_identity(path: str | None) -> str | None:
+    if path is None:
+        return None
+    try:
+        return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+    except OSError as error:
+        raise SpemrError(f"{Path(path).name}: cannot read the RV catalog "
+                         f"({error.strerror or error})") from None
+
+
+def _model_identity(bundle) -> dict:
+    weights = bundle.weights_path
+    try:
+        stat = weights.stat()
+        weights_id = [stat.st_size, stat.st_mtime_ns]
+    except OSError:
+        weights_id = None
+    manifest = hashlib.sha256(repr(sorted(bundle.manifest.items())).encode()).hexdigest()
+    return {"path": str(bundle.path), "manifest": manifest, "weights": weights_id}
+
+
+def _check_start(folder: RunFolder, output: Path, resume: bool, overwrite: bool,
+                 run_print: str) -> None:
+    """Refuse to mix runs: an interrupted run needs --resume, a foreign output --overwrite."""
+    run = folder.read_run()
+    has_chunks = bool(folder.chunk_infos()) if folder.chunks_dir.exists() else False
+    if resume:
+        if run and run.get("fingerprint") != run_print and has_chunks and not overwrite:
+            raise SpemrError(f"{output.name}: cannot resume: the interrupted run used other "
+                             "inputs or settings (same inputs, --exposures, --model and "
+                             "--rv-catalog are needed; or start again with --overwrite)")
+        return
+    if has_chunks and not overwrite:
+        raise SpemrError(f"{output.name}: an interrupted run exists in {folder.root.name}; "
+                         "continue it with --resume or start again with --overwrite")
+    if output.exists() and not overwrite:
+        raise SpemrError(f"{output.name}: exists (from another run); choose another name or "
+                         "pass --overwrite")
+
+
+def _already_done(folder: RunFolder, settings: _Settings, bundle, columns) -> CatalogSummary:
+    run = folder.read_run() or {}
+    summary = run.get("summary", {})
+    return CatalogSummary(output=str(settings.output), n_inputs=len(settings.inputs),
+                          n_files_done_now=0, n_files_resumed=len(settings.inputs),
+                          n_rows=int(summary.get("n_rows", 0)),
+                          flag_counts=dict(summary.get("flag_counts", {})), elapsed_s=0.0,
+                          spectra_per_s=0.0, model_trained_on=bundle.trained_on,
+                          nothing_to_do=True, columns=columns)
+
+
+def _run(folder: RunFolder, settings: _Settings, bundle, columns, run_print, control: Control,
+         resume: bool, cluster: str | None) -> CatalogSummary:
+    started = time.monotonic()
+    record = {"fingerprint": run_print, "state": "running", "output": str(settings.output),
+              "n_inputs": len(settings.inputs), "model": settings.model_path,
+              "exposures": settings.exposures}
+    existing = folder.read_run()
+    if not resume or (existing and existing.get("fingerprint") != run_print):
+        folder.clear()
+    folder.write_run(record)
+    done = folder.done_inputs() if resume else set()
+    pending = [p for p in settings.inputs if p not in done]
+    tracker = _Tracker(control, len(settings.inputs), len(done), started)
+    committer = _Committer(folder, columns, settings.chunk_rows, tracker)
+    if pending:
+        results = _results(pending, settings, bundle, control, cluster)
+        try:
+            for groups in results:
+                committer.add(groups)
+                if control.cancelled():
+                    break
+            committer.flush()
+        finally:
+            results.close()
+        if control.cancelled():
+            raise Cancelled(f"{settings.output.name}: cancelled; {tracker.files_done} of "
+                            f"{len(settings.inputs)} files committed (continue with --resume)")
+    return _assemble(folder, settings, bundle, columns, record, tracker, len(done))
+
+
+def _results(pending: list[str], settings: _Settings, bundle, control: Control,
+             cluster: str | None) -> Iterator[dict[str, list[dict]]]:
+    """Labelled rows, grouped by input file, in completion order."""
+    if cluster:
+        from .distributed import dask_results
+        return dask_results(pending, settings, bundle, control, cluster)
+    return _local_results(pending, settings, bundle, control)
+
+
+# ================================================================ local pipeline
+def _task_batches(paths: list[str], size: int) -> Iterator[list[str]]:
+    for start in range(0, len(paths), size):
+        yield paths[start:start + size]
+
+
+def _local_results(pending: list[str], settings: _Settings, bundle,
+                   control: Control) -> Iterator[dict[str, list[dict]]]:
+    """Workers read and preprocess; this process runs batched inference."""
+    options = catalog_rows.PrepareOptions.from_settings(settings, bundle)
+    labeller = catalog_rows.Labeller(bundle, settings.device, settings.batch_size)
+    prepared_stream = _prepared_files(pending, options, settings, control)
+    buffer: list[catalog_rows.PreparedFile] = []
+    n_spectra = 0
+    try:
+        for prepared in prepared_stream:
+            buffer.append(prepared)
+            n_spectra += prepared.n_to_infer
+            if n_spectra >= settings.batch_size:
+                yield labeller.label(buffer)
+                buffer, n_spectra = [], 0
+            if control.cancelled():
+                break
+        if buffer and not control.cancelled():
+            yield labeller.label(buffer)
+    finally:
+        prepared_stream.close()
+
+
+def _prepared_files(pending: list[str], options, settings: _Settings,
+                    control: Control) -> Iterator["catalog_rows.PreparedFile"]:
+    if settings.workers == 0:
+        for path in pending:
+            control.wait_while_paused()
+            if control.cancelled():
+                return
+            yield catalog_rows.prepare_file(path, options)
+        return
+    yield from _pool_prepared(pending, options, settings, control)
+
+
+def _pool_prepared(pending: list[str], options, settings: _Settings,
+                   control: Control) -> Iterator["catalog_rows.PreparedFile"]:
+    """A process pool with a bounded number of tasks in flight (bounded memory).
+
+    A task whose worker process died (out of memory, a crash in a C library) is tried
+    once more in a fresh pool; if it dies again its files get a ``worker_crashed`` row."""
+    import multiprocessing
+    context = multiprocessing.get_context("spawn")  # never fork a process holding torch
+    tasks = list(_task_batches(pending, settings.files_per_task))
+    queue = [(task, 0) for task in reversed(tasks)]
+    max_in_flight = 2 * settings.workers
+    pool = ProcessPoolExecutor(settings.workers, mp_context=context)
+    in_flight: dict[Future, tuple[list[str], int]] = {}
+    try:
+        while queue or in_flight:
+            control.wait_while_paused()
+            if control.cancelled():
+                return
+            while queue and len(in_flight) < max_in_flight and not control.paused():
+                task, tries = queue.pop()
+                in_flight[pool.submit(catalog_rows.prepare_batch, task, options)] = (task, tries)
+            if not in_flight:
+                continue
+            finished, _ = wait(list(in_flight), timeout=0.5, return_when=FIRST_COMPLETED)
+            broken = False
+            for future in finished:
+                task, tries = in_flight.pop(future)
+                try:
+                    yield from future.result()
+                except BrokenProcessPool:
+                    broken = True
+                    if tries == 0:
+                        queue.append((task, 1))
+                    else:
+                        yield from (catalog_rows.failed_file(p, "worker_crashed",
+                                    "the worker process died while reading this file")
+                                    for p in task)
+            if broken:
+                for future, (task, tries) in in_flight.items():
+                    queue.append((task, tries))
+                in_flight.clear()
+                pool.shutdown(wait=False, cancel_futures=True)
+                pool = ProcessPoolExecutor(settings.workers, mp_context=context)
+    finally:
+        pool.shutdown(wait=False, cancel_futures=True)
+
+
+# ================================================================ committing
+class _Tracker:
+    """Counts and throughput for progress callbacks and the summary."""
+
+    def __init__(self, control: Control, n_inputs: int, n_resumed: int, started: float):
+        self.control = control
+        self.n_inputs = n_inputs
+        self.n_resumed = n_resumed
+        self.started = started
+        self.files_done = n_resumed
+        self.spectra_done_now = 0
+
+    def advance(self, n_files: int, n_rows: int, phase: str = "labelling") -> None:
+        self.files_done += n_files
+        self.spectra_done_now += n_rows
+        self.control.report(self.snapshot(phase))
+
+    def rate(self) -> float:
+        elapsed = max(time.monotonic() - self.started, 1e-9)
+        return self.spectra_done_now / elapsed
+
+    def snapshot(self, phase: str) -> dict:
+        elapsed = time.monotonic() - self.started
+        files_now = self.files_done - self.n_resumed
+        left = self.n_inputs - self.files_done
+        eta = (elapsed / files_now * left) if files_now else None
+        return {"phase": phase, "files_done": self.files_done, "files_total": self.n_inputs,
+                "files_resumed": self.n_resumed, "spectra_done": self.spectra_done_now,
+                "elapsed_s": elapsed, "spectra_per_s": self.rate(), "eta_s": eta}
+
+
+class _Committer:
+    """Buffers labelled rows and commits a chunk every ``chunk_rows`` rows or
+    COMMIT_INTERVAL_S seconds, so a crash loses little work."""
+
+    def __init__(self, folder: RunFolder, columns, chunk_rows: int, tracker: _Tracker):
+        self.folder = folder
+        self.columns = columns
+        self.chunk_rows = chunk_rows
+        self.tracker = tracker
+        self.groups: dict[str, list[dict]] = {}
+        self.n_rows = 0
+        self.last_commit = time.monotonic()
+
+    def add(self, groups: dict[str, list[dict]]) -> None:
+        for name, rows in groups.items():
+            self.groups[name] = rows
+            self.n_rows += len(rows)
+        overdue = time.monotonic() - self.last_commit > COMMIT_INTERVAL_S
+        if self.n_rows >= self.chunk_rows or (overdue and self.groups):
+            self.flush()
+
+    def flush(self) -> None:
+        if not self.groups:
+            return
+        self.folder.commit(self.columns, self.groups)
+        n_files, n_rows = len(self.groups), self.n_rows
+        self.groups, self.n_rows = {}, 0
+        self.last_commit = time.monotonic()
+        self.tracker.advance(n_files, n_rows)
+
+
+# ================================================================= assembly
+def _assemble(folder: RunFolder, settings: _Settings, bundle, columns, record: dict,
+              tracker: _Tracker, n_resumed: int) -> CatalogSummary:
+    """Stream every chunk, in input order, into the final table, then tidy up."""
+    tracker.control.report(tracker.snapshot("assembling"))
+    infos = folder.chunk_infos()
+    schema = TableSchema.merge(columns, infos)
+    flags: dict[str, int] = {}
+    for info in infos:
+        for flag, count in info.flags.items():
+            flags[flag] = flags.get(flag, 0) + count
+    metadata = catalog_rows.table_metadata(bundle)
+    rows = folder.ordered_rows(settings.inputs, infos)
+    atomic_write_binary(settings.output, lambda tmp: write_table(tmp, settings.fmt, schema, rows, metadata),
+                        what=f"{settings.output.name}: cannot write the catalog; the committed "
+                             f"chunks in {folder.root.name} are kept (re-run with --resume)")
+    elapsed = time.monotonic() - tracker.started
+    summary = CatalogSummary(
+        output=str(settings.output), n_inputs=len(settings.inputs),
+        n_files_done_now=len(settings.inputs) - n_resumed, n_files_resumed=n_resumed,
+        n_rows=schema.n_rows, flag_counts=flags, elapsed_s=elapsed,
+        spectra_per_s=tracker.spectra_done_now / max(elapsed, 1e-9),
+        model_trained_on=bundle.trained_on, columns=columns)
+    record.update(state="finished", output_size=settings.output.stat().st_size,
+                  summary={"n_rows": summary.n_rows, "flag_counts": flags})
+    folder.write_run(record)
+    folder.remove_chunks()
+    tracker.control.report(tracker.snapshot("done"))
+    return summary
