@@ -1,16 +1,54 @@
-"""Entry point of ``spemr-gui``."""
+"""Entry point of ``spemr-gui [FILE...]``: the desktop app over spemr_engine."""
 from __future__ import annotations
 
+import argparse
 import sys
 
 
-def main(argv: list[str] | None = None) -> int:
-    from PySide6.QtWidgets import QApplication, QLabel
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="spemr-gui",
+                                     description="Inspect LAMOST MRS spectra and estimate stellar "
+                                                 "parameters with SPEMR")
+    parser.add_argument("files", nargs="*", help="MRS FITS files to open")
+    parser.add_argument("--model", help="model bundle folder (default: the shipped default model)")
+    parser.add_argument("--device", choices=["auto", "cpu", "cuda"], help="inference device")
+    parser.add_argument("--normalised", action="store_true", help="start on the normalised model input")
+    parser.add_argument("--tab", type=int, default=1, help="start on this tab (1 = spectrum)")
+    return parser
 
-    argv = sys.argv if argv is None else argv
-    app = QApplication.instance() or QApplication(argv)
-    label = QLabel("spemr: the desktop app is being built")
-    label.show()
+
+def create_window(args, settings=None):
+    """The main window with every view installed (used by main() and the tests)."""
+    from .main_window import MainWindow
+    from .settings import AppSettings
+    from .views.install import install_views
+
+    settings = settings or AppSettings()
+    if args.model:
+        settings.model_path = args.model
+    if args.device:
+        settings.device = args.device
+    window = MainWindow(settings=settings)
+    install_views(window)
+    if args.normalised:
+        window.spectrum_view.set_normalised(True)
+    if args.files:
+        window.open_files(args.files)
+    window.tabs.setCurrentIndex(max(0, min(args.tab - 1, window.tabs.count() - 1)))
+    return window
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(sys.argv[1:] if argv is None else argv)
+    from PySide6.QtWidgets import QApplication
+
+    import pyqtgraph as pg
+    pg.setConfigOptions(antialias=False, background="w", foreground="k")
+    app = QApplication.instance() or QApplication(["spemr-gui"])
+    app.setApplicationName("spemr-gui")
+    app.setOrganizationName("spemr")
+    window = create_window(args)
+    window.show()
     return app.exec()
 
 

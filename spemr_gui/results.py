@@ -1,0 +1,134 @@
+"""The inference results table as plain data: one row per label with the fused value,
+its 1-sigma and the sub-model that won the label; plus text exports (CSV, JSON, the
+tab-separated clipboard form). The GUI shows exactly these rows, so a test can compare
+them with the engine's Prediction directly.
+"""
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+from spemr_engine.config import label_infos
+
+
+@dataclass
+class LabelResult:
+    label: str          # engine name (config.LABELS)
+    display: str        # "[Fe/H]"
+    unit: str
+    value: float        # fused mean
+    sigma: float        # fused 1-sigma
+    winner: str         # sub-model the fusion picked for this label
+
+
+def label_results(prediction, row: int = 0) -> list[LabelResult]:
+    """The fused estimate of one spectrum, in the prediction's label order."""
+    infos = {info.name: info for info in label_infos()}
+    rows = []
+    for j, name in enumerate(prediction.labels):
+        info = infos.get(name)
+        winner = prediction.submodels[int(prediction.winner[row, j])]
+        rows.append(LabelResult(
+            label=name,
+            display=info.display if info else name,
+            unit=info.unit if info else "",
+            value=float(prediction.mean[row, j]),
+            sigma=float(prediction.sigma[row, j]),
+            winner=winner,
+        ))
+    return rows
+
+
+def format_value(value: float, unit: str) -> str:
+    """Teff in whole kelvin, everything else to 3 decimals (dex)."""
+    if not math.isfinite(value):
+        return "nan"
+    return f"{value:.0f}" if unit == "K" else f"{value:.3f}"
+
+
+HEADER = ["label", "value", "sigma", "unit", "winner"]
+
+
+def _plain(rows: list[LabelResult]) -> list[list]:
+    return [[r.label, r.value, r.sigma, r.unit, r.winner] for r in rows]
+
+
+def to_csv(rows: list[LabelResult], context: dict | None = None) -> str:
+    """CSV with full precision; context (file, pair, model) goes in leading comments."""
+    out = io.StringIO()
+    for key, value in (context or {}).items():
+        out.write(f"# {key}: {value}\n")
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(HEADER)
+    writer.writerows([[r.label, repr(r.value), repr(r.sigma), r.unit, r.winner] for r in rows])
+    return out.getvalue()
+
+
+def to_json(rows: list[LabelResult], context: dict | None = None) -> str:
+    payload = dict(context or {})
+    payload["labels"] = [_json_safe(asdict(r)) for r in rows]
+    return json.dumps(payload, indent=2)
+
+
+def to_clipboard_text(rows: list[LabelResult]) -> str:
+    """Tab-separated, pastes into spreadsheets as columns."""
+    lines = ["\t".join(HEADER)]
+    lines += ["\t".join(str(v) for v in row) for row in _plain(rows)]
+    return "\n".join(lines) + "\n"
+
+
+def _json_safe(record: dict) -> dict:
+    return {k: (None if isinstance(v, float) and not math.isfinite(v) else v)
+            for k, v in record.items()}
+
+
+# ------------------------------------------------------------- sub-model view
+@dataclass
+class SubmodelPoint:
+    name: str            # "base", "S1", ...
+    mean: float
+    sigma: float
+    member_min: float    # spread of the ensemble members' means
+    member_max: float
+    chosen: bool         # the fusion picked this one for the label
+
+
+def submodel_points(prediction, row: int, label_index: int) -> list[SubmodelPoint]:
+    """Per sub-model estimate of one label (the comparison view's points)."""
+    winner = int(prediction.winner[row, label_index])
+    members = np.asarray(prediction.member_mean)[row, :, :, label_index]  # (S, M)
+    points = []
+    for s, name in enumerate(prediction.submodels):
+        points.append(SubmodelPoint(
+            name=name,
+            mean=float(prediction.sub_mean[row, s, label_index]),
+            sigma=float(prediction.sub_sigma[row, s, label_index]),
+            member_min=float(np.nanmin(members[s])),
+            member_max=float(np.nanmax(members[s])),
+            chosen=(s == winner),
+        ))
+    return points
+
+
+# ---------------------------------------------------------------- model caveat
+def model_caveat(bundle) -> str | None:
+    """The warning every result of this model must carry, or None for a model
+    trained on real spectra."""
+    if bundle is None:
+        return None
+    provenance = (getattr(bundle, "manifest", {}) or {}).get("provenance", {}) or {}
+    trained_on = str(provenance.get("trained_on", "")).lower()
+    if trained_on == "random":
+        return ("This model has RANDOM weights (a test bundle): its numbers mean nothing "
+                "about the star.")
+    if getattr(bundle, "trained_on_synthetic", False) or trained_on == "synthetic":
+        return ("This model was trained on SYNTHETIC spectra: estimates on real LAMOST "
+                "spectra carry systematic errors and are not survey-grade.")
+    if not trained_on:
+        return "This model does not say what it was trained on: treat its estimates with care."
+    return None

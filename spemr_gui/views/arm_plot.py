@@ -1,0 +1,138 @@
+"""One arm's plot: flux, 1-sigma error band, masked pixels shaded, line markers.
+
+pyqtgraph's peak downsampling and clip-to-view keep 4,000-pixel arms fluid; masked
+pixels are drawn as one BarGraphItem (one item, not one per run) for the same reason.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pyqtgraph as pg
+from PySide6.QtCore import Qt
+
+from ..plotdata import ArmCurve, finite_range, mask_intervals
+
+ARM_COLOURS = {"blue": (40, 90, 200), "red": (200, 50, 40)}
+MASK_BRUSH = (255, 160, 0, 70)
+BAND_ALPHA = 60
+
+
+class ArmPlot:
+    """Owns the items of one PlotItem and redraws them from an ArmCurve."""
+
+    def __init__(self, plot: pg.PlotItem, arm: str):
+        self.plot = plot
+        self.arm = arm
+        colour = ARM_COLOURS.get(arm, (0, 0, 0))
+        self.curve_item = pg.PlotDataItem(pen=pg.mkPen(colour, width=1), connect="finite",
+                                          name=f"{arm} flux")
+        self.curve_item.setDownsampling(auto=True, method="peak")
+        self.curve_item.setClipToView(True)
+        self._band_low = pg.PlotCurveItem(pen=None)
+        self._band_high = pg.PlotCurveItem(pen=None)
+        self.band_item = pg.FillBetweenItem(self._band_low, self._band_high,
+                                            brush=pg.mkBrush(*colour, BAND_ALPHA))
+        self.mask_item = pg.BarGraphItem(x0=[], x1=[], y0=[], y1=[],
+                                         brush=pg.mkBrush(*MASK_BRUSH), pen=pg.mkPen(None))
+        self.overlay_item = pg.PlotDataItem(pen=pg.mkPen((30, 30, 30), width=1), connect="finite")
+        self.overlay_item.setDownsampling(auto=True, method="peak")
+        self.overlay_item.setClipToView(True)
+        for item in (self.mask_item, self.band_item, self.curve_item, self.overlay_item):
+            plot.addItem(item)
+        self.mask_item.setZValue(-20)
+        self.band_item.setZValue(-10)
+        self.overlay_item.setZValue(5)
+        self.marker_items: list[pg.InfiniteLine] = []
+        self.curve: ArmCurve | None = None
+        self.y_range = (0.0, 1.0)
+
+    # ----------------------------------------------------------------- data
+    def set_curve(self, curve: ArmCurve | None) -> None:
+        self.curve = curve
+        if curve is None:
+            for item in (self.curve_item, self._band_low, self._band_high, self.overlay_item):
+                item.setData([], [])
+            self.mask_item.setOpts(x0=[], x1=[], y0=[], y1=[])
+            return
+        self.curve_item.setData(curve.wave, curve.flux)
+        self._set_band(curve)
+        self.y_range = finite_range(np.where(curve.mask, np.nan, curve.flux))
+        self._set_mask(curve)
+
+    def _set_band(self, curve: ArmCurve) -> None:
+        error = np.nan_to_num(curve.error, nan=0.0, posinf=0.0)
+        if not np.any(error > 0):
+            self._band_low.setData([], [])
+            self._band_high.setData([], [])
+            return
+        flux = _fill_gaps(curve.flux)
+        error = np.minimum(error, 10 * (np.nanmax(np.abs(flux)) + 1))  # tame absurd ivar
+        self._band_low.setData(curve.wave, flux - error)
+        self._band_high.setData(curve.wave, flux + error)
+
+    def _set_mask(self, curve: ArmCurve) -> None:
+        intervals = mask_intervals(curve.wave, curve.mask)
+        if not intervals:
+            self.mask_item.setOpts(x0=[], x1=[], y0=[], y1=[])
+            return
+        starts, stops = np.array(intervals).T
+        low, high = self.y_range
+        span = high - low
+        self.mask_item.setOpts(x0=starts, x1=stops, y0=np.full(starts.size, low - 10 * span),
+                               y1=np.full(starts.size, high + 10 * span))
+
+    def set_overlay(self, wave: np.ndarray | None, flux: np.ndarray | None) -> None:
+        """A second curve (the best-fit template) drawn over the flux."""
+        if wave is None:
+            self.overlay_item.setData([], [])
+        else:
+            self.overlay_item.setData(wave, flux)
+
+    def set_markers(self, lines, shift=lambda w: w) -> None:
+        """Vertical markers for the lines inside this arm; shift maps rest-frame
+        wavelength to the plotted frame (identity on the rest-frame grid)."""
+        for item in self.marker_items:
+            self.plot.removeItem(item)
+        self.marker_items = []
+        if self.curve is None or self.curve.wave.size == 0:
+            return
+        low, high = float(self.curve.wave[0]), float(self.curve.wave[-1])
+        for line in lines:
+            position = float(shift(line.wave))
+            if not (low <= position <= high):
+                continue
+            marker = pg.InfiniteLine(position, angle=90, movable=False,
+                                     pen=pg.mkPen((90, 90, 90), width=1, style=Qt.DashLine),
+                                     label=line.name,
+                                     labelOpts={"position": 0.93, "color": (60, 60, 60),
+                                                "rotateAxis": (1, 0), "anchors": [(0, 0.5), (0, 0.5)]})
+            marker.setZValue(-5)
+            self.plot.addItem(marker)
+            self.marker_items.append(marker)
+
+    # ----------------------------------------------------------------- view
+    def reset_view(self) -> None:
+        if self.curve is None or self.curve.wave.size == 0:
+            self.plot.enableAutoRange()
+            return
+        self.plot.setXRange(float(self.curve.wave[0]), float(self.curve.wave[-1]), padding=0.01)
+        self.plot.setYRange(*self.y_range, padding=0)
+
+    def value_at(self, wave: float) -> float | None:
+        """Flux of the pixel nearest to a wavelength (cursor readout)."""
+        if self.curve is None or self.curve.wave.size == 0:
+            return None
+        index = int(np.clip(np.searchsorted(self.curve.wave, wave), 0, self.curve.wave.size - 1))
+        if index > 0 and abs(self.curve.wave[index - 1] - wave) < abs(self.curve.wave[index] - wave):
+            index -= 1
+        return float(self.curve.flux[index])
+
+
+def _fill_gaps(values: np.ndarray) -> np.ndarray:
+    """Non-finite values replaced by linear interpolation (for drawing the band only)."""
+    values = np.asarray(values, dtype=np.float64)
+    finite = np.isfinite(values)
+    if finite.all() or not finite.any():
+        return np.nan_to_num(values)
+    index = np.arange(values.size)
+    return np.interp(index, index[finite], values[finite])
+

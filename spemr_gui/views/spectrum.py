@@ -1,0 +1,201 @@
+"""The inspector's spectrum view: blue and red arm plots, raw or normalised, with
+line markers at the measured RV, an RV override box, a cursor readout and keyboard
+navigation (arrows pan/zoom, R resets, N toggles the normalised model input).
+"""
+from __future__ import annotations
+
+import math
+
+import pyqtgraph as pg
+from PySide6.QtCore import Qt, Signal
+from PySide6.QtGui import QKeySequence, QShortcut
+from PySide6.QtWidgets import (QCheckBox, QHBoxLayout, QLabel, QLineEdit, QPushButton,
+                               QVBoxLayout, QWidget)
+
+from ..lines import load_lines
+from ..plotdata import ArmCurve, normalised_curves, observed_wavelength, raw_curves
+from .arm_plot import ArmPlot
+
+PAN_FRACTION = 0.15
+ZOOM_FACTOR = 0.8
+
+
+class SpectrumView(QWidget):
+    """Shows the state's current arm pair; asks the window for work via signals."""
+
+    normalised_toggled = Signal(bool)          # the window prepares the spectrum if needed
+    rv_override_requested = Signal(object)     # float, or None to measure again
+
+    def __init__(self, state, parent: QWidget | None = None):
+        super().__init__(parent)
+        self.state = state
+        self.lines = load_lines()
+        self.graphics = pg.GraphicsLayoutWidget()
+        self.graphics.setBackground("w")
+        self.arm_plots = [self._make_plot(0, "blue"), self._make_plot(1, "red")]
+        self.normalised_box = QCheckBox("&Normalised model input (N)")
+        self.normalised_box.toggled.connect(self._on_normalised_toggled)
+        self.rv_label = QLabel("RV: -")
+        self.rv_edit = QLineEdit()
+        self.rv_edit.setPlaceholderText("override RV (km/s)")
+        self.rv_edit.setMaximumWidth(150)
+        self.rv_edit.returnPressed.connect(self._apply_rv)
+        apply_button = QPushButton("Apply RV")
+        apply_button.clicked.connect(self._apply_rv)
+        measure_button = QPushButton("Measure RV")
+        measure_button.setToolTip("Drop the override and measure the RV by cross-correlation")
+        measure_button.clicked.connect(lambda: self.rv_override_requested.emit(None))
+        reset_button = QPushButton("Reset view (R)")
+        reset_button.clicked.connect(self.reset_view)
+        self.cursor_label = QLabel(" ")
+        self.title_label = QLabel(" ")
+        self.title_label.setTextInteractionFlags(Qt.TextSelectableByMouse)
+        self.status_label = QLabel("")
+        self.status_label.setStyleSheet("color: #a05000;")
+
+        bar = QHBoxLayout()
+        for widget in (self.normalised_box, self.rv_label, self.rv_edit, apply_button,
+                       measure_button, reset_button):
+            bar.addWidget(widget)
+        bar.addStretch(1)
+        layout = QVBoxLayout(self)
+        layout.addWidget(self.title_label)
+        layout.addLayout(bar)
+        layout.addWidget(self.status_label)
+        layout.addWidget(self.graphics, 1)
+        layout.addWidget(self.cursor_label)
+        self._proxy = pg.SignalProxy(self.graphics.scene().sigMouseMoved, rateLimit=30,
+                                     slot=self._on_mouse_moved)
+        self._install_keys()
+        for event in (state.selection_changed, state.prepared_changed, state.model_changed):
+            event.connect(lambda *args: self.refresh())
+        self.refresh()
+
+    def _make_plot(self, row: int, arm: str) -> ArmPlot:
+        plot = self.graphics.addPlot(row=row, col=0)
+        plot.showGrid(x=True, y=True, alpha=0.2)
+        plot.setLabel("bottom", "wavelength", units="Å")
+        plot.getAxis("bottom").enableAutoSIPrefix(False)  # Å, never kÅ
+        plot.setLabel("left", "flux")
+        plot.setMenuEnabled(True)
+        return ArmPlot(plot, arm)
+
+    def _install_keys(self) -> None:
+        keys = {
+            Qt.Key_Left: lambda: self.pan(-PAN_FRACTION), Qt.Key_Right: lambda: self.pan(PAN_FRACTION),
+            Qt.Key_Up: lambda: self.zoom(ZOOM_FACTOR), Qt.Key_Down: lambda: self.zoom(1 / ZOOM_FACTOR),
+            Qt.Key_Plus: lambda: self.zoom(ZOOM_FACTOR), Qt.Key_Minus: lambda: self.zoom(1 / ZOOM_FACTOR),
+            Qt.Key_R: self.reset_view, Qt.Key_0: self.reset_view,
+            Qt.Key_N: self.normalised_box.toggle,
+        }
+        for key, action in keys.items():
+            shortcut = QShortcut(QKeySequence(key), self)
+            shortcut.setContext(Qt.WidgetWithChildrenShortcut)
+            shortcut.activated.connect(action)
+
+    # --------------------------------------------------------------- state
+    @property
+    def normalised(self) -> bool:
+        return self.normalised_box.isChecked()
+
+    def set_normalised(self, on: bool) -> None:
+        self.normalised_box.setChecked(on)
+
+    def _on_normalised_toggled(self, on: bool) -> None:
+        self.refresh()
+        self.normalised_toggled.emit(on)
+
+    def _apply_rv(self) -> None:
+        text = self.rv_edit.text().strip()
+        if not text:
+            self.rv_override_requested.emit(None)
+            return
+        try:
+            value = float(text)
+        except ValueError:
+            self.status_label.setText(f"RV override must be a number in km/s, not {text!r}")
+            return
+        if not math.isfinite(value) or abs(value) > 2000:
+            self.status_label.setText(f"RV override {value} km/s is outside ±2000 km/s")
+            return
+        self.status_label.setText("")
+        self.rv_override_requested.emit(value)
+
+    def current_curves(self) -> list[ArmCurve | None]:
+        pair = self.state.current_pair_obj
+        if pair is None:
+            return [None, None]
+        if not self.normalised:
+            return raw_curves(pair)
+        spectra = self.state.current_prepared()
+        return normalised_curves(spectra) if spectra is not None else [None, None]
+
+    def refresh(self) -> None:
+        """Redraw from the state (cheap: arrays are already in memory)."""
+        opened, pair = self.state.current, self.state.current_pair_obj
+        if opened is None or pair is None:
+            self.title_label.setText("Open a LAMOST MRS file (Ctrl+O, drag and drop, or File > Open recent)")
+            for arm_plot in self.arm_plots:
+                arm_plot.set_curve(None)
+                arm_plot.set_markers([])
+            self.rv_label.setText("RV: -")
+            return
+        self.title_label.setText(f"<b>{opened.name}</b> — {pair.label}: "
+                                 f"{pair.extname_blue} / {pair.extname_red}, "
+                                 f"S/N {pair.snr_blue:.1f} / {pair.snr_red:.1f}")
+        spectra = self.state.current_prepared()
+        rv = self._rv_text(spectra)
+        self.rv_label.setText(rv)
+        waiting = self.normalised and spectra is None
+        self.status_label.setText("preparing the normalised spectrum…" if waiting else "")
+        rest_rv = None if spectra is None else float(spectra.rv[0])
+        for arm_plot, curve in zip(self.arm_plots, self.current_curves()):
+            arm_plot.set_curve(curve)
+            arm_plot.plot.setLabel("left", "normalised flux" if self.normalised else "flux")
+            if self.normalised:
+                arm_plot.set_markers(self.lines)
+            elif rest_rv is not None:
+                arm_plot.set_markers(self.lines, lambda w, v=rest_rv: observed_wavelength(w, v))
+            else:
+                arm_plot.set_markers([])
+            arm_plot.reset_view()
+
+    def _rv_text(self, spectra) -> str:
+        override = self.state.rv_override()
+        if spectra is None:
+            return f"RV: {override:.2f} km/s (given)" if override is not None else "RV: not measured yet"
+        rv, err, source = float(spectra.rv[0]), float(spectra.rv_err[0]), spectra.rv_source[0]
+        if source == "given":
+            return f"RV: {rv:.2f} km/s (given)"
+        return f"RV: {rv:.2f} ± {err:.2f} km/s ({source})"
+
+    # ----------------------------------------------------------- navigation
+    def pan(self, fraction: float) -> None:
+        for arm_plot in self.arm_plots:
+            (x0, x1), _ = arm_plot.plot.vb.viewRange()
+            arm_plot.plot.vb.translateBy(x=fraction * (x1 - x0))
+
+    def zoom(self, factor: float) -> None:
+        for arm_plot in self.arm_plots:
+            arm_plot.plot.vb.scaleBy(x=factor, y=1.0)
+
+    def reset_view(self) -> None:
+        for arm_plot in self.arm_plots:
+            arm_plot.reset_view()
+
+    def x_ranges(self) -> list[tuple[float, float]]:
+        return [tuple(arm_plot.plot.vb.viewRange()[0]) for arm_plot in self.arm_plots]
+
+    def _on_mouse_moved(self, event) -> None:
+        position = event[0]
+        for arm_plot in self.arm_plots:
+            if arm_plot.plot.sceneBoundingRect().contains(position):
+                point = arm_plot.plot.vb.mapSceneToView(position)
+                self.cursor_label.setText(self.readout(arm_plot, point.x()))
+                return
+
+    def readout(self, arm_plot: ArmPlot, wave: float) -> str:
+        value = arm_plot.value_at(wave)
+        frame = "rest" if self.normalised else "observed"
+        flux = "-" if value is None else f"{value:.4g}"
+        return f"{arm_plot.arm} arm  λ = {wave:.2f} Å ({frame})  flux = {flux}"
