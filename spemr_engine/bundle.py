@@ -13,7 +13,6 @@ built. Every problem becomes a one-line ModelBundleError naming the folder.
 """
 from __future__ import annotations
 
-import copy
 import datetime as _dt
 import json
 import os
@@ -153,19 +152,19 @@ class ModelBundle:
     def build_network(self, member: int, network: str, region: str | None = None,
                       device: str | torch.device = "cpu") -> RRNet:
         """The full RRNet of one member/network; ``region`` swaps in that region's fc1."""
-        net = RRNet(self.architecture, len(self.networks[network]))
-        net.load_state_dict(self.base_state_dict(member, network))
+        with torch.device("meta"):  # skip random initialisation: every weight is loaded
+            net = RRNet(self.architecture, len(self.networks[network]))
+        net.load_state_dict(self.base_state_dict(member, network), assign=True)
         if region is not None and region != BASE:
-            net.fc1.load_state_dict(self.region_state_dict(member, network, region))
+            net.fc1.load_state_dict(self.region_state_dict(member, network, region), assign=True)
         return net.to(device).eval()
 
     def build_region_fc1(self, member: int, network: str, region: str,
                          device: str | torch.device = "cpu") -> nn.Module:
         """A region's fc1 alone (Linear + ReLU + Dropout), for RRNet.head(features, fc1=...)."""
         with torch.device("meta"):
-            template = RRNet(self.architecture, len(self.networks[network])).fc1
-        fc1 = copy.deepcopy(template).to_empty(device="cpu")
-        fc1.load_state_dict(self.region_state_dict(member, network, region))
+            fc1 = RRNet(self.architecture, len(self.networks[network])).fc1
+        fc1.load_state_dict(self.region_state_dict(member, network, region), assign=True)
         return fc1.to(device).eval()
 
     def _read(self, names: Mapping[str, str]) -> dict[str, torch.Tensor]:

@@ -73,17 +73,26 @@ class RRNet(nn.Module):
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         """(B, L) standardised spectra -> (B, F) flattened features fed to fc1."""
-        batch = x.shape[0]
-        steps = self.config.n_rnn_steps
+        return self.sequence(self.convolve(x))
+
+    def convolve(self, x: torch.Tensor) -> torch.Tensor:
+        """First stage of ``features``: (B, L) -> (B, C, L') after the residual blocks and ReLU
+        (a pre-RNN net runs its RNN here). Separate because on CPU it is fastest in small
+        batches (cache-bound), while ``sequence`` wants large ones (matmul-bound)."""
         if self.config.mode == "pre-RNN":
-            x, _ = self.rnn(x.reshape(batch, steps, -1))
+            batch = x.shape[0]
+            x, _ = self.rnn(x.reshape(batch, self.config.n_rnn_steps, -1))
             x = x.reshape(batch, -1)
         x = x.unsqueeze(1)
         for block in self.ResBlock_list:
             x = block(x)
-        x = torch.relu(x)
+        return torch.relu(x)
+
+    def sequence(self, x: torch.Tensor) -> torch.Tensor:
+        """Second stage of ``features``: (B, C, L') -> (B, F), the post-RNN over N_s sub-bands."""
+        batch = x.shape[0]
         if self.config.mode == "post-RNN":
-            x = x.permute(0, 2, 1).reshape(batch, steps, -1)
+            x = x.permute(0, 2, 1).reshape(batch, self.config.n_rnn_steps, -1)
             x, _ = self.rnn(x)
         return x.reshape(batch, -1)
 

@@ -1,0 +1,182 @@
+"""SPEMR inference with shared features.
+
+Region sub-models differ from the base network only in fc1, so for every ensemble member
+and network the convolution + RNN features are computed once and all fc1 heads (base and
+regions, stacked into one matrix) are applied to them; fc2, mu and sigma are shared too.
+Members are then combined per sub-model (paper eq. 1) and the regions fused per label by
+smallest variance (eqs. 2-3).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+from torch import nn
+
+from .bundle import BASE, ModelBundle, load_bundle
+from .ensemble import ensemble_combine, fuse_min_variance
+from .errors import Cancelled, SpemrError
+from .preprocess import standardise
+from .rrnet import RRNet
+
+CPU_CONV_CHUNK = 32  # spectra per convolution call on CPU: keeps activations in cache
+
+
+def resolve_device(device: str | torch.device = "auto") -> torch.device:
+    """"auto" -> CUDA when available, else CPU; asking for absent CUDA is a user error."""
+    if str(device) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise SpemrError("device cuda: CUDA is not available on this machine (use --device cpu or auto)")
+    return device
+
+
+@dataclass
+class Prediction:
+    """Fused labels with 1-sigma errors plus everything behind them (physical units)."""
+    labels: list[str]
+    submodels: list[str]
+    fused_over: list[str]
+    mean: np.ndarray          # (n, L)
+    sigma: np.ndarray         # (n, L)
+    winner: np.ndarray        # (n, L) int, index into submodels (-1: no prediction)
+    sub_mean: np.ndarray      # (n, S, L)
+    sub_sigma: np.ndarray     # (n, S, L)
+    member_mean: np.ndarray   # (n, S, M, L)
+
+    def __len__(self) -> int:
+        return len(self.mean)
+
+    def winner_names(self) -> np.ndarray:
+        """(n, L) names of the winning sub-models ("" where there is no prediction)."""
+        names = np.array([*self.submodels, ""], dtype=object)
+        return names[np.where(self.winner < 0, len(self.submodels), self.winner)]
+
+    def expand(self, rows: np.ndarray, n: int) -> "Prediction":
+        """A prediction for n spectra where ``rows`` hold this one and the rest are NaN
+        (winner -1): unusable spectra keep their place instead of being dropped."""
+        def spread(array: np.ndarray, fill) -> np.ndarray:
+            out = np.full((n, *array.shape[1:]), fill, dtype=array.dtype)
+            out[rows] = array
+            return out
+        return Prediction(self.labels, self.submodels, self.fused_over,
+                          spread(self.mean, np.nan), spread(self.sigma, np.nan),
+                          spread(self.winner, -1), spread(self.sub_mean, np.nan),
+                          spread(self.sub_sigma, np.nan), spread(self.member_mean, np.nan))
+
+
+class _SharedHeads(nn.Module):
+    """One member/network: the base RRNet plus every sub-model's fc1 stacked row-wise."""
+
+    def __init__(self, net: RRNet, fc1_layers: list[nn.Linear]):
+        super().__init__()
+        self.net = net
+        self.n_heads = len(fc1_layers)
+        self.weight = nn.Parameter(torch.cat([layer.weight for layer in fc1_layers]), requires_grad=False)
+        self.bias = nn.Parameter(torch.cat([layer.bias for layer in fc1_layers]), requires_grad=False)
+
+    def forward(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(B, F) features -> mean, variance (B, S, n_labels) in standardised units."""
+        batch = features.shape[0]
+        hidden = torch.nn.functional.linear(features, self.weight, self.bias)
+        hidden = self.net.fc1[1:](hidden.reshape(batch * self.n_heads, -1))  # ReLU, Dropout
+        hidden = self.net.fc2(hidden)
+        mean, variance = self.net.mu(hidden), self.net.sigma(hidden)
+        return mean.reshape(batch, self.n_heads, -1), variance.reshape(batch, self.n_heads, -1)
+
+
+class SpemrPredictor:
+    """Runs a model bundle on continuum-normalised spectra; build once, predict many times."""
+
+    def __init__(self, bundle: ModelBundle | str | Path, device: str | torch.device = "auto",
+                 batch_size: int = 256):
+        self.bundle = bundle if isinstance(bundle, ModelBundle) else load_bundle(bundle)
+        self.device = resolve_device(device)
+        self.batch_size = max(1, int(batch_size))
+        self.conv_chunk = CPU_CONV_CHUNK if self.device.type == "cpu" else self.batch_size
+        self.submodels = self.bundle.submodels
+        self.fused_over = [r.name for r in self.bundle.regions] or [BASE]
+        self._heads = [{network: self._load(member, network) for network in self.bundle.networks}
+                       for member in range(self.bundle.members)]
+
+    def _load(self, member: int, network: str) -> _SharedHeads:
+        net = self.bundle.build_network(member, network)
+        fc1_layers = [net.fc1[0]] + [self.bundle.build_region_fc1(member, network, r.name)[0]
+                                     for r in self.bundle.regions]
+        return _SharedHeads(net, fc1_layers).to(self.device).eval()
+
+    # ------------------------------------------------------------------ public
+    def predict(self, flux: np.ndarray, progress: Callable[[dict], None] | None = None,
+                cancel: Callable[[], bool] | None = None) -> Prediction:
+        """(n, n_pixels) continuum-normalised flux -> Prediction. A row with non-finite
+        flux gives NaN labels for that row only."""
+        flux = self._check_input(flux)
+        x = standardise(flux, self.bundle.flux_mean, self.bundle.flux_std)
+        means, variances = self.standardised_outputs(x, progress, cancel)
+        return self.combine(means, variances)
+
+    def standardised_outputs(self, x: np.ndarray, progress: Callable[[dict], None] | None = None,
+                             cancel: Callable[[], bool] | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Standardised model input (n, n_pixels) -> every member's mean and variance in
+        standardised label units, each (n, S, M, L) float32 (S: base then regions)."""
+        n, n_labels = len(x), len(self.bundle.labels)
+        shape = (n, len(self.submodels), self.bundle.members, n_labels)
+        means, variances = np.empty(shape, np.float32), np.empty(shape, np.float32)
+        for start in range(0, n, self.batch_size):
+            if cancel is not None and cancel():
+                raise Cancelled(f"prediction cancelled after {start} of {n} spectra")
+            stop = min(n, start + self.batch_size)
+            batch = torch.from_numpy(np.ascontiguousarray(x[start:stop], dtype=np.float32)).to(self.device)
+            self._run_batch(batch, means[start:stop], variances[start:stop])
+            if progress is not None:
+                progress({"stage": "predict", "done": stop, "total": n})
+        return means, variances
+
+    # ----------------------------------------------------------------- private
+    @torch.inference_mode()
+    def _run_batch(self, batch: torch.Tensor, means: np.ndarray, variances: np.ndarray) -> None:
+        for member, heads_by_network in enumerate(self._heads):
+            for network, heads in heads_by_network.items():
+                columns = self.bundle.label_indices(network)
+                features = self._features(heads.net, batch)
+                mean, variance = heads(features)
+                means[:, :, member, columns] = mean.cpu().numpy()
+                variances[:, :, member, columns] = variance.cpu().numpy()
+
+    def _features(self, net: RRNet, batch: torch.Tensor) -> torch.Tensor:
+        convolved = torch.cat([net.convolve(chunk) for chunk in batch.split(self.conv_chunk)])
+        return net.sequence(convolved)
+
+    def _check_input(self, flux: np.ndarray) -> np.ndarray:
+        flux = np.asarray(flux)
+        n_pixels = self.bundle.architecture.len_spectrum
+        if flux.ndim == 1:
+            flux = flux[np.newaxis]
+        if flux.ndim != 2 or flux.shape[1] != n_pixels:
+            raise SpemrError(f"{self.bundle.path}: expected flux of shape (n, {n_pixels}), got {flux.shape}")
+        return flux
+
+    def combine(self, means: np.ndarray, variances: np.ndarray) -> Prediction:
+        """Standardised (n, S, M, L) member outputs -> Prediction: destandardise, combine
+        members per sub-model (eq. 1), fuse the regions per label (eqs. 2-3)."""
+        scale, offset = self.bundle.label_std, self.bundle.label_mean
+        member_mean = means.astype(np.float64) * scale + offset          # (n, S, M, L)
+        member_var = variances.astype(np.float64) * scale ** 2
+        by_member = np.moveaxis(member_mean, 2, 0)                        # (M, n, S, L)
+        by_member_var = np.moveaxis(member_var, 2, 0)
+        sub_mean, sub_var = ensemble_combine(by_member.reshape(len(by_member), len(means), -1),
+                                             by_member_var.reshape(len(by_member), len(means), -1))
+        sub_mean = sub_mean.reshape(member_mean.shape[:2] + member_mean.shape[3:])
+        sub_var = sub_var.reshape(sub_mean.shape)
+        first = self.submodels.index(self.fused_over[0])
+        mean, var, winner = fuse_min_variance(np.moveaxis(sub_mean[:, first:], 1, 0),
+                                              np.moveaxis(sub_var[:, first:], 1, 0))
+        winner = np.where(np.isnan(mean), -1, winner + first)
+        return Prediction(labels=list(self.bundle.labels), submodels=list(self.submodels),
+                          fused_over=list(self.fused_over), mean=mean, sigma=np.sqrt(var),
+                          winner=winner, sub_mean=sub_mean, sub_sigma=np.sqrt(sub_var),
+                          member_mean=member_mean)
