@@ -1,0 +1,26 @@
+"""``spemr import-published RUN_DIR -o MODEL_DIR``: published SPEMR/RRNet weights -> model bundle."""
+from __future__ import annotations
+
+import shlex
+
+from ..published import import_published
+
+
+def register(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "import-published", help="convert published SP<k>/CA<k>/weight_best.pkl weights into a model folder",
+        description="Read RUN_DIR/label_config.pkl, RUN_DIR/SP<k>/weight_best.pkl and "
+                    "RUN_DIR/CA<k>/weight_best.pkl (base networks), and optionally "
+                    "RUN_DIR/<S1..S4>/SP<k>|CA<k>/weight_best.pkl (region sub-models, only "
+                    "fc1 may differ), and write a spemr model folder. Pickles are read "
+                    "safely (tensors and arrays only).")
+    parser.add_argument("run_dir", help="published run folder")
+    parser.add_argument("-o", "--output", required=True, help="model folder to write")
+    parser.set_defaults(func=run)
+
+
+def run(args) -> int:
+    command = f"spemr import-published {shlex.quote(args.run_dir)} -o {shlex.quote(args.output)}"
+    path = import_published(args.run_dir, args.output, command=command)
+    print(f"wrote model {path}")
+    return 0

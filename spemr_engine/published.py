@@ -1,0 +1,172 @@
+"""Import published SPEMR/RRNet weights into a model bundle.
+
+Run folder layout read here:
+
+    RUN/label_config.pkl                 label_list, label_mean, label_std, flux_mean, flux_std
+    RUN/SP<k>/weight_best.pkl            base RRNet state dicts, one per member k and network
+    RUN/CA<k>/weight_best.pkl            (network names as in the "paper" architecture)
+    RUN/<REGION>/SP<k>/weight_best.pkl   optional region sub-models (REGION = S1..S4, the
+    RUN/<REGION>/CA<k>/weight_best.pkl   default regions); only their fc1 is kept, and the
+                                         rest must equal the base (fc1-only fine-tuning)
+
+Labels are matched by name, never by position: label_config lists its labels in its own
+order (FeH after MnH), and a network's outputs follow that list restricted to the
+network's labels. Weights are read with torch.load(weights_only=True); label_config.pkl
+with the restricted unpickler.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import replace
+from pathlib import Path
+from typing import Mapping
+
+import numpy as np
+import torch
+
+from . import config
+from .bundle import Statistics, expected_shapes, save_bundle
+from .config import Region, RRNetConfig
+from .errors import InputFileError
+from .safe_pickle import safe_load
+
+WEIGHT_FILE = "weight_best.pkl"
+LABEL_CONFIG = "label_config.pkl"
+_FOLDER = re.compile(r"^([A-Za-z]+)(\d+)$")
+
+
+def import_published(run_dir: str | Path, output: str | Path, command: str | None = None) -> Path:
+    """Convert a published run folder into a model bundle at ``output``; returns its path."""
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise InputFileError(run_dir, "no such run folder")
+    published_labels, statistics = read_label_config(run_dir / LABEL_CONFIG)
+    folders = find_member_folders(run_dir)
+    first_file = next(iter(folders.values()))[0]
+    reference = config.architecture("paper")
+    networks = {name: tuple(n for n in published_labels if n in reference.networks[name]) for name in folders}
+    architecture = replace(infer_architecture(load_state_dict(first_file), reference, first_file),
+                           networks=networks)
+
+    members = [{name: _checked(load_state_dict(files[k]), architecture, networks[name], files[k])
+                for name, files in folders.items()} for k in range(len(next(iter(folders.values()))))]
+    regions = [r for r in config.default_regions() if (run_dir / r.name).is_dir()]
+    heads = _region_heads(run_dir, regions, members, architecture, networks, len(members))
+    provenance = {"trained_on": "published", "source": str(run_dir.resolve()),
+                  "command": command or f"spemr import-published {run_dir}"}
+    return save_bundle(output, architecture, members, statistics, provenance,
+                       region_heads=heads or None, regions=regions)
+
+
+# ------------------------------------------------------------------ pieces
+def read_label_config(path: Path) -> tuple[list[str], Statistics]:
+    """(label names in the file's order, mapped to spemr names; statistics in spemr order)."""
+    data = safe_load(path)
+    try:
+        names = [str(n) for n in data["label_list"]]
+        arrays = {key: np.asarray(data[key], dtype=np.float64)
+                  for key in ("label_mean", "label_std", "flux_mean", "flux_std")}
+    except (KeyError, TypeError, ValueError) as error:
+        raise InputFileError(path, f"not a label_config (needs label_list, label_mean, label_std, "
+                                   f"flux_mean, flux_std): {error!r}") from None
+    to_label = config.published_to_label()
+    unknown = [n for n in names if n not in to_label and n not in config.LABELS]
+    if unknown:
+        raise InputFileError(path, f"unknown label names {unknown}")
+    ours = [to_label.get(n, n) for n in names]
+    if sorted(ours) != sorted(config.LABELS):
+        raise InputFileError(path, f"labels {ours} are not the 16 spemr labels")
+    if any(arrays[k].shape != (len(names),) for k in ("label_mean", "label_std")):
+        raise InputFileError(path, "label_mean/label_std do not match label_list")
+    position = {name: i for i, name in enumerate(ours)}
+    order = [position[name] for name in config.LABELS]
+    statistics = Statistics(flux_mean=arrays["flux_mean"], flux_std=arrays["flux_std"],
+                            label_mean=arrays["label_mean"][order], label_std=arrays["label_std"][order],
+                            source=f"published {path.name}")
+    return ours, statistics
+
+
+def find_member_folders(folder: Path) -> dict[str, list[Path]]:
+    """network name -> weight files ordered by member number, e.g. {"SP": [SP0/..., SP1/...]}."""
+    known = config.architecture("paper").networks
+    found: dict[str, dict[int, Path]] = {}
+    for child in sorted(folder.iterdir()):
+        match = _FOLDER.match(child.name)
+        if match and match.group(1) in known and (child / WEIGHT_FILE).is_file():
+            found.setdefault(match.group(1), {})[int(match.group(2))] = child / WEIGHT_FILE
+    missing = [name for name in known if name not in found]
+    if missing:
+        raise InputFileError(folder, f"no {'/'.join(f'{n}<k>/{WEIGHT_FILE}' for n in missing)} found")
+    numbers = {name: sorted(files) for name, files in found.items()}
+    if len({tuple(v) for v in numbers.values()}) != 1:
+        raise InputFileError(folder, f"networks have different members: {numbers}")
+    return {name: [found[name][k] for k in sorted(found[name])] for name in known}
+
+
+def load_state_dict(path: Path) -> dict[str, torch.Tensor]:
+    """A published weight_best.pkl: tensors only (weights_only), DataParallel prefix removed."""
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # corrupt file, or objects weights_only refuses
+        raise InputFileError(path, f"cannot load weights ({type(error).__name__}: "
+                                   f"{str(error).splitlines()[0] if str(error) else ''})") from None
+    if isinstance(state, Mapping) and "state_dict" in state and isinstance(state["state_dict"], Mapping):
+        state = state["state_dict"]
+    if not isinstance(state, Mapping) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise InputFileError(path, "not a PyTorch state dict")
+    return {key.removeprefix("module."): value for key, value in state.items()}
+
+
+def infer_architecture(state: Mapping[str, torch.Tensor], reference: RRNetConfig,
+                       path: Path | str = "weights") -> RRNetConfig:
+    """Read block widths, RNN steps and head widths off the tensor shapes; the rest
+    (mode post-RNN, input length, dropout) comes from ``reference``."""
+    try:
+        channels, i = [], 0
+        while f"ResBlock_list.{i}.0.ResBlock.0.weight" in state:
+            channels.append(int(state[f"ResBlock_list.{i}.0.ResBlock.0.weight"].shape[0]))
+            i += 1
+        n_flat = int(state["fc1.0.weight"].shape[1])
+        rnn_input = int(state["rnn.weight_ih_l0"].shape[1])
+        return replace(reference, resblock_channels=tuple(channels), n_rnn_steps=n_flat // rnn_input,
+                       fc1_width=int(state["fc1.0.weight"].shape[0]),
+                       fc2_width=int(state["fc2.0.weight"].shape[0]))
+    except (KeyError, IndexError, ZeroDivisionError) as error:
+        raise InputFileError(path, f"not the published RRNet key layout (missing {error})") from None
+
+
+def _checked(state: dict, architecture: RRNetConfig, labels: tuple[str, ...], path: Path) -> dict:
+    expected = expected_shapes(architecture, len(labels))
+    for key, shape in expected.items():
+        if key not in state:
+            raise InputFileError(path, f"missing tensor {key} (not the published RRNet layout)")
+        if tuple(state[key].shape) != shape:
+            raise InputFileError(path, f"tensor {key} has shape {list(state[key].shape)}, expected {list(shape)} "
+                                       f"({len(labels)} labels: {', '.join(labels)})")
+    return {key: state[key] for key in expected}
+
+
+def _region_heads(run_dir: Path, regions: list[Region], members: list[dict], architecture: RRNetConfig,
+                  networks: Mapping[str, tuple[str, ...]], n_members: int) -> list[dict]:
+    if not regions:
+        return []
+    heads: list[dict] = [{name: {} for name in networks} for _ in range(n_members)]
+    for region in regions:
+        folders = find_member_folders(run_dir / region.name)
+        for name, files in folders.items():
+            if len(files) != n_members:
+                raise InputFileError(run_dir / region.name, f"{len(files)} {name} members, base has {n_members}")
+            for k, path in enumerate(files):
+                state = _checked(load_state_dict(path), architecture, networks[name], path)
+                _require_fc1_only(state, members[k][name], path)
+                heads[k][name][region.name] = {"0.weight": state["fc1.0.weight"], "0.bias": state["fc1.0.bias"]}
+    return heads
+
+
+def _require_fc1_only(region_state: Mapping, base_state: Mapping, path: Path) -> None:
+    """SPEMR fine-tunes fc1 only; a region model that changed anything else cannot be
+    represented by one shared feature pass, so refuse it rather than import it wrongly."""
+    for key, value in base_state.items():
+        if not key.startswith("fc1.") and not torch.allclose(region_state[key], value, rtol=0, atol=1e-6):
+            raise InputFileError(path, f"differs from the base model in {key}: only fc1 may differ "
+                                       "between a region sub-model and its base")

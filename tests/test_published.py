@@ -1,0 +1,147 @@
+"""Importing published SP<k>/CA<k>/weight_best.pkl runs (state dicts written by the test)."""
+import pickle
+
+import numpy as np
+import pytest
+import torch
+
+from spemr_engine import config
+from spemr_engine.bundle import expected_shapes, load_bundle
+from spemr_engine.cli import main
+from spemr_engine.errors import InputFileError
+from spemr_engine.published import import_published, infer_architecture, read_label_config
+from spemr_engine.rrnet import RRNet
+
+TINY = config.architecture("tiny")
+# the published label_config order: FeH comes after MnH
+PUBLISHED_ORDER = ["Teff", "Logg", "CH", "NH", "OH", "MgH", "AlH", "SiH", "SH", "KH", "CaH",
+                   "TiH", "CrH", "MnH", "FeH", "NiH"]
+
+
+def _write_label_config(run):
+    to_published = {label: published for published, label in config.published_to_label().items()}
+    data = {"label_list": [to_published[n] for n in PUBLISHED_ORDER],
+            "label_mean": np.arange(16, dtype=np.float64) * 10.0,   # value = 10 * published position
+            "label_std": np.arange(1, 17, dtype=np.float64),
+            "flux_mean": np.linspace(0.8, 1.0, 7200), "flux_std": np.full(7200, 0.07)}
+    (run / "label_config.pkl").write_bytes(pickle.dumps(data))
+
+
+def _write_net(path, net):
+    path.mkdir(parents=True)
+    torch.save(net.state_dict(), path / "weight_best.pkl")
+
+
+@pytest.fixture(scope="module")
+def published_run(tmp_path_factory):
+    """Two members, SP and CA, base plus regions S1 and S3 (fc1 changed only)."""
+    run = tmp_path_factory.mktemp("published") / "run"
+    run.mkdir()
+    _write_label_config(run)
+    torch.manual_seed(0)
+    nets = {}
+    for k in (1, 2):  # published folders need not start at 0
+        for name, size in (("SP", 3), ("CA", 13)):
+            base = RRNet(TINY, size)
+            _write_net(run / f"{name}{k}", base)
+            nets[(k, name, "base")] = base
+            for region in ("S1", "S3"):
+                tuned = RRNet(TINY, size)
+                tuned.load_state_dict(base.state_dict())
+                torch.nn.init.normal_(tuned.fc1[0].weight, std=0.01)
+                _write_net(run / region / f"{name}{k}", tuned)
+                nets[(k, name, region)] = tuned
+    return run, nets
+
+
+@pytest.fixture(scope="module")
+def imported(published_run, tmp_path_factory):
+    run, _ = published_run
+    return load_bundle(import_published(run, tmp_path_factory.mktemp("out") / "model"))
+
+
+def test_import_maps_labels_by_name(imported):
+    assert imported.trained_on == "published" and imported.labels == list(config.LABELS)
+    assert imported.networks == {"SP": ("Teff", "Logg", "FeH"), "CA": TINY.networks["CA"]}
+    position = {name: i for i, name in enumerate(PUBLISHED_ORDER)}
+    np.testing.assert_array_equal(imported.label_mean, [10.0 * position[n] for n in config.LABELS])
+    np.testing.assert_array_equal(imported.label_std, [1.0 + position[n] for n in config.LABELS])
+    assert imported.label_mean[config.LABELS.index("FeH")] == 140.0
+    np.testing.assert_allclose(imported.flux_mean, np.linspace(0.8, 1.0, 7200))
+
+
+def test_import_keeps_every_network_and_region(imported, published_run):
+    _, nets = published_run
+    assert imported.members == 2 and [r.name for r in imported.regions] == ["S1", "S3"]
+    assert imported.architecture.resblock_channels == TINY.resblock_channels
+    assert imported.architecture.n_rnn_steps == TINY.n_rnn_steps
+    x = torch.randn(3, 7200)
+    with torch.inference_mode():
+        for member, k in enumerate((1, 2)):
+            for name in ("SP", "CA"):
+                for sub in ("base", "S1", "S3"):
+                    original = nets[(k, name, sub)].eval()
+                    built = imported.build_network(member, name, region=sub)
+                    for key, value in original.state_dict().items():
+                        assert torch.equal(built.state_dict()[key], value), (k, name, sub, key)
+                    for a, b in zip(original(x), built(x)):
+                        torch.testing.assert_close(a, b, rtol=0, atol=1e-6)
+
+
+def test_cli_import_published(published_run, tmp_path, capsys):
+    run, _ = published_run
+    assert main(["import-published", str(run), "-o", str(tmp_path / "m")]) == 0
+    assert load_bundle(tmp_path / "m").provenance["command"].startswith("spemr import-published")
+
+
+def test_region_that_changed_more_than_fc1_is_refused(published_run, tmp_path):
+    run, nets = published_run
+    bad = tmp_path / "run"
+    for path in run.rglob("*"):
+        if path.is_file():
+            target = bad / path.relative_to(run)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_bytes(path.read_bytes())
+    state = torch.load(bad / "S3" / "CA2" / "weight_best.pkl", weights_only=True)
+    state["rnn.weight_hh_l0"] += 0.1
+    torch.save(state, bad / "S3" / "CA2" / "weight_best.pkl")
+    with pytest.raises(InputFileError, match="differs from the base model in rnn.weight_hh_l0"):
+        import_published(bad, tmp_path / "m")
+
+
+def test_unsafe_or_broken_inputs_are_refused(tmp_path):
+    run = tmp_path / "run"
+    run.mkdir()
+    with pytest.raises(InputFileError, match="label_config.pkl: file not found"):
+        import_published(run, tmp_path / "m")
+    _write_label_config(run)
+    with pytest.raises(InputFileError, match="no SP<k>/weight_best.pkl/CA<k>/weight_best.pkl found"):
+        import_published(run, tmp_path / "m")
+    for name in ("SP0", "CA0"):
+        (run / name).mkdir()
+        # a pickle that would run code: weights_only refuses it
+        (run / name / "weight_best.pkl").write_bytes(pickle.dumps(print, protocol=2))
+    with pytest.raises(InputFileError, match="cannot load weights"):
+        import_published(run, tmp_path / "m")
+    torch.save(RRNet(TINY, 5).state_dict(), run / "SP0" / "weight_best.pkl")
+    torch.save(RRNet(TINY, 13).state_dict(), run / "CA0" / "weight_best.pkl")
+    with pytest.raises(InputFileError, match=r"mu.weight has shape \[5, 16\], expected \[3, 16\]"):
+        import_published(run, tmp_path / "m")
+
+
+def test_paper_architecture_is_recognised_from_published_shapes():
+    paper = config.architecture("paper")
+    with torch.device("meta"):
+        state = RRNet(paper, 3).state_dict()
+    inferred = infer_architecture(state, paper)
+    assert inferred == paper
+    assert expected_shapes(inferred, 3)["fc1.0.weight"] == (256, 14400)
+
+
+def test_real_published_label_config_maps_every_label(shared_label_config):
+    names, statistics = read_label_config(shared_label_config)
+    assert sorted(names) == sorted(config.LABELS) and names.index("FeH") > names.index("MnH")
+    teff = statistics.label_mean[config.LABELS.index("Teff")]
+    assert 5000 < teff < 5300  # reference doc: training-set mean Teff ~5160 K
+    assert abs(statistics.label_mean[config.LABELS.index("FeH")] - (-0.16)) < 0.05
+    assert statistics.flux_mean.shape == (7200,)
