@@ -45,6 +45,8 @@ _META_KEYS = {
     "magtype": ("MAGTYPE", str), "mag": ("MAG1", float),
 }
 _NO_MAGNITUDE = 99.0
+LRS_PROBLEM = ("is a LAMOST low-resolution (LRS) spectrum, not a medium-resolution (MRS) "
+               "file: SPEMR needs med-*.fits files")
 
 
 # ------------------------------------------------------------------ data types
@@ -151,6 +153,29 @@ def read_mrs(path: str | Path) -> MRSFile:
             problem = (_truncation_problem(caught, len(raw), error)
                        or f"cannot be read as FITS ({_short(error)})")
             raise InputFileError(path, problem) from None
+
+
+def read_mrs_meta(path: str | Path) -> dict:
+    """Primary-header metadata only (obsid, ra, dec, ...), reading just the first few kB.
+
+    For scanning large folders (e.g. cross-matching positions) before reading the
+    matching files in full with :func:`read_mrs`, which does all the integrity checks."""
+    path = Path(path)
+    if not path.exists():
+        raise InputFileError(path, "file not found")
+    if path.is_dir():
+        raise InputFileError(path, "is a folder, not a FITS file")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            with fits.open(path, memmap=False, lazy_load_hdus=True) as hdul:
+                header = hdul[0].header
+                image = header.get("NAXIS", 0) == 2
+        except (OSError, ValueError, EOFError, zlib.error) as error:
+            raise InputFileError(path, f"cannot be read as FITS ({_short(error)})") from None
+    if image or str(header.get("FILENAME", "")).strip().lower().startswith("spec-"):
+        raise InputFileError(path, LRS_PROBLEM)
+    return _metadata(header, path)
 
 
 # ------------------------------------------------------------------- file bytes
@@ -270,8 +295,7 @@ def _not_mrs_reason(hdul: fits.HDUList) -> str:
     lamost = "LAMOST" in str(header.get("AUTHOR", "")) + str(header.get("TELESCOP", ""))
     lrs_layout = primary_image or any(h.name.strip().upper() == "COADD" for h in hdul[1:])
     if filename.startswith("spec-") or (lamost and lrs_layout):
-        return ("is a LAMOST low-resolution (LRS) spectrum, not a medium-resolution (MRS) "
-                "file: SPEMR needs med-*.fits files")
+        return LRS_PROBLEM
     names = ", ".join(h.name or "?" for h in hdul) or "none"
     return ("is not a LAMOST MRS file: no COADD_B/COADD_R or B-<lmjm>/R-<lmjm> "
             f"extensions (found HDUs: {names})")

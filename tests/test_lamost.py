@@ -8,7 +8,7 @@ from astropy.io import fits
 from mrs_testfiles import write_mrs
 from spemr_engine.config import default_grid
 from spemr_engine.errors import InputFileError
-from spemr_engine.lamost import air_to_vacuum, read_mrs
+from spemr_engine.lamost import air_to_vacuum, read_mrs, read_mrs_meta
 
 # Pairs (coadd + exposures) per real file, read off the files' HDU lists.
 REAL_PAIR_COUNTS = {"med-58025": 5, "med-58268": 10, "med-58269": 6, "med-58270": 5, "med-58408": 8}
@@ -165,3 +165,10 @@ def test_fewer_exposures_than_header_says_is_reported(tmp_path):
     mrs = read_mrs(write_mrs(tmp_path / "short.fits", NEXP_B=3))
     assert mrs.warnings == ["header NEXP_B = 3 but the file has 2 B-<lmjm> exposures "
                             "(file may be incomplete)"]
+
+
+def test_header_only_metadata_matches_full_read(shared_mrs_files, real_files, shared_lrs_file):
+    for path in shared_mrs_files:
+        assert read_mrs_meta(path) == real_files[path.name[:9]].meta
+    with pytest.raises(InputFileError, match="LAMOST low-resolution"):
+        read_mrs_meta(shared_lrs_file)
