@@ -96,3 +96,63 @@ def _to_bytes(hdul: fits.HDUList) -> bytes:
     stream = io.BytesIO()
     hdul.writeto(stream)
     return stream.getvalue()
+
+
+# ------------------------------------------------- star-like files (with lines)
+def star_arm_hdu(extname: str, rv_kms: float, snr: float, seed: int, n_pixels: int = 4000,
+                 bad_pixels: np.ndarray | None = None) -> fits.BinTableHDU:
+    """An arm with absorption lines (the RV module's line template, shifted by rv_kms),
+    a sloped continuum, noise at the header S/N, and chosen pixels set to ivar = 0."""
+    from spemr_engine.config import preprocess_config
+    from spemr_engine.rv import default_template
+
+    side = extname[-1] if extname.startswith("COADD") else extname[0]
+    low, high = BLUE_RANGE if side == "B" else RED_RANGE
+    wave = np.logspace(np.log10(low), np.log10(high), n_pixels)
+    c_kms = preprocess_config().speed_of_light_kms
+    continuum = 1000.0 * (1.0 + 0.3 * (wave - wave.mean()) / (high - low))
+    flux = continuum * default_template()(wave / (1.0 + rv_kms / c_kms))
+    rng = np.random.default_rng(seed)
+    flux = flux + rng.normal(0.0, 1.0, n_pixels) * continuum / max(snr, 1.0)
+    ivar = np.full(n_pixels, (max(snr, 1.0) / 1000.0) ** 2)
+    if bad_pixels is not None:
+        ivar[bad_pixels] = 0.0
+    mask = np.zeros(n_pixels, dtype=np.int16)
+    columns = [fits.Column(name="FLUX", format="E", array=flux),
+               fits.Column(name="IVAR", format="E", array=ivar),
+               fits.Column(name="LOGLAM", format="E", array=np.log10(wave))]
+    if extname.startswith("COADD"):
+        columns += [fits.Column(name="ANDMASK", format="I", array=mask),
+                    fits.Column(name="ORMASK", format="I", array=mask)]
+    else:
+        columns.append(fits.Column(name="PIXMASK", format="I", array=mask))
+    hdu = fits.BinTableHDU.from_columns(columns, name=extname)
+    hdu.header["SNR"] = snr
+    if not extname.startswith("COADD"):
+        hdu.header["LMJM"] = extname[2:]
+        hdu.header["EXPTIME"] = 900
+    return hdu
+
+
+def grid_pixels(side: str, start_wave: float, count: int, stride: int = 1, n_pixels: int = 4000):
+    """Raw pixel indices from ``start_wave`` on (every ``stride``-th), for bad-pixel tests."""
+    low, high = BLUE_RANGE if side == "B" else RED_RANGE
+    wave = np.logspace(np.log10(low), np.log10(high), n_pixels)
+    first = int(np.searchsorted(wave, start_wave))
+    return first + stride * np.arange(count)
+
+
+def write_star_file(path: Path, ra: float, dec: float, obsid: int, rv_kms: float = 20.0,
+                    snr: dict | None = None, bad: dict | None = None, exposures=(101, 102),
+                    seed: int = 0) -> Path:
+    """A LAMOST-like MRS file of one star: coadd plus exposures, S/N per extension
+    (default 60), ``bad``: extname -> raw pixel indices with ivar = 0."""
+    snr, bad = snr or {}, bad or {}
+    names = ["COADD_B", "COADD_R"] + [f"{s}-{e}" for s in "BR" for e in exposures]
+    hdus = [primary_hdu(FILENAME=path.name.replace(".gz", ""), OBSID=obsid, RA=ra, DEC=dec,
+                        N_EXTEN=len(names) + 1, NEXP_B=len(exposures), NEXP_R=len(exposures))]
+    for k, name in enumerate(names):
+        hdus.append(star_arm_hdu(name, rv_kms, snr.get(name, 60.0), seed * 100 + k,
+                                 bad_pixels=bad.get(name)))
+    fits.HDUList(hdus).writeto(path, overwrite=True)
+    return path
