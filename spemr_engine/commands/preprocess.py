@@ -1,0 +1,81 @@
+"""`spemr preprocess FILE -o OUT.npz`: one MRS file to the SPEMR input grid.
+
+Writes wave (7200,), flux (n, 7200) continuum-normalised, mask, rv, rv_err, rv_source,
+usable, reason, extname_blue, extname_red, snr_blue, snr_red and the other quality flags,
+one row per selected arm pair, and prints one summary line per spectrum."""
+from __future__ import annotations
+
+import argparse
+import io
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import InputFileError, SpemrError
+
+
+def register(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "preprocess", help="rest frame, resample and continuum-normalise one MRS file",
+        description="Turn a LAMOST MRS file into the 7200-pixel SPEMR input (.npz).")
+    parser.add_argument("file", type=Path, help="LAMOST MRS file (med-*.fits or .fits.gz)")
+    parser.add_argument("--exposure", default="coadd",
+                        help="coadd (default), all, or one exposure's LMJM")
+    source = parser.add_mutually_exclusive_group()
+    source.add_argument("--rv", type=float, metavar="KMS",
+                        help="stellar radial velocity in km/s (default: measured by cross-correlation)")
+    source.add_argument("--rv-catalog", type=Path, metavar="CSV",
+                        help="CSV with obsid and/or filename and rv (e.g. rv_ku0) columns")
+    parser.add_argument("-o", "--output", type=Path, required=True, metavar="OUT.npz",
+                        help="where to write the arrays")
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..lamost import read_mrs
+    from ..preprocess import preprocess_pairs
+
+    mrs = read_mrs(args.file)
+    pairs = mrs.select(args.exposure)
+    rv = _rv_for(args, mrs)
+    spectra = preprocess_pairs(pairs, rv=rv)
+    arrays = spectra.arrays()
+    arrays["obsid"] = np.asarray(mrs.meta.get("obsid") or -1, dtype=np.int64)
+    arrays["filename"] = np.asarray(str(mrs.meta.get("filename") or args.file.name))
+    _write_npz(args.output, arrays)
+    for i in range(len(spectra)):
+        flags = spectra.quality
+        print(f"{args.file.name} {spectra.extname_blue[i]}/{spectra.extname_red[i]}: "
+              f"rv {spectra.rv[i]:.2f} +- {spectra.rv_err[i]:.2f} km/s ({spectra.rv_source[i]}), "
+              f"S/N {flags.snr_blue[i]:.1f}/{flags.snr_red[i]:.1f}, "
+              f"{'usable' if flags.usable[i] else 'NOT usable: ' + flags.reason[i]}")
+    print(f"wrote {len(spectra)} spectra to {args.output}")
+    return 0
+
+
+def _rv_for(args: argparse.Namespace, mrs):
+    """--rv, or the catalog's value for this file, or None (measure)."""
+    if args.rv is not None:
+        return args.rv
+    if args.rv_catalog is None:
+        return None
+    from ..rv import load_rv_catalog
+
+    found = load_rv_catalog(args.rv_catalog).lookup(mrs.meta.get("obsid"), mrs.meta.get("filename")
+                                                    or args.file.name)
+    if found is None:
+        print(f"{args.file.name}: not in {args.rv_catalog.name}; measuring the RV by "
+              "cross-correlation", file=sys.stderr)
+        return None
+    return found[0]
+
+
+def _write_npz(path: Path, arrays: dict) -> None:
+    """Write to exactly `path` (np.savez would append .npz to other names)."""
+    buffer = io.BytesIO()
+    np.savez(buffer, **arrays)
+    try:
+        path.write_bytes(buffer.getvalue())
+    except OSError as error:
+        raise InputFileError(path, f"cannot write output ({error.strerror or error})") from None

@@ -1,0 +1,502 @@
+"""SPEMR preprocessing: rest frame, resampling onto the 3600 + 3600 pixel grid, per-arm
+continuum normalisation, quality flags (reference notes, section 2).
+
+The continuum fit is the published algorithm (median-filter de-spiking, then an iterative
+5th-order polynomial that replaces (-4 sigma, +3 sigma) outliers by the fit until none
+are left), vectorised over a batch: every spectrum of an arm shares the same x grid, so
+the least-squares projection onto the polynomial basis is one matrix for all of them and
+each iteration is two thin matrix products over the spectra still iterating.
+:func:`continuum_reference` is the same algorithm written literally with np.polyfit, one
+spectrum at a time; tests and benchmarks/preprocess.py hold the two against each other.
+
+This module never imports torch (and not Qt).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Sequence
+
+import numpy as np
+from scipy import ndimage
+
+from . import rv as rvmod
+from .config import InputGrid, PreprocessConfig, default_grid, preprocess_config
+from .errors import SpemrError
+
+# A residual scatter below this (in standardised flux units) means the polynomial fits
+# exactly (e.g. a constant arm): then nothing is an outlier, instead of rounding noise.
+_EXACT_FIT_SCATTER = 1e-9
+RV_GIVEN, RV_CCF = "given", "ccf"
+# Spectra processed together in the continuum loop: 32 x 3600 float64 (~1 MB) keeps
+# the working arrays in cache, which is most of the vectorised path's speed.
+_CHUNK_ROWS = 32
+
+
+# ------------------------------------------------------------------ results
+@dataclass
+class QualityFlags:
+    """Per-spectrum quality, arrays of length n. usable follows the paper's selection
+    (S/N >= reject_min_snr in both arms, <= reject_max_bad_pixels bad grid pixels, no bad
+    run longer than reject_max_bad_run) plus a trustworthy RV; reason says why not."""
+    snr_blue: np.ndarray
+    snr_red: np.ndarray
+    bad_fraction: np.ndarray
+    longest_bad_run: np.ndarray
+    n_bad: np.ndarray
+    ccf_peak: np.ndarray
+    usable: np.ndarray
+    reason: list[str] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.usable)
+
+    def columns(self) -> dict[str, np.ndarray]:
+        """The flags as named arrays (reason as a string array), e.g. for an .npz."""
+        names = ("snr_blue", "snr_red", "bad_fraction", "longest_bad_run", "n_bad",
+                 "ccf_peak", "usable")
+        out = {name: np.asarray(getattr(self, name)) for name in names}
+        out["reason"] = np.asarray(self.reason, dtype=str)
+        return out
+
+
+@dataclass
+class PreprocessedSpectra:
+    wave: np.ndarray           # (7200,) grid, vacuum Angstrom, rest frame
+    flux: np.ndarray           # (n, 7200) float32, continuum-normalised (not clipped/standardised)
+    mask: np.ndarray           # (n, 7200) bool, True = bad pixel carried onto the grid
+    rv: np.ndarray             # (n,) km/s used for the rest-frame shift
+    rv_err: np.ndarray         # (n,) km/s (0 when given)
+    rv_source: list[str]       # "given" | "ccf"
+    quality: QualityFlags
+    extname_blue: list[str]
+    extname_red: list[str]
+
+    def __len__(self) -> int:
+        return len(self.flux)
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        """Everything as named arrays: what `spemr preprocess` writes to its .npz."""
+        out = {"wave": self.wave, "flux": self.flux, "mask": self.mask, "rv": self.rv,
+               "rv_err": self.rv_err, "rv_source": np.asarray(self.rv_source, dtype=str),
+               "extname_blue": np.asarray(self.extname_blue, dtype=str),
+               "extname_red": np.asarray(self.extname_red, dtype=str)}
+        out.update(self.quality.columns())
+        return out
+
+
+# --------------------------------------------------------- spectrum steps
+def rest_frame(wave: np.ndarray, rv_kms: float, config: PreprocessConfig | None = None) -> np.ndarray:
+    """wave0 = wave / (1 + rv / c): observed to stellar rest frame."""
+    c = (config or preprocess_config()).speed_of_light_kms
+    return np.asarray(wave, dtype=np.float64) / (1.0 + rv_kms / c)
+
+
+def repair_bad_pixels(wave: np.ndarray, flux: np.ndarray, mask: np.ndarray | None = None):
+    """Interpolate bad pixels (mask, NaN, inf) linearly from their good neighbours.
+
+    Returns (flux, bad). An arm with no good pixel comes back as continuum 1 everywhere,
+    all bad, so the rest of the pipeline runs and the quality flags say why."""
+    flux = np.asarray(flux, dtype=np.float64)
+    bad = ~np.isfinite(flux)
+    if mask is not None:
+        bad |= np.asarray(mask, dtype=bool)
+    if not bad.any():
+        return flux.copy(), bad
+    good = ~bad
+    if not good.any():
+        return np.ones_like(flux), bad
+    repaired = flux.copy()
+    repaired[bad] = np.interp(wave[bad], wave[good], flux[good])
+    return repaired, bad
+
+
+def resample(wave: np.ndarray, flux: np.ndarray, bad: np.ndarray, grid_wave: np.ndarray):
+    """Linear interpolation onto grid_wave (wave ascending). A grid pixel is bad when the
+    source pixel nearest to it is bad or when it lies outside the source coverage."""
+    flux_grid = np.interp(grid_wave, wave, flux)
+    outside = (grid_wave < wave[0]) | (grid_wave > wave[-1])
+    if not bad.any():
+        return flux_grid, outside
+    # Interpolating the 0/1 badness gives > 0.5 exactly where the nearer neighbour is bad.
+    return flux_grid, (np.interp(grid_wave, wave, bad.astype(np.float64)) > 0.5) | outside
+
+
+def median3(flux: np.ndarray) -> np.ndarray:
+    """Median filter of width 3 along the last axis, edges by repeating the end pixel:
+    identical to scipy.ndimage.median_filter(size=3, mode="nearest") on each row, but a
+    handful of vectorised min/max operations instead of a sort per pixel."""
+    flux = np.asarray(flux, dtype=np.float64)
+    left = np.concatenate([flux[..., :1], flux[..., :-1]], axis=-1)
+    right = np.concatenate([flux[..., 1:], flux[..., -1:]], axis=-1)
+    low, high = np.minimum(left, flux), np.maximum(left, flux)
+    return np.maximum(low, np.minimum(high, right))
+
+
+def _outlier_band(config: PreprocessConfig) -> tuple[float, float]:
+    """(centre, half-width) in sigma of the kept interval (-low, +high): a pixel is an
+    outlier when |r - centre * sigma| > half_width * sigma, one comparison instead of two."""
+    low, high = config.outlier_sigma_low, config.outlier_sigma_high
+    return (high - low) / 2.0, (high + low) / 2.0
+
+
+def _outliers(residual: np.ndarray, sigma: np.ndarray, config: PreprocessConfig,
+              out: np.ndarray | None = None) -> np.ndarray:
+    """Pixels outside (-low sigma, +high sigma) per row (sigma (n, 1)); none when the
+    scatter is ~0 (an exact fit). Overwrites residual (it is scratch space)."""
+    centre, half_width = _outlier_band(config)
+    threshold = np.where(sigma > _EXACT_FIT_SCATTER, half_width * sigma, np.inf)
+    np.subtract(residual, centre * sigma, out=residual)
+    np.abs(residual, out=residual)
+    return np.greater(residual, threshold, out=out)
+
+
+def despike(flux: np.ndarray, config: PreprocessConfig | None = None) -> np.ndarray:
+    """Step 1 of the continuum: replace pixels deviating from the width-3 median filter
+    by more than (-4 sigma, +3 sigma) with the filtered value (batch, along axis -1)."""
+    config = config or preprocess_config()
+    flux = np.atleast_2d(np.asarray(flux, dtype=np.float64))
+    if config.median_filter_width != 3:
+        filtered = ndimage.median_filter(flux, size=(1, config.median_filter_width), mode="nearest")
+    else:
+        filtered = median3(flux)
+    deviation = flux - filtered
+    sigma = deviation.std(axis=1, keepdims=True)
+    return np.where(_outliers(deviation, sigma, config), filtered, flux)
+
+
+def _standard_x(wave: np.ndarray) -> np.ndarray:
+    x = np.log10(np.asarray(wave, dtype=np.float64))
+    return (x - x.mean()) / x.std()
+
+
+def _standardise_rows(flux: np.ndarray):
+    mean = flux.mean(axis=1, keepdims=True)
+    scale = flux.std(axis=1, keepdims=True)
+    scale = np.where(scale > 0, scale, 1.0)
+    return (flux - mean) / scale, mean, scale
+
+
+def _polynomial_basis(wave: np.ndarray, order: int) -> np.ndarray:
+    """Orthonormal basis (m, order+1) of polynomials in standardised log10(wave): the
+    least-squares fit of any row y is then (y @ Q) @ Q.T, the same for every spectrum."""
+    basis, _ = np.linalg.qr(np.vander(_standard_x(wave), order + 1))
+    return basis
+
+
+def fit_continuum(wave: np.ndarray, flux: np.ndarray, config: PreprocessConfig | None = None,
+                  chunk_rows: int = _CHUNK_ROWS):
+    """Continuum of a batch of de-spiked spectra sharing one wavelength grid (n, m).
+
+    Each spectrum's continuum is its last fit: the one with no outliers left, or the fit
+    at the iteration cap. Returns (continuum (n, m), iterations used (n,))."""
+    config = config or preprocess_config()
+    flux = np.atleast_2d(np.asarray(flux, dtype=np.float64))
+    basis = _polynomial_basis(wave, config.continuum_poly_order)
+    continuum = np.empty_like(flux)
+    iterations = np.zeros(len(flux), dtype=np.int64)
+    for start in range(0, len(flux), chunk_rows):
+        rows = slice(start, start + chunk_rows)
+        continuum[rows], iterations[rows] = _fit_chunk(flux[rows], basis, config)
+    return continuum, iterations
+
+
+def _fit_chunk(flux: np.ndarray, basis: np.ndarray, config: PreprocessConfig):
+    """The replace-and-refit loop for a few spectra at once (small enough to stay in
+    cache, with preallocated scratch arrays); rows leave the working set as soon as
+    they have no outliers.
+
+    The residual scatter is sqrt(mean(r^2)): with a constant term in the basis the
+    least-squares residual has zero mean, so this equals np.std(r) to rounding."""
+    work, mean, scale = _standardise_rows(flux)
+    n_rows, n_pixels = work.shape
+    fit, current, residual = np.empty_like(work), np.empty_like(work), np.empty_like(work)
+    outliers = np.empty(work.shape, dtype=bool)
+    iterations = np.full(n_rows, config.continuum_max_iterations, dtype=np.int64)
+    active = np.arange(n_rows)
+    for iteration in range(1, config.continuum_max_iterations + 1):
+        k = active.size
+        w, c, r, o = work[:k], current[:k], residual[:k], outliers[:k]
+        np.matmul(w @ basis, basis.T, out=c)
+        np.subtract(c, w, out=r)
+        sigma = np.sqrt(np.einsum("ij,ij->i", r, r) / n_pixels)[:, None]
+        _outliers(r, sigma, config, out=o)
+        going = o.any(axis=1)
+        if not going.all():
+            fit[active[~going]] = c[~going]
+            iterations[active[~going]] = iteration
+            if not going.any():
+                break
+        np.copyto(w, c, where=o)
+        if not going.all():
+            keep = going.sum()
+            work[:keep], current[:keep], active = w[going], c[going], active[going]
+    else:
+        fit[active] = current[:active.size]
+    return fit * scale + mean, iterations
+
+
+def divide_by_continuum(flux: np.ndarray, continuum: np.ndarray):
+    """flux / continuum; where the continuum is not positive (a dead arm, pure noise)
+    the result is 1 and the pixel is reported bad. Returns (normalised, bad)."""
+    bad = ~(continuum > 0) | ~np.isfinite(continuum)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        normalised = np.where(bad, 1.0, flux / np.where(bad, 1.0, continuum))
+    bad |= ~np.isfinite(normalised)
+    return np.where(bad, 1.0, normalised), bad
+
+
+def normalise(wave: np.ndarray, flux: np.ndarray, config: PreprocessConfig | None = None,
+              chunk_rows: int = _CHUNK_ROWS):
+    """Continuum-normalise a batch (n, m) of one arm: de-spike, fit, divide the de-spiked
+    flux by the continuum (the de-spiking is there to keep cosmic rays out of the input).
+    Works through the batch a few rows at a time so every pass stays in cache.
+    Returns (normalised, bad)."""
+    config = config or preprocess_config()
+    flux = np.atleast_2d(np.asarray(flux, dtype=np.float64))
+    basis = _polynomial_basis(wave, config.continuum_poly_order)
+    out, bad = np.empty_like(flux), np.zeros(flux.shape, dtype=bool)
+    for start in range(0, len(flux), chunk_rows):
+        rows = slice(start, start + chunk_rows)
+        clean = despike(flux[rows], config)
+        continuum, _ = _fit_chunk(clean, basis, config)
+        out[rows], bad[rows] = divide_by_continuum(clean, continuum)
+    return out, bad
+
+
+def normalise_grid(flux: np.ndarray, grid: InputGrid | None = None,
+                   config: PreprocessConfig | None = None):
+    """Normalise (n, 7200) grid flux arm by arm. Returns (normalised, bad)."""
+    grid = grid or default_grid()
+    flux = np.atleast_2d(np.asarray(flux, dtype=np.float64))
+    out, bad = np.empty_like(flux), np.zeros(flux.shape, dtype=bool)
+    for arm, part in zip(grid.arms, grid.arm_slices().values()):
+        out[:, part], bad[:, part] = normalise(arm.wave, flux[:, part], config)
+    return out, bad
+
+
+# ------------------------------------------------ the published algorithm, literally
+def _despike_reference(flux: np.ndarray, config: PreprocessConfig) -> np.ndarray:
+    flux = np.asarray(flux, dtype=np.float64)
+    filtered = ndimage.median_filter(flux, size=config.median_filter_width, mode="nearest")
+    deviation = flux - filtered
+    sigma = deviation.std()
+    if not sigma > _EXACT_FIT_SCATTER:
+        return flux.copy()
+    replace = (deviation < -config.outlier_sigma_low * sigma) | (deviation > config.outlier_sigma_high * sigma)
+    return np.where(replace, filtered, flux)
+
+
+def _continuum_reference_clean(wave: np.ndarray, clean: np.ndarray, config: PreprocessConfig):
+    x = _standard_x(wave)
+    mean, scale = clean.mean(), clean.std()
+    scale = scale if scale > 0 else 1.0
+    y = (clean - mean) / scale
+    for _ in range(config.continuum_max_iterations):
+        fit = np.polyval(np.polyfit(x, y, config.continuum_poly_order), x)
+        residual = fit - y
+        sigma = residual.std()
+        if not sigma > _EXACT_FIT_SCATTER:
+            break
+        outside = (residual < -config.outlier_sigma_low * sigma) | (residual > config.outlier_sigma_high * sigma)
+        if not outside.any():
+            break
+        y[outside] = fit[outside]
+    return fit * scale + mean
+
+
+def continuum_reference(wave: np.ndarray, flux: np.ndarray,
+                        config: PreprocessConfig | None = None) -> np.ndarray:
+    """Continuum of ONE spectrum, the published algorithm step by step with np.polyfit.
+    Takes the raw (not yet de-spiked) flux; returns the continuum of its de-spiked flux."""
+    config = config or preprocess_config()
+    return _continuum_reference_clean(wave, _despike_reference(flux, config), config)
+
+
+def normalise_reference(wave: np.ndarray, flux: np.ndarray,
+                        config: PreprocessConfig | None = None) -> np.ndarray:
+    """One spectrum of one arm normalised the literal way (for tests and the benchmark)."""
+    config = config or preprocess_config()
+    clean = _despike_reference(flux, config)
+    return divide_by_continuum(clean, _continuum_reference_clean(wave, clean, config))[0]
+
+
+# --------------------------------------------------------------- model input
+def standardise(flux: np.ndarray, flux_mean: np.ndarray, flux_std: np.ndarray,
+                config: PreprocessConfig | None = None) -> np.ndarray:
+    """Model input: clip normalised flux to [clip_min, clip_max], then (x - mean) / std
+    per pixel with the training set's statistics. float32."""
+    config = config or preprocess_config()
+    clipped = np.clip(np.asarray(flux, dtype=np.float64), config.clip_min, config.clip_max)
+    std = np.asarray(flux_std, dtype=np.float64)
+    safe_std = np.where(std > 0, std, 1.0)
+    return ((clipped - np.asarray(flux_mean, dtype=np.float64)) / safe_std).astype(np.float32)
+
+
+# ----------------------------------------------------------------- quality
+def longest_run(bad: np.ndarray) -> np.ndarray:
+    """Length of the longest run of True along the last axis, per row."""
+    bad = np.atleast_2d(np.asarray(bad, dtype=bool))
+    padded = np.zeros((bad.shape[0], bad.shape[1] + 2), dtype=np.int8)
+    padded[:, 1:-1] = bad
+    edges = np.diff(padded, axis=1)
+    out = np.zeros(bad.shape[0], dtype=np.int64)
+    for row in np.flatnonzero(bad.any(axis=1)):
+        starts = np.flatnonzero(edges[row] == 1)
+        ends = np.flatnonzero(edges[row] == -1)
+        out[row] = int((ends - starts).max())
+    return out
+
+
+def quality_flags(mask: np.ndarray, snr_blue, snr_red, ccf_peak, rv_measured,
+                  grid: InputGrid | None = None, config: PreprocessConfig | None = None,
+                  ccf_settings: rvmod.CCFSettings | None = None) -> QualityFlags:
+    """The paper's selection rule per spectrum, with the reasons spelled out."""
+    grid, config = grid or default_grid(), config or preprocess_config()
+    min_peak = (ccf_settings or rvmod.CCFSettings()).min_peak
+    mask = np.atleast_2d(mask)
+    n_bad = mask.sum(axis=1)
+    runs = np.max([longest_run(mask[:, part]) for part in grid.arm_slices().values()], axis=0) \
+        if len(mask) else np.zeros(0, dtype=np.int64)
+    snr_blue, snr_red = np.asarray(snr_blue, float), np.asarray(snr_red, float)
+    ccf_peak, rv_measured = np.asarray(ccf_peak, float), np.asarray(rv_measured, bool)
+    reasons = []
+    for i in range(len(mask)):
+        why = []
+        for arm, part in grid.arm_slices().items():
+            if mask[i, part].all():
+                why.append(f"{arm} arm has no good pixels")
+        for arm, snr in (("blue", snr_blue[i]), ("red", snr_red[i])):
+            if not snr >= config.reject_min_snr:
+                why.append(f"{arm} S/N {snr:.1f} < {config.reject_min_snr:g}")
+        if n_bad[i] > config.reject_max_bad_pixels:
+            why.append(f"{n_bad[i]} bad pixels > {config.reject_max_bad_pixels}")
+        if runs[i] > config.reject_max_bad_run:
+            why.append(f"{runs[i]} consecutive bad pixels > {config.reject_max_bad_run}")
+        if rv_measured[i] and not ccf_peak[i] >= min_peak:
+            why.append(f"RV cross-correlation peak {ccf_peak[i]:.2f} < {min_peak:g} (RV unreliable)")
+        reasons.append("; ".join(why) if why else "ok")
+    usable = np.array([r == "ok" for r in reasons], dtype=bool)
+    return QualityFlags(snr_blue=snr_blue, snr_red=snr_red,
+                        bad_fraction=n_bad / max(mask.shape[1], 1), longest_bad_run=runs,
+                        n_bad=n_bad.astype(np.int64), ccf_peak=ccf_peak, usable=usable,
+                        reason=reasons)
+
+
+def estimate_snr(flux: np.ndarray, ivar: np.ndarray | None, bad: np.ndarray) -> float:
+    """Median per-pixel S/N over good pixels: the fallback when a header has no SNR."""
+    if ivar is None:
+        return float("nan")
+    good = ~bad & (np.asarray(ivar) > 0) & np.isfinite(flux)
+    if not good.any():
+        return 0.0
+    return float(np.median(flux[good] * np.sqrt(np.asarray(ivar)[good])))
+
+
+# ------------------------------------------------------------ batch driver
+@dataclass
+class _CleanArm:
+    wave: np.ndarray
+    flux: np.ndarray
+    bad: np.ndarray
+    snr: float
+
+
+def _clean_arm(arm) -> _CleanArm:
+    wave = np.asarray(arm.wave, dtype=np.float64)
+    flux, bad = repair_bad_pixels(wave, arm.flux, getattr(arm, "mask", None))
+    snr = getattr(arm, "snr", float("nan"))
+    snr = float("nan") if snr is None else float(snr)
+    if not np.isfinite(snr):
+        snr = estimate_snr(np.asarray(arm.flux, float), getattr(arm, "ivar", None), bad)
+    return _CleanArm(wave, flux, bad, snr)
+
+
+def _resample_batch(arms: Sequence[tuple[_CleanArm, _CleanArm]], rv: np.ndarray,
+                    arm_waves: Sequence[np.ndarray], config: PreprocessConfig):
+    """Shift each pair by its rv and resample both arms onto arm_waves (blue, red)."""
+    n, m = len(arms), sum(w.size for w in arm_waves)
+    flux, bad = np.empty((n, m)), np.empty((n, m), dtype=bool)
+    for i, pair in enumerate(arms):
+        start = 0
+        for arm, target in zip(pair, arm_waves):
+            part = slice(start, start + target.size)
+            flux[i, part], bad[i, part] = resample(rest_frame(arm.wave, rv[i], config),
+                                                   arm.flux, arm.bad, target)
+            start += target.size
+    return flux, bad
+
+
+def _rv_request(rv, n: int) -> np.ndarray:
+    """rv argument -> (n,) array, NaN where it must be measured."""
+    if rv is None:
+        return np.full(n, np.nan)
+    values = np.asarray(rv, dtype=np.float64)
+    if values.ndim == 0:
+        return np.full(n, float(values))
+    if values.shape != (n,):
+        raise SpemrError(f"rv: expected one value or {n} values (one per spectrum), got {values.size}")
+    return values.copy()
+
+
+def _observation_waves(grid: InputGrid, settings: rvmod.CCFSettings, c_kms: float):
+    """Observed-frame grids for the RV search: each arm's grid widened by the search range."""
+    factor = 1.0 + settings.search_kms / c_kms
+    waves = []
+    for arm in grid.arms:
+        low = int(np.ceil((arm.start - arm.start / factor) / arm.step))
+        high = int(np.ceil((arm.stop * factor - arm.stop) / arm.step))
+        waves.append(arm.start + arm.step * np.arange(-low, arm.n_pixels + high))
+    return waves
+
+
+def measure_pairs_rv(cleaned, template=None, grid: InputGrid | None = None,
+                     config: PreprocessConfig | None = None,
+                     settings: rvmod.CCFSettings | None = None) -> rvmod.RVResult:
+    """RV by CCF for cleaned arm pairs: normalise in the observed frame on the widened
+    grid (same continuum algorithm), then cross-correlate with the template."""
+    grid, config = grid or default_grid(), config or preprocess_config()
+    settings = settings or rvmod.CCFSettings()
+    waves = _observation_waves(grid, settings, config.speed_of_light_kms)
+    flux, bad = _resample_batch(cleaned, np.zeros(len(cleaned)), waves, config)
+    start = 0
+    for wave in waves:
+        part = slice(start, start + wave.size)
+        flux[:, part], cont_bad = normalise(wave, flux[:, part], config)
+        bad[:, part] |= cont_bad
+        start += wave.size
+    return rvmod.measure_rv(np.concatenate(waves), flux, bad, template, settings)
+
+
+def preprocess_pairs(pairs, rv=None, rv_template=None, config: PreprocessConfig | None = None,
+                     grid: InputGrid | None = None,
+                     ccf_settings: rvmod.CCFSettings | None = None) -> PreprocessedSpectra:
+    """Arm pairs (spemr_engine.lamost.ArmPair or anything with .blue/.red arms having
+    wave, flux, mask, snr, extname) -> the SPEMR input on the grid, with flags.
+
+    rv: None (measure every spectrum by CCF), a float for all, or one value per pair
+    (NaN = measure that one). rv_template: (wave, flux) rest-frame template for the CCF;
+    default: the shipped line-list template."""
+    grid, config = grid or default_grid(), config or preprocess_config()
+    pairs = list(pairs)
+    n = len(pairs)
+    cleaned = [(_clean_arm(p.blue), _clean_arm(p.red)) for p in pairs]
+    rv_used = _rv_request(rv, n)
+    rv_err = np.zeros(n)
+    ccf_peak = np.full(n, np.nan)
+    measure = ~np.isfinite(rv_used)
+    if measure.any():
+        todo = np.flatnonzero(measure)
+        found = measure_pairs_rv([cleaned[i] for i in todo], rv_template, grid, config, ccf_settings)
+        rv_used[todo], rv_err[todo], ccf_peak[todo] = found.rv, found.rv_err, found.ccf_peak
+    arm_waves = [arm.wave for arm in grid.arms]
+    flux, bad = _resample_batch(cleaned, rv_used, arm_waves, config)
+    flux, continuum_bad = normalise_grid(flux, grid, config)
+    bad |= continuum_bad
+    quality = quality_flags(bad, [b.snr for b, _ in cleaned], [r.snr for _, r in cleaned],
+                            ccf_peak, measure, grid, config, ccf_settings)
+    return PreprocessedSpectra(
+        wave=grid.wave, flux=flux.astype(np.float32).reshape(n, grid.n_pixels),
+        mask=bad.reshape(n, grid.n_pixels), rv=rv_used, rv_err=rv_err,
+        rv_source=[RV_CCF if m else RV_GIVEN for m in measure], quality=quality,
+        extname_blue=[str(getattr(p.blue, "extname", "")) for p in pairs],
+        extname_red=[str(getattr(p.red, "extname", "")) for p in pairs])

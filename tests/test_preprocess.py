@@ -1,0 +1,302 @@
+"""SPEMR preprocessing: rest frame, resampling, continuum (vectorised vs the literal
+published algorithm), bad pixels, quality flags, the real-data checks and the CLI."""
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+from scipy import ndimage
+
+from mrs_testfiles import write_mrs
+from spemr_engine import cli
+from spemr_engine.config import default_grid, preprocess_config
+from spemr_engine.errors import SpemrError
+from spemr_engine.lamost import ArmPair, read_mrs
+from spemr_engine.preprocess import (despike, fit_continuum, continuum_reference, longest_run,
+                                     median3, normalise, normalise_grid, normalise_reference,
+                                     preprocess_pairs, quality_flags, repair_bad_pixels,
+                                     resample, rest_frame, standardise)
+from spemr_engine.rv import line_spectrum, load_line_list
+from spemr_engine.safe_pickle import safe_load
+from synthetic_spectra import synthetic_pair
+
+GRID = default_grid()
+CONFIG = preprocess_config()
+MG_B_AND_H_ALPHA = (2008, 2061, 2171, 5856)
+
+
+def random_arm_batch(n: int, seed: int = 0) -> np.ndarray:
+    """Grid-arm spectra with random curved continua, random absorption lines, noise and
+    cosmic-ray spikes: input the continuum fit must handle without special cases."""
+    rng = np.random.default_rng(seed)
+    wave = GRID.arms[0].wave
+    t = (wave - wave.mean()) / np.ptp(wave)
+    out = np.empty((n, wave.size))
+    for i in range(n):
+        continuum = np.polyval(rng.normal(0, 0.5, 4), t) + rng.uniform(50, 5000)
+        continuum = continuum * (1 + 0.3 * rng.normal() * t)
+        centres = rng.uniform(wave[0], wave[-1], rng.integers(5, 120))
+        lines = np.prod([1 - rng.uniform(0.05, 0.8) * np.exp(-0.5 * ((wave - c) / rng.uniform(0.2, 1.0)) ** 2)
+                         for c in centres], axis=0)
+        flux = continuum * lines * (1 + rng.normal(0, 1 / rng.uniform(5, 200), wave.size))
+        spikes = rng.integers(0, wave.size, rng.integers(0, 6))
+        flux[spikes] *= rng.uniform(1.5, 4.0, spikes.size)
+        out[i] = flux
+    return out
+
+
+def feature_pixel(flux, mask, pixel: int, half: int = 5) -> float:
+    """Where a line's minimum is near `pixel`: the lowest pixel when the window is clean,
+    otherwise the vertex of a parabola through its good pixels (a masked core has been
+    interpolated over, so its lowest value says nothing)."""
+    window = np.arange(pixel - half, pixel + half + 1)
+    good = ~mask[window]
+    if good.all():
+        return float(window[np.argmin(flux[window])])
+    a, b, _ = np.polyfit(window[good] - pixel, flux[window][good], 2)
+    return pixel - b / (2 * a) if a > 0 else np.nan
+
+
+def relative_difference(a, b) -> float:
+    return float(np.max(np.abs(a - b) / np.maximum(np.abs(b), 1e-12)))
+
+
+# ------------------------------------------------------------ single steps
+def test_rest_frame_formula():
+    wave = np.array([5000.0, 6500.0])
+    c = CONFIG.speed_of_light_kms
+    assert rest_frame(wave, 30.0) == pytest.approx(wave / (1 + 30.0 / c), rel=1e-15)
+    assert rest_frame(wave, 0.0).tolist() == wave.tolist()
+
+
+def test_median3_equals_scipy_median_filter_with_nearest_edges():
+    rng = np.random.default_rng(1)
+    flux = np.round(rng.normal(size=(7, 50)), 1)      # rounding makes ties
+    expected = ndimage.median_filter(flux, size=(1, 3), mode="nearest")
+    assert np.array_equal(median3(flux), expected)
+
+
+def test_despike_replaces_a_cosmic_ray_and_keeps_absorption():
+    flux = np.ones((1, 500)) + np.random.default_rng(2).normal(0, 0.01, (1, 500))
+    flux[0, 100] = 3.0                     # cosmic ray: far above +3 sigma
+    flux[0, 300] = 0.97                    # a shallow dip inside -4 sigma stays
+    clean = despike(flux)
+    assert clean[0, 100] < 1.05
+    assert clean[0, 300] == flux[0, 300]
+
+
+def test_repair_bad_pixels_interpolates_from_good_neighbours():
+    wave = np.arange(10.0)
+    flux = wave * 2.0 + 1.0
+    flux[3], flux[4] = np.nan, np.inf
+    mask = np.zeros(10, bool)
+    mask[7] = True
+    flux[7] = -1e6
+    repaired, bad = repair_bad_pixels(wave, flux, mask)
+    assert bad.tolist() == [i in (3, 4, 7) for i in range(10)]
+    assert repaired == pytest.approx(wave * 2.0 + 1.0)
+
+
+def test_repair_all_bad_arm_is_flat_and_all_bad():
+    repaired, bad = repair_bad_pixels(np.arange(5.0), np.full(5, np.nan))
+    assert repaired.tolist() == [1.0] * 5 and bad.all()
+
+
+def test_resample_is_linear_and_carries_the_nearest_bad_pixel():
+    wave = np.linspace(100.0, 200.0, 101)                 # 1.0 steps
+    flux = 3.0 * wave - 7.0
+    bad = np.zeros(101, bool)
+    bad[50] = True                                        # wave 150
+    grid = np.array([99.0, 120.25, 149.4, 149.6, 150.4, 150.6, 201.0])
+    out, bad_grid = resample(wave, flux, bad, grid)
+    assert out[1:-1] == pytest.approx(3.0 * grid[1:-1] - 7.0)
+    assert bad_grid.tolist() == [True, False, False, True, True, False, True]
+
+
+def test_standardise_clips_then_standardises():
+    flux = np.array([[-3.0, 1.0, 9.0]])
+    mean, std = np.array([1.0, 1.0, 1.0]), np.array([0.5, 0.5, 2.0])
+    z = standardise(flux, mean, std)
+    assert z.dtype == np.float32
+    expected = (np.array([CONFIG.clip_min, 1.0, CONFIG.clip_max]) - mean) / std
+    assert z[0] == pytest.approx(expected)
+
+
+def test_longest_run():
+    mask = np.zeros((3, 12), bool)
+    mask[0, 2:5] = mask[0, 7:12] = True
+    mask[2, :] = True
+    assert longest_run(mask).tolist() == [5, 0, 12]
+
+
+# ----------------------------------------------------- continuum equivalence
+def test_vectorised_continuum_matches_the_reference_on_random_input():
+    flux = random_arm_batch(16, seed=5)
+    wave = GRID.arms[0].wave
+    fast, bad = normalise(wave, flux)
+    assert not bad.any()
+    for row in range(len(flux)):
+        assert relative_difference(fast[row], normalise_reference(wave, flux[row])) < 1e-4
+
+
+def test_fit_continuum_iterates_and_matches_reference_continuum():
+    flux = random_arm_batch(8, seed=6)
+    wave = GRID.arms[0].wave
+    continuum, iterations = fit_continuum(wave, despike(flux))
+    assert iterations.max() > 2 and iterations.max() <= CONFIG.continuum_max_iterations
+    for row in range(len(flux)):
+        assert relative_difference(continuum[row], continuum_reference(wave, flux[row])) < 1e-4
+
+
+def test_iteration_cap_is_honoured():
+    capped = dataclasses.replace(CONFIG, continuum_max_iterations=2)
+    flux = random_arm_batch(4, seed=7)
+    wave = GRID.arms[0].wave
+    continuum, iterations = fit_continuum(wave, despike(flux, capped), capped)
+    assert iterations.max() == 2
+    for row in range(len(flux)):
+        assert relative_difference(continuum[row], continuum_reference(wave, flux[row], capped)) < 1e-4
+
+
+def test_vectorised_continuum_matches_the_reference_on_real_input(shared_mrs_files):
+    # The coadd and the first two exposures of each file (the np.polyfit reference is slow).
+    pairs = [pair for path in shared_mrs_files for pair in read_mrs(path).select("all")[:3]]
+    grid_flux = np.empty((len(pairs), GRID.n_pixels))
+    for i, pair in enumerate(pairs):
+        for arm, part, target in zip((pair.blue, pair.red), GRID.arm_slices().values(), GRID.arms):
+            flux, bad = repair_bad_pixels(arm.wave, arm.flux, arm.mask)
+            grid_flux[i, part] = resample(arm.wave, flux, bad, target.wave)[0]
+    fast, _ = normalise_grid(grid_flux)
+    usable = [i for i, p in enumerate(pairs) if min(p.snr_blue, p.snr_red) >= CONFIG.reject_min_snr]
+    assert len(usable) >= 8
+    for i in range(len(pairs)):
+        for target, part in zip(GRID.arms, GRID.arm_slices().values()):
+            slow = normalise_reference(target.wave, grid_flux[i, part])
+            if i in usable:
+                assert relative_difference(fast[i, part], slow) < 1e-4
+            else:   # S/N ~ 0: values near zero make "relative" meaningless; compare absolutely
+                assert np.max(np.abs(fast[i, part] - slow)) < 1e-4 * np.max(np.abs(slow))
+
+
+def test_normalised_synthetic_star_has_continuum_one_and_lines_in_place():
+    """Known RV given: after the shift the lines sit at their rest grid pixels and the
+    curved instrumental continuum is gone."""
+    spectra = preprocess_pairs([synthetic_pair(-73.0, snr=200, seed=2)], rv=-73.0)
+    flux = spectra.flux[0].astype(np.float64)
+    model = line_spectrum(GRID.wave, load_line_list())
+    continuum_pixels = model > 0.999
+    assert np.median(flux[continuum_pixels]) == pytest.approx(1.0, abs=0.01)
+    assert np.corrcoef(flux, model)[0, 1] > 0.95
+    for pixel in MG_B_AND_H_ALPHA:
+        assert abs(pixel - 3 + int(np.argmin(flux[pixel - 3:pixel + 4])) - pixel) <= 1
+    assert spectra.rv_source == ["given"] and spectra.rv_err.tolist() == [0.0]
+
+
+# --------------------------------------------------------- batch + flags
+def test_nan_flux_and_all_masked_arm_are_handled_cleanly():
+    good = synthetic_pair(10.0, seed=3)
+    nan_blue = dataclasses.replace(good.blue, flux=good.blue.flux.copy())
+    nan_blue.flux[2000:2020] = np.nan        # inside the grid
+    dead_red = dataclasses.replace(good.red, mask=np.ones(good.red.wave.size, bool))
+    pairs = [ArmPair(nan_blue, good.red, None), ArmPair(good.blue, dead_red, None)]
+    spectra = preprocess_pairs(pairs, rv=[10.0, 10.0])
+    assert np.isfinite(spectra.flux).all()
+    flags = spectra.quality
+    assert flags.usable.tolist() == [True, False]
+    assert 15 < flags.n_bad[0] < 40 and flags.longest_bad_run[0] < 40
+    assert "red arm has no good pixels" in flags.reason[1]
+    assert spectra.mask[1, GRID.arm_slices()["red"]].all()
+    assert flags.longest_bad_run[1] == 3600
+
+
+def test_quality_rules_of_the_paper():
+    mask = np.zeros((5, GRID.n_pixels), bool)
+    mask[1, 10:10 + CONFIG.reject_max_bad_run + 1] = True                  # run of 31
+    mask[2, ::70][:CONFIG.reject_max_bad_pixels + 1] = True                # 101 scattered
+    snr = np.array([50.0, 50.0, 50.0, CONFIG.reject_min_snr - 0.5, 50.0])
+    flags = quality_flags(mask, snr, np.full(5, 80.0), ccf_peak=[0.9, 0.9, 0.9, 0.9, 0.05],
+                          rv_measured=[True] * 5)
+    assert flags.usable.tolist() == [True, False, False, False, False]
+    assert "31 consecutive bad pixels > 30" in flags.reason[1]
+    assert "101 bad pixels > 100" in flags.reason[2]
+    assert "blue S/N 9.5 < 10" in flags.reason[3]
+    assert "RV unreliable" in flags.reason[4]
+    assert flags.bad_fraction[2] == pytest.approx(101 / GRID.n_pixels)
+
+
+def test_rv_argument_checks_and_empty_batch():
+    with pytest.raises(SpemrError, match="one per spectrum"):
+        preprocess_pairs([synthetic_pair(0.0)], rv=[1.0, 2.0])
+    empty = preprocess_pairs([])
+    assert empty.flux.shape == (0, GRID.n_pixels) and len(empty.quality) == 0
+
+
+# ------------------------------------------------------------ real data
+def test_real_coadds_put_features_where_the_published_mean_has_them(shared_mrs_files,
+                                                                    shared_label_config):
+    """Must show: Mg b and H-alpha minima within 2 pixels of 2008, 2061, 2171, 5856, and
+    standardised residual RMS against the published flux_mean/flux_std below 1.5, for
+    every usable coadd; the S/N ~ 0 file is flagged unusable."""
+    published = safe_load(shared_label_config)
+    flux_mean = np.asarray(published["flux_mean"], np.float64)
+    flux_std = np.asarray(published["flux_std"], np.float64)
+    names = [path.name for path in shared_mrs_files]
+    spectra = preprocess_pairs([read_mrs(path).select("coadd")[0] for path in shared_mrs_files])
+    usable = spectra.quality.usable
+    assert usable.sum() >= 3
+    for i in np.flatnonzero(usable):
+        flux = spectra.flux[i]
+        for pixel in MG_B_AND_H_ALPHA:
+            found = feature_pixel(flux, spectra.mask[i], pixel)
+            assert abs(found - pixel) <= 2, (names[i], pixel, found)
+        residual = standardise(flux, flux_mean, flux_std)
+        assert np.sqrt(np.mean(residual.astype(np.float64) ** 2)) < 1.5, names[i]
+    dead = names.index(next(n for n in names if n.startswith("med-58268-")))
+    assert not usable[dead]
+    assert "S/N" in spectra.quality.reason[dead]
+
+
+# ------------------------------------------------------------------ CLI
+def test_cli_preprocess_writes_the_contract_arrays(tmp_path, capsys):
+    source = write_mrs(tmp_path / "med-58000-TEST_sp01-001.fits")
+    out = tmp_path / "result.npz"
+    assert cli.main(["preprocess", str(source), "--exposure", "all", "--rv", "12.5",
+                     "-o", str(out)]) == 0
+    data = np.load(out)
+    n = 3                                  # coadd + two exposures
+    assert data["wave"].shape == (GRID.n_pixels,)
+    assert data["flux"].shape == (n, GRID.n_pixels) and data["mask"].shape == (n, GRID.n_pixels)
+    for key in ("rv", "rv_err", "usable", "snr_blue", "snr_red", "n_bad", "longest_bad_run",
+                "bad_fraction", "ccf_peak", "reason"):
+        assert data[key].shape == (n,), key
+    assert data["extname_blue"].tolist() == ["COADD_B", "B-100", "B-200"]
+    assert data["extname_red"].tolist() == ["COADD_R", "R-100", "R-200"]
+    assert data["rv"].tolist() == [12.5] * n
+    assert "wrote 3 spectra" in capsys.readouterr().out
+
+
+def test_cli_preprocess_measures_rv_on_a_real_file(tmp_path, shared_mrs_dir):
+    out = tmp_path / "coadd.npz"
+    source = shared_mrs_dir / "med-58408-TD230151N343645T01_sp01-015.fits"
+    assert cli.main(["preprocess", str(source), "-o", str(out)]) == 0
+    data = np.load(out)
+    assert data["rv_source"].tolist() == ["ccf"] and data["usable"].tolist() == [True]
+    assert 0 < data["rv_err"][0] < 2.0
+
+
+@pytest.mark.parametrize("args, problem", [
+    (["--exposure", "999"], "has no exposure '999'"),
+    (["--rv-catalog", "missing.csv"], "missing.csv: RV catalog not found"),
+])
+def test_cli_preprocess_errors_are_one_line_and_exit_2(tmp_path, capsys, args, problem):
+    source = write_mrs(tmp_path / "med-58000-TEST_sp01-001.fits")
+    code = cli.main(["preprocess", str(source), *args, "-o", str(tmp_path / "x.npz")])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and "\n" not in err and problem in err
+
+
+def test_cli_preprocess_missing_file(tmp_path, capsys):
+    code = cli.main(["preprocess", str(tmp_path / "nothere.fits"), "-o", str(tmp_path / "x.npz")])
+    assert code == 2
+    assert capsys.readouterr().err.startswith("nothere.fits: ")
