@@ -1,0 +1,170 @@
+"""The engine's high-level API: what the CLI, the GUI, the catalog and the tests call.
+
+    default_model_path() -> Path
+    load_model(path=None) -> ModelBundle
+    analyse_file(path, model=None, exposure="coadd", rv=None, rv_catalog=None, device="auto")
+        -> FileAnalysis (read, preprocess, predict; rows() gives catalog rows)
+    catalog_columns(labels=None) -> list[str]
+
+Rows and columns are the catalog's (spemr_engine.catalog_rows), so `spemr predict`, the
+batch catalog and the GUI export agree column for column.
+"""
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Sequence
+
+import numpy as np
+
+from . import catalog_rows, config
+from .bundle import ModelBundle, load_bundle
+from .errors import InputFileError, ModelBundleError
+from .lamost import ArmPair, MRSFile, read_mrs
+from .preprocess import PreprocessedSpectra, preprocess_pairs
+from .rv import RVCatalog, load_rv_catalog
+
+MODEL_ENV = "SPEMR_MODEL"
+
+
+def default_model_path() -> Path:
+    """assets/models/default, unless the SPEMR_MODEL environment variable names another."""
+    override = os.environ.get(MODEL_ENV)
+    return Path(override) if override else config.assets_dir() / "models" / "default"
+
+
+def load_model(path: str | Path | None = None) -> ModelBundle:
+    """Load a model bundle (the default one when ``path`` is None); ModelBundleError if unusable."""
+    if path is None:
+        path = default_model_path()
+        if not Path(path).exists():
+            raise ModelBundleError(path, f"no default model installed (pass --model DIR or set {MODEL_ENV})")
+    return load_bundle(path)
+
+
+def catalog_columns(labels: Sequence[str] | None = None) -> list[str]:
+    """Output columns: obsid, filename, ra, dec, extname_blue, extname_red, snr_blue,
+    snr_red, each label and its _err (published catalog names), then the extras
+    (source, spectrum, rv..., flags, error), the winning sub-model per label and
+    model_trained_on."""
+    return catalog_rows.columns(SimpleNamespace(labels=list(labels or config.LABELS)))
+
+
+@dataclass
+class FileAnalysis:
+    """One file read, preprocessed and labelled. ``prediction`` has one row per pair
+    (NaN labels, winner -1 for spectra that fail the quality selection) and is None when
+    no pair is usable; ``spectra.quality`` says why."""
+    path: Path
+    mrs: MRSFile
+    pairs: list[ArmPair]
+    spectra: PreprocessedSpectra
+    prediction: "Prediction | None"  # noqa: F821  (inference.Prediction, imported lazily)
+    model: ModelBundle
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def usable(self) -> np.ndarray:
+        return np.asarray(self.spectra.quality.usable, dtype=bool)
+
+    def rows(self) -> list[dict]:
+        """Catalog rows, one per pair, in the file's pair order (never dropped)."""
+        labelled = catalog_rows.label_columns(self.model)
+        out = []
+        for index, pair in enumerate(self.pairs):
+            row, _ = catalog_rows._spectrum_row(str(self.path), self.mrs.meta, pair, self.spectra, index)
+            row.update(label_values(labelled, self.prediction, index))
+            row["model_trained_on"] = self.model.trained_on
+            out.append(row)
+        return out
+
+
+def label_values(labelled: Sequence[tuple[str, str]], prediction, index: int | None) -> dict:
+    """Label, _err and winning sub-model columns of one row (empty when not predicted)."""
+    values: dict = {}
+    positions = {name: j for j, name in enumerate(prediction.labels)} if prediction is not None else {}
+    for label, catalog in labelled:
+        j = positions.get(label)
+        mean = sigma = None
+        winner = ""
+        if j is not None and index is not None and prediction.winner[index, j] >= 0:
+            mean, sigma = _finite(prediction.mean[index, j]), _finite(prediction.sigma[index, j])
+            winner = prediction.submodels[int(prediction.winner[index, j])]
+        values[catalog], values[f"{catalog}_err"] = mean, sigma
+        values[f"{catalog}{catalog_rows.SUBMODEL_SUFFIX}"] = winner
+    return values
+
+
+def analyse_file(path: str | Path, model: "ModelBundle | str | Path | None" = None,
+                 exposure: str = "coadd", rv: float | Sequence[float] | None = None,
+                 rv_catalog: "RVCatalog | str | Path | None" = None, device: str = "auto",
+                 batch_size: int = 256) -> FileAnalysis:
+    """Read one LAMOST MRS file, preprocess the chosen pairs and label the usable ones.
+
+    rv: km/s for every pair (or one per pair); otherwise the RV catalog's value for the
+    file when it has one; otherwise measured by cross-correlation against the model's
+    mean training spectrum (a rest-frame mean star), or the shipped line template when
+    the model has only placeholder statistics. Raises InputFileError for unreadable files.
+    """
+    path = Path(path)
+    bundle = model if isinstance(model, ModelBundle) else load_model(model)
+    mrs = read_mrs(path)
+    pairs = mrs.select(exposure)
+    if not pairs:
+        raise InputFileError(path, "has no complete blue+red pair to analyse")
+    if rv is None and rv_catalog is not None:
+        rv = _catalog_rv(rv_catalog, mrs.meta)
+    spectra = preprocess_pairs(pairs, rv=rv, rv_template=catalog_rows.rv_template_for(bundle),
+                               grid=bundle.grid)
+    usable = np.flatnonzero(spectra.quality.usable)
+    prediction = None
+    if usable.size:
+        predictor = _predictor(bundle, device, batch_size)
+        prediction = predictor.predict(spectra.flux[usable]).expand(usable, len(pairs))
+    return FileAnalysis(path=path, mrs=mrs, pairs=list(pairs), spectra=spectra,
+                        prediction=prediction, model=bundle, warnings=list(mrs.warnings))
+
+
+def predictor_for(model: ModelBundle, device: str = "auto", batch_size: int = 256):
+    """A cached SpemrPredictor for a bundle (building one loads every network)."""
+    return _predictor(model, device, batch_size)
+
+
+# ------------------------------------------------------------------ helpers
+_PREDICTORS: dict[tuple, object] = {}
+_MAX_PREDICTORS = 2
+
+
+def _predictor(bundle: ModelBundle, device: str, batch_size: int):
+    """Keep the last few predictors: the GUI and `spemr predict` label file after file
+    with one model. Keyed by folder, weights mtime, device and batch size, so a re-saved
+    bundle is reloaded."""
+    weights = bundle.weights_path
+    stamp = weights.stat().st_mtime_ns if weights.exists() else 0
+    key = (str(Path(bundle.path).resolve()), stamp, id(bundle), str(device), int(batch_size))
+    if key not in _PREDICTORS:
+        from .inference import SpemrPredictor
+        while len(_PREDICTORS) >= _MAX_PREDICTORS:
+            _PREDICTORS.pop(next(iter(_PREDICTORS)))
+        _PREDICTORS[key] = SpemrPredictor(bundle, device=device, batch_size=batch_size)
+    return _PREDICTORS[key]
+
+
+def _catalog_rv(rv_catalog: "RVCatalog | str | Path", meta: dict) -> float | None:
+    catalog = rv_catalog if isinstance(rv_catalog, RVCatalog) else _load_rv_catalog(str(rv_catalog))
+    found = catalog.lookup(obsid=meta.get("obsid"), filename=meta.get("filename"))
+    return None if found is None else float(found[0])
+
+
+@lru_cache(maxsize=4)
+def _load_rv_catalog(path: str) -> RVCatalog:
+    return load_rv_catalog(path)
+
+
+def _finite(value) -> float | None:
+    value = float(value)
+    return value if math.isfinite(value) else None

@@ -1,0 +1,116 @@
+"""``spemr predict FILE... -o OUT.csv``: label LAMOST MRS files with a SPEMR model.
+
+One CSV row per spectrum (the coadd, or with --exposure all every exposure too) with the
+published catalog columns first. A file that cannot be read costs one stderr line and a
+``file_error`` row; the others are still processed and the exit code is 2 at the end.
+For survey-scale runs (resumable, parallel) use ``spemr catalog``.
+"""
+from __future__ import annotations
+
+import csv
+import os
+import sys
+from pathlib import Path
+
+from .. import api, catalog_rows
+from ..errors import SpemrError
+from ..rv import load_rv_catalog
+
+EXIT_SOME_FAILED = 2
+
+
+def register(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "predict", help="estimate stellar labels for LAMOST MRS files (CSV output)",
+        description="Read LAMOST MRS files, preprocess each blue+red pair (RV by "
+                    "cross-correlation unless given), run the SPEMR model and write one CSV "
+                    "row per spectrum: obsid, filename, ra, dec, extname_blue, extname_red, "
+                    "snr_blue, snr_red, each label and its _err, then rv, flags, the winning "
+                    "sub-model per label and the model's provenance.")
+    parser.add_argument("files", nargs="+", metavar="FILE", help="med-*.fits or med-*.fits.gz files")
+    parser.add_argument("-o", "--output", required=True, help="CSV file to write ('-' for stdout)")
+    parser.add_argument("--model", default=None,
+                        help=f"model folder (default: {api.default_model_path()}; env {api.MODEL_ENV})")
+    parser.add_argument("--exposure", default="coadd",
+                        help="coadd (default), all (coadd + every single exposure) or one exposure's LMJM")
+    parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"],
+                        help="where the networks run (auto: CUDA when available)")
+    parser.add_argument("--rv", type=float, default=None, metavar="KMS",
+                        help="radial velocity for every file (default: RV catalog, else cross-correlation)")
+    parser.add_argument("--rv-catalog", default=None, metavar="CSV",
+                        help="CSV with obsid or filename and rv (e.g. LAMOST rv_ku0) columns")
+    parser.add_argument("--batch-size", type=int, default=256, help="spectra per network batch")
+    parser.set_defaults(func=run)
+
+
+def run(args) -> int:
+    from ..inference import resolve_device
+    resolve_device(args.device)  # options that cannot work stop the run before any file
+    rv_catalog = load_rv_catalog(args.rv_catalog) if args.rv_catalog else None
+    model = api.load_model(args.model)
+    caveat = catalog_rows.model_caveat(model)
+    if caveat:
+        print(f"warning: {model.path}: {caveat}", file=sys.stderr)
+    columns = api.catalog_columns(model.labels)
+    failed = 0
+    with _Output(args.output) as handle:
+        writer = csv.DictWriter(handle, fieldnames=columns, extrasaction="ignore", lineterminator="\n")
+        writer.writeheader()
+        for path in args.files:
+            for row in _file_rows(path, model, rv_catalog, args):
+                failed += row.get("flags") == "file_error"
+                writer.writerow(_csv_values(row))
+    if failed:
+        print(f"{failed} of {len(args.files)} files could not be analysed", file=sys.stderr)
+    return EXIT_SOME_FAILED if failed else 0
+
+
+def _file_rows(path: str, model, rv_catalog, args) -> list[dict]:
+    """Rows of one file; a file that cannot be analysed becomes one file_error row."""
+    try:
+        analysis = api.analyse_file(path, model=model, exposure=args.exposure, rv=args.rv,
+                                    rv_catalog=rv_catalog, device=args.device,
+                                    batch_size=args.batch_size)
+        return analysis.rows()
+    except SpemrError as error:
+        print(str(error), file=sys.stderr)
+        row = catalog_rows.failed_file(path, "file_error", str(error)).rows[0]
+        row.update(api.label_values(catalog_rows.label_columns(model), None, None))
+        row["model_trained_on"] = model.trained_on
+        return [row]
+
+
+def _csv_values(row: dict) -> dict:
+    """None -> empty cell, floats at full precision, booleans as true/false."""
+    out = {}
+    for key, value in row.items():
+        if value is None:
+            out[key] = ""
+        elif isinstance(value, bool):
+            out[key] = "true" if value else "false"
+        else:
+            out[key] = value
+    return out
+
+
+class _Output:
+    """stdout for '-', else a temporary file renamed into place when complete."""
+
+    def __init__(self, target: str):
+        self.target = target
+        self.temporary = None if target == "-" else Path(f"{target}.partial")
+
+    def __enter__(self):
+        if self.temporary is None:
+            return sys.stdout
+        self.temporary.parent.mkdir(parents=True, exist_ok=True)
+        self.handle = open(self.temporary, "w", newline="", encoding="utf-8")
+        return self.handle
+
+    def __exit__(self, kind, value, traceback) -> None:
+        if self.temporary is None:
+            sys.stdout.flush()
+            return
+        self.handle.close()
+        if kind is None:
+            os.replace(self.temporary, self.target)
