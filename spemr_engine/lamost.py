@@ -146,7 +146,7 @@ def read_mrs(path: str | Path) -> MRSFile:
         warnings.simplefilter("always")
         try:
             with fits.open(io.BytesIO(raw), memmap=False, lazy_load_hdus=False) as hdul:
-                return _parse(path, hdul, raw_size=len(raw))
+                return _parse(path, hdul, raw)
         except InputFileError:
             raise
         except (OSError, ValueError, TypeError, KeyError, IndexError, EOFError) as error:
@@ -229,9 +229,9 @@ def _truncation_problem(caught: list, size: int, error: Exception) -> str | None
 
 
 # ------------------------------------------------------------------ FITS parsing
-def _parse(path: Path, hdul: fits.HDUList, raw_size: int) -> MRSFile:
+def _parse(path: Path, hdul: fits.HDUList, raw: bytes) -> MRSFile:
     hdul.readall()
-    _check_complete(path, hdul, raw_size)
+    _check_complete(path, hdul, len(raw))
     header = hdul[0].header
     arm_hdus = [(hdu, _arm_identity(hdu.name)) for hdu in hdul[1:]]
     arm_hdus = [(hdu, ident) for hdu, ident in arm_hdus if ident is not None]
@@ -241,7 +241,7 @@ def _parse(path: Path, hdul: fits.HDUList, raw_size: int) -> MRSFile:
     air = header.get("VACUUM") is False
     if air:
         notes.append("VACUUM = F: wavelengths converted from air to vacuum")
-    arms = [_read_arm(path, hdu, side, lmjm, air) for hdu, (side, lmjm) in arm_hdus]
+    arms = [_read_arm(path, hdu, raw, side, lmjm, air) for hdu, (side, lmjm) in arm_hdus]
     pairs, unpaired = _pair_arms(arms, notes)
     notes.extend(_exposure_count_notes(header, arms))
     return MRSFile(path=path, meta=_metadata(header, path), pairs=pairs,
@@ -249,12 +249,13 @@ def _parse(path: Path, hdul: fits.HDUList, raw_size: int) -> MRSFile:
 
 
 def _check_complete(path: Path, hdul: fits.HDUList, raw_size: int) -> None:
-    """Astropy reads short data without complaint; compare sizes ourselves."""
+    """Every HDU's data must lie inside the file: astropy reads short data without
+    complaint, so compare the sizes the headers declare with the bytes there are."""
     for hdu in hdul:
         info = hdu.fileinfo()
         if info is None:
             continue
-        end = info["datLoc"] + _data_bytes(hdu.header)  # bytes the header promises
+        end = info["datLoc"] + _data_bytes(hdu.header)
         if end > raw_size:
             raise InputFileError(path, f"truncated FITS file (extension {hdu.name or 0} "
                                        f"needs {end} bytes, file has {raw_size})")
@@ -262,9 +263,6 @@ def _check_complete(path: Path, hdul: fits.HDUList, raw_size: int) -> None:
     if isinstance(declared, int) and 0 < len(hdul) < declared:
         raise InputFileError(path, f"truncated FITS file (header N_EXTEN = {declared}, "
                                    f"found only {len(hdul)} HDUs)")
-    for hdu in hdul:
-        if hdu.data is not None:
-            np.asarray(hdu.data)  # force every data block to be read now
 
 
 def _data_bytes(header) -> int:
@@ -301,77 +299,133 @@ def _not_mrs_reason(hdul: fits.HDUList) -> str:
             f"extensions (found HDUs: {names})")
 
 
+# ------------------------------------------------------------------ table bytes
+class _ArmTable:
+    """One arm's binary table: column lookup by upper-case name, values as arrays.
+
+    Plain tables are read straight from the file bytes with a numpy structured dtype
+    built from TFORMn (one vectorised view, no astropy column objects, which cost more
+    than everything else together); anything unusual (scaled columns, heap arrays)
+    goes through astropy."""
+
+    def __init__(self, path: Path, hdu, raw: bytes):
+        self.path, self.extname = path, hdu.name.strip()
+        if not isinstance(hdu, fits.BinTableHDU):
+            raise InputFileError(path, f"extension {self.extname} is not a binary table")
+        records = _records_from_bytes(hdu, raw)
+        if records is not None:
+            names, fetch = list(records.dtype.names), records.__getitem__
+        else:
+            data = hdu.data
+            names, fetch = list(hdu.columns.names), (lambda name: np.asarray(data.field(name)))
+        self.names = names
+        self._by_upper = {n.upper(): n for n in names}
+        self._fetch = fetch
+
+    def has(self, name: str) -> bool:
+        return name in self._by_upper
+
+    def raw(self, name: str) -> np.ndarray:
+        return np.asarray(self._fetch(self._by_upper[name]))
+
+    def missing(self, what: str) -> InputFileError:
+        found = ", ".join(self.names) or "none"
+        return InputFileError(self.path, f"extension {self.extname} has {what} (columns: {found})")
+
+
+_TFORM_RE = re.compile(r"^\s*(\d*)([A-Z])\s*$")
+_TFORM_TYPES = {"B": "u1", "I": ">i2", "J": ">i4", "K": ">i8", "E": ">f4", "D": ">f8"}
+
+
+def _records_from_bytes(hdu, raw: bytes) -> np.ndarray | None:
+    """The table as a structured array viewing ``raw``, or None when astropy is needed."""
+    header = hdu.header
+    fields = []
+    for i in range(1, int(header.get("TFIELDS", 0)) + 1):
+        match = _TFORM_RE.match(str(header.get(f"TFORM{i}", "")))
+        if (not match or match.group(2) not in _TFORM_TYPES or f"TSCAL{i}" in header
+                or f"TZERO{i}" in header):
+            return None
+        repeat = int(match.group(1) or 1)
+        if repeat < 1:
+            return None
+        fields.append((str(header.get(f"TTYPE{i}", f"COL{i}")).strip(), _TFORM_TYPES[match.group(2)],
+                       (repeat,) if repeat > 1 else ()))
+    names = [f[0] for f in fields]
+    if not fields or len(set(n.upper() for n in names)) != len(names):
+        return None
+    dtype = np.dtype(fields)
+    if dtype.itemsize != int(header.get("NAXIS1", -1)):
+        return None
+    return np.frombuffer(raw, dtype=dtype, count=int(header["NAXIS2"]), offset=hdu.fileinfo()["datLoc"])
+
+
 # ------------------------------------------------------------------- one arm
-def _read_arm(path: Path, hdu, side: str, lmjm: int | None, air: bool) -> Arm:
-    name = hdu.name.strip()
-    if not isinstance(hdu, (fits.BinTableHDU, fits.TableHDU)):
-        raise InputFileError(path, f"extension {name} is not a table")
-    columns = {c.upper(): c for c in hdu.columns.names}
-    flux = _column(path, hdu, columns, "FLUX")
-    ivar = _column(path, hdu, columns, "IVAR")
-    wave = _wavelength(path, hdu, columns)
-    bits = _mask_bits(path, hdu, columns, coadd=lmjm is None)
+def _read_arm(path: Path, hdu, raw: bytes, side: str, lmjm: int | None, air: bool) -> Arm:
+    table = _ArmTable(path, hdu, raw)
+    flux = _column(table, "FLUX")
+    ivar = _column(table, "IVAR")
+    wave = _wavelength(table)
+    bits = _mask_bits(table, coadd=lmjm is None, size=flux.size)
     if not (flux.size == ivar.size == wave.size == bits.size):
-        raise InputFileError(path, f"extension {name}: columns have different lengths")
+        raise InputFileError(path, f"extension {table.extname}: columns have different lengths")
     if air:
         wave = air_to_vacuum(wave)
     order = _ascending_order(wave)
     if order is not None:
         wave, flux, ivar, bits = wave[order], flux[order], ivar[order], bits[order]
     mask = (bits != 0) | ~np.isfinite(flux) | ~np.isfinite(ivar) | ~(ivar > 0)
-    return Arm(extname=name, side=side, wave=wave, flux=flux, ivar=ivar, mask=mask,
+    return Arm(extname=table.extname, side=side, wave=wave, flux=flux, ivar=ivar, mask=mask,
                snr=_header_float(hdu.header, "SNR", np.nan),
                exptime=_header_float(hdu.header, "EXPTIME", None),
                lmjm=lmjm)
 
 
-def _column(path: Path, hdu, columns: dict, name: str) -> np.ndarray:
-    """A column as a float64 vector, in either table layout:
-    one pixel per row (DR6-DR9 v0) or one row holding array cells (later releases)."""
-    if name not in columns:
-        found = ", ".join(hdu.columns.names) or "none"
-        raise InputFileError(path, f"extension {hdu.name.strip()} has no {name} column "
-                                   f"(columns: {found})")
-    values = np.asarray(hdu.data.field(columns[name]))
+def _cells(table: _ArmTable, name: str) -> np.ndarray:
+    """A column's pixels in either layout: one pixel per row (DR6-DR9 v0) or one row
+    holding array cells (later releases)."""
+    values = table.raw(name)
     if values.ndim == 1:
-        return values.astype(np.float64)
+        return values
     if values.ndim == 2 and values.shape[0] == 1:
-        return values[0].astype(np.float64)
-    raise InputFileError(path, f"extension {hdu.name.strip()}: unrecognised table layout "
-                               f"({values.shape[0]} rows of {values.shape[1:]}-element cells; "
-                               "expected one pixel per row or one row of arrays)")
+        return values[0]
+    raise InputFileError(table.path, f"extension {table.extname}: unrecognised table layout "
+                                     f"({values.shape[0]} rows of {values.shape[1:]}-element cells; "
+                                     "expected one pixel per row or one row of arrays)")
 
 
-def _wavelength(path: Path, hdu, columns: dict) -> np.ndarray:
-    name = hdu.name.strip()
-    if "LOGLAM" in columns:
-        wave = 10.0 ** _column(path, hdu, columns, "LOGLAM")
-    elif "WAVELENGTH" in columns:
-        wave = _column(path, hdu, columns, "WAVELENGTH")
+def _column(table: _ArmTable, name: str) -> np.ndarray:
+    if not table.has(name):
+        raise table.missing(f"no {name} column")
+    return _cells(table, name).astype(np.float64)
+
+
+def _wavelength(table: _ArmTable) -> np.ndarray:
+    name = table.extname
+    if table.has("LOGLAM"):
+        wave = 10.0 ** _column(table, "LOGLAM")
+    elif table.has("WAVELENGTH"):
+        wave = _column(table, "WAVELENGTH")
     else:
-        found = ", ".join(hdu.columns.names) or "none"
-        raise InputFileError(path, f"extension {name} has neither a LOGLAM nor a WAVELENGTH "
-                                   f"column (columns: {found})")
-    if not np.all(np.isfinite(wave)):
-        raise InputFileError(path, f"extension {name} has non-finite wavelengths")
+        raise table.missing("neither a LOGLAM nor a WAVELENGTH column")
     if wave.size == 0:
-        raise InputFileError(path, f"extension {name} has no pixels")
+        raise InputFileError(table.path, f"extension {name} has no pixels")
+    if not np.all(np.isfinite(wave)):
+        raise InputFileError(table.path, f"extension {name} has non-finite wavelengths")
     low, high = float(wave.min()), float(wave.max())
     if low < _WAVE_RANGE[0] or high > _WAVE_RANGE[1]:
-        raise InputFileError(path, f"extension {name}: wavelengths {low:.4g}-{high:.4g} are not "
-                                   "optical Angstrom (is LOGLAM really log10 of wavelength?)")
+        raise InputFileError(table.path, f"extension {name}: wavelengths {low:.4g}-{high:.4g} are "
+                                         "not optical Angstrom (is LOGLAM really log10 of wavelength?)")
     return wave
 
 
-def _mask_bits(path: Path, hdu, columns: dict, coadd: bool) -> np.ndarray:
+def _mask_bits(table: _ArmTable, coadd: bool, size: int) -> np.ndarray:
     """Pixel mask bits: ORMASK for coadds (any exposure flagged), PIXMASK for exposures.
     Falls back to whichever mask column exists; no mask column means no bits set."""
     preference = ("ORMASK", "ANDMASK", "PIXMASK") if coadd else ("PIXMASK", "ORMASK", "ANDMASK")
     for name in preference:
-        if name in columns:
-            values = np.asarray(hdu.data.field(columns[name]))
-            return (values[0] if values.ndim == 2 and values.shape[0] == 1 else values).ravel()
-    size = _column(path, hdu, columns, "FLUX").size
+        if table.has(name):
+            return _cells(table, name)
     return np.zeros(size, dtype=np.int16)
 
 

@@ -172,3 +172,22 @@ def test_header_only_metadata_matches_full_read(shared_mrs_files, real_files, sh
         assert read_mrs_meta(path) == real_files[path.name[:9]].meta
     with pytest.raises(InputFileError, match="LAMOST low-resolution"):
         read_mrs_meta(shared_lrs_file)
+
+
+def test_scaled_columns_take_the_astropy_path(tmp_path):
+    """Unsigned 16-bit masks are stored with TZERO: read through astropy, same result."""
+    reference = read_mrs(write_mrs(tmp_path / "plain.fits"))
+    with fits.open(tmp_path / "plain.fits") as hdul:
+        for hdu in hdul[1:]:
+            name = "ORMASK" if "ORMASK" in hdu.columns.names else "PIXMASK"
+            columns = [c if c.name != name else fits.Column(name=name, format="I", bzero=32768,
+                                                           array=hdu.data[name].astype(np.uint16))
+                       for c in hdu.columns]
+            hdul[hdu.name] = fits.BinTableHDU.from_columns(columns, header=hdu.header)
+        hdul.writeto(tmp_path / "scaled.fits")
+    with fits.open(tmp_path / "scaled.fits") as hdul:
+        assert "TZERO4" in hdul["B-100"].header
+    scaled = read_mrs(tmp_path / "scaled.fits")
+    for mine, theirs in zip(reference.pairs, scaled.pairs):
+        np.testing.assert_array_equal(theirs.red.mask, mine.red.mask)
+        np.testing.assert_array_equal(theirs.blue.flux, mine.blue.flux)
