@@ -1,0 +1,144 @@
+"""Training: learning, determinism, cancel/resume, fc1-only fine-tuning, masked labels, CLI."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from refset_testdata import make_refset
+from spemr_engine import cli
+from spemr_engine.bundle import load_bundle
+from spemr_engine.config import LABELS, architecture
+from spemr_engine.errors import Cancelled
+from spemr_engine.refset import split_by_star
+from spemr_engine.rrnet import RRNet, gaussian_nll
+from spemr_engine.training import (CHECKPOINT_DIR, FINETUNE, PRETRAIN, TrainSettings, _Checkpoints, _Data,
+                                   _Job, _Normaliser, run_job, train_model, usable_statistics)
+
+FAST = dict(architecture="tiny", members=1, lr=1e-3, finetune_lr=1e-3, batch_size=16, device="cpu")
+
+
+@pytest.fixture(scope="module")
+def refset(tmp_path_factory):
+    return make_refset(tmp_path_factory.mktemp("train") / "rs", n_stars=60, repeats=2)
+
+
+def _weights(path):
+    return load_file(str(path / "weights.safetensors"))
+
+
+def test_short_training_lowers_validation_loss_and_saves_a_bundle(refset, tmp_path):
+    events = []
+    path = train_model(refset, tmp_path / "model", epochs=4, finetune_epochs=1, seed=0,
+                       progress=events.append, **FAST)
+    for network in ("SP", "CA"):
+        val = [e["val_loss"] for e in events if e.get("stage") == PRETRAIN and e["network"] == network
+               and "val_loss" in e]
+        assert len(val) == 4 and val[-1] < val[0], (network, val)
+    epoch_end = next(e for e in events if "val_mae" in e)
+    assert set(epoch_end["val_mae"]) == {"Teff", "Logg", "FeH"} and epoch_end["val_mae"]["Teff"] > 10  # kelvin
+    steps = [e for e in events if e.get("stage") == PRETRAIN and "val_loss" not in e]
+    assert steps[0]["n_steps"] == steps[0]["n_steps"] and steps[0]["step"] == 1
+    bundle = load_bundle(path)
+    assert bundle.trained_on_synthetic and bundle.members == 1
+    assert [r.name for r in bundle.regions] == ["S1", "S2", "S3", "S4"]
+    assert bundle.provenance["n_test"] > 0 and bundle.provenance["split"]["by"] == "star"
+    assert bundle.metrics["overall"]["spemr"]["Teff"]["n"] == bundle.provenance["n_test"]
+    assert not (path / CHECKPOINT_DIR).exists()
+
+
+def test_cancel_then_resume_finishes_with_the_same_weights_as_one_run(refset, tmp_path):
+    reference = train_model(refset, tmp_path / "once", epochs=2, finetune_epochs=1, seed=3, **FAST)
+    steps = []
+
+    def progress(event):
+        steps.append(event)
+
+    with pytest.raises(Cancelled):
+        train_model(refset, tmp_path / "twice", epochs=2, finetune_epochs=1, seed=3, progress=progress,
+                    cancel=lambda: len(steps) >= 7, **FAST)
+    assert any(p.suffix == ".pt" for p in (tmp_path / "twice" / CHECKPOINT_DIR).iterdir())
+    assert not (tmp_path / "twice" / "manifest.json").exists()
+    resumed = train_model(refset, tmp_path / "twice", epochs=2, finetune_epochs=1, seed=3, **FAST)
+    first, second = _weights(reference), _weights(resumed)
+    assert first.keys() == second.keys()
+    for key in first:
+        assert torch.equal(first[key], second[key]), key
+    other = _weights(train_model(refset, tmp_path / "other", epochs=2, finetune_epochs=1, seed=4, **FAST))
+    assert not torch.equal(first["m0.SP.fc1.0.weight"], other["m0.SP.fc1.0.weight"])
+
+
+def _job(refset, stage, model, labels=("Teff", "Logg", "FeH"), epochs=2):
+    stats = usable_statistics(refset.statistics)
+    normaliser = _Normaliser(stats["flux_mean"], stats["flux_std"], stats["label_mean"], stats["label_std"])
+    columns = [LABELS.index(n) for n in labels]
+    data = _Data(refset, normaliser, columns, torch.device("cpu"), 16)
+    split = split_by_star(refset.star_id, seed=0)
+    return _Job(stage, 0, "SP", "S1" if stage == FINETUNE else None, model, split.train, split.valid,
+                epochs, 1e-2, data, list(labels))
+
+
+def test_finetuning_changes_only_fc1(refset, tmp_path):
+    torch.manual_seed(0)
+    model = RRNet(architecture("tiny"), 3)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    job = _job(refset, FINETUNE, model)
+    state = run_job(job, TrainSettings(seed=0), _Checkpoints(tmp_path / "ck"), None, lambda: False)
+    changed = {k for k in before if not torch.equal(before[k], state[k])}
+    assert changed == {"fc1.0.weight", "fc1.0.bias"}
+
+
+def test_masked_labels_do_not_contribute_to_loss_or_gradients(tmp_path):
+    refset = make_refset(tmp_path / "rs", n_stars=30, repeats=1, nan_label="FeH")
+    torch.manual_seed(1)
+    model = RRNet(architecture("tiny"), 3)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    run_job(_job(refset, PRETRAIN, model, epochs=1), TrainSettings(seed=0), _Checkpoints(tmp_path / "ck"),
+            None, lambda: False)
+    after = model.state_dict()
+    feh = 2                                              # FeH's output row: never taught
+    for key in ("mu.weight", "mu.bias", "sigma.0.weight", "sigma.0.bias"):
+        assert torch.equal(after[key][feh], before[key][feh]), key
+        assert not torch.equal(after[key][0], before[key][0]), key
+    # The loss itself: a masked entry's value is irrelevant and the mean runs over known labels.
+    mean = torch.randn(4, 3, requires_grad=True)
+    var = torch.rand(4, 3) + 0.5
+    target = torch.randn(4, 3)
+    target[1, 2] = float("nan")
+    loss = gaussian_nll(mean, var, target)
+    loss.backward()
+    assert mean.grad[1, 2] == 0
+    known = ~torch.isnan(target)
+    expected = (0.5 * torch.log(var) + (target - mean) ** 2 / (2 * var) + 5)[known].mean()
+    assert torch.allclose(loss, expected)
+
+
+def test_train_cli_writes_a_loadable_bundle(refset, tmp_path, capsys):
+    out = tmp_path / "cli-model"
+    code = cli.main(["train", str(refset.path), "-o", str(out), "--config", "tiny", "--members", "1",
+                     "--epochs", "1", "--finetune-epochs", "1", "--batch-size", "32", "--device", "cpu"])
+    assert code == 0
+    captured = capsys.readouterr()
+    assert "pretrain" in captured.err and "saved" in captured.err
+    bundle = load_bundle(out)
+    assert bundle.provenance["command"].startswith("spemr") and bundle.provenance["settings"]["epochs"] == 1
+    assert cli.main(["train", str(tmp_path / "missing"), "-o", str(out)]) == 2
+    assert "not a reference set" in capsys.readouterr().err
+
+
+def test_finetune_cli_retunes_only_the_chosen_regions(refset, tmp_path):
+    from spemr_engine.bundle import create_random_bundle
+    stats = usable_statistics(refset.statistics)
+    source = create_random_bundle(tmp_path / "base", "tiny", seed=5, statistics=stats)
+    out = tmp_path / "tuned"
+    code = cli.main(["finetune", str(source), str(refset.path), "-o", str(out), "--regions", "S1", "S3",
+                     "--epochs", "1", "--lr", "1e-3", "--batch-size", "16", "--device", "cpu"])
+    assert code == 0
+    before, after = _weights(source), _weights(out)
+    assert before.keys() == after.keys()
+    changed = {k for k in before if not torch.equal(before[k], after[k])}
+    assert changed and all(".region.S1." in k or ".region.S3." in k for k in changed)
+    tuned = load_bundle(out)
+    assert tuned.provenance["finetuned"]["regions"] == ["S1", "S3"]
+    assert [r.name for r in tuned.regions] == ["S1", "S2", "S3", "S4"]
