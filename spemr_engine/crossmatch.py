@@ -236,7 +236,7 @@ class _FileResult:
 def build_reference_set(inputs: Sequence[str | Path], catalog_path: str | Path, out: str | Path,
                         options: BuildOptions | None = None,
                         progress: Callable[[dict], None] | None = None,
-                        cancel: Callable[[], bool] | None = None) -> dict:
+                        cancel: "Callable[[], bool] | threading.Event | None" = None) -> dict:
     """Cross-match the files with the catalog, cut, and write the reference set at ``out``.
 
     Returns the summary (also written to ``out/build_summary.json``). Raises Cancelled
@@ -259,7 +259,7 @@ def build_reference_set(inputs: Sequence[str | Path], catalog_path: str | Path, 
         key = str(path.resolve())
         if key in log.done:
             continue
-        if cancel and cancel():
+        if _stop_requested(cancel):
             raise Cancelled(f"build-refset cancelled after {len(log.done)} of {len(files)} files; "
                             "run again to resume")
         result = _process_file(path, key, scan["error"][i], match, i, catalog, options, config, rv_lookup)
@@ -277,6 +277,13 @@ def build_reference_set(inputs: Sequence[str | Path], catalog_path: str | Path, 
     return summary
 
 
+def _stop_requested(cancel) -> bool:
+    """``cancel`` may be a callable or a threading.Event (as the GUI workers pass)."""
+    if cancel is None:
+        return False
+    return bool(cancel.is_set() if hasattr(cancel, "is_set") else cancel())
+
+
 def _rv_lookup(path: str | None):
     if path is None:
         return None
@@ -289,7 +296,7 @@ def _scan(files: list[Path], progress, cancel) -> dict:
     ra, dec = np.full(len(files), np.nan), np.full(len(files), np.nan)
     errors: list[str | None] = [None] * len(files)
     for i, path in enumerate(files):
-        if cancel and cancel():
+        if _stop_requested(cancel):
             raise Cancelled("build-refset cancelled while scanning headers")
         try:
             meta = read_mrs_meta(path)
