@@ -23,7 +23,6 @@ from typing import Callable, Iterable, Sequence
 
 import numpy as np
 from astropy import units as u
-from astropy.coordinates import SkyCoord
 
 from .config import LABELS, default_regions, preprocess_config
 from .errors import Cancelled, InputFileError, SpemrError
@@ -141,6 +140,7 @@ def match_positions(ra: np.ndarray, dec: np.ndarray, catalog: LabelCatalog,
 
 
 def _match_targets(positions: np.ndarray, catalog: LabelCatalog, radius: float, keep: bool):
+    from astropy.coordinates import SkyCoord  # slow to import; only needed here
     targets = SkyCoord(positions[:, 0] * u.deg, positions[:, 1] * u.deg)
     stars = SkyCoord(catalog.ra * u.deg, catalog.dec * u.deg)
     nearest, sep, _ = targets.match_to_catalog_sky(stars)
