@@ -6,7 +6,11 @@ app shows exactly what the CLI would produce for the same input.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
+
+import numpy as np
 
 from .state import OpenFile, PairResult
 
@@ -36,15 +40,16 @@ def default_model_exists() -> bool:
 
 
 def prepare_pair(opened: OpenFile, pair_index: int, model=None, rv: float | None = None):
-    """The normalised model input of one arm pair (no inference): what the engine's
-    analyse_file feeds the network, with the model's rest-frame mean as RV template
-    when a model is active."""
+    """The normalised model input of one arm pair (no inference), prepared exactly as
+    the engine's analyse_file prepares it for this model (same RV template and grid)."""
     from spemr_engine.preprocess import preprocess_pairs
 
-    template = None
-    if model is not None:
-        template = (model.grid.wave, model.flux_mean)
-    return preprocess_pairs([opened.pairs[pair_index]], rv=rv, rv_template=template)
+    if model is None:
+        return preprocess_pairs([opened.pairs[pair_index]], rv=rv)
+    from spemr_engine.catalog_rows import rv_template_for
+
+    return preprocess_pairs([opened.pairs[pair_index]], rv=rv, rv_template=rv_template_for(model),
+                            grid=model.grid)
 
 
 def infer_pair(opened: OpenFile, pair_index: int, model, model_key: str,
@@ -56,3 +61,45 @@ def infer_pair(opened: OpenFile, pair_index: int, model, model_key: str,
     analysis = api.analyse_file(opened.path, model=model, exposure=exposure, rv=rv, device=device)
     return PairResult(spectra=analysis.spectra, prediction=analysis.prediction,
                       model_key=model_key, device=device)
+
+
+# ------------------------------------------------------------------ templates
+@dataclass
+class TemplateMatches:
+    """The k nearest library templates to one estimate, nearest first."""
+
+    indices: list[int]
+    labels: list[np.ndarray]                        # each aligned with the prediction's labels
+    spectra: list[tuple[np.ndarray, np.ndarray]]    # (wave, normalised flux) on the grid
+
+
+@lru_cache(maxsize=2)
+def _template_library(path: str):
+    from spemr_engine.templates import TemplateLibrary
+
+    return TemplateLibrary.load(path)
+
+
+def find_templates(model, prediction, k: int = 10) -> TemplateMatches:
+    """Nearest templates (standardised label space, paper section 3.5) from the
+    model bundle's library; raises SpemrError when the bundle has none."""
+    from spemr_engine.config import LABELS
+    from spemr_engine.errors import SpemrError
+
+    path = getattr(model, "template_library_path", None)
+    if path is None:
+        raise SpemrError(f"{getattr(model, 'path', 'model')}: this model bundle ships no "
+                         "template library (templates.npz)")
+    library = _template_library(str(path))
+    estimate = _in_order(prediction.mean[0], prediction.labels, LABELS)
+    indices = [int(i) for i in np.atleast_1d(library.nearest(estimate, k=k))]
+    labels = [_in_order(np.asarray(library.labels(i), dtype=float), LABELS, prediction.labels)
+              for i in indices]
+    spectra = [tuple(np.asarray(a, dtype=np.float64) for a in library.spectrum(i)) for i in indices]
+    return TemplateMatches(indices, labels, spectra)
+
+
+def _in_order(values, names_from, names_to) -> np.ndarray:
+    """Re-order a label vector by name (NaN where a label is missing)."""
+    lookup = dict(zip(names_from, np.asarray(values, dtype=float)))
+    return np.array([lookup.get(name, np.nan) for name in names_to])

@@ -20,7 +20,7 @@ def export_scene(graphics, path: str | Path, width: int = 1600) -> Path:
     elif suffix in RASTER:
         from pyqtgraph.exporters import ImageExporter
 
-        exporter = ImageExporter(graphics.ci)  # the central layout: every plot of the view
+        exporter = ImageExporter(_scene_item(graphics))
         exporter.parameters()["width"] = width
         exporter.export(str(path))
     else:
@@ -28,12 +28,18 @@ def export_scene(graphics, path: str | Path, width: int = 1600) -> Path:
     return path
 
 
+def _scene_item(graphics):
+    """The item holding every plot of a view: a GraphicsLayoutWidget's central layout,
+    or a PlotWidget's plot."""
+    return graphics.ci if hasattr(graphics, "ci") else graphics.getPlotItem()
+
+
 def _export_svg(graphics, path: Path) -> None:
     from PySide6.QtCore import QRectF, QSize
     from PySide6.QtGui import QPainter
     from PySide6.QtSvg import QSvgGenerator
 
-    source = graphics.ci.sceneBoundingRect()
+    source = _scene_item(graphics).sceneBoundingRect()
     generator = QSvgGenerator()
     generator.setFileName(str(path))
     generator.setSize(QSize(int(source.width()), int(source.height())))

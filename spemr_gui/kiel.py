@@ -28,9 +28,12 @@ class RegionBox:
 
 
 def region_boxes(region: Region, x_extent=TEFF_EXTENT, y_extent=LOGG_EXTENT) -> list[RegionBox]:
-    """One box per clause of the region, clipped to the plot extent."""
+    """One box per clause of the region, clipped to the plot extent. A clause with no
+    Teff/log g condition (e.g. only [Fe/H] < -1) is not a box in this plane: none."""
     boxes = []
     for clause in region.any_of:
+        if not any(label in (X_LABEL, Y_LABEL) for label, _op, _value in clause):
+            continue
         x0, x1 = x_extent
         y0, y1 = y_extent
         others = []
@@ -54,6 +57,17 @@ def _narrow(low: float, high: float, op: str, value: float) -> tuple[float, floa
     if op == "==":
         return value, value
     return low, high  # "!=" cannot be drawn as a box: leave the extent
+
+
+def off_plane_conditions(region: Region) -> str:
+    """The region's conditions on labels other than Teff/log g, as text ("" if none)."""
+    parts = []
+    for clause in region.any_of:
+        others = [f"{label} {op} {value:g}" for label, op, value in clause
+                  if label not in (X_LABEL, Y_LABEL)]
+        if others:
+            parts.append(" and ".join(others))
+    return " or ".join(parts)
 
 
 def regions_containing(labels: np.ndarray, regions, label_names=LABELS) -> list[str]:

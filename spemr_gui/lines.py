@@ -1,64 +1,31 @@
-"""Spectral line markers: read the shipped line list (assets/lines/mrs_lines.csv,
-maintained with the preprocessing engine) once, tolerant of its exact column names so
-the markers keep working if the list gains columns.
-"""
+"""Spectral line markers from the engine's shipped line list (spemr_engine.rv), with
+a choice of which markers get a text label so ~50 lines per arm stay readable."""
 from __future__ import annotations
 
-import csv
-from dataclasses import dataclass
-from functools import lru_cache
-from pathlib import Path
+from spemr_engine.errors import SpemrError
 
-from spemr_engine.config import assets_dir
-
-_NAME_COLUMNS = ("species", "name", "label", "ion", "element")
-_WAVE_COLUMNS = ("wave_vac", "wavelength_vac", "vacuum", "wave", "wavelength", "lambda", "wave_vacuum")
+# Fraction of an arm's span that labelled markers keep between them.
+LABEL_SEPARATION = 0.025
 
 
-@dataclass(frozen=True)
-class Line:
-    name: str
-    wave: float     # rest-frame vacuum Angstrom
+def load_lines(path=None) -> tuple:
+    """The engine's line list (species, wave_vac, depth...); none when it is absent,
+    because the inspector must work without markers."""
+    from spemr_engine.rv import load_line_list
 
-
-def default_line_list_path() -> Path:
-    return assets_dir() / "lines" / "mrs_lines.csv"
-
-
-@lru_cache(maxsize=8)
-def load_lines(path: str | None = None) -> tuple[Line, ...]:
-    """Lines from a CSV with a name column and a vacuum-wavelength column; an absent
-    file gives no markers (the app still works)."""
-    file = Path(path) if path else default_line_list_path()
-    if not file.exists():
+    try:
+        return load_line_list(path)
+    except SpemrError:
         return ()
-    with file.open(newline="") as handle:
-        rows = [r for r in csv.reader(line for line in handle if not line.startswith("#"))]
-    if not rows:
-        return ()
-    header = [h.strip().lower() for h in rows[0]]
-    name_col = _first(header, _NAME_COLUMNS)
-    wave_col = _first(header, _WAVE_COLUMNS)
-    if name_col is None or wave_col is None:
-        return ()
-    lines = []
-    for row in rows[1:]:
-        try:
-            lines.append(Line(row[name_col].strip(), float(row[wave_col])))
-        except (ValueError, IndexError):
-            continue
-    return tuple(sorted(lines, key=lambda line: line.wave))
 
 
-def _first(header: list[str], candidates: tuple[str, ...]) -> int | None:
-    for candidate in candidates:
-        if candidate in header:
-            return header.index(candidate)
-    for i, column in enumerate(header):  # e.g. "wave_vac_angstrom"
-        if any(column.startswith(c) for c in candidates):
-            return i
-    return None
-
-
-def lines_in_range(lines, low: float, high: float) -> list[Line]:
-    return [line for line in lines if low <= line.wave <= high]
+def labelled_lines(lines, low: float, high: float) -> set:
+    """The lines (within [low, high]) that get a text label: deepest first, skipping
+    any closer than LABEL_SEPARATION of the span to an already labelled one."""
+    inside = [line for line in lines if low <= line.wave_vac <= high]
+    gap = LABEL_SEPARATION * (high - low)
+    chosen: list = []
+    for line in sorted(inside, key=lambda l: -l.depth):
+        if all(abs(line.wave_vac - other.wave_vac) >= gap for other in chosen):
+            chosen.append(line)
+    return set(chosen)

@@ -37,6 +37,7 @@ class MainWindow(QMainWindow):
     inference_finished = Signal(int, int)
     inference_failed = Signal(str)
     inference_cancelled = Signal()
+    templates_found = Signal()
 
     def __init__(self, settings: AppSettings | None = None, load_default_model: bool = True):
         super().__init__()
@@ -68,7 +69,7 @@ class MainWindow(QMainWindow):
 
         self.file_list = FileListView(self.state)
         self.file_list.close_requested.connect(self.close_file)
-        self._add_dock("Files", self.file_list, Qt.LeftDockWidgetArea)
+        files_dock = self._add_dock("Files", self.file_list, Qt.LeftDockWidgetArea)
 
         self.results_panel = ResultsPanel(self.state)
         self.results_panel.run_requested.connect(self.run_inference)
@@ -78,7 +79,8 @@ class MainWindow(QMainWindow):
         side_tabs.addTab(self.results_panel, "Results")
         side_tabs.addTab(self.metadata_view, "Header")
         self.side_tabs = side_tabs
-        self._add_dock("Inference", side_tabs, Qt.RightDockWidgetArea)
+        inference_dock = self._add_dock("Inference", side_tabs, Qt.RightDockWidgetArea)
+        self.resizeDocks([files_dock, inference_dock], [290, 330], Qt.Horizontal)
         self.status_label = QLabel("")
         self.statusBar().addPermanentWidget(self.status_label)
 

@@ -68,7 +68,7 @@ def mask_intervals(wave: np.ndarray, mask: np.ndarray) -> list[tuple[float, floa
     return [(float(wave[a] - half[a]), float(wave[b] + half[b])) for a, b in zip(starts, stops)]
 
 
-def finite_range(values: np.ndarray, lower_pct: float = 0.5, upper_pct: float = 99.5) -> tuple[float, float]:
+def finite_range(values: np.ndarray, lower_pct: float = 0.05, upper_pct: float = 99.5) -> tuple[float, float]:
     """A robust y range (percentiles of finite values) so a few spikes do not flatten
     the plot; (0, 1) when nothing is finite."""
     values = np.asarray(values, dtype=np.float64)

@@ -32,7 +32,8 @@ def label_results(prediction, row: int = 0) -> list[LabelResult]:
     rows = []
     for j, name in enumerate(prediction.labels):
         info = infos.get(name)
-        winner = prediction.submodels[int(prediction.winner[row, j])]
+        index = int(prediction.winner[row, j])
+        winner = prediction.submodels[index] if index >= 0 else ""  # -1: no prediction
         rows.append(LabelResult(
             label=name,
             display=info.display if info else name,
@@ -100,7 +101,7 @@ class SubmodelPoint:
 
 def submodel_points(prediction, row: int, label_index: int) -> list[SubmodelPoint]:
     """Per sub-model estimate of one label (the comparison view's points)."""
-    winner = int(prediction.winner[row, label_index])
+    winner = int(prediction.winner[row, label_index])  # -1: nothing chosen
     members = np.asarray(prediction.member_mean)[row, :, :, label_index]  # (S, M)
     points = []
     for s, name in enumerate(prediction.submodels):
@@ -108,11 +109,16 @@ def submodel_points(prediction, row: int, label_index: int) -> list[SubmodelPoin
             name=name,
             mean=float(prediction.sub_mean[row, s, label_index]),
             sigma=float(prediction.sub_sigma[row, s, label_index]),
-            member_min=float(np.nanmin(members[s])),
-            member_max=float(np.nanmax(members[s])),
+            member_min=_nan_extreme(np.nanmin, members[s]),
+            member_max=_nan_extreme(np.nanmax, members[s]),
             chosen=(s == winner),
         ))
     return points
+
+
+def _nan_extreme(function, values: np.ndarray) -> float:
+    finite = values[np.isfinite(values)]
+    return float(function(finite)) if finite.size else float("nan")
 
 
 # ---------------------------------------------------------------- model caveat

@@ -9,6 +9,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+import numpy as np
+
 
 class Event:
     """A list of callbacks: ``event.connect(fn)``, ``event.emit(*args)``."""
@@ -35,7 +37,9 @@ class PairResult:
 
     @property
     def usable(self) -> bool:
-        return self.prediction is not None and bool(self.spectra.quality.usable[0])
+        if self.prediction is None or not bool(self.spectra.quality.usable[0]):
+            return False
+        return bool(np.isfinite(self.prediction.mean[0]).any())
 
     @property
     def reason(self) -> str:

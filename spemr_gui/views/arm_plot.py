@@ -9,6 +9,7 @@ import numpy as np
 import pyqtgraph as pg
 from PySide6.QtCore import Qt
 
+from ..lines import labelled_lines
 from ..plotdata import ArmCurve, finite_range, mask_intervals
 
 ARM_COLOURS = {"blue": (40, 90, 200), "red": (200, 50, 40)}
@@ -89,22 +90,28 @@ class ArmPlot:
 
     def set_markers(self, lines, shift=lambda w: w) -> None:
         """Vertical markers for the lines inside this arm; shift maps rest-frame
-        wavelength to the plotted frame (identity on the rest-frame grid)."""
+        wavelength to the plotted frame (identity on the rest-frame grid). Only the
+        deeper, well separated lines are labelled."""
         for item in self.marker_items:
             self.plot.removeItem(item)
         self.marker_items = []
         if self.curve is None or self.curve.wave.size == 0:
             return
         low, high = float(self.curve.wave[0]), float(self.curve.wave[-1])
-        for line in lines:
-            position = float(shift(line.wave))
-            if not (low <= position <= high):
-                continue
-            marker = pg.InfiniteLine(position, angle=90, movable=False,
-                                     pen=pg.mkPen((90, 90, 90), width=1, style=Qt.DashLine),
-                                     label=line.name,
-                                     labelOpts={"position": 0.93, "color": (60, 60, 60),
-                                                "rotateAxis": (1, 0), "anchors": [(0, 0.5), (0, 0.5)]})
+        positions = {line: float(shift(line.wave_vac)) for line in lines}
+        inside = [line for line, x in positions.items() if low <= x <= high]
+        labelled = labelled_lines(inside, min(line.wave_vac for line in inside),
+                                  max(line.wave_vac for line in inside)) if inside else set()
+        for line in inside:
+            named = line in labelled
+            marker = pg.InfiniteLine(positions[line], angle=90, movable=False,
+                                     pen=pg.mkPen((90, 90, 90, 200 if named else 90), width=1,
+                                                  style=Qt.DashLine),
+                                     label=line.species if named else None,
+                                     labelOpts={"position": 0.97, "color": (60, 60, 60),
+                                                "rotateAxis": (1, 0),
+                                                "anchors": [(1, 0.5), (1, 0.5)]})
+            marker.setToolTip(f"{line.species} {line.wave_vac:.2f} Å (vacuum, rest)")
             marker.setZValue(-5)
             self.plot.addItem(marker)
             self.marker_items.append(marker)

@@ -1,0 +1,516 @@
+"""Batch labelling over the engine's catalog API (spemr_engine.catalog.run_catalog):
+inputs (folders, recursive, or files), options, start / pause / cancel, progress with
+files and spectra done, spectra/s and ETA; rows stream into a sortable table (flags
+included) and a Kiel diagram coloured by [Fe/H]; export. A run always passes
+resume=True, so starting again after a cancel or a crash continues where it stopped.
+"""
+from __future__ import annotations
+
+import math
+import threading
+from pathlib import Path
+
+import numpy as np
+import pyqtgraph as pg
+from PySide6.QtCore import QAbstractTableModel, QModelIndex, QSortFilterProxyModel, Qt, Signal
+from PySide6.QtWidgets import (QCheckBox, QComboBox, QFileDialog, QFormLayout, QGridLayout,
+                               QGroupBox, QHBoxLayout, QLabel, QLineEdit, QListWidget,
+                               QMessageBox, QProgressBar, QPushButton, QSpinBox, QSplitter,
+                               QTableView, QVBoxLayout, QWidget)
+
+from spemr_engine.config import label_infos
+
+from ..catalog_table import column_values, numeric, read_catalog, write_csv
+from ..settings import DEVICES
+from ..workers import Task
+
+EXPOSURE_CHOICES = ("coadd", "all")
+FLAG_COLUMN = "flags"
+ERROR_COLUMN = "error"
+FLAGGED_BRUSH = (255, 225, 225)
+
+
+def _catalog_name(label: str) -> str:
+    return next(info.catalog for info in label_infos() if info.name == label)
+
+
+# ====================================================================== table
+class CatalogModel(QAbstractTableModel):
+    """Rows of the catalog as they arrive; flagged rows are tinted."""
+
+    def __init__(self, parent=None):
+        super().__init__(parent)
+        self.columns: list[str] = []
+        self.rows: list[dict] = []
+
+    def rowCount(self, parent=QModelIndex()) -> int:
+        return 0 if parent.isValid() else len(self.rows)
+
+    def columnCount(self, parent=QModelIndex()) -> int:
+        return 0 if parent.isValid() else len(self.columns)
+
+    def headerData(self, section, orientation, role=Qt.DisplayRole):
+        if role == Qt.DisplayRole and orientation == Qt.Horizontal and section < len(self.columns):
+            return self.columns[section]
+        return None
+
+    def data(self, index, role=Qt.DisplayRole):
+        if not index.isValid():
+            return None
+        row = self.rows[index.row()]
+        value = row.get(self.columns[index.column()])
+        if role == Qt.DisplayRole:
+            return _display(value)
+        if role == Qt.UserRole:
+            return value
+        if role == Qt.BackgroundRole and _is_flagged(row):
+            return pg.mkBrush(*FLAGGED_BRUSH)
+        if role == Qt.ToolTipRole and row.get(ERROR_COLUMN):
+            return str(row.get(ERROR_COLUMN))
+        return None
+
+    def set_columns(self, columns: list[str]) -> None:
+        self.beginResetModel()
+        self.columns = list(columns)
+        self.rows = []
+        self.endResetModel()
+
+    def append(self, rows: list[dict]) -> None:
+        if not rows:
+            return
+        for row in rows:
+            for key in row:
+                if key not in self.columns:
+                    self.beginInsertColumns(QModelIndex(), len(self.columns), len(self.columns))
+                    self.columns.append(key)
+                    self.endInsertColumns()
+        self.beginInsertRows(QModelIndex(), len(self.rows), len(self.rows) + len(rows) - 1)
+        self.rows.extend(rows)
+        self.endInsertRows()
+
+    def replace(self, columns: list[str], rows: list[dict]) -> None:
+        self.beginResetModel()
+        self.columns, self.rows = list(columns), list(rows)
+        self.endResetModel()
+
+
+class SortProxy(QSortFilterProxyModel):
+    """Numbers sort as numbers (NaN last), text as text."""
+
+    def lessThan(self, left, right) -> bool:
+        a, b = left.data(Qt.UserRole), right.data(Qt.UserRole)
+        x, y = numeric(a), numeric(b)
+        if not (math.isnan(x) and math.isnan(y)) and not isinstance(a, str) and not isinstance(b, str):
+            return (math.isnan(y) and not math.isnan(x)) or x < y
+        return str(a or "") < str(b or "")
+
+
+def _display(value) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, float):
+        return "nan" if math.isnan(value) else f"{value:.5g}"
+    return str(value)
+
+
+def _is_flagged(row: dict) -> bool:
+    return bool(row.get(FLAG_COLUMN)) or str(row.get("usable", True)).lower() in ("false", "0")
+
+
+# ======================================================================= view
+class BatchView(QWidget):
+    run_finished = Signal(object)     # CatalogSummary
+    run_failed = Signal(str)
+    run_cancelled = Signal()
+    rows_added = Signal(int)          # how many rows arrived
+
+    def __init__(self, window):
+        super().__init__()
+        self.window = window
+        self.task: Task | None = None
+        self.pause_event = threading.Event()
+        self.last_progress: dict = {}
+        self.streamed_rows = 0
+        self.isochrone_items: list = []
+        self._build()
+        window.close_checks = getattr(window, "close_checks", []) + [self.confirm_close]
+        window.shutdown_hooks = getattr(window, "shutdown_hooks", []) + [self.stop_for_shutdown]
+
+    # ----------------------------------------------------------------- layout
+    def _build(self) -> None:
+        self.inputs = QListWidget()
+        self.inputs.setToolTip("Folders are searched recursively for MRS files")
+        add_folder = QPushButton("Add folder…")
+        add_folder.clicked.connect(self._add_folder_dialog)
+        add_files = QPushButton("Add files…")
+        add_files.clicked.connect(self._add_files_dialog)
+        clear = QPushButton("Clear")
+        clear.clicked.connect(self.inputs.clear)
+        input_buttons = QHBoxLayout()
+        for button in (add_folder, add_files, clear):
+            input_buttons.addWidget(button)
+        input_box = QGroupBox("Inputs")
+        input_layout = QVBoxLayout(input_box)
+        input_layout.addWidget(self.inputs)
+        input_layout.addLayout(input_buttons)
+
+        self.exposures = QComboBox()
+        self.exposures.addItems(EXPOSURE_CHOICES)
+        self.rv_catalog = QLineEdit()
+        self.rv_catalog.setPlaceholderText("optional: CSV with obsid/filename and rv")
+        self.model_path = QLineEdit()
+        self.model_path.setPlaceholderText("the active model")
+        self.device = QComboBox()
+        self.device.addItems(DEVICES)
+        self.device.setCurrentText(self.window.settings.device)
+        self.workers = QSpinBox()
+        self.workers.setRange(0, 64)
+        self.workers.setValue(1)
+        self.workers.setToolTip("reading/preprocessing processes (0 = in the app's worker thread)")
+        self.output = QLineEdit()
+        self.output.setPlaceholderText("catalog .csv / .fits / .parquet")
+        self.overwrite = QCheckBox("start again (discard an interrupted run with this output)")
+        form = QFormLayout()
+        form.addRow("exposures", self.exposures)
+        form.addRow("RV catalog", _with_browse(self.rv_catalog, self._browse_rv))
+        form.addRow("model", _with_browse(self.model_path, self._browse_model))
+        form.addRow("device", self.device)
+        form.addRow("workers", self.workers)
+        form.addRow("output", _with_browse(self.output, self._browse_output))
+        form.addRow("", self.overwrite)
+        option_box = QGroupBox("Options")
+        option_box.setLayout(form)
+
+        self.start_button = QPushButton("Start")
+        self.start_button.clicked.connect(self.start)
+        self.pause_button = QPushButton("Pause")
+        self.pause_button.setCheckable(True)
+        self.pause_button.toggled.connect(self.set_paused)
+        self.cancel_button = QPushButton("Cancel")
+        self.cancel_button.clicked.connect(self.cancel)
+        self.export_button = QPushButton("Export table…")
+        self.export_button.clicked.connect(self._export_dialog)
+        self.isochrone_button = QPushButton("Isochrones…")
+        self.isochrone_button.clicked.connect(self._isochrone_dialog)
+        controls = QHBoxLayout()
+        for button in (self.start_button, self.pause_button, self.cancel_button,
+                       self.export_button, self.isochrone_button):
+            controls.addWidget(button)
+        self.progress = QProgressBar()
+        self.progress.setFormat("%v / %m files")
+        self.progress_label = QLabel("idle")
+        self.caveat = QLabel("")
+        self.caveat.setWordWrap(True)
+        self.caveat.setStyleSheet("color: #7a4b00; font-weight: bold;")
+
+        left = QWidget()
+        left_layout = QVBoxLayout(left)
+        left_layout.addWidget(input_box, 1)
+        left_layout.addWidget(option_box)
+        left_layout.addLayout(controls)
+        left_layout.addWidget(self.progress)
+        left_layout.addWidget(self.progress_label)
+        left_layout.addWidget(self.caveat)
+
+        self.model = CatalogModel(self)
+        self.proxy = SortProxy(self)
+        self.proxy.setSourceModel(self.model)
+        self.table = QTableView()
+        self.table.setModel(self.proxy)
+        self.table.setSortingEnabled(True)
+        self.table.setAlternatingRowColors(False)
+        self.table.verticalHeader().setDefaultSectionSize(22)
+        self.graphics = pg.GraphicsLayoutWidget()  # also what figure export renders
+        self.graphics.setBackground("w")
+        self.kiel_plot = self.graphics.addPlot(row=0, col=0)
+        self._setup_kiel()
+        right = QSplitter(Qt.Vertical)
+        right.addWidget(self.table)
+        right.addWidget(self.graphics)
+        right.setStretchFactor(0, 3)
+        right.setStretchFactor(1, 2)
+        splitter = QSplitter()
+        splitter.addWidget(left)
+        splitter.addWidget(right)
+        splitter.setStretchFactor(1, 3)
+        layout = QGridLayout(self)
+        layout.addWidget(splitter, 0, 0)
+        self._set_running(False)
+
+    def _setup_kiel(self) -> None:
+        plot = self.kiel_plot
+        plot.setLabel("bottom", "Teff (K)")
+        plot.setLabel("left", "log g (dex)")
+        plot.getAxis("bottom").enableAutoSIPrefix(False)
+        plot.invertX(True)
+        plot.invertY(True)
+        plot.setTitle("Kiel diagram (colour: [Fe/H])")
+        self.scatter = pg.ScatterPlotItem(size=7, pen=pg.mkPen(None))
+        plot.addItem(self.scatter)
+        self.colormap = pg.colormap.get("viridis")
+        self.feh_range = (-2.0, 0.5)
+        self.colorbar = pg.ColorBarItem(values=self.feh_range, colorMap=self.colormap,
+                                        label="[Fe/H]", interactive=False)
+        self.graphics.addItem(self.colorbar, row=0, col=1)
+
+    # ----------------------------------------------------------------- inputs
+    def add_inputs(self, paths) -> None:
+        for path in paths:
+            self.inputs.addItem(str(path))
+        if not self.output.text() and self.inputs.count():
+            first = Path(self.inputs.item(0).text())
+            folder = first if first.is_dir() else first.parent
+            self.output.setText(str(folder / "spemr_catalog.csv"))
+
+    def input_paths(self) -> list[str]:
+        return [self.inputs.item(i).text() for i in range(self.inputs.count())]
+
+    def _add_folder_dialog(self) -> None:
+        folder = QFileDialog.getExistingDirectory(self, "Folder of MRS files (searched recursively)")
+        if folder:
+            self.add_inputs([folder])
+
+    def _add_files_dialog(self) -> None:
+        names, _ = QFileDialog.getOpenFileNames(self, "MRS files", "",
+                                                "FITS (*.fits *.fits.gz);;All files (*)")
+        self.add_inputs(names)
+
+    def _browse_rv(self) -> None:
+        name, _ = QFileDialog.getOpenFileName(self, "RV catalog", "", "CSV (*.csv);;All files (*)")
+        if name:
+            self.rv_catalog.setText(name)
+
+    def _browse_model(self) -> None:
+        folder = QFileDialog.getExistingDirectory(self, "Model bundle folder")
+        if folder:
+            self.model_path.setText(folder)
+
+    def _browse_output(self) -> None:
+        name, _ = QFileDialog.getSaveFileName(self, "Catalog", self.output.text(),
+                                              "CSV (*.csv);;FITS (*.fits);;Parquet (*.parquet)")
+        if name:
+            self.output.setText(name)
+
+    # -------------------------------------------------------------------- run
+    def is_running(self) -> bool:
+        return self.task is not None and not self.task.is_done()
+
+    def run_options(self) -> dict:
+        model = self.model_path.text().strip() or self.window.state.model_path or None
+        return {"inputs": self.input_paths(), "output": self.output.text().strip(),
+                "model": model, "exposures": self.exposures.currentText(),
+                "rv_catalog": self.rv_catalog.text().strip() or None,
+                "device": self.device.currentText(), "workers": self.workers.value(),
+                "resume": True, "overwrite": self.overwrite.isChecked()}
+
+    def start(self) -> Task | None:
+        if self.is_running():
+            return self.task
+        options = self.run_options()
+        if not options["inputs"] or not options["output"]:
+            self._show_problem("add inputs and choose an output catalog first")
+            return None
+        if options["model"] is None:
+            self._show_problem("no model: load one (Model menu) or pick a bundle folder")
+            return None
+        from spemr_engine.catalog import run_catalog
+
+        self.pause_event.clear()
+        self.pause_button.setChecked(False)
+        self.model.set_columns([])
+        self.streamed_rows = 0
+        self.last_progress = {}
+        self._plot_rows()
+        task = Task(lambda progress, cancel: run_catalog(
+            progress=progress, cancel=cancel, pause=self.pause_event, **options), "batch")
+        task.signals.progress.connect(self.on_progress)
+        task.signals.result.connect(self._on_finished)
+        task.signals.failed.connect(self._on_failed)
+        task.signals.cancelled.connect(self._on_cancelled)
+        self.task = self.window.runner.start(task)
+        self._set_running(True)
+        self.progress_label.setText("starting… (worker processes load the engine)")
+        return task
+
+    def set_paused(self, paused: bool) -> None:
+        if paused:
+            self.pause_event.set()
+        else:
+            self.pause_event.clear()
+        self.pause_button.setText("Resume" if paused else "Pause")
+        if self.is_running():
+            self.progress_label.setText("paused" if paused else "resuming…")
+
+    def cancel(self) -> None:
+        if self.is_running():
+            self.task.cancel()
+            self.progress_label.setText("cancelling (committed work is kept; Start resumes)…")
+
+    def on_progress(self, info: dict) -> None:
+        self.last_progress = info
+        rows = info.get("rows")
+        if rows:
+            self._add_rows(rows)
+        total = int(info.get("files_total") or 0)
+        done = int(info.get("files_done") or 0)
+        self.progress.setMaximum(max(total, 1))
+        self.progress.setValue(done)
+        self.progress_label.setText(progress_text(info))
+
+    def _add_rows(self, rows: list[dict]) -> None:
+        self.model.append(rows)
+        self.streamed_rows += len(rows)
+        self._plot_rows()
+        self.rows_added.emit(len(rows))
+
+    def _on_finished(self, summary) -> None:
+        self._set_running(False)
+        self.progress.setValue(self.progress.maximum())
+        lines = summary.lines() if hasattr(summary, "lines") else [str(summary)]
+        self.progress_label.setText("\n".join(lines))
+        self._show_caveat(getattr(summary, "model_trained_on", ""))
+        self._load_output(summary)
+
+    def _load_output(self, summary) -> None:
+        """Show the finished catalog (the authoritative, ordered table) in a worker."""
+        path = getattr(summary, "output", None)
+        if not path:
+            self.run_finished.emit(summary)
+            return
+        task = Task(lambda progress, cancel: read_catalog(path), "read catalog")
+        task.signals.result.connect(lambda loaded, s=summary: self._on_catalog_read(loaded, s))
+        task.signals.failed.connect(lambda message, s=summary: (self._show_problem(message),
+                                                                  self.run_finished.emit(s)))
+        self.window.runner.start(task)
+
+    def _on_catalog_read(self, loaded, summary) -> None:
+        columns, rows = loaded
+        self.model.replace(columns, rows)
+        self._plot_rows()
+        self.table.resizeColumnsToContents()
+        self.run_finished.emit(summary)
+
+    def _on_failed(self, message: str) -> None:
+        self._set_running(False)
+        self._show_problem(message)
+        self.run_failed.emit(message)
+
+    def _on_cancelled(self) -> None:
+        self._set_running(False)
+        self.progress_label.setText(f"cancelled after {self.last_progress.get('files_done', 0)} "
+                                    "files; Start again to resume where it stopped")
+        self.run_cancelled.emit()
+
+    def _show_problem(self, message: str) -> None:
+        self.progress_label.setText(message)
+        self.window.status(message, error=True)
+
+    def _show_caveat(self, trained_on: str) -> None:
+        trained_on = str(trained_on or "")
+        if trained_on in ("synthetic", "random"):
+            self.caveat.setText(f"⚠ the model was trained on {trained_on.upper()} "
+                                "data: this catalog is not survey-grade")
+        else:
+            self.caveat.setText("")
+
+    def _set_running(self, running: bool) -> None:
+        self.start_button.setEnabled(not running)
+        self.pause_button.setEnabled(running)
+        self.cancel_button.setEnabled(running)
+
+    # ------------------------------------------------------------------ Kiel
+    def _plot_rows(self) -> None:
+        rows = self.model.rows
+        teff = column_values(rows, _catalog_name("Teff"))
+        logg = column_values(rows, _catalog_name("Logg"))
+        feh = column_values(rows, _catalog_name("FeH"))
+        good = np.isfinite(teff) & np.isfinite(logg)
+        if not good.any():
+            self.scatter.setData([], [])
+            return
+        low, high = self.feh_range
+        scaled = np.clip((np.nan_to_num(feh[good], nan=low) - low) / (high - low), 0, 1)
+        colours = self.colormap.map(scaled, mode="qcolor")
+        self.scatter.setData(teff[good], logg[good], brush=colours)
+
+    def set_isochrones(self, isochrones) -> None:
+        plot = self.kiel_plot
+        for item in self.isochrone_items:
+            plot.removeItem(item)
+        self.isochrone_items = []
+        for k, iso in enumerate(isochrones):
+            item = pg.PlotDataItem(iso.teff, iso.logg, pen=pg.mkPen((90, 90, 90), width=1,
+                                                                    style=[Qt.SolidLine, Qt.DashLine,
+                                                                           Qt.DotLine][k % 3]))
+            item.setToolTip(iso.name)
+            plot.addItem(item)
+            self.isochrone_items.append(item)
+
+    def _isochrone_dialog(self) -> None:
+        name, _ = QFileDialog.getOpenFileName(self, "Isochrone CSV (teff*/logg* columns)", "",
+                                              "CSV (*.csv);;All files (*)")
+        if not name:
+            return
+        from ..isochrones import read_isochrones
+        from spemr_engine.errors import SpemrError
+        try:
+            self.set_isochrones(read_isochrones(name))
+        except SpemrError as error:
+            self._show_problem(str(error))
+
+    # ----------------------------------------------------------------- export
+    def export(self, path: str | Path) -> Path:
+        return write_csv(path, self.model.columns, self.model.rows)
+
+    def _export_dialog(self) -> None:
+        name, _ = QFileDialog.getSaveFileName(self, "Export table", "spemr_batch.csv", "CSV (*.csv)")
+        if name:
+            self.export(name)
+
+    # ------------------------------------------------------------------ close
+    def confirm_close(self) -> bool:
+        if not self.is_running():
+            return True
+        answer = QMessageBox.question(
+            self, "A batch is running",
+            "A batch run is in progress. Stop it and quit? What is committed is kept and a "
+            "later run with the same inputs and output resumes where it stopped.",
+            QMessageBox.Yes | QMessageBox.No, QMessageBox.No)
+        return answer == QMessageBox.Yes
+
+    def stop_for_shutdown(self) -> None:
+        if self.is_running():
+            self.pause_event.clear()
+            self.task.cancel()
+            self.task.wait(60)
+
+
+def progress_text(info: dict) -> str:
+    """"files 3/10 · 42 spectra · 12.3 spectra/s · ETA 0:12" from a progress dict."""
+    parts = [f"files {info.get('files_done', 0)}/{info.get('files_total', '?')}",
+             f"{info.get('spectra_done', 0)} spectra"]
+    rate = info.get("spectra_per_s")
+    if rate:
+        parts.append(f"{rate:.1f} spectra/s")
+    eta = info.get("eta_s")
+    if eta is not None and math.isfinite(eta):
+        minutes, seconds = divmod(int(round(eta)), 60)
+        parts.append(f"ETA {minutes}:{seconds:02d}")
+    if info.get("files_resumed"):
+        parts.append(f"{info['files_resumed']} resumed")
+    phase = info.get("phase")
+    if phase and phase != "labelling":
+        parts.append(phase)
+    return " · ".join(parts)
+
+
+def _with_browse(edit: QLineEdit, slot) -> QWidget:
+    box = QWidget()
+    layout = QHBoxLayout(box)
+    layout.setContentsMargins(0, 0, 0, 0)
+    layout.addWidget(edit, 1)
+    button = QPushButton("…")
+    button.setMaximumWidth(30)
+    button.clicked.connect(slot)
+    layout.addWidget(button)
+    return box
