@@ -27,9 +27,9 @@ from .errors import SpemrError
 # exactly (e.g. a constant arm): then nothing is an outlier, instead of rounding noise.
 _EXACT_FIT_SCATTER = 1e-9
 RV_GIVEN, RV_CCF = "given", "ccf"
-# Spectra processed together in the continuum loop: 32 x 3600 float64 (~1 MB) keeps
+# Spectra processed together in the continuum loop: 16 x 3600 float64 (~460 kB) keeps
 # the working arrays in cache, which is most of the vectorised path's speed.
-_CHUNK_ROWS = 32
+_CHUNK_ROWS = 16
 
 
 # ------------------------------------------------------------------ results
@@ -124,30 +124,28 @@ def resample(wave: np.ndarray, flux: np.ndarray, bad: np.ndarray, grid_wave: np.
 def median3(flux: np.ndarray) -> np.ndarray:
     """Median filter of width 3 along the last axis, edges by repeating the end pixel:
     identical to scipy.ndimage.median_filter(size=3, mode="nearest") on each row, but a
-    handful of vectorised min/max operations instead of a sort per pixel."""
+    handful of vectorised min/max operations instead of a sort per pixel. (With repeated
+    edges the end pixels are their own median.)"""
     flux = np.asarray(flux, dtype=np.float64)
-    left = np.concatenate([flux[..., :1], flux[..., :-1]], axis=-1)
-    right = np.concatenate([flux[..., 1:], flux[..., -1:]], axis=-1)
-    low, high = np.minimum(left, flux), np.maximum(left, flux)
-    return np.maximum(low, np.minimum(high, right))
-
-
-def _outlier_band(config: PreprocessConfig) -> tuple[float, float]:
-    """(centre, half-width) in sigma of the kept interval (-low, +high): a pixel is an
-    outlier when |r - centre * sigma| > half_width * sigma, one comparison instead of two."""
-    low, high = config.outlier_sigma_low, config.outlier_sigma_high
-    return (high - low) / 2.0, (high + low) / 2.0
+    out = flux.copy()
+    if flux.shape[-1] < 3:
+        return out
+    left, mid, right = flux[..., :-2], flux[..., 1:-1], flux[..., 2:]
+    inner = out[..., 1:-1]
+    np.minimum(left, mid, out=inner)
+    np.maximum(inner, np.minimum(np.maximum(left, mid), right), out=inner)
+    return out
 
 
 def _outliers(residual: np.ndarray, sigma: np.ndarray, config: PreprocessConfig,
-              out: np.ndarray | None = None) -> np.ndarray:
-    """Pixels outside (-low sigma, +high sigma) per row (sigma (n, 1)); none when the
-    scatter is ~0 (an exact fit). Overwrites residual (it is scratch space)."""
-    centre, half_width = _outlier_band(config)
-    threshold = np.where(sigma > _EXACT_FIT_SCATTER, half_width * sigma, np.inf)
-    np.subtract(residual, centre * sigma, out=residual)
-    np.abs(residual, out=residual)
-    return np.greater(residual, threshold, out=out)
+              out: np.ndarray | None = None, scratch: np.ndarray | None = None) -> np.ndarray:
+    """Pixels outside (-low sigma, +high sigma), per row (sigma (n, 1)); none when the
+    scatter is ~0 (an exact fit). out/scratch: optional boolean buffers of residual's shape."""
+    exact = sigma <= _EXACT_FIT_SCATTER
+    low = np.where(exact, -np.inf, -config.outlier_sigma_low * sigma)
+    high = np.where(exact, np.inf, config.outlier_sigma_high * sigma)
+    out = np.less(residual, low, out=out)
+    return np.logical_or(out, np.greater(residual, high, out=scratch), out=out)
 
 
 def despike(flux: np.ndarray, config: PreprocessConfig | None = None) -> np.ndarray:
@@ -160,7 +158,7 @@ def despike(flux: np.ndarray, config: PreprocessConfig | None = None) -> np.ndar
     else:
         filtered = median3(flux)
     deviation = flux - filtered
-    sigma = deviation.std(axis=1, keepdims=True)
+    sigma = _row_std(deviation, deviation.mean(axis=1, keepdims=True))
     return np.where(_outliers(deviation, sigma, config), filtered, flux)
 
 
@@ -169,11 +167,19 @@ def _standard_x(wave: np.ndarray) -> np.ndarray:
     return (x - x.mean()) / x.std()
 
 
+def _row_std(values: np.ndarray, mean: np.ndarray) -> np.ndarray:
+    """np.std along axis 1 (keepdims) given the row means, in two cheap passes."""
+    centred = values - mean
+    return np.sqrt(np.einsum("ij,ij->i", centred, centred) / values.shape[1])[:, None]
+
+
 def _standardise_rows(flux: np.ndarray):
     mean = flux.mean(axis=1, keepdims=True)
-    scale = flux.std(axis=1, keepdims=True)
-    scale = np.where(scale > 0, scale, 1.0)
-    return (flux - mean) / scale, mean, scale
+    scale = _row_std(flux, mean)
+    scale[~(scale > 0)] = 1.0
+    work = flux - mean
+    work /= scale
+    return work, mean, scale
 
 
 def _polynomial_basis(wave: np.ndarray, order: int) -> np.ndarray:
@@ -201,48 +207,53 @@ def fit_continuum(wave: np.ndarray, flux: np.ndarray, config: PreprocessConfig |
 
 
 def _fit_chunk(flux: np.ndarray, basis: np.ndarray, config: PreprocessConfig):
-    """The replace-and-refit loop for a few spectra at once (small enough to stay in
-    cache, with preallocated scratch arrays); rows leave the working set as soon as
-    they have no outliers.
+    """The replace-and-refit loop for a few spectra at once, small enough to stay in
+    cache, in preallocated arrays; rows leave the working set once they have no outliers.
 
-    The residual scatter is sqrt(mean(r^2)): with a constant term in the basis the
-    least-squares residual has zero mean, so this equals np.std(r) to rounding."""
+    One array holds the residual r = fit - y; replacing outliers by the fit is y += r
+    there. The residual scatter is sqrt(mean(r^2)): with a constant term in the basis
+    the least-squares residual has zero mean, so this equals np.std(r) to rounding."""
     work, mean, scale = _standardise_rows(flux)
     n_rows, n_pixels = work.shape
-    fit, current, residual = np.empty_like(work), np.empty_like(work), np.empty_like(work)
-    outliers = np.empty(work.shape, dtype=bool)
+    fit, residual = np.empty_like(work), np.empty_like(work)
+    outliers, scratch = np.empty(work.shape, dtype=bool), np.empty(work.shape, dtype=bool)
     iterations = np.full(n_rows, config.continuum_max_iterations, dtype=np.int64)
     active = np.arange(n_rows)
     for iteration in range(1, config.continuum_max_iterations + 1):
         k = active.size
-        w, c, r, o = work[:k], current[:k], residual[:k], outliers[:k]
-        np.matmul(w @ basis, basis.T, out=c)
-        np.subtract(c, w, out=r)
+        y, r, o = work[:k], residual[:k], outliers[:k]
+        np.matmul(y @ basis, basis.T, out=r)
+        np.subtract(r, y, out=r)
         sigma = np.sqrt(np.einsum("ij,ij->i", r, r) / n_pixels)[:, None]
-        _outliers(r, sigma, config, out=o)
+        _outliers(r, sigma, config, out=o, scratch=scratch[:k])
         going = o.any(axis=1)
+        if iteration == config.continuum_max_iterations:
+            going[:] = False                       # cap reached: keep the last fit
         if not going.all():
-            fit[active[~going]] = c[~going]
-            iterations[active[~going]] = iteration
+            done = ~going
+            fit[active[done]] = y[done] + r[done]
+            iterations[active[done]] = iteration
             if not going.any():
                 break
-        np.copyto(w, c, where=o)
+        np.add(y, r, out=y, where=o)               # outliers take the fit's value
         if not going.all():
-            keep = going.sum()
-            work[:keep], current[:keep], active = w[going], c[going], active[going]
-    else:
-        fit[active] = current[:active.size]
-    return fit * scale + mean, iterations
+            keep = int(going.sum())
+            work[:keep], active = y[going], active[going]
+    fit *= scale
+    fit += mean
+    return fit, iterations
 
 
 def divide_by_continuum(flux: np.ndarray, continuum: np.ndarray):
     """flux / continuum; where the continuum is not positive (a dead arm, pure noise)
     the result is 1 and the pixel is reported bad. Returns (normalised, bad)."""
-    bad = ~(continuum > 0) | ~np.isfinite(continuum)
     with np.errstate(divide="ignore", invalid="ignore"):
-        normalised = np.where(bad, 1.0, flux / np.where(bad, 1.0, continuum))
+        normalised = flux / continuum
+    bad = ~(continuum > 0)
     bad |= ~np.isfinite(normalised)
-    return np.where(bad, 1.0, normalised), bad
+    if bad.any():
+        normalised[bad] = 1.0
+    return normalised, bad
 
 
 def normalise(wave: np.ndarray, flux: np.ndarray, config: PreprocessConfig | None = None,
