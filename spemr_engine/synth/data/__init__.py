@@ -1,0 +1,1 @@
+"""Line data for the synthetic spectra (CSV/JSON, read through importlib.resources)."""
