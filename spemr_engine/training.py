@@ -290,9 +290,9 @@ def run_job(job: _Job, settings: TrainSettings, checkpoints: _Checkpoints, progr
     if saved is not None and saved.get("done"):
         job.history = list(saved["history"])
         return saved["best_state"]
-    optimizer = torch.optim.Adam([p for p in job.parameters()], lr=job.lr)
-    scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=settings.step_size, gamma=settings.gamma)
     job.model.to(device)
+    optimizer = torch.optim.Adam(list(job.parameters()), lr=job.lr)
+    scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=settings.step_size, gamma=settings.gamma)
     best = {"state": _state_copy(job.model), "val": float("inf"), "epoch": 0}
     if job.fc1_only and saved is None:
         # Fine-tuning keeps the base fc1 unless an epoch beats it on the region's validation set.
