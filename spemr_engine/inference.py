@@ -69,6 +69,34 @@ class Prediction:
                           spread(self.sub_sigma, np.nan), spread(self.member_mean, np.nan))
 
 
+def full_precision():
+    """Context without TF32 convolutions (cuDNN's default): labels should not depend on
+    the GPU generation, and CPU and GPU results agree to float32 rounding."""
+    cudnn = torch.backends.cudnn
+    return cudnn.flags(enabled=cudnn.enabled, benchmark=cudnn.benchmark,
+                       deterministic=cudnn.deterministic, allow_tf32=False)
+
+
+def recurrent_features(net: RRNet, convolved: torch.Tensor) -> torch.Tensor:
+    """``net.sequence`` for post-RNN nets, written out for inference: the input projections
+    of all N_s steps in one matrix product, and no hidden-state product at the first step
+    (h0 = 0), which saves 1 of 2 N_s large products. Other modes use ``net.sequence``."""
+    rnn = getattr(net, "rnn", None)
+    if net.config.mode != "post-RNN" or rnn is None or not rnn.bias:
+        return net.sequence(convolved)
+    batch, steps = convolved.shape[0], net.config.n_rnn_steps
+    inputs = convolved.permute(0, 2, 1).reshape(batch * steps, -1)
+    bias = rnn.bias_ih_l0 + rnn.bias_hh_l0
+    projected = torch.addmm(bias, inputs, rnn.weight_ih_l0.t()).reshape(batch, steps, -1)
+    outputs = torch.empty_like(projected)
+    hidden = torch.tanh(projected[:, 0])
+    outputs[:, 0] = hidden
+    for step in range(1, steps):
+        hidden = torch.tanh(torch.addmm(projected[:, step], hidden, rnn.weight_hh_l0.t()))
+        outputs[:, step] = hidden
+    return outputs.reshape(batch, -1)
+
+
 class _SharedHeads(nn.Module):
     """One member/network: the base RRNet plus every sub-model's fc1 stacked row-wise."""
 
@@ -78,6 +106,9 @@ class _SharedHeads(nn.Module):
         self.n_heads = len(fc1_layers)
         self.weight = nn.Parameter(torch.cat([layer.weight for layer in fc1_layers]), requires_grad=False)
         self.bias = nn.Parameter(torch.cat([layer.bias for layer in fc1_layers]), requires_grad=False)
+        width = fc1_layers[0].out_features  # the base fc1 becomes a view: no second copy
+        net.fc1[0].weight = nn.Parameter(self.weight[:width], requires_grad=False)
+        net.fc1[0].bias = nn.Parameter(self.bias[:width], requires_grad=False)
 
     def forward(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(B, F) features -> mean, variance (B, S, n_labels) in standardised units."""
@@ -104,10 +135,10 @@ class SpemrPredictor:
                        for member in range(self.bundle.members)]
 
     def _load(self, member: int, network: str) -> _SharedHeads:
-        net = self.bundle.build_network(member, network)
-        fc1_layers = [net.fc1[0]] + [self.bundle.build_region_fc1(member, network, r.name)[0]
+        net = self.bundle.build_network(member, network, device=self.device)
+        fc1_layers = [net.fc1[0]] + [self.bundle.build_region_fc1(member, network, r.name, self.device)[0]
                                      for r in self.bundle.regions]
-        return _SharedHeads(net, fc1_layers).to(self.device).eval()
+        return _SharedHeads(net, fc1_layers).eval()  # built in place: .to() would unshare fc1
 
     # ------------------------------------------------------------------ public
     def predict(self, flux: np.ndarray, progress: Callable[[dict], None] | None = None,
@@ -139,6 +170,10 @@ class SpemrPredictor:
     # ----------------------------------------------------------------- private
     @torch.inference_mode()
     def _run_batch(self, batch: torch.Tensor, means: np.ndarray, variances: np.ndarray) -> None:
+        with full_precision():
+            self._run_networks(batch, means, variances)
+
+    def _run_networks(self, batch: torch.Tensor, means: np.ndarray, variances: np.ndarray) -> None:
         for member, heads_by_network in enumerate(self._heads):
             for network, heads in heads_by_network.items():
                 columns = self.bundle.label_indices(network)
@@ -149,7 +184,7 @@ class SpemrPredictor:
 
     def _features(self, net: RRNet, batch: torch.Tensor) -> torch.Tensor:
         convolved = torch.cat([net.convolve(chunk) for chunk in batch.split(self.conv_chunk)])
-        return net.sequence(convolved)
+        return recurrent_features(net, convolved)
 
     def _check_input(self, flux: np.ndarray) -> np.ndarray:
         flux = np.asarray(flux)
