@@ -365,7 +365,7 @@ def save_bundle(path: str | Path, architecture: RRNetConfig | str,
         "statistics": {"file": STATISTICS, "source": statistics.source,
                        "label_mean": [float(x) for x in statistics.label_mean],
                        "label_std": [float(x) for x in statistics.label_std]},
-        "provenance": provenance, "metrics": dict(metrics or {}),
+        "provenance": _plain(provenance), "metrics": _plain(dict(metrics or {})),
     }
     if (path / TEMPLATES).is_file():
         manifest["templates"] = TEMPLATES
@@ -374,6 +374,21 @@ def save_bundle(path: str | Path, architecture: RRNetConfig | str,
     os.replace(temporary, path / MANIFEST)
     load_bundle(path)
     return path
+
+
+def _plain(value):
+    """JSON-ready copy: numpy scalars/arrays to Python, NaN/inf to null (strict JSON)."""
+    if isinstance(value, Mapping):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple, np.ndarray)):
+        return [_plain(v) for v in (value.tolist() if isinstance(value, np.ndarray) else value)]
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and not np.isfinite(value):
+        return None
+    if isinstance(value, Path):
+        return str(value)
+    return value
 
 
 def _complete_provenance(path: Path, provenance: Mapping) -> dict:

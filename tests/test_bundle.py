@@ -130,3 +130,14 @@ def test_save_refuses_unknown_provenance(tmp_path):
 def test_base_only_bundle_has_no_regions(tmp_path):
     bundle = load_bundle(create_random_bundle(tmp_path / "m", regions=()))
     assert bundle.regions == () and bundle.submodels == ["base"]
+
+
+def test_metrics_with_nan_and_numpy_values_are_stored_as_json(tmp_path):
+    arch = config.architecture("tiny")
+    members = [{name: RRNet(arch, len(labels)) for name, labels in arch.networks.items()}]
+    save_bundle(tmp_path / "m", arch, members, Statistics(np.ones(7200), np.ones(7200), np.zeros(16), np.ones(16)),
+                {"trained_on": "real", "refset": tmp_path},
+                metrics={"mae": {"Teff": np.float32(40.5), "NH": float("nan")}, "n": np.int64(3)})
+    bundle = load_bundle(tmp_path / "m")
+    assert bundle.metrics == {"mae": {"Teff": 40.5, "NH": None}, "n": 3}
+    assert bundle.provenance["refset"] == str(tmp_path) and bundle.regions == ()
