@@ -201,12 +201,12 @@ class SpemrPredictor:
         scale, offset = self.bundle.label_std, self.bundle.label_mean
         member_mean = means.astype(np.float64) * scale + offset          # (n, S, M, L)
         member_var = variances.astype(np.float64) * scale ** 2
-        by_member = np.moveaxis(member_mean, 2, 0)                        # (M, n, S, L)
-        by_member_var = np.moveaxis(member_var, 2, 0)
-        sub_mean, sub_var = ensemble_combine(by_member.reshape(len(by_member), len(means), -1),
-                                             by_member_var.reshape(len(by_member), len(means), -1))
-        sub_mean = sub_mean.reshape(member_mean.shape[:2] + member_mean.shape[3:])
-        sub_var = sub_var.reshape(sub_mean.shape)
+        n, n_sub, n_members, n_labels = member_mean.shape
+        flat = (n_members, n * n_sub, n_labels)                          # members first, as eq. 1 wants
+        sub_mean, sub_var = ensemble_combine(np.moveaxis(member_mean, 2, 0).reshape(flat),
+                                             np.moveaxis(member_var, 2, 0).reshape(flat))
+        sub_mean = sub_mean.reshape(n, n_sub, n_labels)
+        sub_var = sub_var.reshape(n, n_sub, n_labels)
         first = self.submodels.index(self.fused_over[0])
         mean, var, winner = fuse_min_variance(np.moveaxis(sub_mean[:, first:], 1, 0),
                                               np.moveaxis(sub_var[:, first:], 1, 0))

@@ -115,6 +115,11 @@ def test_progress_and_cancel(bundle, flux):
         predictor.predict(flux, cancel=lambda: True)
 
 
+def test_empty_and_single_spectrum_inputs(predictor, flux):
+    assert predictor.predict(np.zeros((0, 7200))).mean.shape == (0, 16)
+    assert predictor.predict(flux[0]).member_mean.shape == (1, 5, 2, 16)
+
+
 def test_wrong_input_shape_is_a_clear_error(predictor):
     with pytest.raises(SpemrError, match=r"expected flux of shape \(n, 7200\)"):
         predictor.predict(np.ones((2, 7000)))
