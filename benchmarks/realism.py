@@ -32,7 +32,7 @@ WINDOW = 20          # pixels (2 A) per reported window
 
 def generate(n_spectra: int, seed: int, rv_mode: str):
     """Preprocessed fluxes of ~n_spectra usable spectra (coadd + up to 3 exposures per star)."""
-    stars = make_stars(max(n_spectra // 3, 10), seed)
+    stars = make_stars(max(n_spectra // 2, 10), seed)     # ~2.5 usable spectra per star
     fluxes, total, started = [], 0, time.monotonic()
     batch = 64
     for start in range(0, len(stars), batch):

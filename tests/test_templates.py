@@ -101,3 +101,20 @@ def test_library_from_real_refset_stores_fluxes(tmp_path):
     assert library.kind == "flux" and len(library) == 3
     i = library.nearest(library.labels(1), k=1)[0]
     assert np.allclose(library.spectrum(i)[1], flux[int(library.star_id[i][1:])], atol=2e-3)
+
+
+def test_build_templates_command_uses_the_bundles_training_split(tmp_path, capsys):
+    import json
+
+    from spemr_engine import cli
+    refset = build_reference_set(tmp_path / "ref", 12, seed=4, max_exposures=1)
+    bundle = tmp_path / "model"
+    bundle.mkdir()
+    (bundle / "manifest.json").write_text(json.dumps(
+        {"provenance": {"split": {"by": "star", "seed": 7, "fractions": [0.5, 0.25, 0.25]}}}))
+    assert cli.main(["build-templates", str(tmp_path / "ref"), "-o", str(bundle)]) == 0
+    library = TemplateLibrary.load(bundle)
+    train = refset.split_by_star((0.5, 0.25, 0.25), seed=7).train
+    assert set(library.star_id) == {refset.rows[i]["star_id"] for i in train}
+    assert "templates (seeds)" in capsys.readouterr().out
+    assert cli.main(["build-templates", str(tmp_path / "ref"), "-o", str(tmp_path / "nope")]) == 2
