@@ -23,7 +23,9 @@ import os
 import re
 import threading
 import time
-from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from collections import deque
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -194,7 +196,7 @@ def run_catalog(inputs: Sequence[str | os.PathLike], output: str | os.PathLike, 
     fmt = output_format(output)
     if fmt == "parquet":
         require_pyarrow(output)
-    bundle = _load_model(model)
+    bundle = resolve_model(model)
     settings = _Settings(
         inputs=discover_inputs(inputs), output=output, fmt=fmt, exposures=exposures,
         rv_catalog=str(Path(rv_catalog).resolve()) if rv_catalog else None,
@@ -220,8 +222,8 @@ def _default_workers() -> int:
     return max(1, (os.cpu_count() or 2) - 1)
 
 
-def _load_model(model):
-    """A ModelBundle from a path, a bundle, or the default model (lazy: imports torch)."""
+def resolve_model(model):
+    """A ModelBundle from a path, a bundle, or the default model (imports torch lazily)."""
     from .bundle import ModelBundle, load_bundle
     if isinstance(model, ModelBundle):
         return model
@@ -232,11 +234,15 @@ def _load_model(model):
 
 
 def _content_settings(settings: _Settings, bundle, columns: list[str]) -> dict:
-    """Everything that changes the table's content (not workers, device or chunking)."""
+    """Everything that changes the table's content, down to float rounding: the batch
+    shape and the device change the last bits of torch's results (see Labeller); the
+    number of workers and the chunking do not."""
+    from .inference import resolve_device
     listing = "\n".join(settings.inputs).encode()
     return {"inputs_sha256": hashlib.sha256(listing).hexdigest(), "n_inputs": len(settings.inputs),
             "format": settings.fmt, "exposures": settings.exposures, "columns": columns,
-            "rv_catalog": _file_identity(settings.rv_catalog), "model": _model_identity(bundle)}
+            "rv_catalog": _file_identity(settings.rv_catalog), "model": _model_identity(bundle),
+            "batch_size": settings.batch_size, "device": resolve_device(settings.device).type}
 
 
 def _file_identity(path: str | None) -> str | None:
@@ -301,120 +307,133 @@ def _run(folder: RunFolder, settings: _Settings, bundle, columns, run_print, con
         folder.clear()
     folder.write_run(record)
     done = folder.done_inputs() if resume else set()
-    pending = [p for p in settings.inputs if p not in done]
-    tracker = _Tracker(control, len(settings.inputs), len(done), started)
+    pending = [unit for unit in work_units(settings.inputs, settings.exposures, settings.batch_size)
+               if not all(path in done for path in unit)]
+    n_resumed = len(settings.inputs) - sum(len(unit) for unit in pending)
+    tracker = _Tracker(control, len(settings.inputs), n_resumed, started)
     committer = _Committer(folder, columns, settings.chunk_rows, tracker)
     if pending:
         results = _results(pending, settings, bundle, control, cluster)
         try:
-            for groups in results:
-                committer.add(groups)
+            for groups, unit_complete in results:
+                committer.add(groups, unit_complete)
                 if control.cancelled():
                     break
             committer.flush()
         finally:
             results.close()
         if control.cancelled():
-            raise Cancelled(f"{settings.output.name}: cancelled; {tracker.files_done} of "
+            raise Cancelled(f"{settings.output.name}: cancelled; {tracker.files_committed} of "
                             f"{len(settings.inputs)} files committed (continue with --resume)")
-    return _assemble(folder, settings, bundle, columns, record, tracker, len(done))
+    return _assemble(folder, settings, bundle, columns, record, tracker, n_resumed)
 
 
-def _results(pending: list[str], settings: _Settings, bundle, control: Control,
-             cluster: str | None) -> Iterator[dict[str, list[dict]]]:
-    """Labelled rows, grouped by input file, in completion order."""
+def work_units(inputs: Sequence[str], exposures: str, batch_size: int) -> list[list[str]]:
+    """Consecutive groups of the sorted inputs that are labelled and committed whole.
+
+    Why: torch's float results for a spectrum depend on its batch's shape and on its
+    place in the batch. Inside a unit the spectra fill fixed-size blocks in input order
+    and the unit's last block is padded, so a unit comes out bit-identical however the
+    run is split (resumed, cancelled, distributed). A unit is about four inference
+    blocks, so padding wastes at most a quarter block of work per unit."""
+    size = max(1, batch_size * (4 if exposures == "coadd" else 1))
+    return [list(inputs[i:i + size]) for i in range(0, len(inputs), size)]
+
+
+def _results(units: list[list[str]], settings: _Settings, bundle, control: Control,
+             cluster: str | None) -> Iterator[tuple[dict[str, list[dict]], bool]]:
+    """(rows by input file, whether a unit just completed), unit after unit."""
     if cluster:
         from .distributed import dask_results
-        return dask_results(pending, settings, bundle, control, cluster)
-    return _local_results(pending, settings, bundle, control)
+        return dask_results(units, settings, bundle, control, cluster)
+    return _local_results(units, settings, bundle, control)
 
 
 # ================================================================ local pipeline
-def _task_batches(paths: list[str], size: int) -> Iterator[list[str]]:
-    for start in range(0, len(paths), size):
-        yield paths[start:start + size]
-
-
-def _local_results(pending: list[str], settings: _Settings, bundle,
-                   control: Control) -> Iterator[dict[str, list[dict]]]:
-    """Workers read and preprocess; this process runs batched inference."""
+def _local_results(units: list[list[str]], settings: _Settings, bundle,
+                   control: Control) -> Iterator[tuple[dict[str, list[dict]], bool]]:
+    """Workers read and preprocess; this process runs batched inference, in input order."""
     options = catalog_rows.PrepareOptions.from_settings(settings, bundle)
     labeller = catalog_rows.Labeller(bundle, settings.device, settings.batch_size)
-    prepared_stream = _prepared_files(pending, options, settings, control)
-    buffer: list[catalog_rows.PreparedFile] = []
-    n_spectra = 0
+    tasks = [(unit[i:i + settings.files_per_task], i + settings.files_per_task >= len(unit))
+             for unit in units for i in range(0, len(unit), settings.files_per_task)]
+    prepared_stream = (_inline_prepared(tasks, options, control) if settings.workers == 0
+                       else _pool_prepared(tasks, options, settings.workers, control))
     try:
-        for prepared in prepared_stream:
-            buffer.append(prepared)
-            n_spectra += prepared.n_to_infer
-            if n_spectra >= settings.batch_size:
-                yield labeller.label(buffer)
-                buffer, n_spectra = [], 0
+        for prepared_files, ends_unit in prepared_stream:
+            for prepared in prepared_files:
+                labeller.add(prepared)
+            done = labeller.ready()
+            if ends_unit:
+                done.update(labeller.finish())
+            if done or ends_unit:
+                yield done, ends_unit
             if control.cancelled():
-                break
-        if buffer and not control.cancelled():
-            yield labeller.label(buffer)
+                return
     finally:
         prepared_stream.close()
 
 
-def _prepared_files(pending: list[str], options, settings: _Settings,
-                    control: Control) -> Iterator["catalog_rows.PreparedFile"]:
-    if settings.workers == 0:
-        for path in pending:
-            control.wait_while_paused()
-            if control.cancelled():
-                return
-            yield catalog_rows.prepare_file(path, options)
-        return
-    yield from _pool_prepared(pending, options, settings, control)
+def _inline_prepared(tasks, options, control: Control):
+    for paths, ends_unit in tasks:
+        control.wait_while_paused()
+        if control.cancelled():
+            return
+        yield catalog_rows.prepare_batch(paths, options), ends_unit
 
 
-def _pool_prepared(pending: list[str], options, settings: _Settings,
-                   control: Control) -> Iterator["catalog_rows.PreparedFile"]:
-    """A process pool with a bounded number of tasks in flight (bounded memory).
+def _pool_prepared(tasks, options, workers: int, control: Control):
+    """Tasks through a process pool, results in submission order, a bounded number in
+    flight (bounded memory; the order keeps inference blocks deterministic).
 
-    A task whose worker process died (out of memory, a crash in a C library) is tried
-    once more in a fresh pool; if it dies again its files get a ``worker_crashed`` row."""
+    If a worker process dies (out of memory, a crash in a C library) the pool breaks and
+    every task in flight fails; those tasks are re-run one at a time in a fresh pool,
+    so the one that kills its worker again is identified and gets worker_crashed rows."""
     import multiprocessing
     context = multiprocessing.get_context("spawn")  # never fork a process holding torch
-    tasks = list(_task_batches(pending, settings.files_per_task))
-    queue = [(task, 0) for task in reversed(tasks)]
-    max_in_flight = 2 * settings.workers
-    pool = ProcessPoolExecutor(settings.workers, mp_context=context)
-    in_flight: dict[Future, tuple[list[str], int]] = {}
+    queue = deque((paths, ends, False) for paths, ends in tasks)
+    in_flight: deque = deque()
+    window = 2 * workers + 1
+    pool = ProcessPoolExecutor(workers, mp_context=context)
     try:
         while queue or in_flight:
             control.wait_while_paused()
             if control.cancelled():
                 return
-            while queue and len(in_flight) < max_in_flight and not control.paused():
-                task, tries = queue.pop()
-                in_flight[pool.submit(catalog_rows.prepare_batch, task, options)] = (task, tries)
-            if not in_flight:
+            _fill_window(pool, queue, in_flight, window, control, options)
+            future, paths, ends, solo = in_flight[0]
+            try:
+                result = future.result(timeout=0.5)
+            except FutureTimeout:
                 continue
-            finished, _ = wait(list(in_flight), timeout=0.5, return_when=FIRST_COMPLETED)
-            broken = False
-            for future in finished:
-                task, tries = in_flight.pop(future)
-                try:
-                    yield from future.result()
-                except BrokenProcessPool:
-                    broken = True
-                    if tries == 0:
-                        queue.append((task, 1))
-                    else:
-                        yield from (catalog_rows.failed_file(p, "worker_crashed",
-                                    "the worker process died while reading this file")
-                                    for p in task)
-            if broken:
-                for future, (task, tries) in in_flight.items():
-                    queue.append((task, tries))
-                in_flight.clear()
+            except BrokenProcessPool:
                 pool.shutdown(wait=False, cancel_futures=True)
-                pool = ProcessPoolExecutor(settings.workers, mp_context=context)
+                pool = ProcessPoolExecutor(workers, mp_context=context)
+                if solo:
+                    in_flight.popleft()
+                    yield [catalog_rows.failed_file(p, "worker_crashed",
+                                                    "the worker process died reading this file")
+                           for p in paths], ends
+                for _, p, e, _ in reversed(in_flight):
+                    queue.appendleft((p, e, True))
+                in_flight.clear()
+                continue
+            in_flight.popleft()
+            yield result, ends
     finally:
         pool.shutdown(wait=False, cancel_futures=True)
+
+
+def _fill_window(pool, queue: deque, in_flight: deque, window: int, control: Control, options):
+    """Submit queued tasks up to the window; a task re-run after a crash runs alone."""
+    while queue and len(in_flight) < window and not control.paused():
+        paths, ends, solo = queue[0]
+        if solo and in_flight:
+            return
+        queue.popleft()
+        in_flight.append((pool.submit(catalog_rows.prepare_batch, paths, options), paths, ends, solo))
+        if solo:
+            return
 
 
 # ================================================================ committing
@@ -427,12 +446,16 @@ class _Tracker:
         self.n_resumed = n_resumed
         self.started = started
         self.files_done = n_resumed
+        self.files_committed = n_resumed
         self.spectra_done_now = 0
 
-    def advance(self, n_files: int, n_rows: int, phase: str = "labelling") -> None:
+    def labelled(self, n_files: int, n_rows: int) -> None:
         self.files_done += n_files
         self.spectra_done_now += n_rows
-        self.control.report(self.snapshot(phase))
+        self.control.report(self.snapshot("labelling"))
+
+    def committed(self, n_files: int) -> None:
+        self.files_committed += n_files
 
     def rate(self) -> float:
         elapsed = max(time.monotonic() - self.started, 1e-9)
@@ -444,39 +467,46 @@ class _Tracker:
         left = self.n_inputs - self.files_done
         eta = (elapsed / files_now * left) if files_now else None
         return {"phase": phase, "files_done": self.files_done, "files_total": self.n_inputs,
-                "files_resumed": self.n_resumed, "spectra_done": self.spectra_done_now,
+                "files_resumed": self.n_resumed, "files_committed": self.files_committed,
+                "spectra_done": self.spectra_done_now,
                 "elapsed_s": elapsed, "spectra_per_s": self.rate(), "eta_s": eta}
 
 
 class _Committer:
-    """Buffers labelled rows and commits a chunk every ``chunk_rows`` rows or
-    COMMIT_INTERVAL_S seconds, so a crash loses little work."""
+    """Buffers labelled rows and commits chunks of whole work units, every
+    ``chunk_rows`` rows or COMMIT_INTERVAL_S seconds, so a crash loses little work.
+    Rows of an unfinished unit are never committed (see work_units)."""
 
     def __init__(self, folder: RunFolder, columns, chunk_rows: int, tracker: _Tracker):
         self.folder = folder
         self.columns = columns
         self.chunk_rows = chunk_rows
         self.tracker = tracker
-        self.groups: dict[str, list[dict]] = {}
-        self.n_rows = 0
+        self.ready: dict[str, list[dict]] = {}     # rows of completed units
+        self.unit: dict[str, list[dict]] = {}      # rows of the unit in progress
+        self.n_ready_rows = 0
         self.last_commit = time.monotonic()
 
-    def add(self, groups: dict[str, list[dict]]) -> None:
-        for name, rows in groups.items():
-            self.groups[name] = rows
-            self.n_rows += len(rows)
+    def add(self, groups: dict[str, list[dict]], unit_complete: bool) -> None:
+        self.unit.update(groups)
+        self.tracker.labelled(len(groups), sum(len(rows) for rows in groups.values()))
+        if not unit_complete:
+            return
+        self.n_ready_rows += sum(len(rows) for rows in self.unit.values())
+        self.ready.update(self.unit)
+        self.unit = {}
         overdue = time.monotonic() - self.last_commit > COMMIT_INTERVAL_S
-        if self.n_rows >= self.chunk_rows or (overdue and self.groups):
+        if self.n_ready_rows >= self.chunk_rows or overdue:
             self.flush()
 
     def flush(self) -> None:
-        if not self.groups:
+        """Commit the completed units (the unit in progress waits)."""
+        if not self.ready:
             return
-        self.folder.commit(self.columns, self.groups)
-        n_files, n_rows = len(self.groups), self.n_rows
-        self.groups, self.n_rows = {}, 0
+        self.folder.commit(self.columns, self.ready)
+        self.tracker.committed(len(self.ready))
+        self.ready, self.n_ready_rows = {}, 0
         self.last_commit = time.monotonic()
-        self.tracker.advance(n_files, n_rows)
 
 
 # ================================================================= assembly
