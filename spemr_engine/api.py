@@ -145,7 +145,7 @@ def _predictor(bundle: ModelBundle, device: str, batch_size: int):
     bundle is reloaded."""
     weights = bundle.weights_path
     stamp = weights.stat().st_mtime_ns if weights.exists() else 0
-    key = (str(Path(bundle.path).resolve()), stamp, id(bundle), str(device), int(batch_size))
+    key = (str(Path(bundle.path).resolve()), stamp, str(device), int(batch_size))
     if key not in _PREDICTORS:
         from .inference import SpemrPredictor
         while len(_PREDICTORS) >= _MAX_PREDICTORS:

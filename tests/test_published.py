@@ -75,7 +75,7 @@ def test_import_keeps_every_network_and_region(imported, published_run):
     assert imported.members == 2 and [r.name for r in imported.regions] == ["S1", "S3"]
     assert imported.architecture.resblock_channels == TINY.resblock_channels
     assert imported.architecture.n_rnn_steps == TINY.n_rnn_steps
-    x = torch.randn(3, 7200)
+    x = torch.randn(2, 7200)
     with torch.inference_mode():
         for member, k in enumerate((1, 2)):
             for name in ("SP", "CA"):
@@ -84,8 +84,9 @@ def test_import_keeps_every_network_and_region(imported, published_run):
                     built = imported.build_network(member, name, region=sub)
                     for key, value in original.state_dict().items():
                         assert torch.equal(built.state_dict()[key], value), (k, name, sub, key)
-                    for a, b in zip(original(x), built(x)):
-                        torch.testing.assert_close(a, b, rtol=0, atol=1e-6)
+                    if member == 0 and sub == "S1":  # weights are equal; one forward per network suffices
+                        for a, b in zip(original(x), built(x)):
+                            torch.testing.assert_close(a, b, rtol=0, atol=1e-6)
 
 
 def test_cli_import_published(published_run, tmp_path, capsys):
