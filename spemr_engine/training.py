@@ -33,7 +33,6 @@ from .config import LABELS, Region, RRNetConfig, architecture as named_architect
 from .errors import Cancelled, SpemrError
 from .evaluate import evaluate, json_safe
 from .inference import resolve_device
-from .preprocess import standardise
 from .refset import ReferenceSet
 from .rrnet import RRNet, gaussian_nll
 
@@ -71,17 +70,22 @@ class _Normaliser:
     label_mean: np.ndarray      # all LABELS
     label_std: np.ndarray
 
-    def flux(self, flux: np.ndarray) -> np.ndarray:
-        return standardise_flux(flux, self.flux_mean, self.flux_std)
+    def flux_on(self, device: torch.device) -> Callable[[torch.Tensor], torch.Tensor]:
+        """preprocess.standardise's formula (clip, then per pixel (x - mean) / std) as torch
+        on the training device: in numpy float64 it limited a GPU to the CPU's pace.
+        Bad (NaN) pixels become 0, the training mean, so one cannot poison a batch."""
+        cfg = preprocess_config()
+        mean = torch.as_tensor(self.flux_mean, dtype=torch.float32, device=device)
+        scale = torch.as_tensor(1.0 / np.where(self.flux_std > 0, self.flux_std, 1.0), dtype=torch.float32,
+                                device=device)
+
+        def standardise(flux: torch.Tensor) -> torch.Tensor:
+            x = (flux.clamp(cfg.clip_min, cfg.clip_max) - mean) * scale
+            return torch.nan_to_num(x, nan=0.0, posinf=0.0, neginf=0.0)
+        return standardise
 
     def labels(self, labels: np.ndarray, columns: Sequence[int]) -> np.ndarray:
         return ((labels[:, columns] - self.label_mean[columns]) / self.label_std[columns]).astype(np.float32)
-
-
-def standardise_flux(flux: np.ndarray, flux_mean: np.ndarray, flux_std: np.ndarray) -> np.ndarray:
-    """preprocess.standardise (clip, per-pixel standardisation), with bad (NaN) pixels set
-    to 0, the training mean, so one bad pixel does not poison a whole batch."""
-    return np.nan_to_num(standardise(flux, flux_mean, flux_std), nan=0.0, posinf=0.0, neginf=0.0)
 
 
 def usable_statistics(stats: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -160,8 +164,14 @@ class _Data:
     device: torch.device
     batch_size: int
 
+    def __post_init__(self) -> None:
+        self.standardise = self.normaliser.flux_on(self.device)
+
     def batches(self, indices: np.ndarray, order_seed: int | None, skip: int = 0) -> Iterator[tuple]:
-        """(x, y) tensors; ``order_seed`` shuffles (None keeps order); ``skip`` drops the first batches."""
+        """(x, y) tensors; ``order_seed`` shuffles (None keeps order); ``skip`` drops the first batches.
+
+        A thread reads raw rows from the memory map ahead of the training step; the
+        standardisation runs on the device."""
         indices = np.asarray(indices, dtype=np.int64)
         if order_seed is not None:
             indices = np.random.default_rng(order_seed).permutation(indices)
@@ -170,12 +180,12 @@ class _Data:
         def read():
             for start in starts:
                 batch = indices[start:start + self.batch_size]
-                x = self.normaliser.flux(self.refset.read_flux(batch))
                 y = self.normaliser.labels(self.refset.labels[batch].astype(np.float64), self.columns)
-                yield torch.from_numpy(x), torch.from_numpy(y)
+                yield torch.from_numpy(self.refset.read_flux(batch)), torch.from_numpy(y)
 
         for x, y in _prefetch(read()):
-            yield x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
+            x = x.to(self.device, non_blocking=True)
+            yield self.standardise(x), y.to(self.device, non_blocking=True)
 
     def n_batches(self, n: int) -> int:
         return (n + self.batch_size - 1) // self.batch_size

@@ -142,3 +142,17 @@ def test_finetune_cli_retunes_only_the_chosen_regions(refset, tmp_path):
     tuned = load_bundle(out)
     assert tuned.provenance["finetuned"]["regions"] == ["S1", "S3"]
     assert [r.name for r in tuned.regions] == ["S1", "S2", "S3", "S4"]
+
+
+def test_training_inputs_match_the_inference_standardisation(refset):
+    from spemr_engine.preprocess import standardise
+    stats = usable_statistics(refset.statistics)
+    normaliser = _Normaliser(stats["flux_mean"], stats["flux_std"], stats["label_mean"], stats["label_std"])
+    flux = np.array(refset.flux[:4])
+    flux[0, 5], flux[1, 6] = 7.0, -3.0                     # clipped the same way
+    flux[2, 7] = np.nan                                    # a bad pixel becomes the mean (0)
+    got = normaliser.flux_on(torch.device("cpu"))(torch.from_numpy(flux)).numpy()
+    expected = standardise(flux, stats["flux_mean"], stats["flux_std"])
+    assert got[2, 7] == 0.0
+    expected[2, 7] = 0.0
+    np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5)
