@@ -188,6 +188,10 @@ def run_catalog(inputs: Sequence[str | os.PathLike], output: str | os.PathLike, 
     workers: reading/preprocessing processes (0 = in this process; None = cores - 1).
     resume: continue an interrupted run (the same inputs and settings).
     cluster: "dask://HOST:PORT" or "local:N" runs on Dask (see spemr_engine.distributed).
+    progress(info): info has phase ("labelling" | "assembling" | "done"), files_done,
+    files_total, files_resumed, files_committed, spectra_done, elapsed_s, spectra_per_s,
+    eta_s, and while labelling "rows" (the rows just labelled, for live views).
+    pause: a callable or threading.Event; while set, no new work starts.
     Raises Cancelled (keeping what was committed) when ``cancel`` asks to stop.
     """
     if exposures not in EXPOSURE_CHOICES:
@@ -269,18 +273,19 @@ def _model_identity(bundle) -> dict:
 def _check_start(folder: RunFolder, output: Path, resume: bool, overwrite: bool,
                  run_print: str) -> None:
     """Refuse to mix runs: an interrupted run needs --resume, a foreign output --overwrite."""
+    if overwrite:
+        return
     run = folder.read_run()
     has_chunks = bool(folder.chunk_infos()) if folder.chunks_dir.exists() else False
-    if resume:
-        if run and run.get("fingerprint") != run_print and has_chunks and not overwrite:
-            raise SpemrError(f"{output.name}: cannot resume: the interrupted run used other "
-                             "inputs or settings (same inputs, --exposures, --model and "
-                             "--rv-catalog are needed; or start again with --overwrite)")
-        return
-    if has_chunks and not overwrite:
+    same_run = bool(run) and run.get("fingerprint") == run_print
+    if resume and has_chunks and not same_run:
+        raise SpemrError(f"{output.name}: cannot resume: the interrupted run used other "
+                         "inputs or settings (same inputs, --exposures, --model, --rv-catalog "
+                         "and --batch-size are needed; or start again with --overwrite)")
+    if not resume and has_chunks:
         raise SpemrError(f"{output.name}: an interrupted run exists in {folder.root.name}; "
                          "continue it with --resume or start again with --overwrite")
-    if output.exists() and not overwrite:
+    if output.exists():
         raise SpemrError(f"{output.name}: exists (from another run); choose another name or "
                          "pass --overwrite")
 
@@ -449,10 +454,12 @@ class _Tracker:
         self.files_committed = n_resumed
         self.spectra_done_now = 0
 
-    def labelled(self, n_files: int, n_rows: int) -> None:
-        self.files_done += n_files
-        self.spectra_done_now += n_rows
-        self.control.report(self.snapshot("labelling"))
+    def labelled(self, groups: dict[str, list[dict]]) -> None:
+        """Report newly labelled files; their rows ride along for live views (the GUI)."""
+        rows = [row for file_rows in groups.values() for row in file_rows]
+        self.files_done += len(groups)
+        self.spectra_done_now += sum(row.get("spectrum") != "file" for row in rows)
+        self.control.report({**self.snapshot("labelling"), "rows": rows})
 
     def committed(self, n_files: int) -> None:
         self.files_committed += n_files
@@ -489,7 +496,7 @@ class _Committer:
 
     def add(self, groups: dict[str, list[dict]], unit_complete: bool) -> None:
         self.unit.update(groups)
-        self.tracker.labelled(len(groups), sum(len(rows) for rows in groups.values()))
+        self.tracker.labelled(groups)
         if not unit_complete:
             return
         self.n_ready_rows += sum(len(rows) for rows in self.unit.values())
