@@ -9,7 +9,7 @@ from safetensors.torch import load_file
 from refset_testdata import make_refset
 from spemr_engine import cli
 from spemr_engine.bundle import load_bundle
-from spemr_engine.config import LABELS, architecture
+from spemr_engine.config import LABELS, architecture, default_regions
 from spemr_engine.errors import Cancelled
 from spemr_engine.refset import split_by_star
 from spemr_engine.rrnet import RRNet, gaussian_nll
@@ -38,9 +38,9 @@ def test_short_training_lowers_validation_loss_and_saves_a_bundle(refset, tmp_pa
         assert len(val) == 4 and val[-1] < val[0], (network, val)
     epoch_end = next(e for e in events if "val_mae" in e)
     assert set(epoch_end["val_mae"]) == {"Teff", "Logg", "FeH"} and epoch_end["val_mae"]["Teff"] > 10  # kelvin
-    steps = [e for e in events if e.get("stage") == PRETRAIN and "val_loss" not in e]
-    assert steps[0]["n_steps"] == steps[0]["n_steps"] and steps[0]["step"] == 1
     bundle = load_bundle(path)
+    steps = [e for e in events if e.get("stage") == PRETRAIN and "val_loss" not in e]
+    assert steps[0]["step"] == 1 and steps[0]["n_steps"] == -(-bundle.provenance["n_train"] // 16)
     assert bundle.trained_on_synthetic and bundle.members == 1
     assert [r.name for r in bundle.regions] == ["S1", "S2", "S3", "S4"]
     assert bundle.provenance["n_test"] > 0 and bundle.provenance["split"]["by"] == "star"
@@ -49,23 +49,20 @@ def test_short_training_lowers_validation_loss_and_saves_a_bundle(refset, tmp_pa
 
 
 def test_cancel_then_resume_finishes_with_the_same_weights_as_one_run(refset, tmp_path):
-    reference = train_model(refset, tmp_path / "once", epochs=2, finetune_epochs=1, seed=3, **FAST)
+    run = dict(epochs=2, finetune_epochs=1, regions=default_regions()[:2], **FAST)
+    reference = train_model(refset, tmp_path / "once", seed=3, **run)
     steps = []
-
-    def progress(event):
-        steps.append(event)
-
     with pytest.raises(Cancelled):
-        train_model(refset, tmp_path / "twice", epochs=2, finetune_epochs=1, seed=3, progress=progress,
-                    cancel=lambda: len(steps) >= 7, **FAST)
+        train_model(refset, tmp_path / "twice", seed=3, progress=steps.append,
+                    cancel=lambda: len(steps) >= 7, **run)
     assert any(p.suffix == ".pt" for p in (tmp_path / "twice" / CHECKPOINT_DIR).iterdir())
     assert not (tmp_path / "twice" / "manifest.json").exists()
-    resumed = train_model(refset, tmp_path / "twice", epochs=2, finetune_epochs=1, seed=3, **FAST)
+    resumed = train_model(refset, tmp_path / "twice", seed=3, **run)
     first, second = _weights(reference), _weights(resumed)
     assert first.keys() == second.keys()
     for key in first:
         assert torch.equal(first[key], second[key]), key
-    other = _weights(train_model(refset, tmp_path / "other", epochs=2, finetune_epochs=1, seed=4, **FAST))
+    other = _weights(train_model(refset, tmp_path / "other", seed=4, **run))
     assert not torch.equal(first["m0.SP.fc1.0.weight"], other["m0.SP.fc1.0.weight"])
 
 
