@@ -44,6 +44,9 @@ EXPOSURE_CHOICES = ("coadd", "all")
 DEFAULT_CHUNK_ROWS = 2000
 DEFAULT_BATCH_SIZE = 256
 COMMIT_INTERVAL_S = 30.0
+# Below this many input files, starting worker processes (each imports numpy, scipy and
+# astropy: seconds) costs more than it saves; workers=None then reads in-process.
+SMALL_RUN_FILES = 48
 
 
 # =============================================================== input discovery
@@ -174,6 +177,7 @@ class _Settings:
     chunk_rows: int
     batch_size: int
     files_per_task: int
+    threads: int | None
 
 
 def run_catalog(inputs: Sequence[str | os.PathLike], output: str | os.PathLike, model=None,
@@ -181,11 +185,16 @@ def run_catalog(inputs: Sequence[str | os.PathLike], output: str | os.PathLike, 
                 device: str = "auto", workers: int | None = None, resume: bool = False,
                 chunk_size: int = DEFAULT_CHUNK_ROWS, batch_size: int = DEFAULT_BATCH_SIZE,
                 files_per_task: int = 4, progress=None, cancel=None, pause=None,
-                cluster: str | None = None, overwrite: bool = False) -> CatalogSummary:
+                cluster: str | None = None, overwrite: bool = False,
+                threads: int | None = None) -> CatalogSummary:
     """Label every spectrum of ``inputs`` into ``output`` (.fits, .parquet or .csv).
 
     model: a bundle folder, a loaded ModelBundle, or None for the default model.
-    workers: reading/preprocessing processes (0 = in this process; None = cores - 1).
+    workers: reading/preprocessing processes (0 = in this process; None: see
+    default_workers, and 0 for fewer than SMALL_RUN_FILES inputs).
+    threads: torch threads for inference in this process (None: the usable cores the
+    workers leave free; a resumed run keeps the interrupted run's value, because torch's
+    float results depend on it).
     resume: continue an interrupted run (the same inputs and settings).
     cluster: "dask://HOST:PORT" or "local:N" runs on Dask (see spemr_engine.distributed).
     progress(info): info has phase ("labelling" | "assembling" | "done"), files_done,
@@ -201,18 +210,22 @@ def run_catalog(inputs: Sequence[str | os.PathLike], output: str | os.PathLike, 
     if fmt == "parquet":
         require_pyarrow(output)
     bundle = resolve_model(model)
+    found = discover_inputs(inputs)
+    if workers is None:
+        workers = 0 if len(found) < SMALL_RUN_FILES else default_workers(device)
     settings = _Settings(
-        inputs=discover_inputs(inputs), output=output, fmt=fmt, exposures=exposures,
+        inputs=found, output=output, fmt=fmt, exposures=exposures,
         rv_catalog=str(Path(rv_catalog).resolve()) if rv_catalog else None,
         model_path=str(bundle.path), device=device,
-        workers=_default_workers() if workers is None else max(0, int(workers)),
+        workers=max(0, int(workers)),
         chunk_rows=max(1, int(chunk_size)), batch_size=max(1, int(batch_size)),
-        files_per_task=max(1, int(files_per_task)))
+        files_per_task=max(1, int(files_per_task)),
+        threads=None if threads is None else max(1, int(threads)))
     control = Control(progress, cancel, pause)
     columns = catalog_rows.columns(bundle)
     run_print = fingerprint(_content_settings(settings, bundle, columns))
     folder = RunFolder(output)
-    if folder.is_finished(run_print):
+    if not overwrite and folder.is_finished(run_print):
         return _already_done(folder, settings, bundle, columns)
     _check_start(folder, output, resume, overwrite, run_print)
     folder.open()
@@ -222,8 +235,32 @@ def run_catalog(inputs: Sequence[str | os.PathLike], output: str | os.PathLike, 
         folder.close()
 
 
-def _default_workers() -> int:
-    return max(1, (os.cpu_count() or 2) - 1)
+def usable_cores() -> int:
+    """Cores this process may run on (its CPU affinity: Slurm, taskset, containers)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
+def default_workers(device: str = "auto") -> int:
+    """Reading/preprocessing processes when the caller does not say.
+
+    On CPU the model and the workers share the cores: preprocessing runs at ~50-110
+    spectra/s per core and the paper model at ~40 spectra/s per torch thread, so about
+    half the cores go to each (and never more busy threads than cores: torch's thread
+    pool slows down several-fold when oversubscribed). On a GPU the model needs no
+    cores: all but one preprocess."""
+    from .inference import resolve_device
+    cores = usable_cores()
+    if resolve_device(device).type == "cuda":
+        return max(1, cores - 1)
+    return max(1, cores // 2)
+
+
+def default_threads(workers: int) -> int:
+    """Torch threads for inference: the usable cores the workers leave free."""
+    return max(1, usable_cores() - workers)
 
 
 def resolve_model(model):
@@ -308,8 +345,13 @@ def _run(folder: RunFolder, settings: _Settings, bundle, columns, run_print, con
               "n_inputs": len(settings.inputs), "model": settings.model_path,
               "exposures": settings.exposures}
     existing = folder.read_run()
-    if not resume or (existing and existing.get("fingerprint") != run_print):
+    continuing = resume and bool(existing) and existing.get("fingerprint") == run_print
+    if not continuing:
         folder.clear()
+    if settings.threads is None:
+        recorded = existing.get("inference_threads") if continuing else None
+        settings.threads = int(recorded) if recorded else default_threads(settings.workers)
+    record["inference_threads"] = settings.threads
     folder.write_run(record)
     done = folder.done_inputs() if resume else set()
     pending = [unit for unit in work_units(settings.inputs, settings.exposures, settings.batch_size)
@@ -359,13 +401,19 @@ def _local_results(units: list[list[str]], settings: _Settings, bundle,
                    control: Control) -> Iterator[tuple[dict[str, list[dict]], bool]]:
     """Workers read and preprocess; this process runs batched inference, in input order."""
     options = catalog_rows.PrepareOptions.from_settings(settings, bundle)
-    labeller = catalog_rows.Labeller(bundle, settings.device, settings.batch_size)
     tasks = [(unit[i:i + settings.files_per_task], i + settings.files_per_task >= len(unit))
              for unit in units for i in range(0, len(unit), settings.files_per_task)]
+    # While this process runs an inference block the workers keep preparing: enough
+    # tasks in flight for about two blocks of spectra (memory: ~30 kB per spectrum).
+    window = 2 * settings.workers + -(-2 * settings.batch_size // settings.files_per_task)
     prepared_stream = (_inline_prepared(tasks, options, control) if settings.workers == 0
-                       else _pool_prepared(tasks, options, settings.workers, control))
+                       else _pool_prepared(tasks, options, settings.workers, window, control))
+    labeller = None
+    previous_threads = _set_torch_threads(settings.threads)
     try:
         for prepared_files, ends_unit in prepared_stream:
+            if labeller is None:  # built once workers are busy: model loading overlaps their start
+                labeller = catalog_rows.Labeller(bundle, settings.device, settings.batch_size)
             for prepared in prepared_files:
                 labeller.add(prepared)
             done = labeller.ready()
@@ -377,6 +425,16 @@ def _local_results(units: list[list[str]], settings: _Settings, bundle,
                 return
     finally:
         prepared_stream.close()
+        _set_torch_threads(previous_threads)
+
+
+def _set_torch_threads(threads: int) -> int:
+    """Set torch's intra-op threads (process-wide); returns the previous count."""
+    import torch
+    previous = torch.get_num_threads()
+    if threads and threads != previous:
+        torch.set_num_threads(threads)
+    return previous
 
 
 def _inline_prepared(tasks, options, control: Control):
@@ -387,7 +445,7 @@ def _inline_prepared(tasks, options, control: Control):
         yield catalog_rows.prepare_batch(paths, options), ends_unit
 
 
-def _pool_prepared(tasks, options, workers: int, control: Control):
+def _pool_prepared(tasks, options, workers: int, window: int, control: Control):
     """Tasks through a process pool, results in submission order, a bounded number in
     flight (bounded memory; the order keeps inference blocks deterministic).
 
@@ -398,7 +456,6 @@ def _pool_prepared(tasks, options, workers: int, control: Control):
     context = multiprocessing.get_context("spawn")  # never fork a process holding torch
     queue = deque((paths, ends, False) for paths, ends in tasks)
     in_flight: deque = deque()
-    window = 2 * workers + 1
     pool = ProcessPoolExecutor(workers, mp_context=context)
     try:
         while queue or in_flight:

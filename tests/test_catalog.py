@@ -116,13 +116,6 @@ def test_exposures_all_and_rv_catalog(tmp_path, model, synthetic):
 
 
 # ------------------------------------------------------------ kill and resume
-def _same_threads_env() -> dict:
-    """Environment giving a subprocess this process's torch thread count: torch's float
-    results depend on it, and the tests compare runs bit for bit."""
-    import torch
-    return {**os.environ, "OMP_NUM_THREADS": str(torch.get_num_threads())}
-
-
 def _wait_for_chunks(run_folder, process, n: int, timeout: float = 120) -> int:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline and process.poll() is None:
@@ -137,14 +130,16 @@ def test_kill_9_then_resume_equals_an_uninterrupted_run(tmp_path, model, synthet
     """A real ``spemr catalog`` process (and its worker) is killed with SIGKILL once a
     unit is committed; --resume completes it; the table equals an uninterrupted run's."""
     inputs = _folder_of(synthetic, tmp_path / "in")
-    settings = dict(model=model, exposures="all", batch_size=4, chunk_size=1)
+    # one inference thread everywhere: torch's float results depend on the thread count
+    settings = dict(model=model, exposures="all", batch_size=4, chunk_size=1, threads=1)
     run_catalog([inputs], tmp_path / "ref.fits", workers=0, **settings)
 
     output = tmp_path / "cat.fits"
     run_folder = tmp_path / "cat.fits.spemr-run"
     command = cli_command("catalog", inputs, "-o", output, "--workers", "1", "--model", model,
-                          "--exposures", "all", "--batch-size", "4", "--chunk-rows", "1")
-    process = subprocess.Popen(command, start_new_session=True, env=_same_threads_env(),
+                          "--exposures", "all", "--batch-size", "4", "--chunk-rows", "1",
+                          "--threads", "1")
+    process = subprocess.Popen(command, start_new_session=True,
                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:
         committed = _wait_for_chunks(run_folder, process, 1)
@@ -235,7 +230,7 @@ def test_disk_full_keeps_committed_chunks_and_resume_finishes(tmp_path, model, s
 
     full = run_cli("catalog", *files, "-o", output, "--model", model, "--exposures", "all",
                    "--batch-size", "1", "--chunk-rows", "1", "--workers", "0",
-                   preexec_fn=limit_file_size, env=_same_threads_env())
+                   preexec_fn=limit_file_size)
     assert full.returncode == 2, full.stderr
     message = full.stderr.strip().splitlines()[-1]
     assert message.startswith("cat.fits: cannot write the catalog; the committed chunks")

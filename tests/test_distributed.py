@@ -5,7 +5,7 @@ import math
 
 import pytest
 
-from catalog_testdata import tiny_model, write_broken_files, write_synthetic_files
+from catalog_testdata import run_cli, tiny_model, write_broken_files, write_synthetic_files
 from spemr_engine.catalog import run_catalog
 from spemr_engine.catalog_store import read_table
 from spemr_engine.distributed import PLUGIN_NAME, connect
@@ -27,20 +27,11 @@ def model(tmp_path_factory):
     return tiny_model(tmp_path_factory.mktemp("model") / "tiny")
 
 
-@pytest.fixture
-def one_torch_thread():
-    """Dask workers run one torch thread (threads_per_worker=1); torch's float results
-    depend on the thread count, so the single-machine run uses one thread too."""
-    import torch
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-def test_two_worker_cluster_equals_single_machine(tmp_path, inputs, model, one_torch_thread):
+def test_two_worker_cluster_equals_single_machine(tmp_path, inputs, model):
     settings = dict(model=model, exposures="all", batch_size=4)
-    run_catalog([inputs], tmp_path / "single.fits", workers=0, **settings)
+    # Dask workers run one torch thread (threads_per_worker=1), and torch's float results
+    # depend on the thread count: the single-machine run uses one thread too.
+    run_catalog([inputs], tmp_path / "single.fits", workers=0, threads=1, **settings)
     cluster = distributed.LocalCluster(n_workers=2, processes=True, threads_per_worker=1,
                                        dashboard_address=None, silence_logs=40)
     try:
@@ -69,7 +60,6 @@ def test_cluster_address_errors_are_one_line():
 
 
 def test_cli_with_a_local_cluster(tmp_path, inputs, model):
-    from catalog_testdata import run_cli
     files = sorted((inputs / "good").glob("*.fits"))[:2]
     result = run_cli("catalog", *files, "-o", tmp_path / "cat.csv", "--model", model,
                      "--cluster", "local:1", "--batch-size", "4")

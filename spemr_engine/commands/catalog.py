@@ -30,7 +30,11 @@ def register(subparsers) -> None:
     parser.add_argument("--model", metavar="DIR", help="model bundle folder (default: the shipped model)")
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     parser.add_argument("--workers", type=int, default=None, metavar="N",
-                        help="reading/preprocessing processes (default: cores - 1; 0 = none)")
+                        help="reading/preprocessing processes (default: half the usable cores on CPU, "
+                             "all but one with CUDA, none for small runs; 0 = in this process)")
+    parser.add_argument("--threads", type=int, default=None, metavar="N",
+                        help="torch threads for inference (default: the cores the workers leave "
+                             "free; a resumed run keeps the first run's value)")
     parser.add_argument("--batch-size", type=int, default=catalog.DEFAULT_BATCH_SIZE, metavar="N",
                         help="spectra per inference batch")
     parser.add_argument("--chunk-rows", type=int, default=catalog.DEFAULT_CHUNK_ROWS, metavar="N",
@@ -57,7 +61,7 @@ def run(args) -> int:
             args.inputs, args.output, model=bundle, exposures=args.exposures,
             rv_catalog=args.rv_catalog, device=args.device, workers=args.workers,
             resume=args.resume, batch_size=args.batch_size, chunk_size=args.chunk_rows, cluster=args.cluster,
-            overwrite=args.overwrite, progress=bar)
+            overwrite=args.overwrite, threads=args.threads, progress=bar)
     except Cancelled as stopped:
         if bar:
             bar.close()
