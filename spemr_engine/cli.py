@@ -1,6 +1,9 @@
 """``spemr`` command line. Each subcommand lives in ``spemr_engine.commands.<name>``
 and exposes ``register(subparsers)``, which adds a parser whose ``func(args)`` returns
-an exit code. Errors meant for users (SpemrError) become one stderr line and exit 2."""
+an exit code. Errors meant for users (SpemrError) become one stderr line and exit 2.
+
+A command ``foo-bar`` lives in module ``foo_bar`` or ``foo``; when the command line names
+one, only that module is imported, so ``spemr info`` does not pay for torch."""
 from __future__ import annotations
 
 import argparse
@@ -14,18 +17,34 @@ from .errors import SpemrError
 EXIT_USER_ERROR = 2
 
 
-def build_parser() -> argparse.ArgumentParser:
+def _command_modules() -> list[str]:
+    return sorted(m.name for m in pkgutil.iter_modules(commands.__path__) if not m.name.startswith("_"))
+
+
+def _modules_for(argv: list[str]) -> list[str]:
+    """The one module that defines the command named in argv, else all of them."""
+    available = _command_modules()
+    command = next((arg for arg in argv if not arg.startswith("-")), None)
+    if command:
+        for candidate in (command.replace("-", "_"), command.split("-")[0]):
+            if candidate in available:
+                return [candidate]
+    return available
+
+
+def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="spemr", description="SPEMR stellar parameters from LAMOST MRS spectra")
     parser.add_argument("--version", action="version", version=f"spemr {__version__}")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for module_info in sorted(pkgutil.iter_modules(commands.__path__), key=lambda m: m.name):
-        if not module_info.name.startswith("_"):
-            importlib.import_module(f"{commands.__name__}.{module_info.name}").register(subparsers)
+    modules = _command_modules() if argv is None else _modules_for(argv)
+    for name in modules:
+        importlib.import_module(f"{commands.__name__}.{name}").register(subparsers)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
+    parser = build_parser(argv)
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
         parser.print_help()

@@ -3,8 +3,6 @@ from __future__ import annotations
 
 import shlex
 
-from ..published import import_published
-
 
 def register(subparsers) -> None:
     parser = subparsers.add_parser(
@@ -20,6 +18,8 @@ def register(subparsers) -> None:
 
 
 def run(args) -> int:
+    from ..published import import_published  # torch: only when this command runs
+
     command = f"spemr import-published {shlex.quote(args.run_dir)} -o {shlex.quote(args.output)}"
     path = import_published(args.run_dir, args.output, command=command)
     print(f"wrote model {path}")
