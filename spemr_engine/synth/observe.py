@@ -16,7 +16,7 @@ import numpy as np
 
 from ..lamost import Arm, ArmPair
 from .lines import sky_lines
-from .spectrum import C_KMS, sample_fine
+from .spectrum import sample_fine
 
 COADD_LOG_STEP = 1.0e-5
 EXPOSURE_PIXELS = 4136

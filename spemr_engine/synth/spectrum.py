@@ -284,7 +284,7 @@ def _arm_setup(name: str):
     return arm, atomic.T.tocsr(), band_parts, strong
 
 
-def _wing_profiles(arm: FineArm, labels, wing_width, strong_index, out):
+def _wing_profiles(arm: FineArm, wing_width, strong_index, out):
     """Add resolved damping wings: depth 1 - exp(-c / dlambda^2) whose area is the wing
     equivalent width (c = (W / 2 sqrt(pi))^2)."""
     lines = _line_arrays()
@@ -355,7 +355,7 @@ def render_arm(name: str, labels: np.ndarray, broadening: Broadening,
         if shape.any():
             absorption += band_w[:, None] * shape[None, :]
     absorption = np.ascontiguousarray(absorption)
-    _wing_profiles(arm, labels, wings, strong, absorption)
+    _wing_profiles(arm, wings, strong, absorption)
     _halpha(arm, labels, broadening.vmic, absorption)
     n_fft = sfft.next_fast_len(arm.n + 2048, real=True)
     transformed = sfft.rfft(absorption, n=n_fft, axis=1, workers=-1)
