@@ -1,6 +1,9 @@
 """Synthetic LAMOST MRS generator: labels, line physics, observation, FITS, reference sets."""
 from __future__ import annotations
 
+import csv
+from pathlib import Path
+
 import numpy as np
 import pytest
 from astropy.io import fits
@@ -259,3 +262,33 @@ def test_cli_writes_samples_and_rejects_unknown_kinds(tmp_path, capsys):
     assert len(mrs.pairs) == 2
     assert cli.main(["synth-fits", str(tmp_path), "--kinds", "brown-dwarf"]) == 2
     assert "brown-dwarf" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------- shipped assets
+ASSETS = Path(__file__).resolve().parents[1] / "assets"
+
+
+def test_shipped_samples_carry_their_true_labels():
+    rows = list(csv.DictReader(open(ASSETS / "samples" / "samples.csv")))
+    assert sorted(r["kind"] for r in rows) == sorted(["giant", "dwarf", "hot", "cool", "metal-poor"])
+    for row in rows:
+        mrs = read_mrs(ASSETS / "samples" / row["filename"])
+        assert mrs.pairs[0].is_coadd and len(mrs.pairs) >= 2
+        with fits.open(ASSETS / "samples" / row["filename"]) as hdul:
+            assert hdul[0].header["T_TEFF"] == pytest.approx(float(row["Teff"]), abs=1e-3)
+            assert hdul[0].header["SYNTH"]
+
+
+def test_default_model_is_synthetic_small_and_its_templates_rebuild():
+    from spemr_engine.bundle import load_bundle
+    from spemr_engine.synth.generate import GENERATOR_VERSION
+    from spemr_engine.templates import TemplateLibrary
+    folder = ASSETS / "models" / "default"
+    bundle = load_bundle(folder)
+    assert bundle.trained_on_synthetic
+    assert sum(f.stat().st_size for f in folder.iterdir()) <= 40e6
+    library = TemplateLibrary.load(folder)
+    assert library.kind == "seeds" and library.generator_version == GENERATOR_VERSION
+    assert len(library) > 1000
+    _, flux = library.spectrum(0)
+    assert flux.shape == (7200,) and 0.2 < flux.min() < flux.max() <= 1.0 + 1e-6
