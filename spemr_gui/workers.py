@@ -59,10 +59,10 @@ class Task(QRunnable):
         except Cancelled:
             self.signals.cancelled.emit()
         except SpemrError as error:
-            self.signals.failed.emit(str(error))
+            self.signals.failed.emit(one_line(str(error)))
         except Exception as error:  # a bug must not take the app down: show it
             traceback.print_exc()
-            self.signals.failed.emit(f"{self.name}: {type(error).__name__}: {error}")
+            self.signals.failed.emit(one_line(f"{self.name}: {type(error).__name__}: {error}"))
         else:
             if self._cancel.is_set():
                 self.signals.cancelled.emit()
@@ -71,6 +71,12 @@ class Task(QRunnable):
         finally:
             self._done.set()
             self.signals.finished.emit()
+
+
+def one_line(text: str, limit: int = 300) -> str:
+    """Messages for the status bar are one line (tracebacks go to stderr)."""
+    text = " ".join(str(text).split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 class TaskRunner(QObject):

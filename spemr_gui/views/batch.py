@@ -76,14 +76,23 @@ class CatalogModel(QAbstractTableModel):
         self.endResetModel()
 
     def append(self, rows: list[dict]) -> None:
+        """Add streamed rows; new columns arrive in one step (one insert per column
+        would relayout the view dozens of times and stall the UI)."""
         if not rows:
             return
-        for row in rows:
-            for key in row:
-                if key not in self.columns:
-                    self.beginInsertColumns(QModelIndex(), len(self.columns), len(self.columns))
-                    self.columns.append(key)
-                    self.endInsertColumns()
+        new_columns = [key for row in rows for key in row if key not in self.columns]
+        new_columns = list(dict.fromkeys(new_columns))
+        if new_columns and not self.rows:
+            self.beginResetModel()
+            self.columns += new_columns
+            self.rows.extend(rows)
+            self.endResetModel()
+            return
+        if new_columns:
+            first = len(self.columns)
+            self.beginInsertColumns(QModelIndex(), first, first + len(new_columns) - 1)
+            self.columns += new_columns
+            self.endInsertColumns()
         self.beginInsertRows(QModelIndex(), len(self.rows), len(self.rows) + len(rows) - 1)
         self.rows.extend(rows)
         self.endInsertRows()
@@ -293,7 +302,8 @@ class BatchView(QWidget):
 
     # -------------------------------------------------------------------- run
     def is_running(self) -> bool:
-        return self.task is not None and not self.task.is_done()
+        """True from start until the run's outcome (result/failure/cancel) has landed."""
+        return self.task is not None
 
     def run_options(self) -> dict:
         model = self.model_path.text().strip() or self.window.state.model_path or None
@@ -313,15 +323,13 @@ class BatchView(QWidget):
         if options["model"] is None:
             self._show_problem("no model: load one (Model menu) or pick a bundle folder")
             return None
-        from spemr_engine.catalog import run_catalog
-
         self.pause_event.clear()
         self.pause_button.setChecked(False)
         self.model.set_columns([])
         self.streamed_rows = 0
         self.last_progress = {}
         self._plot_rows()
-        task = Task(lambda progress, cancel: run_catalog(
+        task = Task(lambda progress, cancel: _run_catalog(
             progress=progress, cancel=cancel, pause=self.pause_event, **options), "batch")
         task.signals.progress.connect(self.on_progress)
         task.signals.result.connect(self._on_finished)
@@ -364,6 +372,7 @@ class BatchView(QWidget):
         self.rows_added.emit(len(rows))
 
     def _on_finished(self, summary) -> None:
+        self.task = None
         self._set_running(False)
         self.progress.setValue(self.progress.maximum())
         lines = summary.lines() if hasattr(summary, "lines") else [str(summary)]
@@ -391,11 +400,13 @@ class BatchView(QWidget):
         self.run_finished.emit(summary)
 
     def _on_failed(self, message: str) -> None:
+        self.task = None
         self._set_running(False)
         self._show_problem(message)
         self.run_failed.emit(message)
 
     def _on_cancelled(self) -> None:
+        self.task = None
         self._set_running(False)
         self.progress_label.setText(f"cancelled after {self.last_progress.get('files_done', 0)} "
                                     "files; Start again to resume where it stopped")
@@ -483,6 +494,13 @@ class BatchView(QWidget):
             self.pause_event.clear()
             self.task.cancel()
             self.task.wait(60)
+
+
+def _run_catalog(**options):
+    """The engine's batch API, imported in the worker (its import takes ~0.2 s)."""
+    from spemr_engine.catalog import run_catalog
+
+    return run_catalog(**options)
 
 
 def progress_text(info: dict) -> str:

@@ -5,8 +5,10 @@ from __future__ import annotations
 
 from .. import engine_calls
 from ..workers import Task
+from .batch import BatchView
 from .comparison import ComparisonView
 from .template_view import TemplateView
+from .wizard import install_training_menu
 
 TEMPLATES_TO_FIND = 10
 
@@ -54,17 +56,9 @@ def request_templates(window) -> Task | None:
 
 
 def _install_batch(window) -> None:
-    try:
-        from .batch import BatchView
-    except ImportError:  # the batch view needs the engine's catalog API
-        return
     window.batch_view = BatchView(window)
     window.add_tab(window.batch_view, "&Batch")
 
 
 def _install_wizard(window) -> None:
-    try:
-        from .wizard import install_training_menu
-    except ImportError:
-        return
     install_training_menu(window)

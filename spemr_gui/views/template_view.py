@@ -38,6 +38,7 @@ class TemplateView(QWidget):
             top.showGrid(x=True, y=True, alpha=0.2)
             bottom = self.graphics.addPlot(row=1, col=col)
             bottom.setLabel("left", "data − template")
+            bottom.getAxis("left").enableAutoSIPrefix(False)
             bottom.setLabel("bottom", "rest wavelength", units="Å")
             bottom.getAxis("bottom").enableAutoSIPrefix(False)
             bottom.showGrid(x=True, y=True, alpha=0.2)

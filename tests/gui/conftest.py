@@ -26,10 +26,15 @@ def window(qtbot, settings):
     settings.infer_on_open = False
     win = MainWindow(settings=settings, load_default_model=False)
     install_views(win)
-    qtbot.addWidget(win)
     win.show()
+    qtbot.waitExposed(win)
     yield win
+    # Stop background work first, then close without the "a batch is running" question
+    # (a modal dialog would wait forever in an unattended test run).
     win.shutdown()
+    win.close_checks = []
+    win.close()
+    win.deleteLater()
 
 
 @pytest.fixture(scope="session")

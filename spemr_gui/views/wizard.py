@@ -1,0 +1,523 @@
+"""Training wizard (Model > Train a new model…): reference set -> summary ->
+configuration -> training (separate process; live loss and per-label validation MAE;
+cancel and resume) -> evaluation per region -> make the saved bundle the active model.
+
+Every long step (generating, importing or building a reference set, training) runs in
+a separate process through :class:`JobRunner`, so the app never waits on it and a crash
+in training cannot take the app down.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pyqtgraph as pg
+from PySide6.QtCore import Qt, Signal
+from PySide6.QtWidgets import (QButtonGroup, QCheckBox, QComboBox, QDoubleSpinBox, QFileDialog,
+                               QFormLayout, QHBoxLayout, QLabel, QLineEdit, QPushButton,
+                               QRadioButton, QSpinBox, QTextBrowser, QVBoxLayout, QWidget,
+                               QWizard, QWizardPage)
+
+from spemr_engine.config import architecture, architecture_names, default_regions, label_infos
+
+from ..settings import DEVICES
+from .jobs import JobRunner
+
+SOURCES = {
+    "synthetic": ("Generate a synthetic reference set", "spemr_engine.synth.refset_builder:build_reference_set"),
+    "open": ("Open an engine reference set (folder)", None),
+    "published": ("Import the published layout (train/valid/test_flux.pkl, *_label.csv, label_config.pkl)",
+                  "spemr_engine.refset:import_published"),
+    "crossmatch": ("Build from real MRS files + a label catalog (cross-match)",
+                   "spemr_engine.crossmatch:build_reference_set"),
+}
+HISTOGRAM_LABELS = ("Teff", "Logg", "FeH")
+
+
+def install_training_menu(window) -> None:
+    window.model_menu.addSeparator()
+    window._action(window.model_menu, "&Train a new model…", lambda: open_wizard(window), "Ctrl+T")
+
+
+def open_wizard(window) -> "TrainingWizard":
+    wizard = TrainingWizard(window)
+    window.training_wizard = wizard
+    wizard.show()
+    return wizard
+
+
+def _path_row(edit: QLineEdit, pick) -> QWidget:
+    box = QWidget()
+    layout = QHBoxLayout(box)
+    layout.setContentsMargins(0, 0, 0, 0)
+    layout.addWidget(edit, 1)
+    button = QPushButton("…")
+    button.setMaximumWidth(30)
+    button.clicked.connect(pick)
+    layout.addWidget(button)
+    return box
+
+
+def _pick_folder(parent, edit: QLineEdit, title: str) -> None:
+    folder = QFileDialog.getExistingDirectory(parent, title, edit.text())
+    if folder:
+        edit.setText(folder)
+
+
+# ==================================================================== wizard
+class TrainingWizard(QWizard):
+    refset_ready = Signal(str)
+    training_done = Signal(str)
+    training_failed = Signal(str)
+    training_cancelled = Signal(str)
+
+    def __init__(self, window):
+        super().__init__(window)
+        self.window = window
+        self.setWindowTitle("Train a SPEMR model")
+        self.setWizardStyle(QWizard.ClassicStyle)
+        self.resize(1000, 720)
+        self.refset_path = ""
+        self.bundle_path = ""
+        self.source_page = SourcePage(self)
+        self.summary_page = SummaryPage(self)
+        self.config_page = ConfigPage(self)
+        self.training_page = TrainingPage(self)
+        self.evaluation_page = EvaluationPage(self)
+        for page in (self.source_page, self.summary_page, self.config_page,
+                     self.training_page, self.evaluation_page):
+            self.addPage(page)
+        self.finished.connect(self._on_finished)
+        window.close_checks = getattr(window, "close_checks", []) + [self.training_page.confirm_close]
+        window.shutdown_hooks = getattr(window, "shutdown_hooks", []) + [self.stop_jobs]
+
+    def stop_jobs(self) -> None:
+        for runner in (self.source_page.runner, self.training_page.runner):
+            if runner is not None:
+                runner.stop()
+
+    def _on_finished(self, result: int) -> None:
+        if result == QWizard.Accepted and self.bundle_path and self.evaluation_page.make_active.isChecked():
+            self.window.load_model(self.bundle_path)
+
+
+# ============================================================ 1: reference set
+class SourcePage(QWizardPage):
+    def __init__(self, wizard: TrainingWizard):
+        super().__init__()
+        self.wiz = wizard
+        self.runner: JobRunner | None = None
+        self.setTitle("1. Reference set")
+        self.setSubTitle("Spectra with known labels to train on, in the engine's reference-set format.")
+        self.group = QButtonGroup(self)
+        layout = QVBoxLayout(self)
+        self.buttons = {}
+        for key, (text, _target) in SOURCES.items():
+            button = QRadioButton(text)
+            self.group.addButton(button)
+            self.buttons[key] = button
+            layout.addWidget(button)
+        self.buttons["synthetic"].setChecked(True)
+        self.n_stars = QSpinBox()
+        self.n_stars.setRange(10, 1_000_000)
+        self.n_stars.setValue(300)
+        self.seed = QSpinBox()
+        self.seed.setRange(0, 2**31 - 1)
+        self.source_dir = QLineEdit()
+        self.catalog = QLineEdit()
+        self.output = QLineEdit()
+        self.output.setPlaceholderText("folder for the new reference set")
+        self.existing = QLineEdit()
+        self.existing.setPlaceholderText("an existing reference set folder")
+        form = QFormLayout()
+        form.addRow("synthetic: stars", self.n_stars)
+        form.addRow("synthetic: seed", self.seed)
+        form.addRow("published layout / MRS files folder",
+                    _path_row(self.source_dir, lambda: _pick_folder(self, self.source_dir, "Source folder")))
+        form.addRow("label catalog (cross-match)", _path_row(self.catalog, self._pick_catalog))
+        form.addRow("new reference set folder",
+                    _path_row(self.output, lambda: _pick_folder(self, self.output, "Output folder")))
+        form.addRow("existing reference set",
+                    _path_row(self.existing, lambda: _pick_folder(self, self.existing, "Reference set")))
+        layout.addLayout(form)
+        self.prepare_button = QPushButton("Prepare the reference set")
+        self.prepare_button.clicked.connect(self.prepare)
+        self.cancel_button = QPushButton("Cancel")
+        self.cancel_button.clicked.connect(lambda: self.runner and self.runner.cancel())
+        self.cancel_button.setEnabled(False)
+        row = QHBoxLayout()
+        row.addWidget(self.prepare_button)
+        row.addWidget(self.cancel_button)
+        row.addStretch(1)
+        layout.addLayout(row)
+        self.status = QLabel("")
+        self.status.setWordWrap(True)
+        layout.addWidget(self.status)
+        layout.addStretch(1)
+        self.existing.textChanged.connect(self._existing_changed)
+
+    def _pick_catalog(self) -> None:
+        name, _ = QFileDialog.getOpenFileName(self, "Label catalog", "", "Tables (*.fits *.csv);;All (*)")
+        if name:
+            self.catalog.setText(name)
+
+    def choice(self) -> str:
+        return next(key for key, button in self.buttons.items() if button.isChecked())
+
+    def _existing_changed(self, text: str) -> None:
+        if text.strip():
+            self.buttons["open"].setChecked(True)
+        self.completeChanged.emit()
+
+    def isComplete(self) -> bool:
+        if self.runner is not None and self.runner.is_running():
+            return False
+        if self.choice() == "open":
+            return bool(self.existing.text().strip())
+        return bool(self.wiz.refset_path)
+
+    def validatePage(self) -> bool:
+        if self.choice() == "open":
+            return self._accept_refset(self.existing.text().strip())
+        return bool(self.wiz.refset_path)
+
+    def job_arguments(self) -> tuple[str, dict]:
+        choice, out = self.choice(), self.output.text().strip()
+        if not out:
+            raise ValueError("choose a folder for the new reference set")
+        if choice == "synthetic":
+            return SOURCES[choice][1], {"path": out, "n_stars": self.n_stars.value(), "seed": self.seed.value()}
+        if choice == "published":
+            return SOURCES[choice][1], {"source_dir": self.source_dir.text().strip(), "out_path": out}
+        if choice == "crossmatch":
+            return SOURCES[choice][1], {"inputs": [self.source_dir.text().strip()],
+                                        "catalog_path": self.catalog.text().strip(), "out": out}
+        raise ValueError(f"nothing to prepare for {choice!r}")
+
+    def prepare(self) -> JobRunner | None:
+        try:
+            target, kwargs = self.job_arguments()
+        except ValueError as error:
+            self.status.setText(str(error))
+            return None
+        self.wiz.refset_path = ""
+        self.runner = JobRunner(target, kwargs, self)
+        out = self.output.text().strip()
+        self.runner.progress.connect(lambda event: self.status.setText(_event_text(event)))
+        self.runner.done.connect(lambda _result: self._accept_refset(out))
+        self.runner.failed.connect(lambda message: self._job_ended(f"failed: {message}"))
+        self.runner.cancelled.connect(lambda message: self._job_ended(f"cancelled: {message} "
+                                                                       "(Prepare again to resume)"))
+        self.runner.start()
+        self.status.setText("started in a separate process…")
+        self.prepare_button.setEnabled(False)
+        self.cancel_button.setEnabled(True)
+        self.completeChanged.emit()
+        return self.runner
+
+    def _job_ended(self, text: str) -> None:
+        self.status.setText(text)
+        self.prepare_button.setEnabled(True)
+        self.cancel_button.setEnabled(False)
+        self.completeChanged.emit()
+
+    def _accept_refset(self, path: str) -> bool:
+        from spemr_engine.errors import SpemrError
+        from spemr_engine.refset import ReferenceSet
+
+        try:
+            refset = ReferenceSet.open(path)
+        except (SpemrError, OSError, ValueError) as error:
+            self._job_ended(f"not a usable reference set: {error}")
+            return False
+        self.wiz.refset_path = str(path)
+        self._job_ended(f"reference set ready: {path} ({len(refset)} spectra)")
+        self.wiz.refset_ready.emit(str(path))
+        return True
+
+
+def _event_text(event: dict) -> str:
+    return " · ".join(f"{k} {v}" for k, v in event.items() if not isinstance(v, (dict, list)))[:300]
+
+
+# ================================================================ 2: summary
+class SummaryPage(QWizardPage):
+    def __init__(self, wizard: TrainingWizard):
+        super().__init__()
+        self.wiz = wizard
+        self.setTitle("2. Summary")
+        self.setSubTitle("What the reference set holds: spectra and stars, counts per fine-tuning "
+                         "region, label distributions.")
+        self.text = QLabel("")
+        self.text.setWordWrap(True)
+        self.text.setTextFormat(Qt.RichText)
+        self.graphics = pg.GraphicsLayoutWidget()
+        self.graphics.setBackground("w")
+        layout = QVBoxLayout(self)
+        layout.addWidget(self.text)
+        layout.addWidget(self.graphics, 1)
+        self.region_counts: dict[str, int] = {}
+
+    def initializePage(self) -> None:
+        from spemr_engine.refset import ReferenceSet
+
+        refset = ReferenceSet.open(self.wiz.refset_path)
+        labels = np.asarray(refset.labels, dtype=np.float64)
+        names = list(refset.label_names)
+        self.region_counts = {r.name: int(r.contains(labels, names).sum()) for r in default_regions()}
+        regions = "".join(f"<li>{r.name} ({r.description}): {self.region_counts[r.name]}</li>"
+                          for r in default_regions())
+        n_stars = len(set(refset.star_id))
+        kind = "synthetic" if refset.synthetic else "real"
+        self.text.setText(f"<b>{len(refset)}</b> spectra of <b>{n_stars}</b> stars ({kind}); "
+                          f"source: {refset.source}<br>per region:<ul>{regions}</ul>")
+        self.graphics.clear()
+        infos = {info.name: info for info in label_infos()}
+        for col, name in enumerate(HISTOGRAM_LABELS):
+            if name not in names:
+                continue
+            values = labels[:, names.index(name)]
+            values = values[np.isfinite(values)]
+            plot = self.graphics.addPlot(row=0, col=col, title=f"{infos[name].display}")
+            plot.getAxis("bottom").enableAutoSIPrefix(False)
+            if values.size:
+                counts, edges = np.histogram(values, bins=30)
+                plot.addItem(pg.BarGraphItem(x0=edges[:-1], x1=edges[1:], height=counts,
+                                             brush=pg.mkBrush(70, 110, 190)))
+
+
+# =========================================================== 3: configuration
+class ConfigPage(QWizardPage):
+    def __init__(self, wizard: TrainingWizard):
+        super().__init__()
+        self.wiz = wizard
+        self.setTitle("3. Configuration")
+        self.setSubTitle("RRNet preset and the training recipe (paper: Adam, lr 1e-4, 30 epochs; "
+                         "region fine-tuning of fc1, lr 1e-5, 10 epochs).")
+        self.preset = QComboBox()
+        self.preset.addItems(architecture_names())
+        self.preset.setCurrentText("small")
+        self.members = QSpinBox()
+        self.members.setRange(1, 32)
+        self.epochs = QSpinBox()
+        self.epochs.setRange(1, 1000)
+        self.epochs.setValue(30)
+        self.finetune_epochs = QSpinBox()
+        self.finetune_epochs.setRange(0, 1000)
+        self.finetune_epochs.setValue(10)
+        self.lr = _rate(1e-4)
+        self.finetune_lr = _rate(1e-5)
+        self.batch_size = QSpinBox()
+        self.batch_size.setRange(1, 4096)
+        self.batch_size.setValue(256)
+        self.seed = QSpinBox()
+        self.seed.setRange(0, 2**31 - 1)
+        self.device = QComboBox()
+        self.device.addItems(DEVICES)
+        self.output = QLineEdit()
+        self.output.setPlaceholderText("folder for the new model bundle")
+        self.output.textChanged.connect(lambda _text: self.completeChanged.emit())
+        self.preset.currentTextChanged.connect(self._preset_changed)
+        self._preset_changed(self.preset.currentText())
+        form = QFormLayout(self)
+        form.addRow("architecture", self.preset)
+        form.addRow("ensemble members", self.members)
+        form.addRow("pre-training epochs", self.epochs)
+        form.addRow("fine-tuning epochs", self.finetune_epochs)
+        form.addRow("learning rate", self.lr)
+        form.addRow("fine-tuning learning rate", self.finetune_lr)
+        form.addRow("batch size", self.batch_size)
+        form.addRow("seed", self.seed)
+        form.addRow("device", self.device)
+        form.addRow("model folder", _path_row(self.output, lambda: _pick_folder(self, self.output, "Model folder")))
+
+    def _preset_changed(self, name: str) -> None:
+        self.members.setValue(architecture(name).members)
+
+    def isComplete(self) -> bool:
+        return bool(self.output.text().strip())
+
+    def train_arguments(self) -> dict:
+        return {"refset": self.wiz.refset_path, "out_dir": self.output.text().strip(),
+                "architecture": self.preset.currentText(), "members": self.members.value(),
+                "epochs": self.epochs.value(), "finetune_epochs": self.finetune_epochs.value(),
+                "lr": self.lr.value(), "finetune_lr": self.finetune_lr.value(),
+                "batch_size": self.batch_size.value(), "seed": self.seed.value(),
+                "device": self.device.currentText(), "resume": True,
+                "command": "spemr-gui training wizard"}
+
+
+def _rate(value: float) -> QDoubleSpinBox:
+    box = QDoubleSpinBox()
+    box.setDecimals(7)
+    box.setRange(1e-7, 1.0)
+    box.setSingleStep(1e-5)
+    box.setValue(value)
+    return box
+
+
+# ================================================================ 4: training
+class TrainingPage(QWizardPage):
+    def __init__(self, wizard: TrainingWizard):
+        super().__init__()
+        self.wiz = wizard
+        self.runner: JobRunner | None = None
+        self.done_path = ""
+        self.setTitle("4. Training")
+        self.setSubTitle("Runs in a separate process. Cancel keeps a checkpoint; Start again resumes.")
+        self.start_button = QPushButton("Start / resume training")
+        self.start_button.clicked.connect(self.start)
+        self.cancel_button = QPushButton("Cancel")
+        self.cancel_button.clicked.connect(self.cancel)
+        self.cancel_button.setEnabled(False)
+        self.status = QLabel("not started")
+        self.status.setWordWrap(True)
+        self.graphics = pg.GraphicsLayoutWidget()
+        self.graphics.setBackground("w")
+        self.loss_plot = self.graphics.addPlot(row=0, col=0, title="loss per epoch")
+        self.loss_plot.setLabel("bottom", "epoch (all jobs in order)")
+        self.loss_plot.addLegend()
+        self.mae_plot = self.graphics.addPlot(row=0, col=1, title="validation MAE per label (latest job)")
+        self.mae_plot.setLabel("bottom", "epoch")
+        self.mae_plot.setLogMode(y=True)
+        self.mae_plot.addLegend(colCount=2)
+        self.train_curve = self.loss_plot.plot([], [], pen=pg.mkPen((40, 90, 200), width=2), name="train")
+        self.val_curve = self.loss_plot.plot([], [], pen=pg.mkPen((200, 60, 40), width=2), name="validation")
+        self.history: list[dict] = []          # one entry per finished epoch, all jobs
+        self.mae_history: dict[str, list[float]] = {}
+        self.mae_job = ""
+        row = QHBoxLayout()
+        row.addWidget(self.start_button)
+        row.addWidget(self.cancel_button)
+        row.addStretch(1)
+        layout = QVBoxLayout(self)
+        layout.addLayout(row)
+        layout.addWidget(self.status)
+        layout.addWidget(self.graphics, 1)
+
+    def isComplete(self) -> bool:
+        return bool(self.done_path)
+
+    def start(self) -> JobRunner | None:
+        if self.runner is not None and self.runner.is_running():
+            return self.runner
+        arguments = self.wiz.config_page.train_arguments()
+        self.runner = JobRunner("spemr_engine.training:train_model", arguments, self)
+        self.runner.progress.connect(self.on_progress)
+        self.runner.done.connect(self._on_done)
+        self.runner.failed.connect(self._on_failed)
+        self.runner.cancelled.connect(self._on_cancelled)
+        self.runner.start()
+        self.start_button.setEnabled(False)
+        self.cancel_button.setEnabled(True)
+        self.status.setText("starting the training process…")
+        return self.runner
+
+    def cancel(self) -> None:
+        if self.runner is not None and self.runner.is_running():
+            self.runner.cancel()
+            self.status.setText("cancelling (saving a checkpoint)…")
+
+    def on_progress(self, event: dict) -> None:
+        stage = event.get("stage")
+        if stage in ("pretrain", "finetune"):
+            where = f"m{event.get('member')} {event.get('network')}" + \
+                    (f" {event['region']}" if event.get("region") else "")
+            text = f"{stage} {where}: epoch {event.get('epoch')}/{event.get('n_epochs')}"
+            if "val_loss" in event:
+                self._add_epoch(f"{stage} {where}", event)
+                text += f" — train {event['train_loss']:.4f}, validation {event['val_loss']:.4f}"
+            else:
+                text += f", step {event.get('step')}/{event.get('n_steps')}, loss {event.get('train_loss', 0):.4f}"
+            self.status.setText(text)
+        elif stage == "evaluate":
+            self.status.setText(f"evaluating on {event.get('n_spectra')} test spectra…")
+        elif stage == "done":
+            self.status.setText(f"saved {event.get('path')}")
+
+    def _add_epoch(self, job: str, event: dict) -> None:
+        self.history.append({"job": job, "train": event["train_loss"], "val": event["val_loss"]})
+        x = np.arange(1, len(self.history) + 1)
+        self.train_curve.setData(x, [h["train"] for h in self.history])
+        val = np.array([h["val"] for h in self.history], dtype=float)
+        self.val_curve.setData(x[np.isfinite(val)], val[np.isfinite(val)])
+        mae = {k: v for k, v in (event.get("val_mae") or {}).items() if v is not None and np.isfinite(v)}
+        if not mae:
+            return  # e.g. a region without validation spectra: keep the last curves
+        if job != self.mae_job:
+            self.mae_job, self.mae_history = job, {}
+        for label, value in mae.items():
+            self.mae_history.setdefault(label, []).append(float(value))
+        self._draw_mae()
+
+    def _draw_mae(self) -> None:
+        self.mae_plot.clear()
+        self.mae_plot.setTitle(f"validation MAE per label — {self.mae_job}")
+        infos = {info.name: info for info in label_infos()}
+        for k, (label, values) in enumerate(self.mae_history.items()):
+            values = np.asarray(values, dtype=float)
+            good = np.isfinite(values) & (values > 0)
+            colour = pg.intColor(k, hues=max(len(self.mae_history), 1))
+            name = infos[label].display if label in infos else label
+            self.mae_plot.plot(np.arange(1, len(values) + 1)[good], values[good],
+                               pen=pg.mkPen(colour, width=2), name=name)
+
+    def _on_done(self, result) -> None:
+        self.done_path = str(result)
+        self.wiz.bundle_path = self.done_path
+        self.status.setText(f"training finished: {self.done_path}")
+        self.start_button.setEnabled(False)
+        self.cancel_button.setEnabled(False)
+        self.completeChanged.emit()
+        self.wiz.training_done.emit(self.done_path)
+
+    def _on_failed(self, message: str) -> None:
+        self.status.setText(f"training failed: {message} — Start again resumes from the last checkpoint")
+        self._stopped()
+        self.wiz.training_failed.emit(message)
+
+    def _on_cancelled(self, message: str) -> None:
+        self.status.setText(f"{message}")
+        self._stopped()
+        self.wiz.training_cancelled.emit(message)
+
+    def _stopped(self) -> None:
+        self.start_button.setEnabled(True)
+        self.cancel_button.setEnabled(False)
+
+    def confirm_close(self) -> bool:
+        if self.runner is None or not self.runner.is_running():
+            return True
+        from PySide6.QtWidgets import QMessageBox
+        answer = QMessageBox.question(self, "Training is running",
+                                      "Training is running. Stop it (a checkpoint is kept; the wizard "
+                                      "can resume it later) and quit?",
+                                      QMessageBox.Yes | QMessageBox.No, QMessageBox.No)
+        return answer == QMessageBox.Yes
+
+
+# ============================================================== 5: evaluation
+class EvaluationPage(QWizardPage):
+    def __init__(self, wizard: TrainingWizard):
+        super().__init__()
+        self.wiz = wizard
+        self.setTitle("5. Evaluation and save")
+        self.setSubTitle("Held-out test split (by star): base ensemble vs fused SPEMR, overall and per region.")
+        self.report = QTextBrowser()
+        self.make_active = QCheckBox("Make this model the active model when I press Finish")
+        self.make_active.setChecked(True)
+        layout = QVBoxLayout(self)
+        layout.addWidget(self.report, 1)
+        layout.addWidget(self.make_active)
+        self.setFinalPage(True)
+
+    def initializePage(self) -> None:
+        from spemr_engine.bundle import load_bundle
+        from spemr_engine.evaluate import render_markdown
+
+        bundle = load_bundle(self.wiz.bundle_path)
+        metrics = bundle.metrics
+        header = f"Model saved in `{self.wiz.bundle_path}` (trained on {bundle.trained_on} spectra).\n\n"
+        if "overall" in metrics:
+            self.report.setMarkdown(header + render_markdown(metrics))
+        else:
+            self.report.setMarkdown(header + f"No evaluation: {metrics.get('note', 'no test split')}.")
+
