@@ -15,6 +15,15 @@ import numpy as np
 from .state import OpenFile, PairResult
 
 
+def warm_up() -> None:
+    """Import the engine's heavy modules (astropy, scipy, torch) in a worker while the
+    app starts: a first import can hold the interpreter for a few hundred ms, which
+    would otherwise land in the middle of the user's first open or batch."""
+    import spemr_engine.api  # noqa: F401  (reader, preprocessing, bundles, torch)
+    import spemr_engine.catalog  # noqa: F401
+    import astropy.table  # noqa: F401  (reading catalogs back)
+
+
 def read_file(path: str | Path) -> OpenFile:
     """Read an MRS file (raises InputFileError with a one-line reason)."""
     from spemr_engine.lamost import read_mrs

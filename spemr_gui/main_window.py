@@ -55,6 +55,7 @@ class MainWindow(QMainWindow):
         self._build_menus()
         self.state.selection_changed.connect(self._on_selection_changed)
         self.state.model_changed.connect(self._on_model_changed)
+        self.runner.start(Task(lambda progress, cancel: engine_calls.warm_up(), "warm up"))
         if load_default_model:
             QTimer.singleShot(0, self.load_model_from_settings)
 

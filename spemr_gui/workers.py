@@ -55,12 +55,23 @@ class Task(QRunnable):
 
     def run(self) -> None:  # worker thread
         try:
+            self._run()
+        except RuntimeError as error:  # the app closed under us: its signal objects are gone
+            if "deleted" not in str(error):
+                raise
+        finally:
+            self._done.set()
+
+    def _run(self) -> None:
+        try:
             value = self.fn(self.signals.progress.emit, self._cancel.is_set)
         except Cancelled:
             self.signals.cancelled.emit()
         except SpemrError as error:
             self.signals.failed.emit(one_line(str(error)))
         except Exception as error:  # a bug must not take the app down: show it
+            if "Signal source has been deleted" in str(error):
+                raise
             traceback.print_exc()
             self.signals.failed.emit(one_line(f"{self.name}: {type(error).__name__}: {error}"))
         else:
@@ -68,9 +79,8 @@ class Task(QRunnable):
                 self.signals.cancelled.emit()
             else:
                 self.signals.result.emit(value)
-        finally:
-            self._done.set()
-            self.signals.finished.emit()
+        self._done.set()
+        self.signals.finished.emit()
 
 
 def one_line(text: str, limit: int = 300) -> str:

@@ -28,6 +28,7 @@ EXPOSURE_CHOICES = ("coadd", "all")
 FLAG_COLUMN = "flags"
 ERROR_COLUMN = "error"
 FLAGGED_BRUSH = (255, 225, 225)
+FLAGGED = pg.mkBrush(*FLAGGED_BRUSH)
 
 
 def _catalog_name(label: str) -> str:
@@ -64,7 +65,7 @@ class CatalogModel(QAbstractTableModel):
         if role == Qt.UserRole:
             return value
         if role == Qt.BackgroundRole and _is_flagged(row):
-            return pg.mkBrush(*FLAGGED_BRUSH)
+            return FLAGGED
         if role == Qt.ToolTipRole and row.get(ERROR_COLUMN):
             return str(row.get(ERROR_COLUMN))
         return None
@@ -229,6 +230,8 @@ class BatchView(QWidget):
         self.table.setSortingEnabled(True)
         self.table.setAlternatingRowColors(False)
         self.table.verticalHeader().setDefaultSectionSize(22)
+        # Fixed widths: measuring ~70 columns of contents costs tens of ms on the GUI thread.
+        self.table.horizontalHeader().setDefaultSectionSize(90)
         self.graphics = pg.GraphicsLayoutWidget()  # also what figure export renders
         self.graphics.setBackground("w")
         self.kiel_plot = self.graphics.addPlot(row=0, col=0)
@@ -396,7 +399,6 @@ class BatchView(QWidget):
         columns, rows = loaded
         self.model.replace(columns, rows)
         self._plot_rows()
-        self.table.resizeColumnsToContents()
         self.run_finished.emit(summary)
 
     def _on_failed(self, message: str) -> None:
