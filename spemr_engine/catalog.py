@@ -29,12 +29,10 @@ from concurrent.futures import TimeoutError as FutureTimeout
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable, Iterator, Sequence
-
-import numpy as np
+from typing import Callable, Iterator, Sequence
 
 from . import catalog_rows
-from .catalog_store import (CatalogWriteError, RunFolder, TableSchema, atomic_write_binary,
+from .catalog_store import (RunFolder, TableSchema, atomic_write_binary,
                             fingerprint, output_format, require_pyarrow, write_table)
 from .errors import Cancelled, SpemrError
 
@@ -192,9 +190,9 @@ def run_catalog(inputs: Sequence[str | os.PathLike], output: str | os.PathLike, 
     model: a bundle folder, a loaded ModelBundle, or None for the default model.
     workers: reading/preprocessing processes (0 = in this process; None: see
     default_workers, and 0 for fewer than SMALL_RUN_FILES inputs).
-    threads: torch threads for inference in this process (None: the usable cores the
-    workers leave free; a resumed run keeps the interrupted run's value, because torch's
-    float results depend on it).
+    threads: torch threads for inference in this process (None: every usable core; a
+    resumed run keeps the interrupted run's value, because torch's float results depend
+    on the thread count).
     resume: continue an interrupted run (the same inputs and settings).
     cluster: "dask://HOST:PORT" or "local:N" runs on Dask (see spemr_engine.distributed).
     progress(info): info has phase ("labelling" | "assembling" | "done"), files_done,
@@ -246,11 +244,10 @@ def usable_cores() -> int:
 def default_workers(device: str = "auto") -> int:
     """Reading/preprocessing processes when the caller does not say.
 
-    On CPU the model and the workers share the cores: preprocessing runs at ~50-110
-    spectra/s per core and the paper model at ~40 spectra/s per torch thread, so about
-    half the cores go to each (and never more busy threads than cores: torch's thread
-    pool slows down several-fold when oversubscribed). On a GPU the model needs no
-    cores: all but one preprocess."""
+    On CPU about half the cores: preprocessing runs at ~50-110 spectra/s per core, the
+    paper model at ~40 spectra/s per torch thread, so half the cores keep the model fed,
+    and the model's threads take the rest (and any core a worker leaves idle). With CUDA
+    the model needs no cores: all but one preprocess."""
     from .inference import resolve_device
     cores = usable_cores()
     if resolve_device(device).type == "cuda":
@@ -258,20 +255,21 @@ def default_workers(device: str = "auto") -> int:
     return max(1, cores // 2)
 
 
-def default_threads(workers: int) -> int:
-    """Torch threads for inference: the usable cores the workers leave free."""
-    return max(1, usable_cores() - workers)
+def default_threads() -> int:
+    """Torch threads for inference: every usable core. Measured on a dedicated 2-core
+    machine (paper model, one worker): 2 threads gave 25 spectra/s end to end, 1 thread
+    14, because the worker idles whenever it has prepared enough and the model then has
+    both cores. (On a machine crowded by other jobs, fewer threads can be faster:
+    pass ``threads``.)"""
+    return usable_cores()
 
 
 def resolve_model(model):
-    """A ModelBundle from a path, a bundle, or the default model (imports torch lazily)."""
-    from .bundle import ModelBundle, load_bundle
-    if isinstance(model, ModelBundle):
-        return model
-    if model is None:
-        from .api import default_model_path
-        model = default_model_path()
-    return load_bundle(model)
+    """A ModelBundle from a path, a bundle, or the default model (imports torch lazily);
+    ModelBundleError (one line) when there is none."""
+    from .api import load_model
+    from .bundle import ModelBundle
+    return model if isinstance(model, ModelBundle) else load_model(model)
 
 
 def _content_settings(settings: _Settings, bundle, columns: list[str]) -> dict:
@@ -350,7 +348,7 @@ def _run(folder: RunFolder, settings: _Settings, bundle, columns, run_print, con
         folder.clear()
     if settings.threads is None:
         recorded = existing.get("inference_threads") if continuing else None
-        settings.threads = int(recorded) if recorded else default_threads(settings.workers)
+        settings.threads = int(recorded) if recorded else default_threads()
     record["inference_threads"] = settings.threads
     folder.write_run(record)
     done = folder.done_inputs() if resume else set()

@@ -33,8 +33,8 @@ def register(subparsers) -> None:
                         help="reading/preprocessing processes (default: half the usable cores on CPU, "
                              "all but one with CUDA, none for small runs; 0 = in this process)")
     parser.add_argument("--threads", type=int, default=None, metavar="N",
-                        help="torch threads for inference (default: the cores the workers leave "
-                             "free; a resumed run keeps the first run's value)")
+                        help="torch threads for inference (default: every usable core; a resumed run "
+                             "keeps the first run's value)")
     parser.add_argument("--batch-size", type=int, default=catalog.DEFAULT_BATCH_SIZE, metavar="N",
                         help="spectra per inference batch")
     parser.add_argument("--chunk-rows", type=int, default=catalog.DEFAULT_CHUNK_ROWS, metavar="N",
