@@ -3,6 +3,7 @@ a kill -9 loses nothing, a resumed run equals an uninterrupted one, a finished c
 is not redone, and write failures say what was kept."""
 from __future__ import annotations
 
+import json
 import math
 import os
 import resource
@@ -13,6 +14,7 @@ import threading
 import time
 
 import pytest
+from astropy.io import fits
 
 from catalog_testdata import (cli_command, run_cli, tiny_model, write_broken_files,
                               write_synthetic_files)
@@ -242,3 +244,16 @@ def test_disk_full_keeps_committed_chunks_and_resume_finishes(tmp_path, model, s
     assert summary.n_files_resumed == 6 and summary.n_files_done_now == 0
     table = read_table(output)
     assert len(table["source"]) == 18 and sum(v is not None for v in table[TEFF]) >= 12
+
+
+def test_a_synthetic_model_says_so_in_the_table(tmp_path, model, synthetic):
+    synthetic_model = tmp_path / "synthetic-model"
+    shutil.copytree(model, synthetic_model)
+    manifest = json.loads((synthetic_model / "manifest.json").read_text())
+    manifest["provenance"]["trained_on"] = "synthetic"
+    (synthetic_model / "manifest.json").write_text(json.dumps(manifest))
+    run_catalog(synthetic[:1], tmp_path / "cat.fits", model=synthetic_model, workers=0,
+                batch_size=4)
+    header = fits.getheader(tmp_path / "cat.fits", 1)
+    assert header["SYNTHET"] is True and "synthetic spectra" in header["CAVEAT"]
+    assert read_table(tmp_path / "cat.fits")["model_trained_on"] == ["synthetic"]
