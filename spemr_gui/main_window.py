@@ -282,6 +282,9 @@ class MainWindow(QMainWindow):
     # ========================================================= preprocessing
     def _on_selection_changed(self) -> None:
         self._ensure_prepared()
+        if self.settings.infer_on_open and self.state.model is not None \
+                and self.state.current is not None and self.state.current_result() is None:
+            self.run_inference()
 
     def _request_key(self) -> tuple | None:
         opened = self.state.current
@@ -291,11 +294,10 @@ class MainWindow(QMainWindow):
                 self.state.rv_override())
 
     def _ensure_prepared(self) -> None:
-        """Start preprocessing the current pair if a view needs it and it is missing."""
+        """Preprocess the current pair in the background when it is not yet: the
+        measured RV places the line markers and the normalised view shows the result."""
         key = self._request_key()
         if key is None or self.state.current_prepared() is not None or key in self.prepare_tasks:
-            return
-        if not self.spectrum_view.normalised and not self._wants_prepared():
             return
         opened, pair_index = self.state.current, self.state.current_pair
         model, rv = self.state.model, self.state.rv_override()
@@ -305,10 +307,6 @@ class MainWindow(QMainWindow):
         task.signals.failed.connect(lambda message: self.status(message, error=True))
         task.signals.finished.connect(lambda k=key: self.prepare_tasks.pop(k, None))
         self.prepare_tasks[key] = self.runner.start(task)
-
-    def _wants_prepared(self) -> bool:
-        """Whether a view other than the spectrum plot needs the normalised spectrum."""
-        return self.tabs.currentWidget() is not self.spectrum_view
 
     def _on_prepared(self, key: tuple, spectra) -> None:
         path, pair_index, model_key, rv = key

@@ -63,6 +63,11 @@ class Task(QRunnable):
             self._done.set()
 
     def _run(self) -> None:
+        if self._cancel.is_set():  # cancelled while it waited in the pool's queue
+            self.signals.cancelled.emit()
+            self._done.set()
+            self.signals.finished.emit()
+            return
         try:
             value = self.fn(self.signals.progress.emit, self._cancel.is_set)
         except Cancelled:

@@ -20,6 +20,7 @@ from PySide6.QtWidgets import (QCheckBox, QComboBox, QFileDialog, QFormLayout, Q
 
 from spemr_engine.config import label_infos
 
+from ..kiel import LOGG_EXTENT, TEFF_EXTENT
 from ..catalog_table import column_values, numeric, read_catalog, write_csv
 from ..settings import DEVICES
 from ..workers import Task
@@ -241,10 +242,13 @@ class BatchView(QWidget):
         right.addWidget(self.graphics)
         right.setStretchFactor(0, 3)
         right.setStretchFactor(1, 2)
+        left.setMaximumWidth(460)
         splitter = QSplitter()
         splitter.addWidget(left)
         splitter.addWidget(right)
-        splitter.setStretchFactor(1, 3)
+        splitter.setStretchFactor(0, 0)
+        splitter.setStretchFactor(1, 1)
+        splitter.setSizes([380, 900])
         layout = QGridLayout(self)
         layout.addWidget(splitter, 0, 0)
         self._set_running(False)
@@ -452,12 +456,17 @@ class BatchView(QWidget):
             plot.removeItem(item)
         self.isochrone_items = []
         for k, iso in enumerate(isochrones):
-            item = pg.PlotDataItem(iso.teff, iso.logg, pen=pg.mkPen((90, 90, 90), width=1,
+            inside = ((iso.teff >= TEFF_EXTENT[0]) & (iso.teff <= TEFF_EXTENT[1])
+                      & (iso.logg >= LOGG_EXTENT[0]) & (iso.logg <= LOGG_EXTENT[1]))
+            item = pg.PlotDataItem(np.where(inside, iso.teff, np.nan), np.where(inside, iso.logg, np.nan),
+                                   connect="finite", pen=pg.mkPen((90, 90, 90), width=1,
                                                                     style=[Qt.SolidLine, Qt.DashLine,
                                                                            Qt.DotLine][k % 3]))
             item.setToolTip(iso.name)
             plot.addItem(item)
             self.isochrone_items.append(item)
+        plot.setXRange(*TEFF_EXTENT, padding=0.02)
+        plot.setYRange(*LOGG_EXTENT, padding=0.02)
 
     def _isochrone_dialog(self) -> None:
         name, _ = QFileDialog.getOpenFileName(self, "Isochrone CSV (teff*/logg* columns)", "",

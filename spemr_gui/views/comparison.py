@@ -37,6 +37,7 @@ class ComparisonView(QWidget):
         self.graphics.setBackground("w")
         self.label_plot = self.graphics.addPlot(row=0, col=0)
         self.label_plot.showGrid(x=False, y=True, alpha=0.25)
+        self.label_plot.getAxis("left").enableAutoSIPrefix(False)
         self.kiel_plot = self.graphics.addPlot(row=0, col=1)
         self._setup_kiel()
         self.summary = QLabel("")

@@ -76,6 +76,7 @@ class SpectrumView(QWidget):
         plot.showGrid(x=True, y=True, alpha=0.2)
         plot.setLabel("bottom", "wavelength", units="Å")
         plot.getAxis("bottom").enableAutoSIPrefix(False)  # Å, never kÅ
+        plot.getAxis("left").enableAutoSIPrefix(False)
         plot.setLabel("left", "flux")
         plot.setMenuEnabled(True)
         return ArmPlot(plot, arm)

@@ -373,7 +373,7 @@ class TrainingPage(QWizardPage):
         self.graphics = pg.GraphicsLayoutWidget()
         self.graphics.setBackground("w")
         self.loss_plot = self.graphics.addPlot(row=0, col=0, title="loss per epoch")
-        self.loss_plot.setLabel("bottom", "epoch (all jobs in order)")
+        self.loss_plot.setLabel("bottom", "epoch (jobs in order: member, network, pre-training then regions)")
         self.loss_plot.addLegend()
         self.mae_plot = self.graphics.addPlot(row=0, col=1, title="validation MAE per label (latest job)")
         self.mae_plot.setLabel("bottom", "epoch")
@@ -434,11 +434,26 @@ class TrainingPage(QWizardPage):
             self.status.setText(f"saved {event.get('path')}")
 
     def _add_epoch(self, job: str, event: dict) -> None:
+        """One finished epoch; each job (member x network x stage/region) is its own
+        segment of the loss curves, with a marker where it starts."""
+        if not self.history or self.history[-1]["job"] != job:
+            start = len(self.history) + 1
+            marker = pg.InfiniteLine(start - 0.5, angle=90, pen=pg.mkPen((160, 160, 160), style=Qt.DotLine),
+                                     label=job.replace("pretrain ", "").replace("finetune ", "ft "),
+                                     labelOpts={"position": 0.95, "color": (90, 90, 90),
+                                                "rotateAxis": (1, 0), "anchors": [(1, 0.5), (1, 0.5)]})
+            self.loss_plot.addItem(marker)
         self.history.append({"job": job, "train": event["train_loss"], "val": event["val_loss"]})
-        x = np.arange(1, len(self.history) + 1)
-        self.train_curve.setData(x, [h["train"] for h in self.history])
+        x = np.arange(1, len(self.history) + 1, dtype=float)
+        jobs = [h["job"] for h in self.history]
+        breaks = np.array([i > 0 and jobs[i] != jobs[i - 1] for i in range(len(jobs))])
+        connect = ~np.append(breaks[1:], False)   # no line across a job boundary
+        self.train_curve.setData(x, [h["train"] for h in self.history], connect=connect)
         val = np.array([h["val"] for h in self.history], dtype=float)
-        self.val_curve.setData(x[np.isfinite(val)], val[np.isfinite(val)])
+        finite = np.isfinite(val)
+        connect_val = connect & finite & np.append(finite[1:], False)  # lines only, no symbols
+        self.val_curve.setData(x, np.where(finite, val, np.nanmin(val) if finite.any() else 0.0),
+                               connect=connect_val)
         mae = {k: v for k, v in (event.get("val_mae") or {}).items() if v is not None and np.isfinite(v)}
         if not mae:
             return  # e.g. a region without validation spectra: keep the last curves
