@@ -9,16 +9,21 @@ import time
 import pytest
 from PySide6.QtCore import Qt, QTimer
 
+from spemr_engine.config import assets_dir
+
 
 @pytest.fixture
-def batch_folder(tmp_path, shared_mrs_files):
+def batch_folder(tmp_path):
+    """Two shipped samples (one in a sub-folder: the search is recursive) and one
+    corrupt file."""
+    samples = sorted((assets_dir() / "samples").glob("med-*.fits*"))[:2]
+    assert len(samples) == 2, "assets/samples should ship sample spectra"
     folder = tmp_path / "inputs"
     (folder / "nested").mkdir(parents=True)
-    picks = [p for p in shared_mrs_files if "58025" in p.name or "58408" in p.name]
-    for path in picks:
-        os.symlink(path, folder / "nested" / path.name)
+    os.symlink(samples[0], folder / samples[0].name)
+    os.symlink(samples[1], folder / "nested" / samples[1].name)
     (folder / "med-00000-broken_sp01-001.fits").write_bytes(b"SIMPLE  =                    T" + b"\0" * 100)
-    return folder, len(picks) + 1
+    return folder, len(samples) + 1
 
 
 @pytest.fixture
