@@ -3,7 +3,6 @@ separate process), look at its summary, configure the tiny preset, train in a se
 process, cancel mid-way and resume, read the evaluation, and make the model active."""
 from __future__ import annotations
 
-import pytest
 from PySide6.QtWidgets import QWizard
 
 from spemr_engine.bundle import load_bundle
