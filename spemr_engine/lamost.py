@@ -62,6 +62,8 @@ class Arm:
     snr: float
     exptime: float | None
     lmjm: int | None
+    # Pixels with no usable measurement (see pixel_masks); None means "same as mask".
+    unusable: np.ndarray | None = None
 
     @property
     def n_pixels(self) -> int:
@@ -367,18 +369,37 @@ def _read_arm(path: Path, hdu, raw: bytes, side: str, lmjm: int | None, air: boo
     ivar = _column(table, "IVAR")
     wave = _wavelength(table)
     bits = _mask_bits(table, coadd=lmjm is None, size=flux.size)
-    if not (flux.size == ivar.size == wave.size == bits.size):
+    # In a coadd, ANDMASK marks pixels bad in every exposure (no good data left);
+    # for an exposure, PIXMASK is both.
+    no_data_bits = _cells(table, "ANDMASK") if lmjm is None and table.has("ANDMASK") else bits
+    if not (flux.size == ivar.size == wave.size == bits.size == no_data_bits.size):
         raise InputFileError(path, f"extension {table.extname}: columns have different lengths")
     if air:
         wave = air_to_vacuum(wave)
     order = _ascending_order(wave)
     if order is not None:
-        wave, flux, ivar, bits = wave[order], flux[order], ivar[order], bits[order]
-    mask = (bits != 0) | ~np.isfinite(flux) | ~np.isfinite(ivar) | ~(ivar > 0)
+        wave, flux, ivar, bits, no_data_bits = (wave[order], flux[order], ivar[order], bits[order],
+                                                no_data_bits[order])
+    mask, unusable = pixel_masks(flux, ivar, bits, no_data_bits)
     return Arm(extname=table.extname, side=side, wave=wave, flux=flux, ivar=ivar, mask=mask,
                snr=_header_float(hdu.header, "SNR", np.nan),
                exptime=_header_float(hdu.header, "EXPTIME", None),
-               lmjm=lmjm)
+               lmjm=lmjm, unusable=unusable)
+
+
+def pixel_masks(flux: np.ndarray, ivar: np.ndarray, flag_bits: np.ndarray,
+                no_data_bits: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(mask, unusable) for one arm.
+
+    ``mask``: flagged (ORMASK for coadds, PIXMASK for exposures) or without data
+    (ivar = 0, non-finite): what the views shade and the quality flags count.
+    ``unusable``: no usable measurement at all (ivar = 0, non-finite, ANDMASK for coadds):
+    what preprocessing interpolates over. A coadd pixel flagged in only some exposures
+    (ORMASK) was combined from the good ones; interpolating over it, as over the
+    H-alpha core of med-58408, moved the coadd's Teff by ~140 K away from its exposures.
+    """
+    no_data = ~np.isfinite(flux) | ~np.isfinite(ivar) | ~(ivar > 0)
+    return (flag_bits != 0) | no_data, (no_data_bits != 0) | no_data
 
 
 def _cells(table: _ArmTable, name: str) -> np.ndarray:

@@ -414,7 +414,8 @@ class _CleanArm:
 
 def _clean_arm(arm) -> _CleanArm:
     wave = np.asarray(arm.wave, dtype=np.float64)
-    flux, bad = repair_bad_pixels(wave, arm.flux, getattr(arm, "mask", None))
+    unusable = getattr(arm, "unusable", None)
+    flux, bad = repair_bad_pixels(wave, arm.flux, getattr(arm, "mask", None) if unusable is None else unusable)
     snr = getattr(arm, "snr", float("nan"))
     snr = float("nan") if snr is None else float(snr)
     if not np.isfinite(snr):

@@ -191,3 +191,23 @@ def test_scaled_columns_take_the_astropy_path(tmp_path):
     for mine, theirs in zip(reference.pairs, scaled.pairs):
         np.testing.assert_array_equal(theirs.red.mask, mine.red.mask)
         np.testing.assert_array_equal(theirs.blue.flux, mine.blue.flux)
+
+
+def test_coadd_pixels_flagged_in_some_exposures_are_masked_but_not_unusable(tmp_path):
+    """ORMASK (any exposure flagged) marks the coadd mask; only ivar = 0, NaN and ANDMASK
+    (every exposure flagged) make a pixel unusable, i.e. to be interpolated over."""
+    mrs = read_mrs(write_mrs(tmp_path / "m.fits"))
+    coadd, exposure = mrs.pairs[0].blue, mrs.pairs[1].blue
+    assert np.flatnonzero(coadd.mask).tolist() == [5, 7, 9]
+    assert np.flatnonzero(coadd.unusable).tolist() == [5, 9]
+    np.testing.assert_array_equal(exposure.unusable, exposure.mask)
+
+
+def test_real_coadd_unusable_is_zero_ivar_or_andmask(shared_mrs_files, real_files):
+    path = _real(shared_mrs_files, "med-58408")
+    arm = next(p.blue for p in real_files["med-58408"].pairs if p.is_coadd)
+    with fits.open(path) as hdul:
+        raw = hdul["COADD_B"].data
+        expected = (np.asarray(raw["IVAR"]) == 0) | (np.asarray(raw["ANDMASK"]) != 0)
+    np.testing.assert_array_equal(arm.unusable, expected)
+    assert arm.unusable.sum() < arm.mask.sum()

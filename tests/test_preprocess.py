@@ -300,3 +300,22 @@ def test_cli_preprocess_missing_file(tmp_path, capsys):
     code = cli.main(["preprocess", str(tmp_path / "nothere.fits"), "-o", str(tmp_path / "x.npz")])
     assert code == 2
     assert capsys.readouterr().err.startswith("nothere.fits: ")
+
+
+def test_only_unusable_pixels_are_interpolated_over():
+    """A pixel flagged in the mask but with data (e.g. ORMASK in a coadd) keeps its flux;
+    one without data is interpolated and carried onto the grid mask."""
+    from synthetic_spectra import synthetic_pair
+
+    clean = synthetic_pair(rv=0.0, snr=200.0, seed=3)
+    core = int(np.argmin(clean.blue.flux[1500:2500])) + 1500   # a line core inside the grid
+    flagged = synthetic_pair(rv=0.0, snr=200.0, seed=3)
+    flagged.blue.mask[core - 2:core + 3] = True
+    flagged.blue.unusable = np.zeros_like(flagged.blue.mask)
+    without_data = synthetic_pair(rv=0.0, snr=200.0, seed=3)
+    without_data.blue.mask[core - 2:core + 3] = True
+    out = preprocess_pairs([clean, flagged, without_data], rv=0.0)
+    np.testing.assert_allclose(out.flux[1], out.flux[0], rtol=1e-6)
+    assert not out.mask[1].any()
+    assert out.mask[2].sum() > 0
+    assert np.max(np.abs(out.flux[2] - out.flux[0])) > 0.05

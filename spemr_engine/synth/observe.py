@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..lamost import Arm, ArmPair
+from ..lamost import Arm, ArmPair, pixel_masks
 from .lines import sky_lines
 from .spectrum import sample_fine
 
@@ -47,11 +47,13 @@ class RawArm:
     def to_arm(self) -> Arm:
         """The reader's view: ascending vacuum wavelengths and a boolean bad mask."""
         order = np.argsort(self.loglam, kind="stable")
-        bits = self.masks.get("ORMASK", self.masks.get("PIXMASK"))
+        flag_bits = self.masks.get("ORMASK", self.masks.get("PIXMASK"))
+        no_data_bits = self.masks.get("ANDMASK", flag_bits)
         flux, ivar = self.flux[order].astype(np.float64), self.ivar[order].astype(np.float64)
-        mask = (bits[order] != 0) | ~np.isfinite(flux) | ~(ivar > 0)
+        mask, unusable = pixel_masks(flux, ivar, flag_bits[order], no_data_bits[order])
         return Arm(extname=self.extname, side=self.side, wave=10 ** self.loglam[order].astype(np.float64),
-                   flux=flux, ivar=ivar, mask=mask, snr=self.snr, exptime=self.exptime, lmjm=self.lmjm)
+                   flux=flux, ivar=ivar, mask=mask, snr=self.snr, exptime=self.exptime, lmjm=self.lmjm,
+                   unusable=unusable)
 
 
 @dataclass
