@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import InputFileError, SpemrError
+from ..errors import InputFileError
 
 
 def register(subparsers) -> None:

@@ -24,6 +24,7 @@ from ..kiel import LOGG_EXTENT, TEFF_EXTENT
 from ..catalog_table import column_values, numeric, read_catalog, write_csv
 from ..settings import DEVICES
 from ..workers import Task
+from .widgets import path_row
 
 EXPOSURE_CHOICES = ("coadd", "all")
 FLAG_COLUMN = "flags"
@@ -183,11 +184,11 @@ class BatchView(QWidget):
         self.overwrite = QCheckBox("start again (discard an interrupted run with this output)")
         form = QFormLayout()
         form.addRow("exposures", self.exposures)
-        form.addRow("RV catalog", _with_browse(self.rv_catalog, self._browse_rv))
-        form.addRow("model", _with_browse(self.model_path, self._browse_model))
+        form.addRow("RV catalog", path_row(self.rv_catalog, self._browse_rv))
+        form.addRow("model", path_row(self.model_path, self._browse_model))
         form.addRow("device", self.device)
         form.addRow("workers", self.workers)
-        form.addRow("output", _with_browse(self.output, self._browse_output))
+        form.addRow("output", path_row(self.output, self._browse_output))
         form.addRow("", self.overwrite)
         option_box = QGroupBox("Options")
         option_box.setLayout(form)
@@ -533,13 +534,3 @@ def progress_text(info: dict) -> str:
     return " · ".join(parts)
 
 
-def _with_browse(edit: QLineEdit, slot) -> QWidget:
-    box = QWidget()
-    layout = QHBoxLayout(box)
-    layout.setContentsMargins(0, 0, 0, 0)
-    layout.addWidget(edit, 1)
-    button = QPushButton("…")
-    button.setMaximumWidth(30)
-    button.clicked.connect(slot)
-    layout.addWidget(button)
-    return box

@@ -13,13 +13,14 @@ import pyqtgraph as pg
 from PySide6.QtCore import Qt, Signal
 from PySide6.QtWidgets import (QButtonGroup, QCheckBox, QComboBox, QDoubleSpinBox, QFileDialog,
                                QFormLayout, QHBoxLayout, QLabel, QLineEdit, QPushButton,
-                               QRadioButton, QSpinBox, QTextBrowser, QVBoxLayout, QWidget,
+                               QRadioButton, QSpinBox, QTextBrowser, QVBoxLayout,
                                QWizard, QWizardPage)
 
 from spemr_engine.config import architecture, architecture_names, default_regions, label_infos
 
 from ..settings import DEVICES
 from .jobs import JobRunner
+from .widgets import path_row
 
 SOURCES = {
     "synthetic": ("Generate a synthetic reference set", "spemr_engine.synth.refset_builder:build_reference_set"),
@@ -44,16 +45,6 @@ def open_wizard(window) -> "TrainingWizard":
     return wizard
 
 
-def _path_row(edit: QLineEdit, pick) -> QWidget:
-    box = QWidget()
-    layout = QHBoxLayout(box)
-    layout.setContentsMargins(0, 0, 0, 0)
-    layout.addWidget(edit, 1)
-    button = QPushButton("…")
-    button.setMaximumWidth(30)
-    button.clicked.connect(pick)
-    layout.addWidget(button)
-    return box
 
 
 def _pick_folder(parent, edit: QLineEdit, title: str) -> None:
@@ -131,12 +122,12 @@ class SourcePage(QWizardPage):
         form.addRow("synthetic: stars", self.n_stars)
         form.addRow("synthetic: seed", self.seed)
         form.addRow("published layout / MRS files folder",
-                    _path_row(self.source_dir, lambda: _pick_folder(self, self.source_dir, "Source folder")))
-        form.addRow("label catalog (cross-match)", _path_row(self.catalog, self._pick_catalog))
+                    path_row(self.source_dir, lambda: _pick_folder(self, self.source_dir, "Source folder")))
+        form.addRow("label catalog (cross-match)", path_row(self.catalog, self._pick_catalog))
         form.addRow("new reference set folder",
-                    _path_row(self.output, lambda: _pick_folder(self, self.output, "Output folder")))
+                    path_row(self.output, lambda: _pick_folder(self, self.output, "Output folder")))
         form.addRow("existing reference set",
-                    _path_row(self.existing, lambda: _pick_folder(self, self.existing, "Reference set")))
+                    path_row(self.existing, lambda: _pick_folder(self, self.existing, "Reference set")))
         layout.addLayout(form)
         self.prepare_button = QPushButton("Prepare the reference set")
         self.prepare_button.clicked.connect(self.prepare)
@@ -327,7 +318,7 @@ class ConfigPage(QWizardPage):
         form.addRow("batch size", self.batch_size)
         form.addRow("seed", self.seed)
         form.addRow("device", self.device)
-        form.addRow("model folder", _path_row(self.output, lambda: _pick_folder(self, self.output, "Model folder")))
+        form.addRow("model folder", path_row(self.output, lambda: _pick_folder(self, self.output, "Model folder")))
 
     def _preset_changed(self, name: str) -> None:
         self.members.setValue(architecture(name).members)
