@@ -93,9 +93,14 @@ class TemplateLibrary:
         if self.flux is not None:
             return self.wave, self.flux[i].astype(np.float32)
         if i not in self._cache:
+            from .preprocess import normalise_grid
             from .synth.generate import noiseless_grid   # heavy; only for seed libraries
             _wave, flux = noiseless_grid(self._labels[i:i + 1].astype(np.float64), self.seeds[i:i + 1])
-            self._cache[i] = flux[0].astype(np.float32)
+            # The generator divides by the true continuum; observed spectra are divided by
+            # the pipeline's polynomial pseudo-continuum, which sits a few per cent lower
+            # where lines crowd (blue arm). Normalising the same way makes them comparable.
+            normalised, _bad = normalise_grid(flux)
+            self._cache[i] = normalised[0].astype(np.float32)
             if len(self._cache) > _CACHE_SIZE:
                 self._cache.popitem(last=False)
         self._cache.move_to_end(i)
