@@ -369,11 +369,29 @@ def save_bundle(path: str | Path, architecture: RRNetConfig | str,
     }
     if (path / TEMPLATES).is_file():
         manifest["templates"] = TEMPLATES
+    _write_manifest(path, manifest)
+    load_bundle(path)
+    return path
+
+
+def update_manifest(path: str | Path, *, provenance: Mapping | None = None,
+                    metrics: Mapping | None = None) -> Path:
+    """Replace a saved bundle's provenance and/or metrics without rewriting its weights
+    (a paper-size model is 1.7 GB), e.g. to add the evaluation made after saving it."""
+    path = Path(path)
+    manifest = _read_manifest(path)
+    if provenance is not None:
+        manifest["provenance"] = _plain(_complete_provenance(path, provenance))
+    if metrics is not None:
+        manifest["metrics"] = _plain(dict(metrics))
+    _write_manifest(path, manifest)
+    return path
+
+
+def _write_manifest(path: Path, manifest: dict) -> None:
     temporary = path / (MANIFEST + ".tmp")
     temporary.write_text(json.dumps(manifest, indent=2, sort_keys=False, allow_nan=False) + "\n")
     os.replace(temporary, path / MANIFEST)
-    load_bundle(path)
-    return path
 
 
 def _plain(value):

@@ -436,7 +436,7 @@ def train_model(refset: ReferenceSet | str | Path, out_dir: str | Path,
     _save(out_dir, config, base_states, region_heads, statistics, provenance, regions, labels, metrics={})
     provenance["train_seconds"] = round(time.time() - started, 1)
     metrics = _evaluate_quietly(out_dir, refset, split.test, device, progress)
-    _save(out_dir, config, base_states, region_heads, statistics, provenance, regions, labels, metrics)
+    bundle_io.update_manifest(out_dir, provenance=json_safe(provenance), metrics=json_safe(metrics))
     shutil.rmtree(out_dir / CHECKPOINT_DIR, ignore_errors=True)
     if progress:
         progress({"stage": "done", "path": str(out_dir), "seconds": round(time.time() - started, 1)})
@@ -600,8 +600,7 @@ def finetune_bundle(model_path: str | Path, refset: ReferenceSet | str | Path, o
           source.labels, metrics)
     if len(split.test):
         metrics = _evaluate_quietly(out_dir, refset, split.test, device, progress)
-        _save(out_dir, source.architecture, base_states, region_heads, statistics, provenance, all_regions,
-              source.labels, metrics)
+        bundle_io.update_manifest(out_dir, metrics=json_safe(metrics))
     shutil.rmtree(out_dir / CHECKPOINT_DIR, ignore_errors=True)
     return out_dir
 

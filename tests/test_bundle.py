@@ -141,3 +141,18 @@ def test_metrics_with_nan_and_numpy_values_are_stored_as_json(tmp_path):
     bundle = load_bundle(tmp_path / "m")
     assert bundle.metrics == {"mae": {"Teff": 40.5, "NH": None}, "n": 3}
     assert bundle.provenance["refset"] == str(tmp_path) and bundle.regions == ()
+
+
+def test_update_manifest_changes_metrics_not_weights(tmp_path):
+    from spemr_engine.bundle import WEIGHTS, update_manifest
+
+    path = create_random_bundle(tmp_path / "m", architecture="tiny", seed=1)
+    weights_before = (path / WEIGHTS).read_bytes()
+    inode_before = (path / WEIGHTS).stat().st_ino
+    update_manifest(path, metrics={"overall": {"Teff": {"mae": 42.0}}})
+    bundle = load_bundle(path)
+    assert bundle.metrics == {"overall": {"Teff": {"mae": 42.0}}}
+    assert (path / WEIGHTS).stat().st_ino == inode_before
+    assert (path / WEIGHTS).read_bytes() == weights_before
+    with pytest.raises(ModelBundleError, match="trained_on"):
+        update_manifest(path, provenance={"trained_on": "guesswork"})
