@@ -76,7 +76,7 @@ class FileAnalysis:
         labelled = catalog_rows.label_columns(self.model)
         out = []
         for index, pair in enumerate(self.pairs):
-            row, _ = catalog_rows._spectrum_row(str(self.path), self.mrs.meta, pair, self.spectra, index)
+            row, _ = catalog_rows.spectrum_row(str(self.path), self.mrs.meta, pair, self.spectra, index)
             row.update(label_values(labelled, self.prediction, index))
             row["model_trained_on"] = self.model.trained_on
             out.append(row)

@@ -153,7 +153,7 @@ def _preprocess_file(path: str, mrs, pairs, options: PrepareOptions) -> Prepared
                                grid=options.grid)
     rows, infer = [], []
     for index, pair in enumerate(pairs):
-        row, labelled = _spectrum_row(path, mrs.meta, pair, spectra, index)
+        row, labelled = spectrum_row(path, mrs.meta, pair, spectra, index)
         rows.append(row)
         if labelled:
             infer.append(index)
@@ -194,7 +194,7 @@ def _spectrum_flags(quality, index: int, rv_measured: bool) -> list[str]:
     return flags
 
 
-def _spectrum_row(path: str, meta: dict, pair, spectra, index: int) -> tuple[dict, bool]:
+def spectrum_row(path: str, meta: dict, pair, spectra, index: int) -> tuple[dict, bool]:
     """The row of one spectrum and whether it gets labels: like api.analyse_file, only
     spectra passing the paper's selection (quality.usable) are labelled; the others keep
     their row, NaN labels, flags and the reason in ``error``."""
