@@ -31,16 +31,15 @@ from pathlib import Path
 import numpy as np
 import torch
 from astropy.io import fits
-from scipy.interpolate import interp1d
 
+from original_way import original_spectrum, read_arms
 from spemr_engine.api import default_model_path
 from spemr_engine.bundle import create_random_bundle, load_bundle
 from spemr_engine.catalog import run_catalog, usable_cores
 from spemr_engine.catalog_rows import label_columns
-from spemr_engine.config import preprocess_config
 from spemr_engine.ensemble import ensemble_combine, fuse_min_variance
 from spemr_engine.inference import full_precision, resolve_device
-from spemr_engine.preprocess import normalise_reference, standardise
+from spemr_engine.preprocess import standardise
 from spemr_engine.synth.fits_writer import write_mrs
 from spemr_engine.synth.generate import make_stars, observe_stars
 
@@ -76,20 +75,6 @@ def time_project(paths, output: Path, model: Path, exposures: str, workers: int,
 
 
 # --------------------------------------------------------------- the original
-def original_spectrum(path: Path, blue: str, red: str, rv: float, grid) -> np.ndarray:
-    """One spectrum the original way: open, rest frame, interp1d, iterative polyfit."""
-    c = preprocess_config().speed_of_light_kms
-    with fits.open(path) as hdul:
-        arms = [(10 ** hdul[e].data["LOGLAM"].astype(float), hdul[e].data["FLUX"].astype(float))
-                for e in (blue, red)]
-    out = []
-    for (wave, flux), arm in zip(arms, grid.arms):
-        order = np.argsort(wave)
-        resampled = interp1d(wave[order] / (1 + rv / c), flux[order])(arm.wave)
-        out.append(normalise_reference(arm.wave, resampled))
-    return np.concatenate(out)
-
-
 def spectra_list(path: Path, exposures: str) -> list[tuple[str, str]]:
     """(blue, red) extension names of the spectra to label, as the original scripts
     listed them from the headers."""
@@ -113,7 +98,7 @@ def run_original(paths, output: Path, model: Path, exposures: str, rv_csv: Path,
     for path in paths:
         obsid = int(fits.getheader(path)["OBSID"])
         for blue, red in spectra_list(path, exposures):
-            flux.append(original_spectrum(path, blue, red, rv_of[obsid], bundle.grid))
+            flux.append(original_spectrum(read_arms(path, blue, red), rv_of[obsid]))
             names.append((path.name, blue, red))
     x = standardise(np.array(flux), bundle.flux_mean, bundle.flux_std)
     n = len(x)

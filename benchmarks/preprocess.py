@@ -27,11 +27,11 @@ from pathlib import Path
 
 import numpy as np
 from astropy.io import fits
-from scipy.interpolate import interp1d
 
-from spemr_engine.config import default_grid, preprocess_config
+from original_way import original_spectrum, read_arms
+from spemr_engine.config import preprocess_config
 from spemr_engine.lamost import read_mrs
-from spemr_engine.preprocess import normalise_reference, preprocess_pairs
+from spemr_engine.preprocess import preprocess_pairs
 from spemr_engine.rv import line_spectrum, load_line_list
 
 REPO = Path(__file__).resolve().parents[1]
@@ -89,18 +89,8 @@ def reference_read(path: Path) -> dict[str, tuple[np.ndarray, np.ndarray]]:
 
 def reference_spectrum(path: Path, blue: str, red: str, rv: float, read: bool = True,
                        arrays=None) -> np.ndarray:
-    """One spectrum the original way: open, rest frame, interp1d, iterative polyfit."""
-    grid, c = default_grid(), preprocess_config().speed_of_light_kms
-    if read:
-        with fits.open(path) as hdul:
-            arrays = [(10 ** hdul[e].data["LOGLAM"].astype(float), hdul[e].data["FLUX"].astype(float))
-                      for e in (blue, red)]
-    out = []
-    for (wave, flux), arm in zip(arrays, grid.arms):
-        order = np.argsort(wave)
-        resampled = interp1d(wave[order] / (1 + rv / c), flux[order])(arm.wave)
-        out.append(normalise_reference(arm.wave, resampled))
-    return np.concatenate(out)
+    """One spectrum the original way (benchmarks/original_way.py), from the file or from arrays."""
+    return original_spectrum(read_arms(path, blue, red) if read else arrays, rv)
 
 
 # -------------------------------------------------------------------- timing
