@@ -95,7 +95,8 @@ class TemplateLibrary:
         if i not in self._cache:
             from .preprocess import normalise_grid
             from .synth.generate import noiseless_grid   # heavy; only for seed libraries
-            _wave, flux = noiseless_grid(self._labels[i:i + 1].astype(np.float64), self.seeds[i:i + 1])
+            _wave, flux = noiseless_grid(self._labels[i:i + 1].astype(np.float64), self.seeds[i:i + 1],
+                                         version=self.generator_version or 1)
             # The generator divides by the true continuum; observed spectra are divided by
             # the pipeline's polynomial pseudo-continuum, which sits a few per cent lower
             # where lines crowd (blue arm). Normalising the same way makes them comparable.
@@ -108,11 +109,11 @@ class TemplateLibrary:
 
     @property
     def rebuilds_exactly(self) -> bool:
-        """False when seeds were written by another generator version than this one."""
+        """False when seeds were written by a generator version this code cannot render."""
         if self.seeds is None:
             return True
-        from .synth.generate import GENERATOR_VERSION
-        return self.generator_version == GENERATOR_VERSION
+        from .synth.generate import WORLDS
+        return (self.generator_version or 1) in WORLDS
 
     # ------------------------------------------------------------ storage
     def save(self, path: str | Path) -> Path:
@@ -171,9 +172,10 @@ class TemplateLibrary:
         if rows is not None and refset.manifest.get("synthetic") and all(rows[i].get("seed") for i in chosen):
             seeds = np.array([int(rows[i]["seed"]) for i in chosen], dtype=np.int64)
         if seeds is not None:
-            from .synth.generate import GENERATOR_VERSION
+            # Reference sets written before the "generator" column were made by version 1.
+            version = int(rows[chosen[0]].get("generator") or 1) if len(chosen) else 1
             return cls(labels, getattr(refset, "label_names", LABELS), seeds=seeds, star_id=star[chosen], scale=refset.label_std,
-                       generator_version=GENERATOR_VERSION)
+                       generator_version=version)
         return cls(labels, getattr(refset, "label_names", LABELS), flux=refset.read_flux(chosen), star_id=star[chosen],
                    scale=refset.label_std)
 

@@ -26,6 +26,8 @@ def register(subparsers) -> None:
                      help="single exposures kept per star besides the coadd (default 3)")
     ref.add_argument("--rv", choices=("catalog", "ccf"), default="catalog",
                      help="RV for the rest frame: true + 1 km/s catalog error (default) or measured by CCF")
+    ref.add_argument("--generator", type=int, default=None,
+                     help="synthetic world: 2 = radiative-transfer emulator (default), 1 = the older line model")
     ref.set_defaults(func=run_refset)
 
     fits_cmd = subparsers.add_parser(
@@ -47,12 +49,16 @@ def _progress(state: dict) -> None:
 
 
 def run_refset(args) -> int:
+    from ..synth.generate import GENERATOR_VERSION, WORLDS
     from ..synth.refset_builder import build_reference_set
     if args.stars < 1:
         raise SpemrError("--stars must be at least 1")
+    version = GENERATOR_VERSION if args.generator is None else args.generator
+    if version not in WORLDS:
+        raise SpemrError(f"--generator {version}: unknown (known: {', '.join(map(str, sorted(WORLDS)))})")
     started = time.monotonic()
     refset = build_reference_set(args.output, args.stars, seed=args.seed, max_exposures=args.max_exposures,
-                                 rv_mode=args.rv, progress=_progress)
+                                 rv_mode=args.rv, progress=_progress, version=version)
     print(file=sys.stderr)
     print(f"wrote {len(refset)} spectra of {args.stars} stars to {args.output} "
           f"in {time.monotonic() - started:.0f} s")

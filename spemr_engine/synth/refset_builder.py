@@ -16,7 +16,7 @@ from typing import Callable
 
 import numpy as np
 
-from ..errors import Cancelled
+from ..errors import Cancelled, InputFileError
 from ..preprocess import preprocess_pairs
 from ..refset import ReferenceSetWriter
 from .generate import GENERATOR_VERSION, make_stars, observe_stars
@@ -33,15 +33,17 @@ def _spectra_of(obs, max_exposures: int):
 def build_reference_set(path: str | Path, n_stars: int, seed: int = 0, max_exposures: int = 3,
                         rv_mode: str = "catalog", batch_size: int = 64,
                         progress: Callable[[dict], None] | None = None,
-                        cancel: Callable[[], bool] | None = None):
+                        cancel: Callable[[], bool] | None = None, version: int = GENERATOR_VERSION):
     """Generate ``n_stars`` stars and write their usable spectra to a reference set at
     ``path``. Returns the finished spemr_engine.refset.ReferenceSet."""
     if rv_mode not in ("catalog", "ccf"):
         raise ValueError(f"rv_mode must be 'catalog' or 'ccf', not {rv_mode!r}")
     stars = make_stars(n_stars, seed)
-    source = (f"spemr synthetic generator v{GENERATOR_VERSION}: {n_stars} stars, seed {seed}, "
+    source = (f"spemr synthetic generator v{version}: {n_stars} stars, seed {seed}, "
               f"coadd + up to {max_exposures} exposures per star, rv {rv_mode}")
     writer = ReferenceSetWriter(path, synthetic=True, source=source)
+    if writer.source != source:
+        raise InputFileError(path, f"unfinished reference set was made as '{writer.source}', not '{source}'")
     done_stars = _stars_already_written(writer)
     started, kept, rejected = time.monotonic(), 0, 0
     for start in range(done_stars, n_stars, batch_size):
@@ -49,7 +51,8 @@ def build_reference_set(path: str | Path, n_stars: int, seed: int = 0, max_expos
             raise Cancelled(f"stopped after {start} of {n_stars} stars; run again to resume")
         part = np.arange(start, min(start + batch_size, n_stars))
         pairs, star_index = [], []
-        for i, obs in zip(part, observe_stars(stars.labels[part], stars.seeds[part], batch_size=batch_size)):
+        for i, obs in zip(part, observe_stars(stars.labels[part], stars.seeds[part], batch_size=batch_size,
+                                                       version=version)):
             chosen = _spectra_of(obs, max_exposures)
             pairs += chosen
             star_index += [(int(i), obs.rv)] * len(chosen)
@@ -57,7 +60,7 @@ def build_reference_set(path: str | Path, n_stars: int, seed: int = 0, max_expos
         rv = None if rv_mode == "ccf" else true_rv + _catalog_rv_error(stars.seeds, star_index)
         spectra = preprocess_pairs(pairs, rv=rv)
         usable = spectra.quality.usable
-        rows = [_row(star_index[k][0], stars.seeds[star_index[k][0]], pairs[k], spectra, k)
+        rows = [_row(star_index[k][0], stars.seeds[star_index[k][0]], pairs[k], spectra, k, version)
                 for k in np.flatnonzero(usable)]
         labels = stars.labels[[star_index[k][0] for k in np.flatnonzero(usable)]]
         # A star's spectra are written in one append, so resuming never splits a star.
@@ -79,12 +82,13 @@ def _catalog_rv_error(seeds: np.ndarray, star_index: list) -> np.ndarray:
     return out
 
 
-def _row(star: int, seed: int, pair, spectra, k: int) -> dict:
+def _row(star: int, seed: int, pair, spectra, k: int, version: int) -> dict:
     obsid = OBSID_BASE + star
     return {"star_id": f"SYN{star:07d}", "obsid": obsid,
             "filename": f"med-synthetic-{star:07d}.fits", "extname_blue": spectra.extname_blue[k],
             "extname_red": spectra.extname_red[k], "snr_blue": float(spectra.quality.snr_blue[k]),
-            "snr_red": float(spectra.quality.snr_red[k]), "seed": str(int(seed))}
+            "snr_red": float(spectra.quality.snr_red[k]), "seed": str(int(seed)),
+            "generator": str(int(version))}
 
 
 def _stars_already_written(writer: ReferenceSetWriter) -> int:

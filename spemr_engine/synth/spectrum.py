@@ -91,13 +91,17 @@ class Broadening:
     vmac: np.ndarray          # km/s macro-turbulence (Gaussian sigma)
     vsini: np.ndarray         # km/s projected rotation
     resolution: np.ndarray    # instrument R (FWHM)
+    # Strength of the empirical H-alpha core relative to the calibrated one (generator
+    # version 2 only; None = 1): chromospheric cores differ from star to star.
+    halpha_core: np.ndarray | None = None
 
     def __len__(self) -> int:
         return int(self.vmic.size)
 
     def take(self, index) -> "Broadening":
+        core = None if self.halpha_core is None else np.atleast_1d(self.halpha_core[index])
         return Broadening(*(np.atleast_1d(getattr(self, f)[index]) for f in
-                            ("vmic", "vmac", "vsini", "resolution")))
+                            ("vmic", "vmac", "vsini", "resolution")), halpha_core=core)
 
 
 def sample_broadening(labels: np.ndarray, rng: np.random.Generator) -> Broadening:
@@ -321,11 +325,13 @@ def _halpha(arm: FineArm, labels, vmic, out):
     out[:, lo:hi] += HALPHA_DEPTH_MAX * -np.expm1(-(tau_wing + tau_core))
 
 
-def _kernel_spectrum(n_fft: int, broadening: Broadening) -> np.ndarray:
+def _kernel_spectrum(n_fft: int, broadening: Broadening, applied_sigma_kms: float = 0.0) -> np.ndarray:
     """rFFT of each star's broadening kernel (instrument LSF + macro-turbulence: Gaussian;
-    rotation: Gray's profile, limb darkening 0.6), on the fine grid's velocity pixels."""
+    rotation: Gray's profile, limb darkening 0.6), on the fine grid's velocity pixels.
+    ``applied_sigma_kms``: a Gaussian the spectrum already has (removed in quadrature)."""
     dv = C_KMS * LN10 * LOG_STEP
-    sigma = np.sqrt((C_KMS / broadening.resolution / 2.3548) ** 2 + broadening.vmac ** 2) / dv
+    lsf_sigma2 = np.clip((C_KMS / broadening.resolution / 2.3548) ** 2 - applied_sigma_kms ** 2, 0, None)
+    sigma = np.sqrt(lsf_sigma2 + broadening.vmac ** 2) / dv
     freq = np.fft.rfftfreq(n_fft)
     spectrum = np.exp(-2 * (np.pi * freq[None, :] * sigma[:, None]) ** 2).astype(np.complex128)
     rotating = np.flatnonzero(broadening.vsini > 1.5 * dv)
@@ -346,22 +352,51 @@ def _kernel_spectrum(n_fft: int, broadening: Broadening) -> np.ndarray:
 def render_arm(name: str, labels: np.ndarray, broadening: Broadening,
                widths: np.ndarray | None = None, wings: np.ndarray | None = None) -> np.ndarray:
     """Normalised rest-frame flux (n, arm.n) on the fine grid of arm ``name``."""
-    arm, atomic, band_parts, strong = _arm_setup(name)
     if widths is None:
         widths, wings = line_widths(labels, broadening.vmic)
-    sticks = widths - wings
-    absorption = (atomic @ sticks.T).T
+    absorption = atomic_absorption(name, widths, wings) + band_absorption(name, labels)
+    _halpha(fine_arm(name), labels, broadening.vmic, absorption)
+    return np.exp(-np.clip(convolve(absorption, broadening), 0, None))
+
+
+def fine_arm(name: str) -> FineArm:
+    return _arm_setup(name)[0]
+
+
+def atomic_absorption(name: str, widths: np.ndarray, wings: np.ndarray) -> np.ndarray:
+    """Unbroadened absorption density of the atomic lines (sticks + resolved strong wings)."""
+    arm, atomic, _bands, strong = _arm_setup(name)
+    absorption = np.ascontiguousarray((atomic @ (widths - wings).T).T)
+    _wing_profiles(arm, wings, strong, absorption)
+    return absorption
+
+
+def band_absorption(name: str, labels: np.ndarray) -> np.ndarray:
+    """Unbroadened absorption density of the molecular bands (empirical pseudo-lines)."""
+    arm, _atomic, band_parts, _strong = _arm_setup(name)
+    absorption = np.zeros((len(labels), arm.n))
     for shape, band_w in zip(band_parts, band_widths(labels)):
         if shape.any():
             absorption += band_w[:, None] * shape[None, :]
-    absorption = np.ascontiguousarray(absorption)
-    _wing_profiles(arm, wings, strong, absorption)
-    _halpha(arm, labels, broadening.vmic, absorption)
-    n_fft = sfft.next_fast_len(arm.n + 2048, real=True)
-    transformed = sfft.rfft(absorption, n=n_fft, axis=1, workers=-1)
-    transformed *= _kernel_spectrum(n_fft, broadening)
-    smoothed = sfft.irfft(transformed, n=n_fft, axis=1, workers=-1)[:, :arm.n]
-    return np.exp(-np.clip(smoothed, 0, None))
+    return absorption
+
+
+def convolve(values: np.ndarray, broadening: Broadening, applied_sigma_kms: float = 0.0) -> np.ndarray:
+    """Each row (on its arm's fine grid) convolved with that star's broadening kernel."""
+    n = values.shape[1]
+    n_fft = sfft.next_fast_len(n + 2048, real=True)
+    transformed = sfft.rfft(values, n=n_fft, axis=1, workers=-1)
+    transformed *= _kernel_spectrum(n_fft, broadening, applied_sigma_kms)
+    return sfft.irfft(transformed, n=n_fft, axis=1, workers=-1)[:, :n]
+
+
+def gaussian_smooth(values: np.ndarray, sigma_kms: float) -> np.ndarray:
+    """Rows on a fine grid convolved with one Gaussian of sigma [km/s] (FFT, zero-padded)."""
+    n = values.shape[1]
+    n_fft = sfft.next_fast_len(n + 2048, real=True)
+    sigma = sigma_kms / (C_KMS * LN10 * LOG_STEP)
+    kernel = np.exp(-2 * (np.pi * np.fft.rfftfreq(n_fft) * sigma) ** 2)
+    return sfft.irfft(sfft.rfft(values, n=n_fft, axis=1, workers=-1) * kernel, n=n_fft, axis=1, workers=-1)[:, :n]
 
 
 def render(labels: np.ndarray, broadening: Broadening) -> dict[str, np.ndarray]:
