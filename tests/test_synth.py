@@ -35,9 +35,11 @@ def star(teff=4800.0, logg=2.5, feh=0.0, **x_fe) -> np.ndarray:
     return row
 
 
-def render_grid(rows, seed=7) -> np.ndarray:
+def render_grid(rows, seed=7, version=1) -> np.ndarray:
+    """Noiseless spectra; the line-physics tests below are about the version-1 line model
+    (version 2's lines come from radiative transfer, tested in test_rt_world)."""
     rows = np.atleast_2d(rows)
-    _, flux = noiseless_grid(rows, np.full(len(rows), seed))
+    _, flux = noiseless_grid(rows, np.full(len(rows), seed), version=version)
     return flux
 
 
