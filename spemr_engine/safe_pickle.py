@@ -1,5 +1,6 @@
-"""Load pickles from outside (published label_config.pkl, *_flux.pkl) without running
-arbitrary code: only numpy arrays, numpy scalars/dtypes and plain containers are admitted."""
+"""Load pickles from outside (published label_config.pkl, *_flux.pkl, atmosnet's network
+files) without running arbitrary code: only numpy arrays, numpy scalars/dtypes and plain
+containers are admitted."""
 from __future__ import annotations
 
 import io
@@ -29,19 +30,59 @@ class _RestrictedUnpickler(pickle.Unpickler):
         raise pickle.UnpicklingError(f"refusing to load {module}.{name}")
 
 
+# dill pickles (atmosnet's networks) fetch numpy's array reconstructor through two dill
+# helpers: ``_import_module("numpy.core._multiarray_umath")`` then ``_get_attr(module,
+# "_reconstruct")``. Stand-ins admit exactly that path, so dill itself is never needed
+# and no other module or attribute can be reached.
+_UMATH_MODULES = {"numpy.core._multiarray_umath", "numpy._core._multiarray_umath"}
+_UMATH_TOKEN = object()
+
+
+def _dill_import_module(name, safe=False):
+    if name not in _UMATH_MODULES:
+        raise pickle.UnpicklingError(f"refusing to import module {name}")
+    return _UMATH_TOKEN
+
+
+def _dill_get_attr(obj, name):
+    if obj is not _UMATH_TOKEN or name != "_reconstruct":
+        raise pickle.UnpicklingError(f"refusing to read attribute {name}")
+    return _numpy_reconstruct()
+
+
+def _numpy_reconstruct():
+    try:
+        from numpy._core.multiarray import _reconstruct
+    except ImportError:  # numpy 1.x
+        from numpy.core.multiarray import _reconstruct
+    return _reconstruct
+
+
+class _DillArrayUnpickler(_RestrictedUnpickler):
+    _DILL = {("dill._dill", "_import_module"): _dill_import_module,
+             ("dill._dill", "_get_attr"): _dill_get_attr}
+
+    def find_class(self, module: str, name: str):
+        helper = self._DILL.get((module, name))
+        return helper if helper is not None else super().find_class(module, name)
+
+
 def safe_loads(data: bytes):
     return _RestrictedUnpickler(io.BytesIO(data)).load()
 
 
-def safe_load(path: str | Path):
-    """Unpickle ``path`` admitting only numpy arrays and plain containers.
+def safe_load(path: str | Path, dill_arrays: bool = False):
+    """Unpickle ``path`` admitting only numpy arrays and plain containers; with
+    ``dill_arrays`` also dill's way of reaching numpy's array reconstructor (and nothing
+    else dill can do).
 
     Raises InputFileError naming the file for anything else (code objects, custom
     classes, truncated or corrupt data)."""
     path = Path(path)
+    unpickler = _DillArrayUnpickler if dill_arrays else _RestrictedUnpickler
     try:
         with open(path, "rb") as handle:
-            return _RestrictedUnpickler(handle).load()
+            return unpickler(handle).load()
     except FileNotFoundError:
         raise InputFileError(path, "file not found") from None
     except pickle.UnpicklingError as error:
