@@ -30,24 +30,8 @@ class _RestrictedUnpickler(pickle.Unpickler):
         raise pickle.UnpicklingError(f"refusing to load {module}.{name}")
 
 
-# dill pickles (atmosnet's networks) fetch numpy's array reconstructor through two dill
-# helpers: ``_import_module("numpy.core._multiarray_umath")`` then ``_get_attr(module,
-# "_reconstruct")``. Stand-ins admit exactly that path, so dill itself is never needed
-# and no other module or attribute can be reached.
 _UMATH_MODULES = {"numpy.core._multiarray_umath", "numpy._core._multiarray_umath"}
-_UMATH_TOKEN = object()
-
-
-def _dill_import_module(name, safe=False):
-    if name not in _UMATH_MODULES:
-        raise pickle.UnpicklingError(f"refusing to import module {name}")
-    return _UMATH_TOKEN
-
-
-def _dill_get_attr(obj, name):
-    if obj is not _UMATH_TOKEN or name != "_reconstruct":
-        raise pickle.UnpicklingError(f"refusing to read attribute {name}")
-    return _numpy_reconstruct()
+_UMATH_TOKEN = object()      # what the dill import below hands out instead of a module
 
 
 def _numpy_reconstruct():
@@ -59,12 +43,28 @@ def _numpy_reconstruct():
 
 
 class _DillArrayUnpickler(_RestrictedUnpickler):
-    _DILL = {("dill._dill", "_import_module"): _dill_import_module,
-             ("dill._dill", "_get_attr"): _dill_get_attr}
+    """dill pickles (atmosnet's networks) reach numpy's array reconstructor through two
+    dill helpers: import numpy's umath module, then take its ``_reconstruct``. Stand-ins
+    allow exactly that path, so dill is never needed and nothing else can be reached."""
 
     def find_class(self, module: str, name: str):
-        helper = self._DILL.get((module, name))
-        return helper if helper is not None else super().find_class(module, name)
+        if module == "dill._dill" and name == "_import_module":
+            return self._import_umath_only
+        if module == "dill._dill" and name == "_get_attr":
+            return self._reconstruct_only
+        return super().find_class(module, name)
+
+    @staticmethod
+    def _import_umath_only(name, safe=False):
+        if name in _UMATH_MODULES:
+            return _UMATH_TOKEN
+        raise pickle.UnpicklingError(f"refusing to import module {name}")
+
+    @staticmethod
+    def _reconstruct_only(obj, name):
+        if obj is _UMATH_TOKEN and name == "_reconstruct":
+            return _numpy_reconstruct()
+        raise pickle.UnpicklingError(f"refusing to read attribute {name}")
 
 
 def safe_loads(data: bytes):
