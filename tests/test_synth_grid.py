@@ -268,7 +268,7 @@ def test_from_npz_packs_reference_files(tmp_path, capsys):
         assert np.max(np.abs(flux - expected[name])) < 1e-4 and resolution == 7400.0
     (src / "evil.npz").unlink()
     assert cli.main(["synth-grid", str(out), "--from-npz", str(src), "--nice", "0"]) == 0
-    assert "0 stars made" in capsys.readouterr().out
+    assert "0 stars added" in capsys.readouterr().out
 
 
 def test_linelist_trimmed_to_the_windows(tmp_path, capsys):
@@ -306,4 +306,4 @@ def test_two_stars_end_to_end(tmp_path, engine, capsys):
     assert spectra.flux.shape == (2, rt_grid().n_pixels)
     assert np.all(np.median(spectra.flux, axis=1) > 0.9) and np.all(spectra.flux.min(axis=1) < 0.6)
     capsys.readouterr()
-    assert cli.main(args) == 0 and "0 stars made" in capsys.readouterr().out
+    assert cli.main(args) == 0 and "0 stars added" in capsys.readouterr().out

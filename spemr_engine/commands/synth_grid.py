@@ -111,7 +111,7 @@ def _report(summary, folder) -> int:
         print(f"{name}: FAILED {reason}", file=sys.stderr)
     finished = summary.done + summary.already
     per_star = f", {summary.cpu_s / summary.done:.1f} CPU-s/star" if summary.done and summary.cpu_s else ""
-    print(f"{summary.done} stars made in {summary.elapsed_s:.0f} s{per_star}; {finished} of {summary.total} "
+    print(f"{summary.done} stars added in {summary.elapsed_s:.0f} s{per_star}; {finished} of {summary.total} "
           f"finished, {len(summary.failed)} failed; {len(folder.chunks())} chunks in {folder.root}")
     if summary.stopped:
         print("stopped: run the same command again to resume", file=sys.stderr)
@@ -131,11 +131,17 @@ class Progress:
         self.stream, self.every_s, self.width = stream, every_s, width
         self.tty = getattr(stream, "isatty", lambda: False)()
         self.last = float("-inf")
+        self.latest = None          # last state, shown on close if a log line missed it
 
     def __call__(self, s) -> None:
+        self.latest = s
         if not self.tty and time.monotonic() - self.last < self.every_s:
             return
         self.last = time.monotonic()
+        self._write(s)
+        self.latest = None
+
+    def _write(self, s) -> None:
         self.stream.write(("\r" if self.tty else "") + self.line(s) + ("" if self.tty else "\n"))
         self.stream.flush()
 
@@ -149,6 +155,8 @@ class Progress:
                 f"{rate * 60:.1f} stars/min  ETA {_duration(eta)}  {len(s.failed)} failed")
 
     def close(self) -> None:
+        if self.latest is not None:
+            self._write(self.latest)
         if self.tty:
             self.stream.write("\n")
             self.stream.flush()

@@ -62,6 +62,15 @@ class GridFolder:
     def __init__(self, root: str | Path):
         self.root = Path(root)
         self.pending = self.root / "pending"
+        self._in_chunks: set[str] | None = None     # names in chunks, read once per run
+
+    def in_chunks(self) -> set[str]:
+        if self._in_chunks is None:
+            self._in_chunks = set()
+            for path in self.chunks():
+                with np.load(path, allow_pickle=False) as d:
+                    self._in_chunks.update(str(n) for n in d["names"])
+        return self._in_chunks
 
     def chunks(self) -> list[Path]:
         return sorted(self.root.glob("rt_*.npz"))
@@ -94,10 +103,7 @@ class GridFolder:
         """Pending stars into chunks of ``chunk`` (the rest too when ``final``); a chunk is
         renamed into place before its pending files go, and stars already in a chunk
         (a kill between the two) are dropped from pending. Returns chunks written."""
-        in_chunks = set()
-        for path in self.chunks():
-            with np.load(path, allow_pickle=False) as d:
-                in_chunks.update(str(n) for n in d["names"])
+        in_chunks = self.in_chunks()
         files = sorted(self.pending.glob("*.npz"))
         for path in [p for p in files if p.stem in in_chunks]:
             path.unlink()
@@ -106,6 +112,7 @@ class GridFolder:
         while len(files) >= chunk or (final and files):
             group, files = files[:chunk], files[chunk:]
             save_chunk(self.root / CHUNK_PATTERN.format(self._next_index()), _stack(group))
+            in_chunks.update(p.stem for p in group)
             for path in group:
                 path.unlink()
             written += 1
