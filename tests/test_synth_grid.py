@@ -16,7 +16,7 @@ from spemr_engine.config import LABELS
 from spemr_engine.errors import InputFileError
 from spemr_engine.safe_pickle import safe_load
 from spemr_engine.synth.generate import broadening_for
-from spemr_engine.synth.radiative import atmosnet, build, linelist, turbospectrum
+from spemr_engine.synth.radiative import atmosnet, build, turbospectrum
 from spemr_engine.synth.radiative.grid import from_turbospectrum, load_directory, rt_grid
 from spemr_engine.synth.radiative.jobs import GridJob, load_jobs, make_jobs, save_jobs
 
@@ -112,7 +112,7 @@ def test_jobs_from_the_label_sampler():
 
 
 def test_widening_jitters_a_fraction():
-    everything = lambda params: np.ones(len(params), dtype=bool)   # noqa: E731
+    everything = lambda params: np.ones(len(params), dtype=bool)
     plain = make_jobs(300, seed=1, in_range=everything, widen=0.0)
     wide = make_jobs(300, seed=1, in_range=everything, widen=0.4)
     changed = np.mean([not np.allclose(a.labels, b.labels) for a, b in zip(plain, wide)])
@@ -260,7 +260,7 @@ def test_from_npz_packs_reference_files(tmp_path, capsys):
     (src / "g_9.npz.part").write_bytes(b"being written")              # ignored
     np.savez(src / "evil.npz", wave_air=np.zeros(3), norm=np.array([object()], dtype=object), job="{}")
     out = tmp_path / "grid"
-    assert cli.main(["synth-grid", str(out), "--from-npz", str(src), "--nice", "0", "--chunk", "2"]) == 1
+    assert cli.main(["synth-grid", str(out), "--from-npz", str(src), "--nice", "0", "--chunk", "2", "-j", "2"]) == 1
     assert "evil" in json.loads((out / "failed.json").read_text())
     spectra = load_directory(out)
     assert sorted(spectra.names) == sorted(expected) and len(build.GridFolder(out).chunks()) == 2

@@ -84,6 +84,7 @@ def run(args) -> int:
 
 def _npz_tasks(directory):
     from pathlib import Path
+
     from ..synth.radiative.build import npz_stars
     if not Path(directory).is_dir():
         raise SpemrError(f"{directory}: not a folder")

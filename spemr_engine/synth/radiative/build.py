@@ -21,14 +21,14 @@ import os
 import signal
 import time
 import zipfile
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable
 
 import numpy as np
 
 from ...errors import SpemrError
-from .grid import RtSpectra, load_chunks, save_chunk
+from .grid import RtSpectra, save_chunk
 from .jobs import GridJob
 
 CHUNK_PATTERN = "rt_{:05d}.npz"

@@ -10,9 +10,9 @@ the prior, not only its bulk. Broadening comes from each star's own seed
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
@@ -55,7 +55,7 @@ class GridJob:
                 "vmac": self.vmac, "vsini": self.vsini, "R": self.resolution, "seed": self.seed}
 
     @classmethod
-    def from_dict(cls, d: dict) -> "GridJob":
+    def from_dict(cls, d: dict) -> GridJob:
         """Also reads the reference tools' jobs (same keys; no seed)."""
         labels = np.asarray(d["labels"], dtype=np.float64)
         if labels.shape != (len(LABELS),) or not np.all(np.isfinite(labels)):

