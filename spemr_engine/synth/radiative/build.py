@@ -19,6 +19,7 @@ import json
 import multiprocessing
 import os
 import signal
+import threading
 import time
 import zipfile
 from collections.abc import Callable, Iterable
@@ -189,7 +190,9 @@ def build(root: str | Path, tasks: list, work: Callable[..., StarResult], *, wor
     todo = [t for t in tasks if t.name not in done]
     summary = BuildSummary(total=len(tasks), already=len(tasks) - len(todo))
     started = time.monotonic()
-    previous = signal.signal(signal.SIGTERM, _raise_interrupt)
+    # `kill PID` stops like Ctrl-C (pool terminated, chunks packed); only the main thread may set it.
+    in_main = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _raise_interrupt) if in_main else None
     try:
         with _results(work, todo, workers) as results:
             for result in results:
@@ -201,7 +204,8 @@ def build(root: str | Path, tasks: list, work: Callable[..., StarResult], *, wor
     except KeyboardInterrupt:
         summary.stopped = True
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        if in_main:
+            signal.signal(signal.SIGTERM, previous)
     summary.chunks_written += folder.pack(chunk, final=not summary.stopped)
     summary.elapsed_s = time.monotonic() - started
     _write_failed(folder.root, summary.failed)
