@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import Sequence
 
 import numpy as np
-from scipy import ndimage
+from scipy import ndimage, signal
 
 from . import rv as rvmod
 from .config import InputGrid, PreprocessConfig, default_grid, preprocess_config
@@ -121,43 +121,57 @@ def resample(wave: np.ndarray, flux: np.ndarray, bad: np.ndarray, grid_wave: np.
     return flux_grid, (np.interp(grid_wave, wave, bad.astype(np.float64)) > 0.5) | outside
 
 
+def _median_of_three(a, b, c, out=None):
+    """Element-wise median of three arrays."""
+    out = np.minimum(a, b, out=out)
+    return np.maximum(out, np.minimum(np.maximum(a, b), c), out=out)
+
+
 def median3(flux: np.ndarray) -> np.ndarray:
-    """Median filter of width 3 along the last axis, edges by repeating the end pixel:
-    identical to scipy.ndimage.median_filter(size=3, mode="nearest") on each row, but a
-    handful of vectorised min/max operations instead of a sort per pixel. (With repeated
-    edges the end pixels are their own median.)"""
+    """Median filter of width 3 along the last axis with zero padding at both ends, as
+    scipy.signal.medfilt(flux, 3) (the authors' filter): the first pixel is
+    median(0, x0, x1), the last median(x[-2], x[-1], 0). A handful of vectorised
+    min/max operations instead of a sort per pixel."""
     flux = np.asarray(flux, dtype=np.float64)
     out = flux.copy()
-    if flux.shape[-1] < 3:
+    if flux.shape[-1] < 2:
+        out[...] = _median_of_three(np.zeros_like(flux), flux, np.zeros_like(flux))
         return out
-    left, mid, right = flux[..., :-2], flux[..., 1:-1], flux[..., 2:]
-    inner = out[..., 1:-1]
-    np.minimum(left, mid, out=inner)
-    np.maximum(inner, np.minimum(np.maximum(left, mid), right), out=inner)
-    return out
+    zero = np.zeros_like(flux[..., :1])
+    left = np.concatenate([zero, flux[..., :-1]], axis=-1)
+    right = np.concatenate([flux[..., 1:], zero], axis=-1)
+    return _median_of_three(left, flux, right, out=out)
+
+
+def median_filter(flux: np.ndarray, width: int) -> np.ndarray:
+    """scipy.signal.medfilt(row, width) on every row (zero-padded ends)."""
+    if width == 3:
+        return median3(flux)
+    return ndimage.median_filter(np.asarray(flux, dtype=np.float64), size=(1, width),
+                                 mode="constant", cval=0.0)
 
 
 def _outliers(residual: np.ndarray, sigma: np.ndarray, config: PreprocessConfig,
               out: np.ndarray | None = None, scratch: np.ndarray | None = None) -> np.ndarray:
-    """Pixels outside (-low sigma, +high sigma), per row (sigma (n, 1)); none when the
-    scatter is ~0 (an exact fit). out/scratch: optional boolean buffers of residual's shape."""
+    """Pixels not strictly inside (-low sigma, +high sigma), per row (sigma (n, 1)), as the
+    authors keep only low < r < high; none when the scatter is ~0 (an exact fit, where
+    their loop would never end). out/scratch: optional boolean buffers of residual's shape."""
     exact = sigma <= _EXACT_FIT_SCATTER
     low = np.where(exact, -np.inf, -config.outlier_sigma_low * sigma)
     high = np.where(exact, np.inf, config.outlier_sigma_high * sigma)
-    out = np.less(residual, low, out=out)
-    return np.logical_or(out, np.greater(residual, high, out=scratch), out=out)
+    out = np.less_equal(residual, low, out=out)
+    return np.logical_or(out, np.greater_equal(residual, high, out=scratch), out=out)
 
 
 def despike(flux: np.ndarray, config: PreprocessConfig | None = None) -> np.ndarray:
-    """Step 1 of the continuum: replace pixels deviating from the width-3 median filter
-    by more than (-4 sigma, +3 sigma) with the filtered value (batch, along axis -1)."""
+    """Step 1 of the continuum (batch, along axis -1), the authors' convention: with
+    deviation = median - flux (median: width-3 filter, zero-padded ends), pixels whose
+    deviation falls outside (-4 sigma, +3 sigma) take the filtered value. So dips more
+    than 3 sigma below the median and spikes more than 4 sigma above it are replaced."""
     config = config or preprocess_config()
     flux = np.atleast_2d(np.asarray(flux, dtype=np.float64))
-    if config.median_filter_width != 3:
-        filtered = ndimage.median_filter(flux, size=(1, config.median_filter_width), mode="nearest")
-    else:
-        filtered = median3(flux)
-    deviation = flux - filtered
+    filtered = median_filter(flux, config.median_filter_width)
+    deviation = filtered - flux
     sigma = _row_std(deviation, deviation.mean(axis=1, keepdims=True))
     return np.where(_outliers(deviation, sigma, config), filtered, flux)
 
@@ -287,14 +301,15 @@ def normalise_grid(flux: np.ndarray, grid: InputGrid | None = None,
 
 # ------------------------------------------------ the published algorithm, literally
 def _despike_reference(flux: np.ndarray, config: PreprocessConfig) -> np.ndarray:
+    """The authors' de-spiking step as written in their sp_median_polyfit1stage:
+    scipy.signal.medfilt, deviation = median - flux, keep -low sigma < deviation <
+    +high sigma, the rest take the median."""
     flux = np.asarray(flux, dtype=np.float64)
-    filtered = ndimage.median_filter(flux, size=config.median_filter_width, mode="nearest")
-    deviation = flux - filtered
+    filtered = signal.medfilt(flux, config.median_filter_width)
+    deviation = filtered - flux
     sigma = deviation.std()
-    if not sigma > _EXACT_FIT_SCATTER:
-        return flux.copy()
-    replace = (deviation < -config.outlier_sigma_low * sigma) | (deviation > config.outlier_sigma_high * sigma)
-    return np.where(replace, filtered, flux)
+    keep = (deviation < config.outlier_sigma_high * sigma) & (deviation > -config.outlier_sigma_low * sigma)
+    return np.where(keep, flux, filtered)
 
 
 def _continuum_reference_clean(wave: np.ndarray, clean: np.ndarray, config: PreprocessConfig):
@@ -308,7 +323,7 @@ def _continuum_reference_clean(wave: np.ndarray, clean: np.ndarray, config: Prep
         sigma = residual.std()
         if not sigma > _EXACT_FIT_SCATTER:
             break
-        outside = (residual < -config.outlier_sigma_low * sigma) | (residual > config.outlier_sigma_high * sigma)
+        outside = ~((residual > -config.outlier_sigma_low * sigma) & (residual < config.outlier_sigma_high * sigma))
         if not outside.any():
             break
         y[outside] = fit[outside]

@@ -13,7 +13,8 @@ os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-SHARED_DATA = REPO_ROOT.parent / "shared" / "data"
+# SPEMR_SHARED_DATA points elsewhere, e.g. from a git worktree that is not beside ../shared.
+SHARED_DATA = Path(os.environ.get("SPEMR_SHARED_DATA") or REPO_ROOT.parent / "shared" / "data")
 
 
 def _shared(relative: str) -> Path:
