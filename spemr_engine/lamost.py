@@ -391,14 +391,19 @@ def pixel_masks(flux: np.ndarray, ivar: np.ndarray, flag_bits: np.ndarray,
                 no_data_bits: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(mask, unusable) for one arm.
 
-    ``mask``: flagged (ORMASK for coadds, PIXMASK for exposures) or without data
-    (ivar = 0, non-finite): what the views shade and the quality flags count.
-    ``unusable``: no usable measurement at all (ivar = 0, non-finite, ANDMASK for coadds):
-    what preprocessing interpolates over. A coadd pixel flagged in only some exposures
+    ``mask``: flagged (ORMASK for coadds, PIXMASK for exposures) or without data:
+    what the views shade and the quality flags count.
+    ``unusable``: no usable measurement at all (no data, or ANDMASK for coadds): what
+    preprocessing interpolates over. A coadd pixel flagged in only some exposures
     (ORMASK) was combined from the good ones; interpolating over it, as over the
     H-alpha core of med-58408, moved the coadd's Teff by ~140 K away from its exposures.
+
+    No data: ivar = 0, non-finite flux or ivar, or flux exactly 0. The pipeline writes
+    0 where it has nothing, sometimes with ivar > 0 and ANDMASK = 0 (med-58408 COADD_B,
+    5210.1-5210.6 A); kept as data, that made a fake line down to 0 in the model input.
+    This is the one place that decides it.
     """
-    no_data = ~np.isfinite(flux) | ~np.isfinite(ivar) | ~(ivar > 0)
+    no_data = ~np.isfinite(flux) | ~np.isfinite(ivar) | ~(ivar > 0) | (flux == 0)
     return (flag_bits != 0) | no_data, (no_data_bits != 0) | no_data
 
 

@@ -93,7 +93,8 @@ def test_real_mask_is_zero_ivar_or_mask_bits(shared_mrs_files, real_files, extna
     arm = next(a for p in mrs.pairs for a in (p.blue, p.red) if a.extname == extname)
     with fits.open(path) as hdul:
         raw = hdul[extname].data
-        expected = (np.asarray(raw["IVAR"]) == 0) | (np.asarray(raw[mask_column]) != 0)
+        expected = ((np.asarray(raw["IVAR"]) == 0) | (np.asarray(raw[mask_column]) != 0)
+                    | (np.asarray(raw["FLUX"]) == 0))
     np.testing.assert_array_equal(arm.mask, expected)
     assert 0 < arm.mask.sum() < 100
 
@@ -208,6 +209,38 @@ def test_real_coadd_unusable_is_zero_ivar_or_andmask(shared_mrs_files, real_file
     arm = next(p.blue for p in real_files["med-58408"].pairs if p.is_coadd)
     with fits.open(path) as hdul:
         raw = hdul["COADD_B"].data
-        expected = (np.asarray(raw["IVAR"]) == 0) | (np.asarray(raw["ANDMASK"]) != 0)
+        expected = ((np.asarray(raw["IVAR"]) == 0) | (np.asarray(raw["ANDMASK"]) != 0)
+                    | (np.asarray(raw["FLUX"]) == 0))
     np.testing.assert_array_equal(arm.unusable, expected)
     assert arm.unusable.sum() < arm.mask.sum()
+
+
+def test_real_zero_flux_with_weight_and_no_andmask_is_no_data(shared_mrs_files, real_files):
+    """med-58408 COADD_B: FLUX = 0 with IVAR > 0 and ANDMASK = 0 at 5210.1-5210.6 A.
+    Those pixels are no data: unusable (interpolated over) and masked (shaded)."""
+    _real(shared_mrs_files, "med-58408")
+    arm = next(p.blue for p in real_files["med-58408"].pairs if p.is_coadd)
+    window = (arm.wave > 5210.05) & (arm.wave < 5210.7)
+    assert window.sum() == 5
+    assert np.all(arm.flux[window] == 0) and np.all(arm.ivar[window] > 0)
+    assert arm.unusable[window].all() and arm.mask[window].all()
+
+
+def test_zero_flux_is_no_data_whatever_the_mask_bits_say(tmp_path):
+    """A pixel of flux exactly 0 with weight and no mask bit is unusable and masked, in a
+    coadd and in an exposure; a pixel of tiny non-zero flux stays data."""
+    from mrs_testfiles import arm_hdu, primary_hdu
+    hdus = [primary_hdu()]
+    for extname in ("COADD_B", "COADD_R", "B-100", "R-100"):
+        hdu = arm_hdu(extname)
+        hdu.data["FLUX"][[100, 101]] = 0.0
+        hdu.data["FLUX"][200] = 1e-30
+        hdus.append(hdu)
+    path = tmp_path / "zero.fits"
+    fits.HDUList(hdus).writeto(path)
+    for pair in read_mrs(path).pairs:
+        for arm in (pair.blue, pair.red):
+            zero = arm.flux == 0
+            assert zero.sum() == 2
+            assert arm.unusable[zero].all() and arm.mask[zero].all()
+            assert not arm.unusable[arm.flux == np.float32(1e-30)].any()

@@ -369,3 +369,16 @@ def test_only_unusable_pixels_are_interpolated_over():
     assert not out.mask[1].any()
     assert out.mask[2].sum() > 0
     assert np.max(np.abs(out.flux[2] - out.flux[0])) > 0.05
+
+
+def test_zero_flux_pixels_are_interpolated_and_masked_in_the_model_input(shared_mrs_dir):
+    """med-58408's coadd has FLUX = 0 (IVAR > 0, ANDMASK = 0) at 5210.1-5210.6 A observed:
+    on the grid those pixels are masked and interpolated, not a fake line down to 0."""
+    path = shared_mrs_dir / "med-58408-TD230151N343645T01_sp01-015.fits"
+    spectra = preprocess_pairs(read_mrs(path).select("coadd"))
+    c = CONFIG.speed_of_light_kms
+    rest = np.array([5210.1, 5210.6]) / (1 + spectra.rv[0] / c)
+    window = (spectra.wave >= rest[0]) & (spectra.wave <= rest[1])
+    assert window.sum() >= 4
+    assert spectra.mask[0, window].all()
+    assert spectra.flux[0, window].min() > 0.5          # it was 0.0 with the zeros kept
