@@ -115,6 +115,12 @@ def catalog_label_names() -> list[str]:
     return [info.catalog for info in label_infos()]
 
 
+def plausible_training_mean() -> dict[str, tuple[float, float]]:
+    """label -> (low, high): where a training set's mean of that label can lie."""
+    ranges = _preset("labels")["plausible_training_mean"]
+    return {name: tuple(ranges.get(name, ranges["*"])) for name in LABELS}
+
+
 def published_to_label() -> dict[str, str]:
     """Map published label_config names (e.g. ASPCAP_Teff[K]) to our label names."""
     return {info.published: info.name for info in label_infos()}

@@ -9,10 +9,13 @@ Run folder layout read here:
     RUN/<REGION>/CA<k>/weight_best.pkl   default regions); only their fc1 is kept, and the
                                          rest must equal the base (fc1-only fine-tuning)
 
-Labels are matched by name, never by position: label_config lists its labels in its own
-order (FeH after MnH), and a network's outputs follow that list restricted to the
-network's labels. Weights are read with torch.load(weights_only=True); label_config.pkl
-with the restricted unpickler.
+Labels are matched by name, never by position. label_config lists its labels in its own
+order (FeH after MnH); its statistics are read by name. A network's outputs are in the
+order the authors fix in their code, whatever label_config's order: SP = (Teff, Logg, FeH)
+and CA = (CH, NH, OH, MgH, AlH, SiH, SH, KH, CaH, TiH, CrH, MnH, NiH), the "paper"
+architecture's networks. A label_config whose label_mean contradicts its label_list
+(e.g. a Teff mean of -0.1: names permuted against the values) is refused. Weights are
+read with torch.load(weights_only=True); label_config.pkl with the restricted unpickler.
 """
 from __future__ import annotations
 
@@ -40,11 +43,12 @@ def import_published(run_dir: str | Path, output: str | Path, command: str | Non
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise InputFileError(run_dir, "no such run folder")
-    published_labels, statistics = read_label_config(run_dir / LABEL_CONFIG)
+    _, statistics = read_label_config(run_dir / LABEL_CONFIG)
     folders = find_member_folders(run_dir)
     first_file = next(iter(folders.values()))[0]
     reference = config.architecture("paper")
-    networks = {name: tuple(n for n in published_labels if n in reference.networks[name]) for name in folders}
+    # The authors' output order, fixed in their code; never label_config's list order.
+    networks = {name: tuple(reference.networks[name]) for name in folders}
     architecture = replace(infer_architecture(load_state_dict(first_file), reference, first_file),
                            networks=networks)
 
@@ -78,12 +82,27 @@ def read_label_config(path: Path) -> tuple[list[str], Statistics]:
         raise InputFileError(path, f"labels {ours} are not the 16 spemr labels")
     if any(arrays[k].shape != (len(names),) for k in ("label_mean", "label_std")):
         raise InputFileError(path, "label_mean/label_std do not match label_list")
+    _check_label_statistics(path, ours, arrays["label_mean"], arrays["label_std"])
     position = {name: i for i, name in enumerate(ours)}
     order = [position[name] for name in config.LABELS]
     statistics = Statistics(flux_mean=arrays["flux_mean"], flux_std=arrays["flux_std"],
                             label_mean=arrays["label_mean"][order], label_std=arrays["label_std"][order],
                             source=f"published {path.name}")
     return ours, statistics
+
+
+def _check_label_statistics(path: Path, names: list[str], mean: np.ndarray, std: np.ndarray) -> None:
+    """Refuse statistics that contradict their names: a mean outside the label's plausible
+    range, or a std that is not positive and finite."""
+    ranges = config.plausible_training_mean()
+    wrong = [f"{name} mean {m:.4g}" for name, m in zip(names, mean)
+             if not ranges[name][0] <= m <= ranges[name][1]]
+    if wrong:
+        raise InputFileError(path, f"label_list contradicts label_mean ({', '.join(wrong[:4])}"
+                                   f"{', ...' if len(wrong) > 4 else ''}): names and values out of step")
+    bad_std = [name for name, s in zip(names, std) if not (np.isfinite(s) and s > 0)]
+    if bad_std:
+        raise InputFileError(path, f"label_std is not positive and finite for {', '.join(bad_std)}")
 
 
 def find_member_folders(folder: Path) -> dict[str, list[Path]]:

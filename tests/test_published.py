@@ -18,13 +18,33 @@ PUBLISHED_ORDER = ["Teff", "Logg", "CH", "NH", "OH", "MgH", "AlH", "SiH", "SH", 
                    "TiH", "CrH", "MnH", "FeH", "NiH"]
 
 
-def _write_label_config(run):
+BASE_MEAN = {"Teff": 5000.0, "Logg": 3.0}      # others -0.2: plausible training-set means
+
+
+def _expected_mean(name: str) -> float:
+    """label_mean written for `name`: plausible, plus 0.01 * its published position."""
+    return BASE_MEAN.get(name, -0.2) + 0.01 * PUBLISHED_ORDER.index(name)
+
+
+def _label_config(order=PUBLISHED_ORDER) -> dict:
     to_published = {label: published for published, label in config.published_to_label().items()}
-    data = {"label_list": [to_published[n] for n in PUBLISHED_ORDER],
-            "label_mean": np.arange(16, dtype=np.float64) * 10.0,   # value = 10 * published position
-            "label_std": np.arange(1, 17, dtype=np.float64),
+    return {"label_list": [to_published[n] for n in order],
+            "label_mean": np.array([_expected_mean(n) for n in order]),
+            "label_std": np.array([1.0 + PUBLISHED_ORDER.index(n) for n in order]),
             "flux_mean": np.linspace(0.8, 1.0, 7200), "flux_std": np.full(7200, 0.07)}
-    (run / "label_config.pkl").write_bytes(pickle.dumps(data))
+
+
+def _write_label_config(run, data=None):
+    (run / "label_config.pkl").write_bytes(pickle.dumps(data or _label_config()))
+
+
+def _copy_run(run, target):
+    for path in run.rglob("*"):
+        if path.is_file():
+            copy = target / path.relative_to(run)
+            copy.parent.mkdir(parents=True, exist_ok=True)
+            copy.write_bytes(path.read_bytes())
+    return target
 
 
 def _write_net(path, net):
@@ -64,9 +84,9 @@ def test_import_maps_labels_by_name(imported):
     assert imported.trained_on == "published" and imported.labels == list(config.LABELS)
     assert imported.networks == {"SP": ("Teff", "Logg", "FeH"), "CA": TINY.networks["CA"]}
     position = {name: i for i, name in enumerate(PUBLISHED_ORDER)}
-    np.testing.assert_array_equal(imported.label_mean, [10.0 * position[n] for n in config.LABELS])
+    np.testing.assert_array_equal(imported.label_mean, [_expected_mean(n) for n in config.LABELS])
     np.testing.assert_array_equal(imported.label_std, [1.0 + position[n] for n in config.LABELS])
-    assert imported.label_mean[config.LABELS.index("FeH")] == 140.0
+    assert imported.label_mean[config.LABELS.index("FeH")] == pytest.approx(-0.2 + 0.14)
     np.testing.assert_allclose(imported.flux_mean, np.linspace(0.8, 1.0, 7200))
 
 
@@ -95,14 +115,42 @@ def test_cli_import_published(published_run, tmp_path, capsys):
     assert load_bundle(tmp_path / "m").provenance["command"].startswith("spemr import-published")
 
 
+def test_label_list_order_does_not_move_outputs(published_run, imported, tmp_path):
+    """label_config sorted alphabetically (names and values together) imports to the same
+    model: SP and CA outputs keep the authors' fixed order, statistics go by name. Before,
+    the SP outputs were taken as (FeH, Logg, Teff) and Teff moved."""
+    run, _ = published_run
+    permuted = _copy_run(run, tmp_path / "run")
+    _write_label_config(permuted, _label_config(sorted(PUBLISHED_ORDER)))
+    other = load_bundle(import_published(permuted, tmp_path / "m"))
+    assert other.networks == {"SP": ("Teff", "Logg", "FeH"), "CA": config.architecture("paper").networks["CA"]}
+    np.testing.assert_array_equal(other.label_mean, imported.label_mean)
+    np.testing.assert_array_equal(other.label_std, imported.label_std)
+    from spemr_engine.inference import SpemrPredictor
+    x = np.random.default_rng(0).normal(1.0, 0.05, (2, 7200)).astype(np.float32)
+    a, b = (SpemrPredictor(m, device="cpu").predict(x) for m in (imported, other))
+    np.testing.assert_array_equal(a.mean, b.mean)
+    np.testing.assert_array_equal(a.sigma, b.sigma)
+
+
+def test_label_list_contradicting_its_values_is_refused(published_run, tmp_path, capsys):
+    """Only the names sorted (values left in the published order): Teff would get the mean
+    of another label. Refused with one line naming the file; the CLI exits 2."""
+    run, _ = published_run
+    broken = _copy_run(run, tmp_path / "run")
+    data = _label_config()
+    data["label_list"] = sorted(data["label_list"])
+    _write_label_config(broken, data)
+    with pytest.raises(InputFileError, match=r"label_config.pkl: label_list contradicts label_mean"):
+        import_published(broken, tmp_path / "m")
+    assert main(["import-published", str(broken), "-o", str(tmp_path / "m2")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "label_config.pkl" in err and "Teff mean" in err
+
+
 def test_region_that_changed_more_than_fc1_is_refused(published_run, tmp_path):
     run, nets = published_run
-    bad = tmp_path / "run"
-    for path in run.rglob("*"):
-        if path.is_file():
-            target = bad / path.relative_to(run)
-            target.parent.mkdir(parents=True, exist_ok=True)
-            target.write_bytes(path.read_bytes())
+    bad = _copy_run(run, tmp_path / "run")
     state = torch.load(bad / "S3" / "CA2" / "weight_best.pkl", weights_only=True)
     state["rnn.weight_hh_l0"] += 0.1
     torch.save(state, bad / "S3" / "CA2" / "weight_best.pkl")
