@@ -8,6 +8,14 @@ Run folder layout read here:
     RUN/<REGION>/SP<k>/weight_best.pkl   optional region sub-models (REGION = S1..S4, the
     RUN/<REGION>/CA<k>/weight_best.pkl   default regions); only their fc1 is kept, and the
                                          rest must equal the base (fc1-only fine-tuning)
+    RUN/<REGION>/label_config.pkl        optional: the region's own standardisation (the
+                                         authors' <refset>/S<k>/label_config.pkl)
+
+A spemr bundle runs every sub-model on one standardised input and reads every output
+with one label scale. The authors fine-tune each region with its subset's own statistics;
+a region that brings a label_config.pkl equal to the base's imports, one whose statistics
+differ is refused (importing it with the base's would silently mis-scale that region).
+A region folder without a label_config.pkl is taken as standardised like the base.
 
 Labels are matched by name, never by position. label_config lists its labels in its own
 order (FeH after MnH); its statistics are read by name. A network's outputs are in the
@@ -55,6 +63,8 @@ def import_published(run_dir: str | Path, output: str | Path, command: str | Non
     members = [{name: _checked(load_state_dict(files[k]), architecture, networks[name], files[k])
                 for name, files in folders.items()} for k in range(len(next(iter(folders.values()))))]
     regions = [r for r in config.default_regions() if (run_dir / r.name).is_dir()]
+    for region in regions:
+        _require_base_statistics(run_dir / region.name / LABEL_CONFIG, region.name, statistics)
     heads = _region_heads(run_dir, regions, members, architecture, networks, len(members))
     provenance = {"trained_on": "published", "source": str(run_dir.resolve()),
                   "command": command or f"spemr import-published {run_dir}"}
@@ -103,6 +113,29 @@ def _check_label_statistics(path: Path, names: list[str], mean: np.ndarray, std:
     bad_std = [name for name, s in zip(names, std) if not (np.isfinite(s) and s > 0)]
     if bad_std:
         raise InputFileError(path, f"label_std is not positive and finite for {', '.join(bad_std)}")
+
+
+def _require_base_statistics(path: Path, region: str, base: Statistics) -> None:
+    """A region's own label_config.pkl must hold the base's statistics (see the module
+    docstring); otherwise refuse, saying what differs."""
+    if not path.exists():
+        return
+    if not path.is_file():
+        raise InputFileError(path, "not a file (expected the region's label_config.pkl)")
+    _, own = read_label_config(path)
+    differs = [name for name in ("flux_mean", "flux_std")
+               if not np.allclose(getattr(own, name), getattr(base, name), rtol=1e-6, atol=0)]
+    for name in ("label_mean", "label_std"):
+        mine, theirs = getattr(own, name), getattr(base, name)
+        labels = [label for label, a, b in zip(config.LABELS, mine, theirs)
+                  if not np.isclose(a, b, rtol=1e-6, atol=0)]
+        if labels:
+            differs.append(f"{name} of {', '.join(labels[:3])}{', ...' if len(labels) > 3 else ''}")
+    if differs:
+        raise InputFileError(path, f"region {region} was standardised with its own statistics "
+                                   f"({'; '.join(differs)} differ from the base label_config.pkl), "
+                                   "which a spemr bundle cannot hold: not imported (remove the "
+                                   f"{region} folder to import the base and the other regions)")
 
 
 def find_member_folders(folder: Path) -> dict[str, list[Path]]:

@@ -194,3 +194,37 @@ def test_real_published_label_config_maps_every_label(shared_label_config):
     assert 5000 < teff < 5300  # reference doc: training-set mean Teff ~5160 K
     assert abs(statistics.label_mean[config.LABELS.index("FeH")] - (-0.16)) < 0.05
     assert statistics.flux_mean.shape == (7200,)
+
+
+def test_region_label_config_equal_to_the_base_is_accepted(published_run, imported, tmp_path):
+    run, _ = published_run
+    copy = _copy_run(run, tmp_path / "run")
+    _write_label_config(copy / "S1")                       # the same statistics as the base
+    other = load_bundle(import_published(copy, tmp_path / "m"))
+    assert [r.name for r in other.regions] == ["S1", "S3"]
+    np.testing.assert_array_equal(other.label_mean, imported.label_mean)
+
+
+@pytest.mark.parametrize("change", ["label_mean", "flux_std"])
+def test_region_with_its_own_standardisation_is_refused_not_ignored(published_run, tmp_path, capsys, change):
+    """The authors fine-tune each region with its subset's own label_config.pkl. A bundle
+    has one standardisation, so a region whose statistics differ is refused with one line
+    naming the file and the region; nothing is written."""
+    run, _ = published_run
+    copy = _copy_run(run, tmp_path / "run")
+    data = _label_config()
+    if change == "label_mean":
+        data["label_mean"] = data["label_mean"].copy()
+        data["label_mean"][0] += 215.0                       # Teff: the region's subset is hotter
+    else:
+        data["flux_std"] = data["flux_std"] * 1.1
+    _write_label_config(copy / "S3", data)
+    expected = "Teff" if change == "label_mean" else "flux_std"
+    with pytest.raises(InputFileError, match=rf"label_config.pkl: region S3 was standardised with its own "
+                                             rf"statistics \(.*{expected}"):
+        import_published(copy, tmp_path / "m")
+    assert not (tmp_path / "m").exists()
+    assert main(["import-published", str(copy), "-o", str(tmp_path / "m2")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "S3" in err and "label_config.pkl" in err
+    assert not (tmp_path / "m2").exists()

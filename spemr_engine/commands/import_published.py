@@ -10,7 +10,10 @@ def register(subparsers) -> None:
         description="Read RUN_DIR/label_config.pkl, RUN_DIR/SP<k>/weight_best.pkl and "
                     "RUN_DIR/CA<k>/weight_best.pkl (base networks), and optionally "
                     "RUN_DIR/<S1..S4>/SP<k>|CA<k>/weight_best.pkl (region sub-models, only "
-                    "fc1 may differ), and write a spemr model folder. Pickles are read "
+                    "fc1 may differ; a RUN_DIR/<S1..S4>/label_config.pkl must equal the base's, "
+                    "since one bundle has one standardisation), and write a spemr model folder. "
+                    "Output order: SP = Teff, Logg, FeH and CA = the authors' 13 abundances, "
+                    "as fixed in their code. Pickles are read "
                     "safely (tensors and arrays only).")
     parser.add_argument("run_dir", help="published run folder")
     parser.add_argument("-o", "--output", required=True, help="model folder to write")
