@@ -4,6 +4,9 @@
     load_model(path=None) -> ModelBundle
     analyse_file(path, model=None, exposure="coadd", rv=None, rv_catalog=None, device="auto")
         -> FileAnalysis (read, preprocess, predict; rows() gives catalog rows)
+    preprocess_file(path, model=None, exposure="coadd", rv=None, rv_catalog=None)
+        -> PreparedInput (read and preprocess exactly as analyse_file does for that model)
+    preprocess_for_model(pairs, model, rv=None) -> PreprocessedSpectra (the one RV/grid path)
     catalog_columns(labels=None) -> list[str]
 
 Rows and columns are the catalog's (spemr_engine.catalog_rows), so `spemr predict`, the
@@ -99,17 +102,35 @@ def label_values(labelled: Sequence[tuple[str, str]], prediction, index: int | N
     return values
 
 
-def analyse_file(path: str | Path, model: "ModelBundle | str | Path | None" = None,
-                 exposure: str = "coadd", rv: float | Sequence[float] | None = None,
-                 rv_catalog: "RVCatalog | str | Path | None" = None, device: str = "auto",
-                 batch_size: int = 256) -> FileAnalysis:
-    """Read one LAMOST MRS file, preprocess the chosen pairs and label the usable ones.
+@dataclass
+class PreparedInput:
+    """One file read and preprocessed for a model: ``spectra.flux`` (its usable rows) is
+    exactly what the model is given."""
+    path: Path
+    mrs: MRSFile
+    pairs: list[ArmPair]
+    spectra: PreprocessedSpectra
+    model: ModelBundle
+
+
+def preprocess_for_model(pairs: Sequence[ArmPair], model: ModelBundle,
+                         rv: float | Sequence[float] | None = None) -> PreprocessedSpectra:
+    """The one preprocessing path for a model (predict, preprocess, the GUI): the model's
+    grid, and RV by cross-correlation against the model's mean training spectrum (a
+    rest-frame mean star), or the shipped line template when the model has only
+    placeholder statistics, for pairs without a given rv."""
+    return preprocess_pairs(pairs, rv=rv, rv_template=catalog_rows.rv_template_for(model),
+                            grid=model.grid)
+
+
+def preprocess_file(path: str | Path, model: "ModelBundle | str | Path | None" = None,
+                    exposure: str = "coadd", rv: float | Sequence[float] | None = None,
+                    rv_catalog: "RVCatalog | str | Path | None" = None) -> PreparedInput:
+    """Read one LAMOST MRS file and preprocess the chosen pairs as ``analyse_file`` does.
 
     rv: km/s for every pair (or one per pair); otherwise the RV catalog's value for the
-    file when it has one; otherwise measured by cross-correlation against the model's
-    mean training spectrum (a rest-frame mean star), or the shipped line template when
-    the model has only placeholder statistics. Raises InputFileError for unreadable files.
-    """
+    file when it has one; otherwise measured (see preprocess_for_model). Raises
+    InputFileError for unreadable files."""
     path = Path(path)
     bundle = model if isinstance(model, ModelBundle) else load_model(model)
     mrs = read_mrs(path)
@@ -118,8 +139,19 @@ def analyse_file(path: str | Path, model: "ModelBundle | str | Path | None" = No
         raise InputFileError(path, "has no complete blue+red pair to analyse")
     if rv is None and rv_catalog is not None:
         rv = _catalog_rv(rv_catalog, mrs.meta)
-    spectra = preprocess_pairs(pairs, rv=rv, rv_template=catalog_rows.rv_template_for(bundle),
-                               grid=bundle.grid)
+    return PreparedInput(path=path, mrs=mrs, pairs=list(pairs),
+                         spectra=preprocess_for_model(pairs, bundle, rv), model=bundle)
+
+
+def analyse_file(path: str | Path, model: "ModelBundle | str | Path | None" = None,
+                 exposure: str = "coadd", rv: float | Sequence[float] | None = None,
+                 rv_catalog: "RVCatalog | str | Path | None" = None, device: str = "auto",
+                 batch_size: int = 256) -> FileAnalysis:
+    """Read one LAMOST MRS file, preprocess the chosen pairs (``preprocess_file``) and
+    label the usable ones. Raises InputFileError for unreadable files."""
+    prepared = preprocess_file(path, model, exposure, rv, rv_catalog)
+    path, mrs, pairs, spectra, bundle = (prepared.path, prepared.mrs, prepared.pairs,
+                                         prepared.spectra, prepared.model)
     usable = np.flatnonzero(spectra.quality.usable)
     prediction = None
     if usable.size:

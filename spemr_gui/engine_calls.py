@@ -55,10 +55,9 @@ def prepare_pair(opened: OpenFile, pair_index: int, model=None, rv: float | None
 
     if model is None:
         return preprocess_pairs([opened.pairs[pair_index]], rv=rv)
-    from spemr_engine.catalog_rows import rv_template_for
+    from spemr_engine.api import preprocess_for_model
 
-    return preprocess_pairs([opened.pairs[pair_index]], rv=rv, rv_template=rv_template_for(model),
-                            grid=model.grid)
+    return preprocess_for_model([opened.pairs[pair_index]], model, rv=rv)
 
 
 def infer_pair(opened: OpenFile, pair_index: int, model, model_key: str,

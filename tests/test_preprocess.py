@@ -10,7 +10,7 @@ from scipy import signal
 
 from authors_method import authors_despike, authors_normalise, mirrored_despike
 from mrs_testfiles import write_mrs
-from spemr_engine import cli
+from spemr_engine import api, cli
 from spemr_engine.config import default_grid, preprocess_config
 from spemr_engine.errors import SpemrError
 from spemr_engine.lamost import ArmPair, read_mrs
@@ -333,6 +333,37 @@ def test_cli_preprocess_measures_rv_on_a_real_file(tmp_path, shared_mrs_dir):
     data = np.load(out)
     assert data["rv_source"].tolist() == ["ccf"] and data["usable"].tolist() == [True]
     assert 0 < data["rv_err"][0] < 2.0
+
+
+def test_cli_preprocess_npz_is_exactly_what_predict_feeds_the_model(tmp_path, shared_mrs_dir, monkeypatch):
+    """One RV path: `spemr preprocess` and `spemr predict` (same model) measure the same
+    RV with the same template, and the .npz flux is the array the model is given.
+    (Before, preprocess used the line template: -53.01 +- 0.41 vs predict's -53.45 km/s.)"""
+    from spemr_engine.inference import SpemrPredictor
+
+    source = shared_mrs_dir / "med-58408-TD230151N343645T01_sp01-015.fits"
+    fed = []
+    original = SpemrPredictor.predict
+
+    def spy(self, flux, *args, **kwargs):
+        fed.append(np.array(flux, copy=True))
+        return original(self, flux, *args, **kwargs)
+
+    monkeypatch.setattr(SpemrPredictor, "predict", spy)
+    out = tmp_path / "coadd.npz"
+    assert cli.main(["preprocess", str(source), "--exposure", "all", "-o", str(out)]) == 0
+    assert cli.main(["predict", str(source), "--exposure", "all", "--device", "cpu",
+                     "-o", str(tmp_path / "labels.csv")]) == 0
+    data = np.load(out)
+    usable = data["usable"]
+    assert len(fed) == 1 and usable.sum() == len(fed[0]) >= 2
+    np.testing.assert_array_equal(data["flux"][usable], fed[0])
+    import csv
+    with open(tmp_path / "labels.csv", newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    assert [float(r["rv"]) for r in rows] == data["rv"].tolist()
+    assert [float(r["rv_err"]) for r in rows] == data["rv_err"].tolist()
+    assert str(data["model"]) == str(api.load_model().path)
 
 
 @pytest.mark.parametrize("args, problem", [

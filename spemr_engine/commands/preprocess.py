@@ -2,7 +2,9 @@
 
 Writes wave (7200,), flux (n, 7200) continuum-normalised, mask, rv, rv_err, rv_source,
 usable, reason, extname_blue, extname_red, snr_blue, snr_red and the other quality flags,
-one row per selected arm pair, and prints one summary line per spectrum."""
+one row per selected arm pair, plus the model folder used, and prints one summary line
+per spectrum. The preprocessing is the one `spemr predict` and the app use for the same
+model (grid, RV template): the usable rows of flux are exactly the model's input."""
 from __future__ import annotations
 
 import argparse
@@ -27,20 +29,25 @@ def register(subparsers) -> None:
                         help="stellar radial velocity in km/s (default: measured by cross-correlation)")
     source.add_argument("--rv-catalog", type=Path, metavar="CSV",
                         help="CSV with obsid and/or filename and rv (e.g. rv_ku0) columns")
+    parser.add_argument("--model", default=None, metavar="DIR",
+                        help="model folder whose input to prepare (grid and RV template; default: "
+                             "$SPEMR_MODEL or the shipped default model), as `spemr predict --model`")
     parser.add_argument("-o", "--output", type=Path, required=True, metavar="OUT.npz",
                         help="where to write the arrays")
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    from .. import api
     from ..lamost import read_mrs
-    from ..preprocess import preprocess_pairs
 
     mrs = read_mrs(args.file)
     pairs = mrs.select(args.exposure)
     rv = _rv_for(args, mrs)
-    spectra = preprocess_pairs(pairs, rv=rv)
+    model = api.load_model(args.model)
+    spectra = api.preprocess_for_model(pairs, model, rv=rv)
     arrays = spectra.arrays()
+    arrays["model"] = np.asarray(str(model.path))
     arrays["obsid"] = np.asarray(mrs.meta.get("obsid") or -1, dtype=np.int64)
     arrays["filename"] = np.asarray(str(mrs.meta.get("filename") or args.file.name))
     _write_npz(args.output, arrays)
