@@ -459,9 +459,11 @@ def _rv_request(rv, n: int) -> np.ndarray:
         return np.full(n, np.nan)
     values = np.asarray(rv, dtype=np.float64)
     if values.ndim == 0:
-        return np.full(n, float(values))
+        values = np.full(n, float(values))
     if values.shape != (n,):
         raise SpemrError(f"rv: expected one value or {n} values (one per spectrum), got {values.size}")
+    if np.isinf(values).any():
+        raise SpemrError(f"rv: {values[np.isinf(values)][0]} km/s is not a velocity (NaN means measure)")
     return values.copy()
 
 

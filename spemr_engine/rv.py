@@ -36,6 +36,18 @@ _FITS_SUFFIXES = (".gz", ".fits", ".fit")
 Template = Callable[[np.ndarray], np.ndarray]
 
 
+def require_finite_rv(value: float | None, source: str = "--rv") -> float | None:
+    """A velocity given by the user: None (measure) or a finite number of km/s; NaN or
+    infinity is refused rather than silently measured instead."""
+    if value is None:
+        return None
+    value = float(value)
+    if not np.isfinite(value):
+        raise SpemrError(f"{source} {value}: not a finite radial velocity in km/s "
+                         "(leave it out to measure the RV by cross-correlation)")
+    return value
+
+
 # ------------------------------------------------------------ settings/result
 @dataclass(frozen=True)
 class CCFSettings:

@@ -9,7 +9,7 @@ from mrs_testfiles import write_star_file
 from spemr_engine import api, config
 from spemr_engine.bundle import create_random_bundle, load_bundle
 from spemr_engine.cli import main
-from spemr_engine.errors import ModelBundleError
+from spemr_engine.errors import ModelBundleError, SpemrError
 from spemr_engine.inference import SpemrPredictor
 
 PUBLISHED_START = ["obsid", "filename", "ra", "dec", "extname_blue", "extname_red", "snr_blue", "snr_red",
@@ -135,3 +135,18 @@ def test_cli_predict_bad_model_is_one_line(star_file, tmp_path, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "no such model folder" in err[0]
     assert not (tmp_path / "o.csv").exists()
+
+
+@pytest.mark.parametrize("value", ["nan", "inf", "-inf", "NaN"])
+def test_cli_predict_refuses_a_non_finite_rv(star_file, model, tmp_path, capsys, value):
+    """--rv nan/inf used to be ignored silently (the RV was measured instead)."""
+    out = tmp_path / "o.csv"
+    assert main(["predict", str(star_file), "--model", str(model.path), f"--rv={value}", "-o", str(out)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("--rv ") and "not a finite radial velocity" in err[0]
+    assert not out.exists()
+
+
+def test_api_refuses_an_infinite_rv(star_file, model):
+    with pytest.raises(SpemrError, match="not a velocity"):
+        api.analyse_file(star_file, model=model, rv=float("inf"))

@@ -369,12 +369,15 @@ def test_cli_preprocess_npz_is_exactly_what_predict_feeds_the_model(tmp_path, sh
 @pytest.mark.parametrize("args, problem", [
     (["--exposure", "999"], "has no exposure '999'"),
     (["--rv-catalog", "missing.csv"], "missing.csv: RV catalog not found"),
+    (["--rv", "nan"], "--rv nan: not a finite radial velocity"),
+    (["--rv=-inf"], "--rv -inf: not a finite radial velocity"),
 ])
 def test_cli_preprocess_errors_are_one_line_and_exit_2(tmp_path, capsys, args, problem):
     source = write_mrs(tmp_path / "med-58000-TEST_sp01-001.fits")
     code = cli.main(["preprocess", str(source), *args, "-o", str(tmp_path / "x.npz")])
     err = capsys.readouterr().err.strip()
     assert code == 2 and "\n" not in err and problem in err
+    assert not (tmp_path / "x.npz").exists()
 
 
 def test_cli_preprocess_missing_file(tmp_path, capsys):

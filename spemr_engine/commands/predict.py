@@ -14,7 +14,7 @@ from pathlib import Path
 
 from .. import api, catalog_rows
 from ..errors import SpemrError
-from ..rv import load_rv_catalog
+from ..rv import load_rv_catalog, require_finite_rv
 
 EXIT_SOME_FAILED = 2
 
@@ -46,6 +46,7 @@ def register(subparsers) -> None:
 def run(args) -> int:
     from ..inference import resolve_device
     resolve_device(args.device)  # options that cannot work stop the run before any file
+    require_finite_rv(args.rv)
     rv_catalog = load_rv_catalog(args.rv_catalog) if args.rv_catalog else None
     model = api.load_model(args.model)
     caveat = catalog_rows.model_caveat(model)

@@ -41,6 +41,9 @@ def run(args: argparse.Namespace) -> int:
     from .. import api
     from ..lamost import read_mrs
 
+    from ..rv import require_finite_rv
+
+    require_finite_rv(args.rv)
     mrs = read_mrs(args.file)
     pairs = mrs.select(args.exposure)
     rv = _rv_for(args, mrs)
