@@ -375,10 +375,21 @@ def _batches(rows: Iterator[list], size: int) -> Iterator[list[list]]:
         yield batch
 
 
-def _csv_text(value, kind: str) -> str:
+CSV_TRUE, CSV_FALSE = "true", "false"
+
+
+def csv_cell(value, kind: str | None = None) -> str:
+    """The one CSV convention for catalog cells (`spemr predict`, `spemr catalog`, the
+    app's exports): None -> empty, booleans -> true/false, floats at full precision
+    (repr), the rest as str. ``kind``: the column's kind when known ("float" writes an
+    int or bool in a float column as a float)."""
     if value is None:
         return ""
     if kind == "float":
+        return repr(float(value))
+    if isinstance(value, (bool, np.bool_)):
+        return CSV_TRUE if value else CSV_FALSE
+    if isinstance(value, (float, np.floating)):
         return repr(float(value))
     return str(value)
 
@@ -389,7 +400,7 @@ def _write_csv(path: Path, schema: TableSchema, rows, metadata, batch_rows) -> N
         writer = csv.writer(handle)
         writer.writerow(schema.columns)
         for row in rows:
-            writer.writerow([_csv_text(v, k) for v, k in zip(row, kinds)])
+            writer.writerow([csv_cell(v, k) for v, k in zip(row, kinds)])
         handle.flush()
         os.fsync(handle.fileno())
 
@@ -509,7 +520,8 @@ def read_table(path: str | Path) -> dict[str, list]:
         mask = np.ma.getmaskarray(column) if hasattr(column, "mask") else np.zeros(len(column), bool)
         values = [v.decode() if isinstance(v, bytes) else v for v in np.asarray(column).tolist()]
         values = [None if m else v for v, m in zip(values, mask)]
-        if fmt == "csv" and values and set(values) <= {"True", "False", None}:
-            values = [None if v is None else v == "True" for v in values]
+        # true/false, and True/False as catalogs before one convention wrote them
+        if fmt == "csv" and values and {str(v).lower() for v in values if v is not None} <= {CSV_TRUE, CSV_FALSE}:
+            values = [None if v is None else str(v).lower() == CSV_TRUE for v in values]
         out[name] = values
     return out

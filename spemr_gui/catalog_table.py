@@ -45,10 +45,13 @@ def column_values(rows: list[dict], name: str) -> np.ndarray:
 
 
 def write_csv(path: str | Path, columns: list[str], rows: list[dict]) -> Path:
+    """The table in the engine's CSV convention (true/false, full-precision floats)."""
+    from spemr_engine.catalog_store import csv_cell
+
     path = Path(path)
-    with path.open("w", newline="") as handle:
+    with path.open("w", newline="", encoding="utf-8") as handle:
         writer = csv.writer(handle)
         writer.writerow(columns)
         for row in rows:
-            writer.writerow(["" if row.get(c) is None else row.get(c) for c in columns])
+            writer.writerow([csv_cell(_plain(row.get(c))) for c in columns])
     return path

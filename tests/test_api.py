@@ -150,3 +150,26 @@ def test_cli_predict_refuses_a_non_finite_rv(star_file, model, tmp_path, capsys,
 def test_api_refuses_an_infinite_rv(star_file, model):
     with pytest.raises(SpemrError, match="not a velocity"):
         api.analyse_file(star_file, model=model, rv=float("inf"))
+
+
+def test_predict_catalog_and_app_export_write_booleans_the_same_way(star_file, model, tmp_path):
+    """One CSV convention: `usable` is true/false in `spemr predict`, `spemr catalog` and
+    the app's batch export (predict wrote true/false, the other two True/False)."""
+    from spemr_engine.catalog import run_catalog
+    from spemr_engine.catalog_store import read_table
+    from spemr_gui.catalog_table import write_csv
+
+    def usable_cells(path):
+        with open(path, newline="") as handle:
+            return sorted({row["usable"] for row in csv.DictReader(handle)})
+
+    predicted = tmp_path / "predict.csv"
+    assert main(["predict", str(star_file), "--model", str(model.path), "--exposure", "all",
+                 "--device", "cpu", "-o", str(predicted)]) == 0
+    catalog = tmp_path / "catalog.csv"
+    run_catalog([star_file], catalog, model=model, workers=0, exposures="all", batch_size=4)
+    exported = write_csv(tmp_path / "export.csv", api.catalog_columns(model.labels),
+                         api.analyse_file(star_file, model=model, exposure="all").rows())
+    cells = {path.stem: usable_cells(path) for path in (predicted, catalog, exported)}
+    assert cells == {"predict": ["false", "true"], "catalog": ["false", "true"], "export": ["false", "true"]}
+    assert sorted(set(read_table(catalog)["usable"])) == [False, True]   # and they read back as booleans

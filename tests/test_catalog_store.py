@@ -153,3 +153,18 @@ def test_disk_full_gives_one_line_and_keeps_the_old_file(tmp_path):
     assert result.stdout.strip() == "out.csv: cannot write (file size limit reached)"
     assert target.read_text() == "previous\n"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out.csv"]
+
+
+def test_csv_cell_is_the_one_convention():
+    from spemr_engine.catalog_store import csv_cell
+    assert [csv_cell(v) for v in (None, True, False, np.bool_(True), 0.1, np.float32(0.5), 3, "x")] == \
+        ["", "true", "false", "true", "0.1", "0.5", "3", "x"]
+    assert csv_cell(True, "float") == "1.0" and csv_cell(2, "float") == "2.0"
+
+
+def test_read_table_reads_old_and_new_csv_booleans(tmp_path):
+    from spemr_engine.catalog_store import read_table
+    for true, false in (("true", "false"), ("True", "False")):
+        path = tmp_path / f"{true}.csv"
+        path.write_text(f"obsid,usable\n1,{true}\n2,{false}\n3,\n")
+        assert read_table(path)["usable"] == [True, False, None]

@@ -82,16 +82,9 @@ def _file_rows(path: str, model, rv_catalog, args) -> list[dict]:
 
 
 def _csv_values(row: dict) -> dict:
-    """None -> empty cell, floats at full precision, booleans as true/false."""
-    out = {}
-    for key, value in row.items():
-        if value is None:
-            out[key] = ""
-        elif isinstance(value, bool):
-            out[key] = "true" if value else "false"
-        else:
-            out[key] = value
-    return out
+    """Cells in the catalog's CSV convention (catalog_store.csv_cell)."""
+    from ..catalog_store import csv_cell
+    return {key: csv_cell(value) for key, value in row.items()}
 
 
 class _Output:
