@@ -61,3 +61,18 @@ def authors_normalise(wave: np.ndarray, flux: np.ndarray) -> np.ndarray:
     """One arm on the grid -> normalised flux, their way."""
     clean = authors_despike(flux)
     return clean / authors_continuum(wave, clean)
+
+
+def authors_grid_flux(path, extname: str, rv_kms: float, grid_wave: np.ndarray,
+                      float32_wavelengths: bool = True) -> np.ndarray:
+    """One arm of a LAMOST file on the grid, their way (get_flux_data): 10**LOGLAM as
+    stored (float32, unless float32_wavelengths=False), wave / (1 + rv / c), linear
+    interpolation of the raw FLUX (no-data pixels included), stored as float32."""
+    from astropy.io import fits
+    from scipy.interpolate import interp1d
+
+    with fits.open(path) as hdul:
+        data = hdul[extname].data
+        loglam = np.array(data["LOGLAM"]) if float32_wavelengths else np.array(data["LOGLAM"], np.float64)
+        wave = 10 ** loglam / (1 + rv_kms / 299792.458)
+        return interp1d(wave, np.array(data["FLUX"]), kind="linear")(grid_wave).astype(np.float32)
