@@ -64,6 +64,7 @@ class PreprocessedSpectra:
     wave: np.ndarray           # (7200,) grid, vacuum Angstrom, rest frame
     flux: np.ndarray           # (n, 7200) float32, continuum-normalised (not clipped/standardised)
     mask: np.ndarray           # (n, 7200) bool, True = bad pixel carried onto the grid
+    ivar: np.ndarray           # (n, 7200) float32, inverse variance of ``flux`` (0 where mask)
     rv: np.ndarray             # (n,) km/s used for the rest-frame shift
     rv_err: np.ndarray         # (n,) km/s (0 when given)
     rv_source: list[str]       # "given" | "ccf"
@@ -76,7 +77,8 @@ class PreprocessedSpectra:
 
     def arrays(self) -> dict[str, np.ndarray]:
         """Everything as named arrays: what `spemr preprocess` writes to its .npz."""
-        out = {"wave": self.wave, "flux": self.flux, "mask": self.mask, "rv": self.rv,
+        out = {"wave": self.wave, "flux": self.flux, "mask": self.mask, "ivar": self.ivar,
+               "rv": self.rv,
                "rv_err": self.rv_err, "rv_source": np.asarray(self.rv_source, dtype=str),
                "extname_blue": np.asarray(self.extname_blue, dtype=str),
                "extname_red": np.asarray(self.extname_red, dtype=str)}
@@ -125,6 +127,23 @@ def _median_of_three(a, b, c, out=None):
     """Element-wise median of three arrays."""
     out = np.minimum(a, b, out=out)
     return np.maximum(out, np.minimum(np.maximum(a, b), c), out=out)
+
+
+def resample_ivar(wave: np.ndarray, ivar: np.ndarray, grid_wave: np.ndarray) -> np.ndarray:
+    """Inverse variance of :func:`resample`'s linear interpolation, propagated exactly for
+    independent source pixels: var = (1 - f)^2 var_i + f^2 var_(i+1). 0 (no information)
+    where a contributing pixel has ivar <= 0 or the grid pixel lies outside the source."""
+    ivar = np.asarray(ivar, dtype=np.float64)
+    right = np.clip(np.searchsorted(wave, grid_wave, side="right"), 1, wave.size - 1)
+    left = right - 1
+    with np.errstate(divide="ignore", invalid="ignore"):
+        f = np.clip((grid_wave - wave[left]) / (wave[right] - wave[left]), 0.0, 1.0)
+        var = np.where(ivar > 0, 1.0 / ivar, np.inf)
+        total = (np.where(f < 1, (1 - f) ** 2 * var[left], 0.0)
+                 + np.where(f > 0, f ** 2 * var[right], 0.0))
+        out = np.where(np.isfinite(total) & (total > 0), 1.0 / total, 0.0)
+    out[(grid_wave < wave[0]) | (grid_wave > wave[-1])] = 0.0
+    return out
 
 
 def median3(flux: np.ndarray) -> np.ndarray:
@@ -271,32 +290,51 @@ def divide_by_continuum(flux: np.ndarray, continuum: np.ndarray):
 
 
 def normalise(wave: np.ndarray, flux: np.ndarray, config: PreprocessConfig | None = None,
-              chunk_rows: int = _CHUNK_ROWS):
+              chunk_rows: int = _CHUNK_ROWS, ivar: np.ndarray | None = None):
     """Continuum-normalise a batch (n, m) of one arm: de-spike, fit, divide the de-spiked
     flux by the continuum (the de-spiking is there to keep cosmic rays out of the input).
     Works through the batch a few rows at a time so every pass stays in cache.
-    Returns (normalised, bad)."""
+    Returns (normalised, bad); with ``ivar`` (the flux's inverse variance, (n, m)) also
+    the normalised flux's inverse variance: see :func:`normalised_ivar`."""
     config = config or preprocess_config()
     flux = np.atleast_2d(np.asarray(flux, dtype=np.float64))
     basis = _polynomial_basis(wave, config.continuum_poly_order)
     out, bad = np.empty_like(flux), np.zeros(flux.shape, dtype=bool)
+    ivar_out = None if ivar is None else np.empty_like(flux)
     for start in range(0, len(flux), chunk_rows):
         rows = slice(start, start + chunk_rows)
         clean = despike(flux[rows], config)
         continuum, _ = _fit_chunk(clean, basis, config)
         out[rows], bad[rows] = divide_by_continuum(clean, continuum)
-    return out, bad
+        if ivar_out is not None:
+            ivar_out[rows] = normalised_ivar(np.atleast_2d(ivar)[rows], continuum, bad[rows])
+    return (out, bad) if ivar_out is None else (out, bad, ivar_out)
+
+
+def normalised_ivar(ivar: np.ndarray, continuum: np.ndarray, bad: np.ndarray) -> np.ndarray:
+    """Inverse variance of flux / continuum, the continuum taken as exact: ivar * continuum^2,
+    0 where the pixel is bad. The one place the normalised flux's ivar is derived."""
+    with np.errstate(invalid="ignore", over="ignore"):
+        out = np.asarray(ivar, dtype=np.float64) * np.asarray(continuum, dtype=np.float64) ** 2
+    out[bad | ~np.isfinite(out) | ~(out > 0)] = 0.0
+    return out
 
 
 def normalise_grid(flux: np.ndarray, grid: InputGrid | None = None,
-                   config: PreprocessConfig | None = None):
-    """Normalise (n, 7200) grid flux arm by arm. Returns (normalised, bad)."""
+                   config: PreprocessConfig | None = None, ivar: np.ndarray | None = None):
+    """Normalise (n, 7200) grid flux arm by arm. Returns (normalised, bad), and with
+    ``ivar`` (n, 7200) also the normalised flux's inverse variance."""
     grid = grid or default_grid()
     flux = np.atleast_2d(np.asarray(flux, dtype=np.float64))
     out, bad = np.empty_like(flux), np.zeros(flux.shape, dtype=bool)
+    ivar_out = None if ivar is None else np.zeros_like(flux)
     for arm, part in zip(grid.arms, grid.arm_slices().values()):
-        out[:, part], bad[:, part] = normalise(arm.wave, flux[:, part], config)
-    return out, bad
+        if ivar_out is None:
+            out[:, part], bad[:, part] = normalise(arm.wave, flux[:, part], config)
+        else:
+            out[:, part], bad[:, part], ivar_out[:, part] = normalise(
+                arm.wave, flux[:, part], config, ivar=np.atleast_2d(ivar)[:, part])
+    return (out, bad) if ivar_out is None else (out, bad, ivar_out)
 
 
 # ------------------------------------------------ the published algorithm, literally
@@ -425,6 +463,7 @@ class _CleanArm:
     flux: np.ndarray
     bad: np.ndarray
     snr: float
+    ivar: np.ndarray | None = None    # 0 at bad (interpolated) pixels; None when the arm has none
 
 
 def _clean_arm(arm) -> _CleanArm:
@@ -433,24 +472,33 @@ def _clean_arm(arm) -> _CleanArm:
     flux, bad = repair_bad_pixels(wave, arm.flux, getattr(arm, "mask", None) if unusable is None else unusable)
     snr = getattr(arm, "snr", float("nan"))
     snr = float("nan") if snr is None else float(snr)
+    raw_ivar = getattr(arm, "ivar", None)
     if not np.isfinite(snr):
-        snr = estimate_snr(np.asarray(arm.flux, float), getattr(arm, "ivar", None), bad)
-    return _CleanArm(wave, flux, bad, snr)
+        snr = estimate_snr(np.asarray(arm.flux, float), raw_ivar, bad)
+    ivar = None
+    if raw_ivar is not None:
+        ivar = np.where(bad | ~np.isfinite(raw_ivar), 0.0, np.asarray(raw_ivar, dtype=np.float64))
+    return _CleanArm(wave, flux, bad, snr, ivar)
 
 
 def _resample_batch(arms: Sequence[tuple[_CleanArm, _CleanArm]], rv: np.ndarray,
-                    arm_waves: Sequence[np.ndarray], config: PreprocessConfig):
-    """Shift each pair by its rv and resample both arms onto arm_waves (blue, red)."""
+                    arm_waves: Sequence[np.ndarray], config: PreprocessConfig,
+                    with_ivar: bool = False):
+    """Shift each pair by its rv and resample both arms onto arm_waves (blue, red).
+    with_ivar: also the resampled inverse variance (0 where an arm has none)."""
     n, m = len(arms), sum(w.size for w in arm_waves)
     flux, bad = np.empty((n, m)), np.empty((n, m), dtype=bool)
+    ivar = np.zeros((n, m)) if with_ivar else None
     for i, pair in enumerate(arms):
         start = 0
         for arm, target in zip(pair, arm_waves):
             part = slice(start, start + target.size)
-            flux[i, part], bad[i, part] = resample(rest_frame(arm.wave, rv[i], config),
-                                                   arm.flux, arm.bad, target)
+            rest = rest_frame(arm.wave, rv[i], config)
+            flux[i, part], bad[i, part] = resample(rest, arm.flux, arm.bad, target)
+            if with_ivar and arm.ivar is not None:
+                ivar[i, part] = resample_ivar(rest, arm.ivar, target)
             start += target.size
-    return flux, bad
+    return (flux, bad, ivar) if with_ivar else (flux, bad)
 
 
 def _rv_request(rv, n: int) -> np.ndarray:
@@ -518,14 +566,16 @@ def preprocess_pairs(pairs, rv=None, rv_template=None, config: PreprocessConfig 
         found = measure_pairs_rv([cleaned[i] for i in todo], rv_template, grid, config, ccf_settings)
         rv_used[todo], rv_err[todo], ccf_peak[todo] = found.rv, found.rv_err, found.ccf_peak
     arm_waves = [arm.wave for arm in grid.arms]
-    flux, bad = _resample_batch(cleaned, rv_used, arm_waves, config)
-    flux, continuum_bad = normalise_grid(flux, grid, config)
+    flux, bad, ivar = _resample_batch(cleaned, rv_used, arm_waves, config, with_ivar=True)
+    flux, continuum_bad, ivar = normalise_grid(flux, grid, config, ivar=ivar)
     bad |= continuum_bad
+    ivar[bad] = 0.0
     quality = quality_flags(bad, [b.snr for b, _ in cleaned], [r.snr for _, r in cleaned],
                             ccf_peak, measure, grid, config, ccf_settings)
     return PreprocessedSpectra(
         wave=grid.wave, flux=flux.astype(np.float32).reshape(n, grid.n_pixels),
-        mask=bad.reshape(n, grid.n_pixels), rv=rv_used, rv_err=rv_err,
+        mask=bad.reshape(n, grid.n_pixels), ivar=ivar.astype(np.float32).reshape(n, grid.n_pixels),
+        rv=rv_used, rv_err=rv_err,
         rv_source=[RV_CCF if m else RV_GIVEN for m in measure], quality=quality,
         extname_blue=[str(getattr(p.blue, "extname", "")) for p in pairs],
         extname_red=[str(getattr(p.red, "extname", "")) for p in pairs])

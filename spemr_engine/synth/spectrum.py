@@ -104,18 +104,42 @@ class Broadening:
                             ("vmic", "vmac", "vsini", "resolution")), halpha_core=core)
 
 
+TYPICAL_VSINI_KMS = 2.5            # typical_broadening: a slow rotator (the cool-star median)
+TYPICAL_RESOLUTION = 7500.0
+VMIC_RANGE, VMAC_RANGE = (0.5, 3.0), (0.5, 8.0)
+
+
+def _mean_vmic(teff, logg):
+    return 2.1 - 0.28 * logg + 0.25e-3 * (teff - 5500)
+
+
+def _mean_vmac(teff, logg):
+    return 2.0 + 0.8e-3 * (teff - 4500) + 0.4 * (4.5 - logg) * 0.5
+
+
 def sample_broadening(labels: np.ndarray, rng: np.random.Generator) -> Broadening:
     """Micro/macro-turbulence from Teff and log g (giants and hot stars more turbulent),
     rotation: slow for cool stars, fast tail above the Kraft break (~6200 K)."""
     teff, logg = labels[:, 0], labels[:, 1]
     n = len(labels)
-    vmic = np.clip(2.1 - 0.28 * logg + 0.25e-3 * (teff - 5500) + rng.normal(0, 0.12, n), 0.5, 3.0)
-    vmac = np.clip(2.0 + 0.8e-3 * (teff - 4500) + 0.4 * (4.5 - logg) * 0.5 + rng.normal(0, 0.5, n), 0.5, 8.0)
+    vmic = np.clip(_mean_vmic(teff, logg) + rng.normal(0, 0.12, n), *VMIC_RANGE)
+    vmac = np.clip(_mean_vmac(teff, logg) + rng.normal(0, 0.5, n), *VMAC_RANGE)
     fast = np.clip((teff - 6000) / 800, 0, 1)
     vsini = np.where(rng.random(n) < fast, rng.lognormal(np.log(30), 0.6, n),
                      rng.exponential(2.5, n) + 1.0 * (logg < 3.5))
     resolution = rng.normal(7500, 250, n)
     return Broadening(vmic, vmac, np.clip(vsini, 0, 150), np.clip(resolution, 6800, 8200))
+
+
+def typical_broadening(labels: np.ndarray) -> Broadening:
+    """The broadening sample_broadening scatters around, without noise: its mean micro-
+    and macro-turbulence relations, a slow rotator and the nominal resolution."""
+    labels = np.atleast_2d(np.asarray(labels, dtype=np.float64))
+    teff, logg = labels[:, 0], labels[:, 1]
+    n = len(labels)
+    return Broadening(np.clip(_mean_vmic(teff, logg), *VMIC_RANGE),
+                      np.clip(_mean_vmac(teff, logg), *VMAC_RANGE),
+                      np.full(n, TYPICAL_VSINI_KMS), np.full(n, TYPICAL_RESOLUTION))
 
 
 def electron_pressure_log(teff, logg, feh):
