@@ -3,7 +3,8 @@
     default_model_path() -> Path
     load_model(path=None) -> ModelBundle
     analyse_file(path, model=None, exposure="coadd", rv=None, rv_catalog=None, device="auto")
-        -> FileAnalysis (read, preprocess, predict; rows() gives catalog rows)
+        -> FileAnalysis (read, preprocess, predict, judge the fit; rows() gives catalog rows)
+    predict_with_quality(model, flux, ivar) -> (Prediction with inflated sigmas, FitQuality)
     preprocess_file(path, model=None, exposure="coadd", rv=None, rv_catalog=None)
         -> PreparedInput (read and preprocess exactly as analyse_file does for that model)
     preprocess_for_model(pairs, model, rv=None) -> PreprocessedSpectra (the one RV/grid path)
@@ -69,6 +70,7 @@ class FileAnalysis:
     prediction: "Prediction | None"  # noqa: F821  (inference.Prediction, imported lazily)
     model: ModelBundle
     warnings: list[str] = field(default_factory=list)
+    fit: "FitQuality | None" = None  # noqa: F821  (fit_quality.FitQuality, one row per pair)
 
     @property
     def usable(self) -> np.ndarray:
@@ -81,6 +83,8 @@ class FileAnalysis:
         for index, pair in enumerate(self.pairs):
             row, _ = catalog_rows.spectrum_row(str(self.path), self.mrs.meta, pair, self.spectra, index)
             row.update(label_values(labelled, self.prediction, index))
+            if self.fit is not None and self.usable[index]:
+                catalog_rows.add_fit_quality(row, self.fit, index)
             row["model_trained_on"] = self.model.trained_on
             out.append(row)
         return out
@@ -153,12 +157,23 @@ def analyse_file(path: str | Path, model: "ModelBundle | str | Path | None" = No
     path, mrs, pairs, spectra, bundle = (prepared.path, prepared.mrs, prepared.pairs,
                                          prepared.spectra, prepared.model)
     usable = np.flatnonzero(spectra.quality.usable)
-    prediction = None
+    prediction = fit = None
     if usable.size:
-        predictor = _predictor(bundle, device, batch_size)
-        prediction = predictor.predict(spectra.flux[usable]).expand(usable, len(pairs))
+        prediction, fit = predict_with_quality(bundle, spectra.flux[usable], spectra.ivar[usable],
+                                               device=device, batch_size=batch_size)
+        prediction, fit = prediction.expand(usable, len(pairs)), fit.expand(usable, len(pairs))
     return FileAnalysis(path=path, mrs=mrs, pairs=list(pairs), spectra=spectra,
-                        prediction=prediction, model=bundle, warnings=list(mrs.warnings))
+                        prediction=prediction, model=bundle, warnings=list(mrs.warnings), fit=fit)
+
+
+def predict_with_quality(model: ModelBundle, flux: np.ndarray, ivar: np.ndarray,
+                         device: str = "auto", batch_size: int = 256, keep_model_flux: bool = True):
+    """Predict (n, n_pixels) normalised flux and judge the fit (fit_quality.assess):
+    returns (prediction with poor_fit rows' sigmas inflated, FitQuality)."""
+    from .fit_quality import assess, inflate
+    raw = _predictor(model, device, batch_size).predict(flux)
+    fit = assess(raw, flux, ivar, model, keep_model_flux=keep_model_flux)
+    return inflate(raw, fit), fit
 
 
 def predictor_for(model: ModelBundle, device: str = "auto", batch_size: int = 256):

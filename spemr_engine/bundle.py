@@ -30,6 +30,7 @@ from torch import nn
 from . import __version__, config
 from .config import InputGrid, Region, RRNetConfig
 from .errors import ModelBundleError
+from .fit_quality import MANIFEST_KEY as QUALITY_KEY, QualityThresholds
 from .rrnet import RRNet
 
 FORMAT = "spemr-model"
@@ -106,6 +107,7 @@ class ModelBundle:
     grid: InputGrid
     statistics: Statistics
     template_library_path: Path | None = None
+    quality: "QualityThresholds | None" = None     # fit-quality thresholds (calibrate-quality)
 
     flux_mean = property(lambda self: self.statistics.flux_mean)
     flux_std = property(lambda self: self.statistics.flux_std)
@@ -186,10 +188,12 @@ def load_bundle(path: str | Path) -> ModelBundle:
     statistics = _read_statistics(path, manifest, labels, architecture.len_spectrum)
     _check_weights(path, architecture, networks, regions)
     templates = path / TEMPLATES
+    quality = manifest.get(QUALITY_KEY)
     return ModelBundle(path=path, manifest=manifest, architecture=architecture, labels=labels,
                        networks=networks, members=architecture.members, regions=regions,
                        grid=grid, statistics=statistics,
-                       template_library_path=templates if templates.is_file() else None)
+                       template_library_path=templates if templates.is_file() else None,
+                       quality=None if quality is None else QualityThresholds.from_manifest(path, quality))
 
 
 def _read_manifest(path: Path) -> dict:
@@ -375,15 +379,20 @@ def save_bundle(path: str | Path, architecture: RRNetConfig | str,
 
 
 def update_manifest(path: str | Path, *, provenance: Mapping | None = None,
-                    metrics: Mapping | None = None) -> Path:
-    """Replace a saved bundle's provenance and/or metrics without rewriting its weights
-    (a paper-size model is 1.7 GB), e.g. to add the evaluation made after saving it."""
+                    metrics: Mapping | None = None, quality: Mapping | None = None) -> Path:
+    """Replace a saved bundle's provenance, metrics and/or fit-quality thresholds without
+    rewriting its weights (a paper-size model is 1.7 GB), e.g. to add the evaluation or
+    the calibration made after saving it. Thresholds are validated before writing."""
     path = Path(path)
     manifest = _read_manifest(path)
     if provenance is not None:
         manifest["provenance"] = _plain(_complete_provenance(path, provenance))
     if metrics is not None:
         manifest["metrics"] = _plain(dict(metrics))
+    if quality is not None:
+        quality = _plain(dict(quality))
+        QualityThresholds.from_manifest(path, quality)
+        manifest[QUALITY_KEY] = quality
     _write_manifest(path, manifest)
     return path
 

@@ -34,12 +34,18 @@ FLAG_DOC = {
     "bad_run": "a run of consecutive bad pixels longer than the selection allows",
     "rv_unreliable": "the RV cross-correlation peak is too weak to trust",
     "no_good_pixels": "an arm has no good pixel",
+    "poor_fit": "fit_chi2 or member_spread above the model's calibrated threshold (the training "
+                "world's 99th percentile): the spectrum is unlike the training world; every sigma "
+                "is multiplied by sigma_inflation",
+    "region_mismatch": "the fused labels lie > 2 sigma outside the region of a winning sub-model "
+                       "(listed in region_mismatch)",
 }
 # Metadata columns before the labels; the first eight are the published catalog's.
 META_COLUMNS = ["obsid", "filename", "ra", "dec", "extname_blue", "extname_red",
                 "snr_blue", "snr_red"]
+FIT_COLUMNS = ["fit_chi2", "member_spread", "sigma_inflation", "region_mismatch"]
 EXTRA_COLUMNS = ["source", "spectrum", "designation", "rv", "rv_err", "rv_source",
-                 "ccf_peak", "n_bad", "usable", "flags", "error"]
+                 "ccf_peak", "n_bad", "usable", *FIT_COLUMNS, "flags", "error"]
 SUBMODEL_SUFFIX = "_submodel"
 
 
@@ -65,6 +71,10 @@ def table_metadata(bundle) -> dict[str, object]:
     caveat = model_caveat(bundle)
     if caveat:
         meta["CAVEAT"] = caveat[:68]
+    thresholds = getattr(bundle, "quality", None)
+    meta["FITCHI2"] = float(thresholds.fit_chi2_max) if thresholds is not None else "uncalibrated"
+    if thresholds is not None:
+        meta["FITSPRD"] = float(thresholds.member_spread_max)
     return meta
 
 
@@ -108,6 +118,7 @@ class PreparedFile:
     rows: list[dict]
     flux: np.ndarray | None = None            # (k, n_pixels) float32
     infer_rows: list[int] = field(default_factory=list)
+    ivar: np.ndarray | None = None            # (k, n_pixels) float32, for the fit quality
 
     @property
     def n_to_infer(self) -> int:
@@ -158,7 +169,8 @@ def _preprocess_file(path: str, mrs, pairs, options: PrepareOptions) -> Prepared
         if labelled:
             infer.append(index)
     flux = spectra.flux[infer] if infer else None
-    return PreparedFile(source=str(path), rows=rows, flux=flux, infer_rows=infer)
+    ivar = spectra.ivar[infer] if infer else None
+    return PreparedFile(source=str(path), rows=rows, flux=flux, infer_rows=infer, ivar=ivar)
 
 
 @lru_cache(maxsize=2)
@@ -211,8 +223,18 @@ def spectrum_row(path: str, meta: dict, pair, spectra, index: int) -> tuple[dict
            "rv_source": spectra.rv_source[index],
            "ccf_peak": _finite_or_none(quality.ccf_peak[index]),
            "n_bad": int(quality.n_bad[index]), "usable": usable,
+           "fit_chi2": None, "member_spread": None, "sigma_inflation": None, "region_mismatch": "",
            "flags": "|".join(flags), "error": "" if usable else quality.reason[index]}
     return row, usable
+
+
+def add_fit_quality(row: dict, fit, i: int) -> None:
+    """Fill a labelled row's fit-quality columns from fit_quality.FitQuality ``fit`` and
+    append its flags (poor_fit, region_mismatch) to the row's flags."""
+    row.update(fit.row_values(i))
+    extra = fit.flags(i)
+    if extra:
+        row["flags"] = "|".join([token for token in (row.get("flags") or "").split("|") if token] + extra)
 
 
 def _finite_or_none(value) -> float | None:
@@ -244,7 +266,7 @@ class Labeller:
         self.predictor = SpemrPredictor(bundle, device=device, batch_size=self.batch_size)
         self.labelled = label_columns(bundle)
         self._waiting: dict[str, _Waiting] = {}
-        self._queue: list[tuple[str, int, np.ndarray]] = []   # (source, row index, flux)
+        self._queue: list[tuple] = []   # (source, row index, flux, ivar)
         self._done: dict[str, list[dict]] = {}
 
     # ------------------------------------------------------------- streaming
@@ -254,7 +276,8 @@ class Labeller:
             self._done[prepared.source] = rows
             return
         self._waiting[prepared.source] = _Waiting(rows, prepared.n_to_infer)
-        self._queue.extend((prepared.source, r, prepared.flux[k])
+        ivar = prepared.ivar if prepared.ivar is not None else np.zeros_like(prepared.flux)
+        self._queue.extend((prepared.source, r, prepared.flux[k], ivar[k])
                            for k, r in enumerate(prepared.infer_rows))
 
     @property
@@ -292,10 +315,17 @@ class Labeller:
         if len(flux) < self.batch_size:
             pad = np.ones((self.batch_size - len(flux), flux.shape[1]), dtype=flux.dtype)
             flux = np.concatenate([flux, pad])
+        from .fit_quality import assess, inflate
         prediction = self.predictor.predict(flux)
-        for i, (source, row_index, _) in enumerate(block):
+        real = np.arange(len(block))
+        prediction = _take(prediction, real)
+        ivar = np.stack([item[3] for item in block])
+        fit = assess(prediction, flux[real], ivar, self.bundle)
+        prediction = inflate(prediction, fit)
+        for i, (source, row_index, _, _) in enumerate(block):
             waiting = self._waiting[source]
             self._fill(waiting.rows[row_index], prediction, i)
+            add_fit_quality(waiting.rows[row_index], fit, i)
             waiting.missing -= 1
             if waiting.missing == 0:
                 self._done[source] = self._waiting.pop(source).rows
@@ -317,3 +347,11 @@ class Labeller:
             row[catalog] = _finite_or_none(prediction.mean[i, j])
             row[f"{catalog}_err"] = _finite_or_none(prediction.sigma[i, j])
             row[f"{catalog}{SUBMODEL_SUFFIX}"] = prediction.submodels[winner] if winner >= 0 else ""
+
+
+def _take(prediction, rows: np.ndarray):
+    """The prediction of ``rows`` only (drops the padding of a fixed-size block)."""
+    from dataclasses import replace
+    return replace(prediction, mean=prediction.mean[rows], sigma=prediction.sigma[rows],
+                   winner=prediction.winner[rows], sub_mean=prediction.sub_mean[rows],
+                   sub_sigma=prediction.sub_sigma[rows], member_mean=prediction.member_mean[rows])

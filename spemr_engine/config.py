@@ -152,6 +152,27 @@ class Region:
             member |= ok
         return member
 
+    def outside_sigma(self, labels: np.ndarray, sigma: np.ndarray,
+                      label_names: Sequence[str]) -> np.ndarray:
+        """How far (n, n_labels) labels with 1-sigma errors lie outside the region, in
+        sigma: per clause the largest violation of its conditions (0 when it holds), then
+        the smallest over clauses. NaN where a needed label or sigma is not finite."""
+        labels = np.atleast_2d(np.asarray(labels, dtype=np.float64))
+        sigma = np.atleast_2d(np.asarray(sigma, dtype=np.float64))
+        index = {name: i for i, name in enumerate(label_names)}
+        best = np.full(len(labels), np.inf)
+        for clause in self.any_of:
+            worst = np.zeros(len(labels))
+            for label, op, value in clause:
+                x, s = labels[:, index[label]], sigma[:, index[label]]
+                gap = {">=": value - x, ">": value - x, "<=": x - value, "<": x - value,
+                       "==": np.abs(x - value)}.get(op, np.zeros_like(x))
+                with np.errstate(divide="ignore", invalid="ignore"):
+                    worst = np.maximum(worst, np.where(gap > 0, gap / np.where(s > 0, s, np.nan), 0.0))
+                worst = np.where(np.isfinite(x) & np.isfinite(s), worst, np.nan)
+            best = np.fmin(best, worst)
+        return np.where(np.isinf(best), np.nan, best)
+
     def to_dict(self) -> dict:
         return {"name": self.name, "description": self.description,
                 "any_of": [[list(c) for c in clause] for clause in self.any_of]}
@@ -170,6 +191,20 @@ class Region:
 
 def default_regions() -> tuple[Region, ...]:
     return tuple(Region.from_dict(d) for d in _preset("regions")["regions"])
+
+
+@dataclass(frozen=True)
+class FitQualityConfig:
+    spread_labels: tuple[str, ...]
+    percentile: float
+    region_sigma: float
+
+
+def fit_quality_config() -> FitQualityConfig:
+    data = _preset("fit_quality")
+    return FitQualityConfig(spread_labels=tuple(str(x) for x in data["spread_labels"]),
+                            percentile=float(data["percentile"]),
+                            region_sigma=float(data["region_sigma"]))
 
 
 # ------------------------------------------------------------ architectures
