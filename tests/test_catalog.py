@@ -79,14 +79,17 @@ def test_broken_files_get_flagged_rows_and_the_rest_complete(tmp_path, model, sy
         assert row["spectrum"] == "coadd" and row["rv_source"] == "ccf"
         assert row["model_trained_on"] == "random"
         if row["usable"]:
-            assert row["flags"] is None and 2000 < row[TEFF] < 9000 and row[TEFF_ERR] > 0
+            # a random-weights model's labels can fall outside their winner's region:
+            # fit-quality flags only, no selection flag
+            assert set((row["flags"] or "").split("|")) <= {"", "region_mismatch", "poor_fit"}
+            assert 2000 < row[TEFF] < 9000 and row[TEFF_ERR] > 0 and row["fit_chi2"] > 0
             assert row[TEFF_WINNER] in {"base", "S1", "S2", "S3", "S4"}
         else:  # a synthetic star can fail the paper's selection too: then it says why
             assert row["flags"] and row["error"] and _missing(row[TEFF])
     assert sum(row["usable"] for row in good_rows) >= 2
     assert summary.n_rows == len(rows) == 3 + len(expected) + 1
     assert summary.flag_counts["file_error"] == 7 and summary.flag_counts["low_snr"] >= 1
-    assert summary.flag_counts["ok"] == sum(row["flags"] is None for row in rows) >= 2
+    assert summary.flag_counts.get("ok", 0) == sum(row["flags"] is None for row in rows)
 
 
 def test_real_lrs_and_zero_snr_files(tmp_path, model, shared_mrs_dir, shared_lrs_file):

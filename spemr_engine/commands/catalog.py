@@ -7,6 +7,7 @@ import time
 
 from .. import catalog
 from ..catalog_rows import model_caveat
+from ..fit_quality import calibration_note
 from ..errors import Cancelled
 
 
@@ -55,6 +56,9 @@ def run(args) -> int:
     caveat = model_caveat(bundle)
     if caveat:
         print(f"caveat: {caveat} (column model_trained_on = {bundle.trained_on!r})", file=sys.stderr)
+    note = calibration_note(bundle)
+    if note:
+        print(f"note: {note}", file=sys.stderr)
     bar = None if args.quiet else ProgressBar(sys.stderr)
     try:
         summary = catalog.run_catalog(

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from .. import api, catalog_rows
 from ..errors import SpemrError
+from ..fit_quality import calibration_note
 from ..rv import load_rv_catalog, require_finite_rv
 
 EXIT_SOME_FAILED = 2
@@ -52,6 +53,9 @@ def run(args) -> int:
     caveat = catalog_rows.model_caveat(model)
     if caveat:
         print(f"warning: {model.path}: {caveat}", file=sys.stderr)
+    note = calibration_note(model)
+    if note:
+        print(f"note: {model.path}: {note}", file=sys.stderr)
     columns = api.catalog_columns(model.labels)
     failed = 0
     with _Output(args.output) as handle:
