@@ -68,7 +68,7 @@ def infer_pair(opened: OpenFile, pair_index: int, model, model_key: str,
     exposure = opened.exposure_of(pair_index)
     analysis = api.analyse_file(opened.path, model=model, exposure=exposure, rv=rv, device=device)
     return PairResult(spectra=analysis.spectra, prediction=analysis.prediction,
-                      model_key=model_key, device=device)
+                      model_key=model_key, device=device, fit=analysis.fit)
 
 
 # ------------------------------------------------------------------ templates

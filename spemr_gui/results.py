@@ -88,6 +88,78 @@ def _json_safe(record: dict) -> dict:
             for k, v in record.items()}
 
 
+# ------------------------------------------------------------- fit quality
+@dataclass
+class FitSummary:
+    """How well the estimate describes the spectrum (spemr_engine.fit_quality), as the
+    views show it: ``poor`` is the poor_fit flag, ``text`` one line of plain text."""
+    fit_chi2: float
+    member_spread: float
+    poor: bool
+    inflation: float
+    calibrated: bool
+    chi2_max: float | None
+    spread_max: float | None
+    mismatch: list[str]
+    text: str
+
+    @property
+    def headline(self) -> str:
+        if self.poor:
+            return "POOR FIT"
+        return "good fit" if self.calibrated else "fit quality not calibrated"
+
+    @property
+    def line(self) -> str:
+        return f"{self.headline}: {self.text}"
+
+
+def fit_summary(fit, model, row: int = 0) -> FitSummary | None:
+    """The fit quality of one spectrum (None when it was not judged)."""
+    if fit is None or row >= len(fit.fit_chi2):
+        return None
+    thresholds = getattr(model, "quality", None)
+    chi2, spread = float(fit.fit_chi2[row]), float(fit.member_spread[row])
+    poor = bool(fit.poor_fit[row])
+    inflation = float(fit.sigma_inflation[row]) if math.isfinite(fit.sigma_inflation[row]) else 1.0
+    chi2_max = thresholds.fit_chi2_max if thresholds is not None else None
+    spread_max = thresholds.member_spread_max if thresholds is not None else None
+    chi2_limit = f" (limit {chi2_max:.2f})" if thresholds is not None else ""
+    spread_limit = f" (limit {spread_max:.2f})" if thresholds is not None else ""
+    text = (f"fit χ²ν = {chi2:.2f}{chi2_limit} against the model spectrum at the estimate; "
+            f"member spread {spread:.2f}{spread_limit}")
+    if poor:
+        text += (". The spectrum is unlike the training world: every σ is multiplied by "
+                 f"{inflation:.2f}.")
+    elif thresholds is None:
+        text += " (not calibrated for this model: poor_fit is never raised)"
+    else:
+        text += ": consistent with the training world."
+    return FitSummary(chi2, spread, poor, inflation, thresholds is not None, chi2_max,
+                      spread_max, list(fit.region_mismatch[row]), text)
+
+
+def region_mismatch_text(prediction, mismatched, regions, row: int = 0) -> str:
+    """'REGION MISMATCH: ...' naming each mismatched winning sub-model, how far the fused
+    labels lie outside its region and which labels it won; '' when there is none."""
+    if not mismatched:
+        return ""
+    infos = {info.name: info.display for info in label_infos()}
+    by_name = {region.name: region for region in regions}
+    parts = []
+    for name in mismatched:
+        region = by_name.get(name)
+        k = prediction.submodels.index(name) if name in prediction.submodels else -1
+        won = [infos.get(label, label) for j, label in enumerate(prediction.labels)
+               if int(prediction.winner[row, j]) == k]
+        distance = float(region.outside_sigma(prediction.mean[row:row + 1], prediction.sigma[row:row + 1],
+                                              prediction.labels)[0]) if region is not None else math.nan
+        description = region.description if region is not None and region.description else name
+        parts.append(f"{name} won {', '.join(won[:6])}{' …' if len(won) > 6 else ''} but the fused "
+                     f"labels lie {distance:.1f}σ outside its region ({description})")
+    return "REGION MISMATCH: " + "; ".join(parts) + "."
+
+
 # ------------------------------------------------------------- sub-model view
 @dataclass
 class SubmodelPoint:

@@ -34,6 +34,7 @@ class PairResult:
     prediction: Any | None       # Prediction with one row; None when unusable
     model_key: str               # the model that produced it (results go stale on change)
     device: str = "auto"
+    fit: Any | None = None       # spemr_engine.fit_quality.FitQuality, row 0 (None: not judged)
 
     @property
     def usable(self) -> bool:

@@ -5,10 +5,8 @@ from __future__ import annotations
 
 import csv
 import json
-import shutil
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -23,31 +21,12 @@ from spemr_engine.preprocess import preprocess_pairs
 from spemr_engine.quality_calibration import calibrate
 from spemr_engine.synth import build_reference_set
 from spemr_engine.synth import spectrum as sp
-from spemr_engine.synth.fits_writer import write_mrs
-from spemr_engine.synth.generate import _NOISE_STREAM, _stream, broadening_for, conditions_for, make_stars
+from spemr_engine.synth.generate import broadening_for, make_stars
 from spemr_engine.synth.model_spectra import model_spectra
-from spemr_engine.synth.observe import observe
 
-SAMPLES = config.assets_dir() / "samples"
+from other_world import SAMPLES, labels_of, observed, other_world_file, samples
+
 SUBMODELS = ["base", "S1", "S2", "S3", "S4"]
-
-
-def _samples() -> dict[str, dict]:
-    with open(SAMPLES / "samples.csv") as handle:
-        return {row["kind"]: row for row in csv.DictReader(handle)}
-
-
-def _labels_of(row: dict) -> np.ndarray:
-    return np.array([[float(row[name]) for name in config.LABELS]])
-
-
-def _observed(labels: np.ndarray, seed: int, broadening, transform=None, snr: float = 50.0):
-    """A coadd pair of one star, optionally from 'another world' (transform of the fine flux)."""
-    fine = sp.render(labels, broadening)
-    if transform is not None:
-        fine = {arm: transform(flux) for arm, flux in fine.items()}
-    cond = conditions_for(labels[0], seed, snr_range=(snr, snr * 1.0001))
-    return observe(fine, float(labels[0, 0]), cond, _stream(seed, _NOISE_STREAM), exposures=False)
 
 
 @pytest.fixture(scope="module")
@@ -58,7 +37,7 @@ def model():
 # ------------------------------------------------------------------ fit_chi2
 def test_fit_chi2_is_about_one_at_the_true_labels_in_the_own_world():
     stars = make_stars(8, seed=11)
-    observations = [_observed(stars.labels[i:i + 1], int(stars.seeds[i]),
+    observations = [observed(stars.labels[i:i + 1], int(stars.seeds[i]),
                               sp.typical_broadening(stars.labels[i:i + 1])) for i in range(8)]
     spectra = preprocess_pairs([obs.pairs()[0] for obs in observations],
                                rv=np.array([obs.rv for obs in observations]))
@@ -67,7 +46,7 @@ def test_fit_chi2_is_about_one_at_the_true_labels_in_the_own_world():
     assert 0.9 < np.median(chi2) < 1.1, chi2
     assert (chi2 < 1.5).all(), chi2
     # With each star's own (random) broadening the typical model is still close.
-    own = [_observed(stars.labels[i:i + 1], int(stars.seeds[i]),
+    own = [observed(stars.labels[i:i + 1], int(stars.seeds[i]),
                      broadening_for(stars.labels[i:i + 1], stars.seeds[i:i + 1])) for i in range(8)]
     spectra = preprocess_pairs([obs.pairs()[0] for obs in own], rv=np.array([obs.rv for obs in own]))
     chi2 = fit_chi2(spectra.flux, spectra.ivar, model_spectra(stars.labels))
@@ -75,11 +54,11 @@ def test_fit_chi2_is_about_one_at_the_true_labels_in_the_own_world():
 
 
 def test_shipped_samples_fit_at_their_true_labels_and_at_the_prediction(model):
-    truth = _samples()
+    truth = samples()
     for kind in ("giant", "dwarf", "metal-poor"):
         analysis = api.analyse_file(SAMPLES / truth[kind]["filename"], model)
         spectra = analysis.spectra
-        at_truth = fit_chi2(spectra.flux[:1], spectra.ivar[:1], model_spectra(_labels_of(truth[kind])))[0]
+        at_truth = fit_chi2(spectra.flux[:1], spectra.ivar[:1], model_spectra(labels_of(truth[kind])))[0]
         assert 0.85 < at_truth < 1.3, (kind, at_truth)
         row = analysis.rows()[0]
         assert 0.85 < row["fit_chi2"] < 1.5 and "poor_fit" not in row["flags"], (kind, row)
@@ -87,7 +66,7 @@ def test_shipped_samples_fit_at_their_true_labels_and_at_the_prediction(model):
 
 
 def test_model_spectra_is_normalised_like_templates_and_handles_missing_labels():
-    labels = _labels_of(_samples()["giant"])
+    labels = labels_of(samples()["giant"])
     flux = model_spectra(np.vstack([labels, np.full((1, 16), np.nan)]))
     assert flux.shape == (2, config.default_grid().n_pixels)
     assert np.isnan(flux[1]).all() and np.isfinite(flux[0]).all()
@@ -98,18 +77,8 @@ def test_model_spectra_is_normalised_like_templates_and_handles_missing_labels()
 
 
 # ------------------------------------------------------- another world: flag
-def _other_world_file(tmp_path: Path) -> tuple[Path, np.ndarray]:
-    """The giant sample's star rendered by different physics: every line 2.2 times deeper
-    in optical depth than the labels say. (A wavelength shift would not do: the RV
-    cross-correlation takes it out.)"""
-    row = _samples()["giant"]
-    labels, seed = _labels_of(row), int(row["seed"])
-    obs = _observed(labels, seed, broadening_for(labels, np.array([seed])), lambda f: f ** 2.2, snr=60.0)
-    return write_mrs(tmp_path / "med-58800-OTHERWORLD_sp01-001.fits.gz", obs, 990_100_000), labels
-
-
 def test_a_spectrum_from_another_world_is_flagged_and_its_sigmas_inflated(tmp_path, model):
-    path, _labels = _other_world_file(tmp_path)
+    path = other_world_file(tmp_path)
     thresholds = model.quality
     assert thresholds is not None, "the shipped default model must be calibrated"
     analysis = api.analyse_file(path, model)
@@ -128,10 +97,10 @@ def test_a_spectrum_from_another_world_is_flagged_and_its_sigmas_inflated(tmp_pa
 
 
 def test_the_cli_writes_the_columns_and_flags(tmp_path, model):
-    path, _ = _other_world_file(tmp_path)
+    path = other_world_file(tmp_path)
     out = tmp_path / "out.csv"
     done = subprocess.run([sys.executable, "-m", "spemr_engine", "predict", str(path),
-                           str(SAMPLES / _samples()["giant"]["filename"]), "-o", str(out)],
+                           str(SAMPLES / samples()["giant"]["filename"]), "-o", str(out)],
                           capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     assert "fit quality not calibrated" not in done.stderr            # the default model is
@@ -190,7 +159,7 @@ def test_region_mismatch_on_constructed_predictions():
 
 
 def test_region_mismatch_flag_in_rows_for_the_metal_poor_sample(model):
-    analysis = api.analyse_file(SAMPLES / _samples()["metal-poor"]["filename"], model)
+    analysis = api.analyse_file(SAMPLES / samples()["metal-poor"]["filename"], model)
     prediction, row = analysis.prediction, analysis.rows()[0]
     feh = config.LABELS.index("FeH")
     s1 = next(r for r in model.regions if r.name == "S1")
@@ -235,7 +204,7 @@ def test_calibration_writes_thresholds_and_bad_ones_are_refused(tmp_path, small_
             load_bundle(bundle_dir)
         assert "fit_chi2_max" in str(error.value) and "\n" not in str(error.value)
     done = subprocess.run([sys.executable, "-m", "spemr_engine", "predict",
-                           str(SAMPLES / _samples()["giant"]["filename"]), "-o", str(tmp_path / "x.csv"),
+                           str(SAMPLES / samples()["giant"]["filename"]), "-o", str(tmp_path / "x.csv"),
                            "--model", str(bundle_dir)], capture_output=True, text=True)
     assert done.returncode == 2
     lines = done.stderr.strip().splitlines()
@@ -244,7 +213,7 @@ def test_calibration_writes_thresholds_and_bad_ones_are_refused(tmp_path, small_
 
 def test_an_uncalibrated_model_fills_the_columns_but_never_flags_poor_fit(tmp_path):
     bundle = load_bundle(create_random_bundle(tmp_path / "model", "tiny", seed=2))
-    path, _ = _other_world_file(tmp_path)
+    path = other_world_file(tmp_path)
     row = api.analyse_file(path, bundle).rows()[0]
     assert row["fit_chi2"] > 10 and row["member_spread"] >= 0
     assert "poor_fit" not in row["flags"] and row["sigma_inflation"] == 1.0
@@ -262,7 +231,7 @@ def test_calibration_refuses_a_reference_set_without_seeds(tmp_path, small_refse
 
 
 def test_assess_uses_the_model_thresholds(model):
-    analysis = api.analyse_file(SAMPLES / _samples()["dwarf"]["filename"], model)
+    analysis = api.analyse_file(SAMPLES / samples()["dwarf"]["filename"], model)
     usable = np.flatnonzero(analysis.usable)
     raw = api.predictor_for(model).predict(analysis.spectra.flux[usable])
     fit = assess(raw, analysis.spectra.flux[usable], analysis.spectra.ivar[usable], model,

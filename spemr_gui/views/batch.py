@@ -31,6 +31,11 @@ FLAG_COLUMN = "flags"
 ERROR_COLUMN = "error"
 FLAGGED_BRUSH = (255, 225, 225)
 FLAGGED = pg.mkBrush(*FLAGGED_BRUSH)
+POOR_FIT_BRUSH = (240, 150, 140)       # the sigmas (and chi2) of a poor_fit row: inflated
+POOR_FIT = pg.mkBrush(*POOR_FIT_BRUSH)
+MISMATCH_BRUSH = (250, 200, 120)
+MISMATCH = pg.mkBrush(*MISMATCH_BRUSH)
+POOR_FIT_COLUMNS = ("fit_chi2", "member_spread", "sigma_inflation")
 
 
 def _catalog_name(label: str) -> str:
@@ -66,10 +71,15 @@ class CatalogModel(QAbstractTableModel):
             return _display(value)
         if role == Qt.UserRole:
             return value
-        if role == Qt.BackgroundRole and _is_flagged(row):
-            return FLAGGED
-        if role == Qt.ToolTipRole and row.get(ERROR_COLUMN):
-            return str(row.get(ERROR_COLUMN))
+        column = self.columns[index.column()]
+        if role == Qt.BackgroundRole:
+            return _background(row, column)
+        if role == Qt.ToolTipRole:
+            if _has_flag(row, "poor_fit") and (column.endswith("_err") or column in POOR_FIT_COLUMNS):
+                return (f"poor_fit: fit_chi2 {_display(row.get('fit_chi2'))}; every sigma inflated "
+                        f"×{_display(row.get('sigma_inflation'))}")
+            if row.get(ERROR_COLUMN):
+                return str(row.get(ERROR_COLUMN))
         return None
 
     def set_columns(self, columns: list[str]) -> None:
@@ -123,6 +133,20 @@ def _display(value) -> str:
     if isinstance(value, float):
         return "nan" if math.isnan(value) else f"{value:.5g}"
     return str(value)
+
+
+def _has_flag(row: dict, flag: str) -> bool:
+    return flag in str(row.get(FLAG_COLUMN) or "").split("|")
+
+
+def _background(row: dict, column: str):
+    """Flagged rows are tinted; a poor_fit row's sigmas and fit columns, and a
+    region_mismatch row's region_mismatch cell, stand out more."""
+    if _has_flag(row, "poor_fit") and (column.endswith("_err") or column in POOR_FIT_COLUMNS):
+        return POOR_FIT
+    if _has_flag(row, "region_mismatch") and column in ("region_mismatch", FLAG_COLUMN):
+        return MISMATCH
+    return FLAGGED if _is_flagged(row) else None
 
 
 def _is_flagged(row: dict) -> bool:

@@ -17,12 +17,15 @@ from spemr_engine.config import label_infos
 
 from ..kiel import (LOGG_EXTENT, TEFF_EXTENT, off_plane_conditions, region_boxes,
                     regions_containing)
-from ..results import format_value, submodel_points
+from ..results import format_value, region_mismatch_text, submodel_points
 
 REGION_COLOURS = [(31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40),
                   (148, 103, 189), (140, 86, 75)]
 POINT_COLOUR = (70, 70, 70)
 CHOSEN_COLOUR = (220, 30, 30)
+MISMATCH_COLOUR = (230, 120, 0)
+MISMATCH_STYLE = ("QLabel { background: #fff0d9; color: #8a4b00; border: 2px solid #f0ad4e;"
+                  " padding: 6px; font-weight: bold; }")
 
 
 class ComparisonView(QWidget):
@@ -43,9 +46,15 @@ class ComparisonView(QWidget):
         self.summary = QLabel("")
         self.summary.setWordWrap(True)
         self.summary.setTextInteractionFlags(Qt.TextSelectableByMouse)
+        self.mismatch_label = QLabel("")    # region_mismatch (spemr_engine.fit_quality)
+        self.mismatch_label.setWordWrap(True)
+        self.mismatch_label.setStyleSheet(MISMATCH_STYLE)
+        self.mismatch_label.hide()
+        self.mismatched: list[str] = []
         right = QWidget()
         right_layout = QVBoxLayout(right)
         right_layout.setContentsMargins(0, 0, 0, 0)
+        right_layout.addWidget(self.mismatch_label)
         right_layout.addWidget(self.graphics, 1)
         right_layout.addWidget(self.summary)
         layout = QHBoxLayout(self)
@@ -95,6 +104,7 @@ class ComparisonView(QWidget):
         for item in self.point_items:
             self.label_plot.removeItem(item)
         self.point_items = []
+        self._show_mismatch(result)
         self._draw_kiel(result)
         if result is None or not result.usable:
             self.label_plot.setTitle("no result yet" if result is None else "unusable spectrum")
@@ -102,6 +112,16 @@ class ComparisonView(QWidget):
                                  else f"Unusable spectrum: {result.reason}")
             return
         self._draw_label(result.prediction, self.current_label_index())
+
+    def _show_mismatch(self, result) -> None:
+        """The winning sub-models whose region the fused labels lie > 2 sigma outside."""
+        fit = getattr(result, "fit", None)
+        usable = result is not None and result.usable and fit is not None
+        self.mismatched = list(fit.region_mismatch[0]) if usable else []
+        text = region_mismatch_text(result.prediction, self.mismatched,
+                                    getattr(self.state.model, "regions", ())) if self.mismatched else ""
+        self.mismatch_label.setText(f"⚠ {text}" if text else "")
+        self.mismatch_label.setVisible(bool(text))
 
     def _draw_label(self, prediction, j: int) -> None:
         name = prediction.labels[j]
@@ -127,7 +147,8 @@ class ComparisonView(QWidget):
                                   height=np.array([p.member_max - p.member_min for p in points]),
                                   beam=0.06, pen=pg.mkPen((120, 120, 200), width=1))
         members = self._member_scatter(prediction, j, x + 0.22)
-        brushes = [pg.mkBrush(*(CHOSEN_COLOUR if p.chosen else POINT_COLOUR)) for p in points]
+        brushes = [pg.mkBrush(*(MISMATCH_COLOUR if p.chosen and p.name in self.mismatched
+                                else CHOSEN_COLOUR if p.chosen else POINT_COLOUR)) for p in points]
         sizes = [16 if p.chosen else 9 for p in points]
         symbols = ["star" if p.chosen else "o" for p in points]
         dots = pg.ScatterPlotItem(x=x, y=means, brush=brushes, size=sizes, symbol=symbols,
@@ -138,6 +159,8 @@ class ComparisonView(QWidget):
         plot.setXRange(-0.5, len(points) - 0.5, padding=0)
         plot.enableAutoRange(axis="y")
         chosen = next((p.name for p in points if p.chosen), "-")
+        if chosen in self.mismatched:
+            plot.setTitle(f"{info.display if info else name} per sub-model — {chosen}: REGION MISMATCH")
         rows = "  ".join(f"{p.name}: {format_value(p.mean, unit)} ± {format_value(p.sigma, unit)}"
                          for p in points)
         self.summary.setText(f"<b>{info.display if info else name}</b> fused "
@@ -195,7 +218,10 @@ class ComparisonView(QWidget):
             plot.addItem(item)
             self.kiel_items.append(item)
         inside = regions_containing(prediction.mean[0], regions, prediction.labels)
-        plot.setTitle(f"Kiel: star in {', '.join(inside) if inside else 'no region'}")
+        title = f"Kiel: star in {', '.join(inside) if inside else 'no region'}"
+        if self.mismatched:
+            title += f" — labelled by {', '.join(self.mismatched)}: REGION MISMATCH"
+        plot.setTitle(title)
 
     def step_label(self, step: int) -> None:
         count = self.label_list.count()

@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from PySide6.QtCore import Qt, Signal
-from PySide6.QtGui import QGuiApplication
+from PySide6.QtGui import QColor, QGuiApplication
 from PySide6.QtWidgets import (QAbstractItemView, QFileDialog, QHBoxLayout, QHeaderView,
                                QLabel, QProgressBar, QPushButton, QTableWidget,
                                QTableWidgetItem, QVBoxLayout, QWidget)
@@ -17,6 +17,12 @@ COLUMNS = ["label", "value", "± 1σ", "unit", "winner"]
 BANNER_STYLE = ("QLabel { background: #fff3cd; color: #7a4b00; border: 1px solid #e0b54a;"
                 " padding: 6px; font-weight: bold; }")
 UNUSABLE_STYLE = "QLabel { color: #a00000; font-weight: bold; }"
+POOR_FIT_STYLE = ("QLabel { background: #fde2e1; color: #8a0000; border: 1px solid #d9534f;"
+                  " padding: 4px; font-weight: bold; }")
+GOOD_FIT_STYLE = "QLabel { color: #2d5f2d; }"
+MISMATCH_STYLE = ("QLabel { background: #fff0d9; color: #8a4b00; border: 1px solid #f0ad4e;"
+                  " padding: 4px; font-weight: bold; }")
+POOR_FIT_CELL = QColor(253, 200, 196)
 
 
 class ResultsPanel(QWidget):
@@ -45,6 +51,14 @@ class ResultsPanel(QWidget):
         self.busy.hide()
         self.message = QLabel("")
         self.message.setWordWrap(True)
+        self.fit_label = QLabel("")           # fit chi2 / poor_fit (spemr_engine.fit_quality)
+        self.fit_label.setWordWrap(True)
+        self.fit_label.hide()
+        self.mismatch_label = QLabel("")      # region_mismatch
+        self.mismatch_label.setWordWrap(True)
+        self.mismatch_label.setStyleSheet(MISMATCH_STYLE)
+        self.mismatch_label.hide()
+        self.fit = None                       # results.FitSummary of the shown result
         self.table = QTableWidget(0, len(COLUMNS))
         self.table.setHorizontalHeaderLabels(COLUMNS)
         self.table.verticalHeader().setVisible(False)
@@ -71,6 +85,8 @@ class ResultsPanel(QWidget):
         layout.addLayout(run_row)
         layout.addWidget(self.busy)
         layout.addWidget(self.message)
+        layout.addWidget(self.fit_label)
+        layout.addWidget(self.mismatch_label)
         layout.addWidget(self.table, 1)
         layout.addLayout(export_row)
         state.selection_changed.connect(self.refresh)
@@ -99,6 +115,7 @@ class ResultsPanel(QWidget):
         self.model_label.setText(f"model: {self.state.model_path or 'none loaded'}")
         result = self.state.current_result()
         self.rows = []
+        self._show_fit(result)
         if result is None:
             self._fill([])
             if not self.busy.isVisible():
@@ -116,16 +133,36 @@ class ResultsPanel(QWidget):
                              f"with the smallest predicted variance")
         self._fill(self.rows)
 
+    def _show_fit(self, result) -> None:
+        """The fit-quality line (red when poor_fit) and the region-mismatch warning."""
+        usable = result is not None and result.usable
+        self.fit = R.fit_summary(result.fit, self.state.model) if usable else None
+        self.fit_label.setVisible(self.fit is not None)
+        self.fit_label.setText(self.fit.line if self.fit else "")
+        self.fit_label.setStyleSheet(POOR_FIT_STYLE if self.fit and self.fit.poor else GOOD_FIT_STYLE)
+        mismatch = ""
+        if self.fit is not None:
+            mismatch = R.region_mismatch_text(result.prediction, self.fit.mismatch,
+                                              getattr(self.state.model, "regions", ()))
+        self.mismatch_label.setText(f"⚠ {mismatch}" if mismatch else "")
+        self.mismatch_label.setVisible(bool(mismatch))
+
     def _fill(self, rows: list[R.LabelResult]) -> None:
         self.table.setRowCount(len(rows))
+        poor = self.fit is not None and self.fit.poor
         for i, row in enumerate(rows):
+            sigma_text = R.format_value(row.sigma, row.unit) + (" ⚠" if poor else "")
             cells = [row.display, R.format_value(row.value, row.unit),
-                     R.format_value(row.sigma, row.unit), row.unit, row.winner]
+                     sigma_text, row.unit, row.winner]
             for j, text in enumerate(cells):
                 item = QTableWidgetItem(text)
                 if j in (1, 2):
                     item.setTextAlignment(Qt.AlignRight | Qt.AlignVCenter)
                     item.setToolTip(repr(row.value if j == 1 else row.sigma))
+                if poor and j in (0, 2):
+                    item.setBackground(POOR_FIT_CELL)
+                    if j == 2:
+                        item.setToolTip(f"{row.sigma!r}: poor_fit, inflated ×{self.fit.inflation:.2f}")
                 self.table.setItem(i, j, item)
         for widget in (self.copy_button, self.csv_button, self.json_button):
             widget.setEnabled(bool(rows))
@@ -139,6 +176,12 @@ class ResultsPanel(QWidget):
         caveat = R.model_caveat(self.state.model)
         if caveat:
             context["caveat"] = caveat
+        if self.fit is not None:
+            context["fit_chi2"] = self.fit.fit_chi2
+            context["member_spread"] = self.fit.member_spread
+            context["sigma_inflation"] = self.fit.inflation
+            flags = (["poor_fit"] if self.fit.poor else []) + (["region_mismatch"] if self.fit.mismatch else [])
+            context["flags"] = "|".join(flags)
         return context
 
     def copy_to_clipboard(self) -> str:

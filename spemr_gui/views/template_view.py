@@ -15,8 +15,14 @@ from PySide6.QtWidgets import (QAbstractItemView, QHBoxLayout, QHeaderView, QLab
 from spemr_engine.config import default_grid, label_infos
 
 from ..plotdata import normalised_curves
-from ..results import format_value
+from ..results import fit_summary, format_value
 from .arm_plot import ArmPlot
+
+
+POOR_FIT_STYLE = ("QLabel { background: #fde2e1; color: #8a0000; border: 1px solid #d9534f;"
+                  " padding: 4px; font-weight: bold; }")
+GOOD_FIT_STYLE = ("QLabel { background: #e6f4e6; color: #2d5f2d; border: 1px solid #8bc48b;"
+                  " padding: 4px; }")
 
 
 class TemplateView(QWidget):
@@ -55,6 +61,10 @@ class TemplateView(QWidget):
         self.graphics.ci.layout.setRowStretchFactor(1, 1)
         self.info_label = QLabel("")
         self.info_label.setWordWrap(True)
+        self.fit_label = QLabel("")      # the fit chi2 and poor_fit, always beside the residuals
+        self.fit_label.setWordWrap(True)
+        self.fit_label.hide()
+        self.fit = None                  # results.FitSummary of the shown result
         self.table = QTableWidget(0, 4)
         self.table.setHorizontalHeaderLabels(["label", "estimate", "template", "difference"])
         self.table.verticalHeader().setVisible(False)
@@ -69,6 +79,7 @@ class TemplateView(QWidget):
         buttons.addWidget(next_button)
         side = QWidget()
         side_layout = QVBoxLayout(side)
+        side_layout.addWidget(self.fit_label)
         side_layout.addWidget(self.info_label)
         side_layout.addLayout(buttons)
         side_layout.addWidget(self.table, 1)
@@ -118,6 +129,7 @@ class TemplateView(QWidget):
         for arm_plot, curve in zip(self.spectrum_plots, curves):
             arm_plot.set_curve(curve)
             arm_plot.reset_view()
+        self._show_fit(result)
         message = self._why_empty(result)
         if message:
             self.info_label.setText(message)
@@ -140,6 +152,16 @@ class TemplateView(QWidget):
             f"<b>template {rank + 1} of {len(self.matches.indices)}</b> "
             f"(library entry #{self.matches.indices[rank]}), nearest to the fused estimate in "
             f"standardised label space. Black: template; colour: this spectrum.")
+
+    def _show_fit(self, result) -> None:
+        usable = result is not None and result.usable
+        self.fit = fit_summary(getattr(result, "fit", None), self.state.model) if usable else None
+        self.fit_label.setVisible(self.fit is not None)
+        if self.fit is None:
+            self.fit_label.setText("")
+            return
+        self.fit_label.setText(f"<b>{self.fit.headline}</b>: {self.fit.text}")
+        self.fit_label.setStyleSheet(POOR_FIT_STYLE if self.fit.poor else GOOD_FIT_STYLE)
 
     def _why_empty(self, result) -> str:
         if result is None:
