@@ -64,16 +64,31 @@ class PreprocessedSpectra:
     wave: np.ndarray           # (7200,) grid, vacuum Angstrom, rest frame
     flux: np.ndarray           # (n, 7200) float32, continuum-normalised (not clipped/standardised)
     mask: np.ndarray           # (n, 7200) bool, True = bad pixel carried onto the grid
-    ivar: np.ndarray           # (n, 7200) float32, inverse variance of ``flux`` (0 where mask)
     rv: np.ndarray             # (n,) km/s used for the rest-frame shift
     rv_err: np.ndarray         # (n,) km/s (0 when given)
     rv_source: list[str]       # "given" | "ccf"
     quality: QualityFlags
     extname_blue: list[str]
     extname_red: list[str]
+    # ivar is derived on first use (only fit quality needs it): what it is made from
+    _ivar: np.ndarray | None = field(default=None, repr=False, compare=False)
+    _ivar_source: tuple | None = field(default=None, repr=False, compare=False)
 
     def __len__(self) -> int:
         return len(self.flux)
+
+    @property
+    def ivar(self) -> np.ndarray:
+        """(n, 7200) float32 inverse variance of ``flux``, 0 where ``mask`` (no data) or the
+        file has none: the file's ivar through the linear resampling (:func:`resample_ivar`)
+        times continuum^2 (:func:`normalised_ivar`). Computed on first use."""
+        if self._ivar is None:
+            if self._ivar_source is None:
+                self._ivar = np.zeros(self.flux.shape, dtype=np.float32)
+            else:
+                self._ivar = _grid_ivar(*self._ivar_source, self.mask)
+                self._ivar_source = None
+        return self._ivar
 
     def arrays(self) -> dict[str, np.ndarray]:
         """Everything as named arrays: what `spemr preprocess` writes to its .npz."""
@@ -129,19 +144,26 @@ def _median_of_three(a, b, c, out=None):
     return np.maximum(out, np.minimum(np.maximum(a, b), c), out=out)
 
 
+_NO_DATA_VARIANCE = 1e30     # stands for infinite variance (ivar 0) in resample_ivar
+
+
 def resample_ivar(wave: np.ndarray, ivar: np.ndarray, grid_wave: np.ndarray) -> np.ndarray:
     """Inverse variance of :func:`resample`'s linear interpolation, propagated exactly for
     independent source pixels: var = (1 - f)^2 var_i + f^2 var_(i+1). 0 (no information)
     where a contributing pixel has ivar <= 0 or the grid pixel lies outside the source."""
     ivar = np.asarray(ivar, dtype=np.float64)
-    right = np.clip(np.searchsorted(wave, grid_wave, side="right"), 1, wave.size - 1)
-    left = right - 1
-    with np.errstate(divide="ignore", invalid="ignore"):
-        f = np.clip((grid_wave - wave[left]) / (wave[right] - wave[left]), 0.0, 1.0)
-        var = np.where(ivar > 0, 1.0 / ivar, np.inf)
-        total = (np.where(f < 1, (1 - f) ** 2 * var[left], 0.0)
-                 + np.where(f > 0, f ** 2 * var[right], 0.0))
-        out = np.where(np.isfinite(total) & (total > 0), 1.0 / total, 0.0)
+    n = wave.size
+    if n < 2:
+        return np.zeros(grid_wave.shape)
+    # np.interp of the pixel index gives each grid pixel's fractional source position
+    # (it searches sorted queries incrementally: much faster than searchsorted here).
+    position = np.interp(grid_wave, wave, np.arange(n, dtype=np.float64))
+    left = np.minimum(position.astype(np.intp), n - 2)
+    f = position - left
+    var = np.divide(1.0, ivar, out=np.full(n, _NO_DATA_VARIANCE), where=ivar > 0)
+    total = (1.0 - f) ** 2 * var[left]
+    total += f ** 2 * var[left + 1]
+    out = np.divide(1.0, total, out=np.zeros(total.shape), where=total < 0.1 * _NO_DATA_VARIANCE)
     out[(grid_wave < wave[0]) | (grid_wave > wave[-1])] = 0.0
     return out
 
@@ -290,25 +312,23 @@ def divide_by_continuum(flux: np.ndarray, continuum: np.ndarray):
 
 
 def normalise(wave: np.ndarray, flux: np.ndarray, config: PreprocessConfig | None = None,
-              chunk_rows: int = _CHUNK_ROWS, ivar: np.ndarray | None = None):
+              chunk_rows: int = _CHUNK_ROWS, continuum_out: np.ndarray | None = None):
     """Continuum-normalise a batch (n, m) of one arm: de-spike, fit, divide the de-spiked
     flux by the continuum (the de-spiking is there to keep cosmic rays out of the input).
     Works through the batch a few rows at a time so every pass stays in cache.
-    Returns (normalised, bad); with ``ivar`` (the flux's inverse variance, (n, m)) also
-    the normalised flux's inverse variance: see :func:`normalised_ivar`."""
+    Returns (normalised, bad); ``continuum_out`` (n, m), when given, receives the continuum."""
     config = config or preprocess_config()
     flux = np.atleast_2d(np.asarray(flux, dtype=np.float64))
     basis = _polynomial_basis(wave, config.continuum_poly_order)
     out, bad = np.empty_like(flux), np.zeros(flux.shape, dtype=bool)
-    ivar_out = None if ivar is None else np.empty_like(flux)
     for start in range(0, len(flux), chunk_rows):
         rows = slice(start, start + chunk_rows)
         clean = despike(flux[rows], config)
         continuum, _ = _fit_chunk(clean, basis, config)
         out[rows], bad[rows] = divide_by_continuum(clean, continuum)
-        if ivar_out is not None:
-            ivar_out[rows] = normalised_ivar(np.atleast_2d(ivar)[rows], continuum, bad[rows])
-    return (out, bad) if ivar_out is None else (out, bad, ivar_out)
+        if continuum_out is not None:
+            continuum_out[rows] = continuum
+    return out, bad
 
 
 def normalised_ivar(ivar: np.ndarray, continuum: np.ndarray, bad: np.ndarray) -> np.ndarray:
@@ -321,20 +341,17 @@ def normalised_ivar(ivar: np.ndarray, continuum: np.ndarray, bad: np.ndarray) ->
 
 
 def normalise_grid(flux: np.ndarray, grid: InputGrid | None = None,
-                   config: PreprocessConfig | None = None, ivar: np.ndarray | None = None):
-    """Normalise (n, 7200) grid flux arm by arm. Returns (normalised, bad), and with
-    ``ivar`` (n, 7200) also the normalised flux's inverse variance."""
+                   config: PreprocessConfig | None = None, continuum_out: np.ndarray | None = None):
+    """Normalise (n, 7200) grid flux arm by arm. Returns (normalised, bad);
+    ``continuum_out`` (n, 7200), when given, receives the continuum."""
     grid = grid or default_grid()
     flux = np.atleast_2d(np.asarray(flux, dtype=np.float64))
     out, bad = np.empty_like(flux), np.zeros(flux.shape, dtype=bool)
-    ivar_out = None if ivar is None else np.zeros_like(flux)
     for arm, part in zip(grid.arms, grid.arm_slices().values()):
-        if ivar_out is None:
-            out[:, part], bad[:, part] = normalise(arm.wave, flux[:, part], config)
-        else:
-            out[:, part], bad[:, part], ivar_out[:, part] = normalise(
-                arm.wave, flux[:, part], config, ivar=np.atleast_2d(ivar)[:, part])
-    return (out, bad) if ivar_out is None else (out, bad, ivar_out)
+        out[:, part], bad[:, part] = normalise(
+            arm.wave, flux[:, part], config,
+            continuum_out=None if continuum_out is None else continuum_out[:, part])
+    return out, bad
 
 
 # ------------------------------------------------ the published algorithm, literally
@@ -463,7 +480,7 @@ class _CleanArm:
     flux: np.ndarray
     bad: np.ndarray
     snr: float
-    ivar: np.ndarray | None = None    # 0 at bad (interpolated) pixels; None when the arm has none
+    ivar: np.ndarray | None = None    # the arm's ivar as read (None when it has none)
 
 
 def _clean_arm(arm) -> _CleanArm:
@@ -475,30 +492,41 @@ def _clean_arm(arm) -> _CleanArm:
     raw_ivar = getattr(arm, "ivar", None)
     if not np.isfinite(snr):
         snr = estimate_snr(np.asarray(arm.flux, float), raw_ivar, bad)
-    ivar = None
-    if raw_ivar is not None:
-        ivar = np.where(bad | ~np.isfinite(raw_ivar), 0.0, np.asarray(raw_ivar, dtype=np.float64))
-    return _CleanArm(wave, flux, bad, snr, ivar)
+    return _CleanArm(wave, flux, bad, snr, raw_ivar)
 
 
 def _resample_batch(arms: Sequence[tuple[_CleanArm, _CleanArm]], rv: np.ndarray,
-                    arm_waves: Sequence[np.ndarray], config: PreprocessConfig,
-                    with_ivar: bool = False):
-    """Shift each pair by its rv and resample both arms onto arm_waves (blue, red).
-    with_ivar: also the resampled inverse variance (0 where an arm has none)."""
+                    arm_waves: Sequence[np.ndarray], config: PreprocessConfig):
+    """Shift each pair by its rv and resample both arms onto arm_waves (blue, red)."""
     n, m = len(arms), sum(w.size for w in arm_waves)
     flux, bad = np.empty((n, m)), np.empty((n, m), dtype=bool)
-    ivar = np.zeros((n, m)) if with_ivar else None
     for i, pair in enumerate(arms):
         start = 0
         for arm, target in zip(pair, arm_waves):
             part = slice(start, start + target.size)
-            rest = rest_frame(arm.wave, rv[i], config)
-            flux[i, part], bad[i, part] = resample(rest, arm.flux, arm.bad, target)
-            if with_ivar and arm.ivar is not None:
-                ivar[i, part] = resample_ivar(rest, arm.ivar, target)
+            flux[i, part], bad[i, part] = resample(rest_frame(arm.wave, rv[i], config),
+                                                   arm.flux, arm.bad, target)
             start += target.size
-    return (flux, bad, ivar) if with_ivar else (flux, bad)
+    return flux, bad
+
+
+def _grid_ivar(arms: Sequence[tuple[_CleanArm, _CleanArm]], rv: np.ndarray,
+               arm_waves: Sequence[np.ndarray], config: PreprocessConfig, continuum: np.ndarray,
+               mask: np.ndarray) -> np.ndarray:
+    """PreprocessedSpectra.ivar: each arm's ivar (0 at its bad pixels) resampled like the
+    flux, then normalised by the continuum; 0 where ``mask``. float32 (n, m)."""
+    n, m = len(arms), sum(w.size for w in arm_waves)
+    ivar = np.zeros((n, m))
+    for i, pair in enumerate(arms):
+        start = 0
+        for arm, target in zip(pair, arm_waves):
+            part = slice(start, start + target.size)
+            if arm.ivar is not None:
+                raw = np.asarray(arm.ivar, dtype=np.float64)
+                clean = np.where(arm.bad | ~np.isfinite(raw), 0.0, raw)
+                ivar[i, part] = resample_ivar(rest_frame(arm.wave, rv[i], config), clean, target)
+            start += target.size
+    return normalised_ivar(ivar, continuum, mask).astype(np.float32)
 
 
 def _rv_request(rv, n: int) -> np.ndarray:
@@ -566,16 +594,16 @@ def preprocess_pairs(pairs, rv=None, rv_template=None, config: PreprocessConfig 
         found = measure_pairs_rv([cleaned[i] for i in todo], rv_template, grid, config, ccf_settings)
         rv_used[todo], rv_err[todo], ccf_peak[todo] = found.rv, found.rv_err, found.ccf_peak
     arm_waves = [arm.wave for arm in grid.arms]
-    flux, bad, ivar = _resample_batch(cleaned, rv_used, arm_waves, config, with_ivar=True)
-    flux, continuum_bad, ivar = normalise_grid(flux, grid, config, ivar=ivar)
+    flux, bad = _resample_batch(cleaned, rv_used, arm_waves, config)
+    continuum = np.empty_like(flux)
+    flux, continuum_bad = normalise_grid(flux, grid, config, continuum_out=continuum)
     bad |= continuum_bad
-    ivar[bad] = 0.0
     quality = quality_flags(bad, [b.snr for b, _ in cleaned], [r.snr for _, r in cleaned],
                             ccf_peak, measure, grid, config, ccf_settings)
     return PreprocessedSpectra(
         wave=grid.wave, flux=flux.astype(np.float32).reshape(n, grid.n_pixels),
-        mask=bad.reshape(n, grid.n_pixels), ivar=ivar.astype(np.float32).reshape(n, grid.n_pixels),
-        rv=rv_used, rv_err=rv_err,
+        mask=bad.reshape(n, grid.n_pixels), rv=rv_used, rv_err=rv_err,
         rv_source=[RV_CCF if m else RV_GIVEN for m in measure], quality=quality,
         extname_blue=[str(getattr(p.blue, "extname", "")) for p in pairs],
-        extname_red=[str(getattr(p.red, "extname", "")) for p in pairs])
+        extname_red=[str(getattr(p.red, "extname", "")) for p in pairs],
+        _ivar_source=(cleaned, rv_used, arm_waves, config, continuum))
