@@ -15,7 +15,8 @@ Per labelled spectrum:
   from the members disagreeing (<= 1 by eq. 1), NaN for a one-member model.
 * ``region_mismatch``: the winning sub-models whose region the fused labels lie more than
   ``region_sigma`` (2) sigma outside (e.g. a [Fe/H] = -1.75 +- 0.1 star labelled by S1,
-  whose region is [Fe/H] >= -1.0). Flag ``region_mismatch``.
+  whose region is [Fe/H] >= -1.0). Flag ``region_mismatch``. Judged with the fusion's
+  own sigmas, before any poor_fit inflation: it questions the fusion's choice.
 
 Thresholds come from the training world: ``spemr calibrate-quality MODEL REFSET`` stores
 the ``percentile`` (99th) of both measures on held-out reference-set spectra in the model

@@ -6,7 +6,7 @@ Noiseless, rest-frame, on ``config.default_grid()``, and normalised with the pip
 own polynomial pseudo-continuum (``preprocess.normalise_grid``), exactly as the template
 library normalises templates rebuilt from seeds, so it is comparable pixel for pixel with
 a preprocessed observation. Broadening is deterministic and typical
-(``spectrum.typical_broadening``: mean micro/macro-turbulence relations, vsini 2.5 km/s,
+(``spectrum.typical_broadening``: mean micro/macro-turbulence relations, vsini 2 km/s,
 R = 7500).
 
 This is the ONE place that decides how a model spectrum is made: today the synthetic

@@ -104,7 +104,8 @@ class Broadening:
                             ("vmic", "vmac", "vsini", "resolution")), halpha_core=core)
 
 
-TYPICAL_VSINI_KMS = 2.5            # typical_broadening: a slow rotator (the cool-star median)
+TYPICAL_VSINI_KMS = 2.0            # typical_broadening: a slow rotator, below the fine grid's
+                                   # rotation threshold (1.5 pixels), so no rotation kernel
 TYPICAL_RESOLUTION = 7500.0
 VMIC_RANGE, VMAC_RANGE = (0.5, 3.0), (0.5, 8.0)
 
