@@ -43,6 +43,7 @@ MANIFEST_KEY = "quality"
 FLAG_POOR_FIT = "poor_fit"
 FLAG_REGION_MISMATCH = "region_mismatch"
 COLUMNS = ["fit_chi2", "member_spread", "sigma_inflation", "region_mismatch"]
+CHI2_DIGITS = 6
 UNCALIBRATED_NOTE = ("fit quality not calibrated for this model: fit_chi2 and member_spread are "
                      "reported but poor_fit is never raised (run spemr calibrate-quality)")
 
@@ -207,7 +208,10 @@ def assess(prediction, flux: np.ndarray, ivar: np.ndarray, bundle,
     the model input) with inverse variance ``ivar`` (0 where there is no data)."""
     from .synth.model_spectra import model_spectra
     model_flux = model_spectra(_full_labels(prediction))
-    chi2 = fit_chi2(flux, ivar, model_flux)
+    # A model spectrum can differ in the last bit with the batch it was made in (FFT and
+    # BLAS code paths); 6 significant digits make fit_chi2, and all that follows from it,
+    # the same whichever spectra share the batch (the catalog's resume guarantee).
+    chi2 = round_significant(fit_chi2(flux, ivar, model_flux), CHI2_DIGITS)
     spread = member_spread(prediction)
     mismatch = region_mismatch(prediction, getattr(bundle, "regions", ()))
     thresholds = thresholds_of(bundle)
@@ -231,6 +235,18 @@ def inflate(prediction, quality: FitQuality):
     factor = np.where(np.isfinite(factor), factor, 1.0)
     return replace(prediction, sigma=prediction.sigma * factor[:, None],
                    sub_sigma=prediction.sub_sigma * factor[:, None, None])
+
+
+def round_significant(values: np.ndarray, digits: int) -> np.ndarray:
+    """Round to ``digits`` significant digits (NaN, 0 and inf unchanged)."""
+    values = np.asarray(values, dtype=np.float64)
+    out = values.copy()
+    finite = np.isfinite(values) & (values != 0)
+    if finite.any():
+        exponent = np.floor(np.log10(np.abs(values[finite])))
+        scale = 10.0 ** (digits - 1 - exponent)
+        out[finite] = np.round(values[finite] * scale) / scale
+    return out
 
 
 def _full_labels(prediction) -> np.ndarray:

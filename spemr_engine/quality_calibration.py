@@ -23,7 +23,7 @@ import numpy as np
 from . import config
 from .bundle import ModelBundle, load_bundle, update_manifest
 from .errors import Cancelled, SpemrError
-from .fit_quality import QualityThresholds, fit_chi2, member_spread
+from .fit_quality import QualityThresholds
 from .refset import ReferenceSet
 
 STARS_PER_BATCH = 32
@@ -80,9 +80,8 @@ def measure(model: ModelBundle, refset: ReferenceSet, indices: np.ndarray, devic
             batch_size: int = 256, progress: Callable[[dict], None] | None = None,
             cancel: Callable[[], bool] | None = None) -> dict[str, np.ndarray]:
     """fit_chi2 and member_spread of the raw predictions of reference-set spectra."""
-    from .fit_quality import _full_labels
+    from .fit_quality import assess
     from .inference import SpemrPredictor
-    from .synth.model_spectra import model_spectra
 
     predictor = SpemrPredictor(model, device=device, batch_size=batch_size)
     chi2, spread = np.full(len(indices), np.nan), np.full(len(indices), np.nan)
@@ -93,9 +92,8 @@ def measure(model: ModelBundle, refset: ReferenceSet, indices: np.ndarray, devic
             raise Cancelled(f"calibration cancelled after {start} of {len(indices)} spectra")
         part = order[start:start + step]
         flux, ivar = rebuild_spectra(refset, indices[part])
-        prediction = predictor.predict(flux)
-        chi2[part] = fit_chi2(flux, ivar, model_spectra(_full_labels(prediction)))
-        spread[part] = member_spread(prediction)
+        fit = assess(predictor.predict(flux), flux, ivar, model)   # exactly what rows get
+        chi2[part], spread[part] = fit.fit_chi2, fit.member_spread
         if progress is not None:
             progress({"stage": "calibrate-quality", "done": min(start + step, len(order)),
                       "total": len(order)})
