@@ -53,7 +53,9 @@ def rebuild_spectra(refset: ReferenceSet, indices: np.ndarray) -> tuple[np.ndarr
     for star, where in stars.items():
         first = indices[where[0]]
         seed = int(rows[first]["seed"])
-        obs = next(observe_stars(labels[first:first + 1], np.array([seed], dtype=np.int64)))
+        version = int(rows[first].get("generator") or 1)     # sets without the column: v1
+        obs = next(observe_stars(labels[first:first + 1], np.array([seed], dtype=np.int64),
+                                 version=version))
         pairs = obs.pairs()
         names = [(p.extname_blue, p.extname_red) for p in pairs]
         chosen = []

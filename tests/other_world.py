@@ -8,9 +8,9 @@ from pathlib import Path
 import numpy as np
 
 from spemr_engine import config
-from spemr_engine.synth import spectrum as sp
 from spemr_engine.synth.fits_writer import write_mrs
-from spemr_engine.synth.generate import _NOISE_STREAM, _stream, broadening_for, conditions_for
+from spemr_engine.synth.generate import _NOISE_STREAM, _stream, broadening_for, conditions_for, render
+from spemr_engine.synth.model_spectra import WORLD
 from spemr_engine.synth.observe import observe
 
 SAMPLES = config.assets_dir() / "samples"
@@ -27,9 +27,10 @@ def labels_of(row: dict) -> np.ndarray:
 
 
 def observed(labels: np.ndarray, seed: int, broadening, transform=None, snr: float = 50.0):
-    """A coadd observation of one star, optionally from 'another world' (a transform of
-    its fine-grid rest-frame flux)."""
-    fine = sp.render(labels, broadening)
+    """A coadd observation of one star in the model spectrum's world (model_spectra.WORLD:
+    the shipped default model's), optionally from 'another world' (a transform of its
+    fine-grid rest-frame flux)."""
+    fine = render(labels, broadening, version=WORLD)
     if transform is not None:
         fine = {arm: transform(flux) for arm, flux in fine.items()}
     cond = conditions_for(labels[0], seed, snr_range=(snr, snr * 1.0001))

@@ -22,7 +22,7 @@ from spemr_engine.quality_calibration import calibrate
 from spemr_engine.synth import build_reference_set
 from spemr_engine.synth import spectrum as sp
 from spemr_engine.synth.generate import broadening_for, make_stars
-from spemr_engine.synth.model_spectra import model_spectra
+from spemr_engine.synth.model_spectra import WORLD, model_spectra
 
 from other_world import SAMPLES, labels_of, observed, other_world_file, samples
 
@@ -182,7 +182,8 @@ def test_member_spread_is_the_members_share_of_the_sigma():
 # ------------------------------------------------------------- calibration
 @pytest.fixture(scope="module")
 def small_refset(tmp_path_factory):
-    return build_reference_set(tmp_path_factory.mktemp("rs") / "rs", n_stars=10, seed=3, max_exposures=1)
+    return build_reference_set(tmp_path_factory.mktemp("rs") / "rs", n_stars=10, seed=3, max_exposures=1,
+                               version=WORLD)
 
 
 def test_calibration_writes_thresholds_and_bad_ones_are_refused(tmp_path, small_refset):

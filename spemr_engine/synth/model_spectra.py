@@ -10,8 +10,10 @@ a preprocessed observation. Broadening is deterministic and typical
 R = 7500).
 
 This is the ONE place that decides how a model spectrum is made: today the synthetic
-world's line-model generator; a radiative-transfer emulator replaces it by re-pointing
-this function. Nothing else may depend on how the spectrum is produced.
+world the shipped default model was trained in (``WORLD``: generator version 1, the
+line model); when the default model is retrained in the radiative-transfer world
+(version 2, the emulator), re-point ``WORLD`` (or this function) and re-run
+``spemr calibrate-quality``. Nothing else may depend on how the spectrum is produced.
 """
 from __future__ import annotations
 
@@ -20,6 +22,7 @@ import numpy as np
 from ..config import default_grid
 
 BATCH = 32          # stars rendered at once (the fine grids are ~0.5 MB per star and arm)
+WORLD = 1           # synth.generate version whose physics makes the model spectrum
 
 
 def model_spectra(labels: np.ndarray) -> np.ndarray:
@@ -28,9 +31,11 @@ def model_spectra(labels: np.ndarray) -> np.ndarray:
     taken as solar-scaled ([X/H] = [Fe/H])."""
     from ..preprocess import normalise_grid
     from . import spectrum as sp
+    from .generate import render
 
     labels = np.atleast_2d(np.asarray(labels, dtype=np.float64))
-    n_pixels = default_grid().n_pixels
+    wave = default_grid().wave
+    n_pixels = wave.size
     out = np.full((len(labels), n_pixels), np.nan)
     ok = np.flatnonzero(np.isfinite(labels[:, :3]).all(axis=1))
     if not ok.size:
@@ -40,7 +45,7 @@ def model_spectra(labels: np.ndarray) -> np.ndarray:
     filled[missing] = np.broadcast_to(filled[:, 2:3], filled.shape)[missing]
     for start in range(0, len(ok), BATCH):
         part = filled[start:start + BATCH]
-        _wave, flux = sp.normalised_on_grid(part, sp.typical_broadening(part))
-        normalised, _bad = normalise_grid(flux)
+        fine = render(part, sp.typical_broadening(part), version=WORLD)
+        normalised, _bad = normalise_grid(sp.sample_fine(fine, wave))
         out[ok[start:start + BATCH]] = normalised
     return out
