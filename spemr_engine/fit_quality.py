@@ -59,11 +59,13 @@ class QualityThresholds:
     reference_set: str = ""
     split: str = ""
     date: str = ""
+    world: int = 1            # synth generator version of the model spectra it was measured with
 
     def to_dict(self) -> dict:
         return {"fit_chi2_max": self.fit_chi2_max, "member_spread_max": self.member_spread_max,
                 "percentile": self.percentile, "n_spectra": self.n_spectra,
-                "reference_set": self.reference_set, "split": self.split, "date": self.date}
+                "reference_set": self.reference_set, "split": self.split, "date": self.date,
+                "model_spectra_world": self.world}
 
     @classmethod
     def from_manifest(cls, path, data) -> "QualityThresholds":
@@ -85,18 +87,30 @@ class QualityThresholds:
         n = data.get("n_spectra", 0)
         if isinstance(n, bool) or not isinstance(n, int) or n < 1:
             raise bad(f"n_spectra must be a positive integer, not {n!r}")
+        world = data.get("model_spectra_world", 1)       # calibrations before the key: version 1
+        if isinstance(world, bool) or not isinstance(world, int):
+            raise bad(f"model_spectra_world must be an integer, not {world!r}")
         return cls(n_spectra=n, reference_set=str(data.get("reference_set", "")),
-                   split=str(data.get("split", "")), date=str(data.get("date", "")), **values)
+                   split=str(data.get("split", "")), date=str(data.get("date", "")), world=world, **values)
 
 
 def thresholds_of(bundle) -> QualityThresholds | None:
-    """The bundle's calibrated thresholds, None when it has none."""
-    return getattr(bundle, "quality", None)
+    """The bundle's calibrated thresholds, None when it has none or they were measured
+    against model spectra of another synthetic world than the one used now."""
+    from .synth.model_spectra import WORLD
+    thresholds = getattr(bundle, "quality", None)
+    return thresholds if thresholds is not None and thresholds.world == WORLD else None
 
 
 def calibration_note(bundle) -> str | None:
     """The line saying the model's fit quality is not calibrated (None when it is)."""
-    return None if thresholds_of(bundle) is not None else UNCALIBRATED_NOTE
+    if thresholds_of(bundle) is not None:
+        return None
+    stale = getattr(bundle, "quality", None)
+    if stale is not None:
+        return (f"fit quality calibrated against generator v{stale.world} model spectra, not the current "
+                "ones: poor_fit is never raised (re-run spemr calibrate-quality)")
+    return UNCALIBRATED_NOTE
 
 
 # ================================================================== measures

@@ -9,20 +9,21 @@ a preprocessed observation. Broadening is deterministic and typical
 (``spectrum.typical_broadening``: mean micro/macro-turbulence relations, vsini 2 km/s,
 R = 7500).
 
-This is the ONE place that decides how a model spectrum is made: today the synthetic
-world the shipped default model was trained in (``WORLD``: generator version 1, the
-line model); when the default model is retrained in the radiative-transfer world
-(version 2, the emulator), re-point ``WORLD`` (or this function) and re-run
-``spemr calibrate-quality``. Nothing else may depend on how the spectrum is produced.
+This is the ONE place that decides how a model spectrum is made: the current synthetic
+world (``WORLD`` = the generator's version: 2, atomic lines from the radiative-transfer
+emulator), whatever a model was trained on, so fit_chi2 measures how well the labels
+reproduce the spectrum in the project's most physical model. Thresholds record the world
+they were measured with; a calibration made with another one counts as none.
 """
 from __future__ import annotations
 
 import numpy as np
 
 from ..config import default_grid
+from .generate import GENERATOR_VERSION
 
-BATCH = 32          # stars rendered at once (the fine grids are ~0.5 MB per star and arm)
-WORLD = 1           # synth.generate version whose physics makes the model spectrum
+BATCH = 32                   # stars rendered at once (the fine grids are ~0.5 MB per star and arm)
+WORLD = GENERATOR_VERSION    # synth.generate version whose physics makes the model spectrum
 
 
 def model_spectra(labels: np.ndarray) -> np.ndarray:
