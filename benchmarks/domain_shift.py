@@ -60,7 +60,9 @@ def observe_world(spectra, world: str, seed: int):
             cond = sample_conditions(rng, labels[k], snr_range=SNR_RANGE, n_exp=1)
             cond.snr_red = float(rng.uniform(*SNR_RANGE))
             one = {name: flux[j:j + 1] for name, flux in fine.items()}
-            yield k, observe(one, float(labels[k, 0]), cond, np.random.default_rng([seed, k, 3]), exposures=False)
+            obs = observe(one, float(labels[k, 0]), cond, np.random.default_rng([seed, k, 3]), exposures=False)
+            obs.meta["generator"] = world
+            yield k, obs
 
 
 def write_files(spectra, world: str, out: Path, seed: int) -> list[tuple[Path, float]]:

@@ -67,6 +67,8 @@ def primary_header(obs: Observation, filename: str, obsid: int, labels: np.ndarr
     h["TRUE_RV"] = (round(float(obs.rv), 3), "[km/s] true radial velocity (synthetic)")
     if seed is not None:
         h["SYNSEED"] = (str(int(seed)), "generator seed of this star")
+    if "generator" in obs.meta:
+        h["SYNTHGEN"] = (str(obs.meta["generator"]), "spemr_engine.synth generator version (world)")
     if labels is not None:
         for name, value in zip(LABELS, np.asarray(labels, dtype=float)):
             h[f"T_{name.upper()}"[:8]] = (round(float(value), 4), f"true {name} (synthetic)")

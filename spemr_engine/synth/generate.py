@@ -94,4 +94,6 @@ def observe_stars(labels: np.ndarray, seeds: np.ndarray, exposures: bool = True,
         for j, (row, seed) in enumerate(zip(labels[part], seeds[part])):
             cond = conditions_for(row, int(seed), **condition_overrides)
             one = {name: flux[j:j + 1] for name, flux in fine.items()}
-            yield observe(one, float(row[0]), cond, _stream(int(seed), _NOISE_STREAM), exposures)
+            obs = observe(one, float(row[0]), cond, _stream(int(seed), _NOISE_STREAM), exposures)
+            obs.meta["generator"] = version
+            yield obs
