@@ -251,7 +251,21 @@ def repo_root() -> Path:
     return Path(__file__).resolve().parents[1]
 
 
+def packaged_assets_dir() -> Path | None:
+    """`spemr_engine/_assets` in an installed wheel (setup.py copies the repository's
+    `assets/` there); None in a source checkout or an editable install."""
+    root = resources.files("spemr_engine").joinpath("_assets")
+    # A wheel is installed unzipped, so this is a real folder: the model and the samples
+    # are opened by path (safetensors, astropy, memory maps).
+    path = Path(str(root))
+    return path if path.is_dir() else None
+
+
 def assets_dir() -> Path:
-    """Shipped assets (default model, samples, line lists); SPEMR_ASSETS overrides."""
+    """Shipped assets (default model, emulator, samples, line lists): SPEMR_ASSETS, else
+    the ones packaged with an installed wheel, else the repository's `assets/`."""
     import os
-    return Path(os.environ.get("SPEMR_ASSETS", repo_root() / "assets"))
+    override = os.environ.get("SPEMR_ASSETS")
+    if override:
+        return Path(override)
+    return packaged_assets_dir() or repo_root() / "assets"
