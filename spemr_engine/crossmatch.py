@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Callable, Iterable, Sequence
@@ -236,7 +237,7 @@ class _FileResult:
 def build_reference_set(inputs: Sequence[str | Path], catalog_path: str | Path, out: str | Path,
                         options: BuildOptions | None = None,
                         progress: Callable[[dict], None] | None = None,
-                        cancel: "Callable[[], bool] | threading.Event | None" = None) -> dict:
+                        cancel: Callable[[], bool] | threading.Event | None = None) -> dict:
     """Cross-match the files with the catalog, cut, and write the reference set at ``out``.
 
     Returns the summary (also written to ``out/build_summary.json``). Raises Cancelled

@@ -6,7 +6,7 @@ import torch
 from spemr_engine import config
 from spemr_engine.bundle import create_random_bundle, load_bundle
 from spemr_engine.errors import Cancelled, SpemrError
-from spemr_engine.inference import Prediction, SpemrPredictor, resolve_device
+from spemr_engine.inference import SpemrPredictor, resolve_device
 
 
 @pytest.fixture(scope="module")

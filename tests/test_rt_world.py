@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from spemr_engine.config import LABELS, default_grid
+from spemr_engine.config import default_grid
 from spemr_engine.lamost import air_to_vacuum
 from spemr_engine.synth import rt_world
 from spemr_engine.synth import spectrum as sp

@@ -33,7 +33,7 @@ class FileListView(QTreeWidget):
         opened = self.state.files[index]
         top = QTreeWidgetItem([opened.name, "", "", ""])
         top.setToolTip(0, str(opened.path))
-        for p, pair in enumerate(opened.pairs):
+        for pair in opened.pairs:
             child = QTreeWidgetItem([pair.label, _snr(pair.snr_blue), _snr(pair.snr_red), ""])
             child.setToolTip(0, f"{pair.extname_blue} / {pair.extname_red}")
             for col in (1, 2, 3):
