@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 
@@ -31,6 +31,9 @@ from .errors import InputFileError, ModelBundleError
 from .lamost import ArmPair, MRSFile, read_mrs
 from .preprocess import PreprocessedSpectra, preprocess_pairs
 from .rv import RVCatalog, load_rv_catalog
+
+if TYPE_CHECKING:  # torch-free at run time: inference is imported lazily
+    from .inference import Prediction
 
 MODEL_ENV = "SPEMR_MODEL"
 
@@ -67,7 +70,7 @@ class FileAnalysis:
     mrs: MRSFile
     pairs: list[ArmPair]
     spectra: PreprocessedSpectra
-    prediction: "Prediction | None"  # noqa: F821  (inference.Prediction, imported lazily)
+    prediction: Prediction | None  # inference.Prediction (imported lazily)
     model: ModelBundle
     warnings: list[str] = field(default_factory=list)
     fit: "FitQuality | None" = None  # noqa: F821  (fit_quality.FitQuality, one row per pair)

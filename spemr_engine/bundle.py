@@ -19,7 +19,7 @@ import os
 import shutil
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Mapping, Sequence
+from typing import Mapping, Sequence, TypeAlias
 
 import numpy as np
 import torch
@@ -321,7 +321,7 @@ def _compare_shapes(path: Path, wanted: Mapping[str, tuple], found: Mapping[str,
 
 
 # ---------------------------------------------------------------------- save
-Weights = "RRNet | nn.Module | Mapping[str, torch.Tensor]"
+Weights: TypeAlias = "RRNet | nn.Module | Mapping[str, torch.Tensor]"
 
 
 def save_bundle(path: str | Path, architecture: RRNetConfig | str,

@@ -310,7 +310,7 @@ def _check_start(folder: RunFolder, output: Path, resume: bool, overwrite: bool,
     """Refuse to mix runs: an interrupted run needs --resume, a foreign output --overwrite."""
     if overwrite:
         return
-    run = folder.read_run()
+    run = folder.read_run() or {}
     has_chunks = bool(folder.chunk_infos()) if folder.chunks_dir.exists() else False
     same_run = bool(run) and run.get("fingerprint") == run_print
     if resume and has_chunks and not same_run:
@@ -342,7 +342,7 @@ def _run(folder: RunFolder, settings: _Settings, bundle, columns, run_print, con
     record = {"fingerprint": run_print, "state": "running", "output": str(settings.output),
               "n_inputs": len(settings.inputs), "model": settings.model_path,
               "exposures": settings.exposures}
-    existing = folder.read_run()
+    existing = folder.read_run() or {}
     continuing = resume and bool(existing) and existing.get("fingerprint") == run_print
     if not continuing:
         folder.clear()

@@ -31,7 +31,7 @@ import shutil
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Iterator, Sequence
+from typing import IO, Iterable, Iterator, Sequence
 
 import numpy as np
 
@@ -217,7 +217,7 @@ class RunFolder:
         self.root = self.output.with_name(self.output.name + ".spemr-run")
         self.chunks_dir = self.root / "chunks"
         self.run_file = self.root / "run.json"
-        self._lock_handle = None
+        self._lock_handle: IO[str] | None = None
         self._next_chunk = 0
 
     # ---------------------------------------------------------------- state
@@ -463,7 +463,7 @@ def _fits_columns(schema: TableSchema):
 
 
 def _fits_record(row: list, schema: TableSchema) -> tuple:
-    out = []
+    out: list[bytes | int | float] = []
     for name, value in zip(schema.columns, row):
         kind = schema.kinds[name]
         if kind == "str":

@@ -11,7 +11,7 @@ measures exactly what users get; spectra are read from the memory map a chunk at
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Callable, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
@@ -44,7 +44,7 @@ def _resolve_indices(model: ModelBundle, refset: ReferenceSet, split) -> tuple[s
 
 def predict_refset(model: ModelBundle, refset: ReferenceSet, indices: np.ndarray, device: str = "auto",
                    batch_size: int = 256, progress: Callable[[dict], None] | None = None,
-                   cancel: Callable[[], bool] | None = None) -> dict[str, np.ndarray]:
+                   cancel: Callable[[], bool] | None = None) -> dict[str, Any]:
     """Fused and per-sub-model predictions for ``indices``, reading READ_CHUNK spectra at a time."""
     predictor = SpemrPredictor(model, device=device, batch_size=batch_size)
     parts: dict[str, list] = {"mean": [], "sigma": [], "sub_mean": [], "sub_sigma": []}
@@ -61,7 +61,7 @@ def predict_refset(model: ModelBundle, refset: ReferenceSet, indices: np.ndarray
     n_sub, n_labels = len(submodels), len(model.labels)
     empty = {"mean": (0, n_labels), "sigma": (0, n_labels), "sub_mean": (0, n_sub, n_labels),
              "sub_sigma": (0, n_sub, n_labels)}
-    out = {k: (np.concatenate(v) if v else np.zeros(empty[k])) for k, v in parts.items()}
+    out: dict[str, Any] = {k: (np.concatenate(v) if v else np.zeros(empty[k])) for k, v in parts.items()}
     out["submodels"] = submodels
     return out
 
@@ -102,7 +102,7 @@ def evaluate(bundle: ModelBundle | str | Path, refset: ReferenceSet | str | Path
     base = predicted["submodels"].index(BASE)
     scopes = {"base": (predicted["sub_mean"][:, base], predicted["sub_sigma"][:, base]),
               "spemr": (predicted["mean"], predicted["sigma"])}
-    report = {"model": str(model.path), "reference_set": str(refset.path), "split": split_name,
+    report: dict[str, Any] = {"model": str(model.path), "reference_set": str(refset.path), "split": split_name,
               "n_spectra": int(len(indices)), "labels": list(model.labels),
               "units": {i.name: i.unit for i in label_infos()},
               "trained_on": model.trained_on,

@@ -385,7 +385,8 @@ class ReferenceSet:
             yield batch, self.read_flux(batch), self.labels[batch]
 
 
-def split_by_star(star_id: Sequence, fractions: Sequence[float] = (0.7, 0.1, 0.2), seed: int = 0) -> Split:
+def split_by_star(star_id: Sequence | np.ndarray, fractions: Sequence[float] | np.ndarray = (0.7, 0.1, 0.2),
+                  seed: int = 0) -> Split:
     """Shuffle the stars (not the spectra) and cut the shuffled list where the cumulative
     spectrum count crosses each fraction, so repeat spectra of one star never leak."""
     fractions = np.asarray(fractions, dtype=np.float64)

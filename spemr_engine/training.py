@@ -23,7 +23,7 @@ import threading
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Callable, Iterable, Iterator, Mapping, Sequence
+from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -303,7 +303,7 @@ def run_job(job: _Job, settings: TrainSettings, checkpoints: _Checkpoints, progr
     job.model.to(device)
     optimizer = torch.optim.Adam(list(job.parameters()), lr=job.lr)
     scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=settings.step_size, gamma=settings.gamma)
-    best = {"state": _state_copy(job.model), "val": float("inf"), "epoch": 0}
+    best: dict[str, Any] = {"state": _state_copy(job.model), "val": float("inf"), "epoch": 0}
     if job.fc1_only and saved is None:
         # Fine-tuning keeps the base fc1 unless an epoch beats it on the region's validation set.
         best["val"] = validate(job)[0]
@@ -423,7 +423,7 @@ def train_model(refset: ReferenceSet | str | Path, out_dir: str | Path,
     base_states, region_heads, notes = trainer.run(split)
     labels = [name for name in LABELS if any(name in v for v in config.networks.values())]
     statistics = _bundle_statistics(stats, refset.label_names, labels, refset.source)
-    provenance = {
+    provenance: dict[str, Any] = {
         "trained_on": "synthetic" if refset.synthetic else "real",
         "command": command or "spemr_engine.training.train_model",
         "seed": seed, "reference_set": str(refset.path), "reference_source": refset.source,
@@ -500,7 +500,9 @@ class _EnsembleTrainer:
         return _Data(self.refset, self.normaliser, columns, self.device, self.settings.batch_size)
 
     def run(self, split) -> tuple[list, list, list[str]]:
-        base_states, region_heads, notes = [], [], []
+        base_states: list = []
+        region_heads: list = []
+        notes: list[str] = []
         for member in range(self.config.members):
             base_states.append({})
             region_heads.append({})
@@ -574,7 +576,9 @@ def finetune_bundle(model_path: str | Path, refset: ReferenceSet | str | Path, o
     trainer = _EnsembleTrainer(refset, normaliser, source.architecture, regions, settings,
                                resolve_device(device), checkpoints, progress, _as_cancel(cancel))
     kept = [r for r in source.regions if r.name not in {n.name for n in regions}]
-    base_states, region_heads, notes = [], [], []
+    base_states: list = []
+    region_heads: list = []
+    notes: list[str] = []
     for member in range(source.members):
         base_states.append({})
         region_heads.append({})
