@@ -3,11 +3,13 @@ separate process), look at its summary, configure the tiny preset, train in a se
 process, cancel mid-way and resume, read the evaluation, and make the model active."""
 from __future__ import annotations
 
+import pytest
 from PySide6.QtWidgets import QWizard
 
 from spemr_engine.bundle import load_bundle
 
 
+@pytest.mark.slow
 def test_wizard_tiny_training_with_cancel_and_resume(qtbot, window, tmp_path):
     from spemr_gui.views.wizard import open_wizard
 
