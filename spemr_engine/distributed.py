@@ -103,7 +103,7 @@ def label_files(paths: list[str], options: catalog_rows.PrepareOptions) -> dict[
     """Dask task: read, preprocess and label a batch of files on this worker."""
     from distributed import get_worker
     prepared = catalog_rows.prepare_batch(paths, options)
-    plugin: Any = get_worker().plugins[PLUGIN_NAME]  # this module's _ModelPlugin
+    plugin: Any = get_worker().plugins[PLUGIN_NAME]  # this module's ModelPlugin
     with plugin.lock:
         plugin.n_tasks += 1
         return plugin.labeller.label(prepared)
