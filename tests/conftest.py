@@ -35,6 +35,15 @@ def shared_mrs_files(shared_mrs_dir) -> list[Path]:
 
 
 @pytest.fixture(scope="session")
+def mrs_files() -> list[Path]:
+    """For tests that need any MRS files (coadd + exposures) rather than particular real
+    stars: the real ones in ../shared when present, else the shipped synthetic samples."""
+    shared = SHARED_DATA / "lamost_mrs"
+    folder = shared if shared.is_dir() else REPO_ROOT / "assets" / "samples"
+    return sorted(folder.glob("med-*.fits*"))
+
+
+@pytest.fixture(scope="session")
 def shared_lrs_file() -> Path:
     return _shared("lamost_lrs/spec-58397-EG014118N254444M01_sp03-031.fits")
 

@@ -60,9 +60,9 @@ def test_unusable_spectrum_says_why(qtbot, loaded, open_file, shared_mrs_files):
     assert window.results_panel.table.rowCount() == 0
 
 
-def test_cancel_inference_releases_the_ui(qtbot, loaded, open_file, shared_mrs_files):
+def test_cancel_inference_releases_the_ui(qtbot, loaded, open_file, mrs_files):
     window = loaded
-    open_file(shared_mrs_files[0])
+    open_file(mrs_files[0])
     with qtbot.waitSignal(window.inference_cancelled, timeout=5000):
         window.run_inference()
         window.cancel_inference()
@@ -73,9 +73,9 @@ def test_cancel_inference_releases_the_ui(qtbot, loaded, open_file, shared_mrs_f
     assert window.state.current_result() is None   # a cancelled result is never applied
 
 
-def test_comparison_and_kiel_show_the_prediction(qtbot, loaded, open_file, shared_mrs_files):
+def test_comparison_and_kiel_show_the_prediction(qtbot, loaded, open_file, mrs_files):
     window = loaded
-    open_file(shared_mrs_files[0])
+    open_file(mrs_files[0])
     result = _infer(qtbot, window)
     view = window.comparison_view
     window.tabs.setCurrentWidget(view)
@@ -93,9 +93,9 @@ def test_comparison_and_kiel_show_the_prediction(qtbot, loaded, open_file, share
     assert view.kiel_plot.titleLabel.text.startswith("Kiel: star in")
 
 
-def test_rv_override_reruns_preprocessing(qtbot, loaded, open_file, shared_mrs_files):
+def test_rv_override_reruns_preprocessing(qtbot, loaded, open_file, mrs_files):
     window = loaded
-    open_file(shared_mrs_files[0])
+    open_file(mrs_files[0])
     window.spectrum_view.rv_edit.setText("12.5")
     with qtbot.waitSignal(window.inference_finished, timeout=60000):
         window.spectrum_view._apply_rv()

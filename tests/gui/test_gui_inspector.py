@@ -26,8 +26,8 @@ def test_open_real_file_lists_pairs_and_plots_raw_flux(qtbot, window, open_file,
     assert meta["obsid"] == str(opened.mrs.meta["obsid"])
 
 
-def test_keyboard_switches_exposures_and_zoom_resets(qtbot, window, open_file, shared_mrs_files):
-    opened = open_file(shared_mrs_files[0])
+def test_keyboard_switches_exposures_and_zoom_resets(qtbot, window, open_file, mrs_files):
+    opened = open_file(mrs_files[0])
     window.activateWindow()
     qtbot.keyClick(window, Qt.Key_BracketRight)
     assert window.state.current_pair == 1
@@ -49,8 +49,8 @@ def test_keyboard_switches_exposures_and_zoom_resets(qtbot, window, open_file, s
     assert window.state.current_pair == 2
 
 
-def test_export_plotted_data_and_figure(qtbot, window, open_file, shared_mrs_files, tmp_path):
-    opened = open_file(shared_mrs_files[0])
+def test_export_plotted_data_and_figure(qtbot, window, open_file, mrs_files, tmp_path):
+    opened = open_file(mrs_files[0])
     csv_path = window.export_data(tmp_path / "plotted.csv")
     lines = csv_path.read_text().splitlines()
     pair = opened.pairs[0]
@@ -76,12 +76,12 @@ def test_bad_file_gives_one_line_and_app_goes_on(qtbot, window, tmp_path, shared
     assert window.state.files == []
 
 
-def test_recent_files_remembered(qtbot, window, open_file, shared_mrs_files, settings):
-    open_file(shared_mrs_files[0])
-    open_file(shared_mrs_files[1])
+def test_recent_files_remembered(qtbot, window, open_file, mrs_files, settings):
+    open_file(mrs_files[0])
+    open_file(mrs_files[1])
     recent = settings.recent_files()
-    assert recent[0].endswith(shared_mrs_files[1].name)
-    assert recent[1].endswith(shared_mrs_files[0].name)
+    assert recent[0].endswith(mrs_files[1].name)
+    assert recent[1].endswith(mrs_files[0].name)
     window._fill_recent_menu()
     texts = [a.text() for a in window.recent_menu.actions()]
     assert texts[0] == recent[0]
