@@ -91,7 +91,6 @@ def _smooth_world(n: int, seed: int) -> RtSpectra:
     return spectra
 
 
-@pytest.mark.slow
 def test_emulator_learns_a_smooth_world_and_round_trips(tmp_path):
     spectra = _smooth_world(160, seed=3)
     emulator, metrics = emu.train(spectra, emu.EmulatorSettings(hidden=(32,), epochs=150, batch_size=32,
