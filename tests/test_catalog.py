@@ -131,7 +131,6 @@ def _wait_for_chunks(run_folder, process, n: int, timeout: float = 120) -> int:
     raise AssertionError(f"run ended or stalled before {n} chunks (rc={process.poll()})")
 
 
-@pytest.mark.slow
 def test_kill_9_then_resume_equals_an_uninterrupted_run(tmp_path, model, synthetic):
     """A real ``spemr catalog`` process (and its worker) is killed with SIGKILL once a
     unit is committed; --resume completes it; the table equals an uninterrupted run's."""

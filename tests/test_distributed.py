@@ -27,6 +27,7 @@ def model(tmp_path_factory):
     return tiny_model(tmp_path_factory.mktemp("model") / "tiny")
 
 
+@pytest.mark.slow
 def test_two_worker_cluster_equals_single_machine(tmp_path, inputs, model):
     settings = dict(model=model, exposures="all", batch_size=4)
     # Dask workers run one torch thread (threads_per_worker=1), and torch's float results
@@ -59,6 +60,7 @@ def test_cluster_address_errors_are_one_line():
             connect(address)
 
 
+@pytest.mark.slow
 def test_cli_with_a_local_cluster(tmp_path, inputs, model):
     files = sorted((inputs / "good").glob("*.fits"))[:2]
     result = run_cli("catalog", *files, "-o", tmp_path / "cat.csv", "--model", model,

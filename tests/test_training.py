@@ -48,7 +48,6 @@ def test_short_training_lowers_validation_loss_and_saves_a_bundle(refset, tmp_pa
     assert not (path / CHECKPOINT_DIR).exists()
 
 
-@pytest.mark.slow
 def test_cancel_then_resume_finishes_with_the_same_weights_as_one_run(refset, tmp_path):
     run = dict(epochs=2, finetune_epochs=1, regions=default_regions()[:2], **FAST)
     reference = train_model(refset, tmp_path / "once", seed=3, **run)
