@@ -33,6 +33,7 @@ from .preprocess import PreprocessedSpectra, preprocess_pairs
 from .rv import RVCatalog, load_rv_catalog
 
 if TYPE_CHECKING:  # torch-free at run time: inference is imported lazily
+    from .fit_quality import FitQuality
     from .inference import Prediction
 
 MODEL_ENV = "SPEMR_MODEL"
@@ -73,7 +74,7 @@ class FileAnalysis:
     prediction: Prediction | None  # inference.Prediction (imported lazily)
     model: ModelBundle
     warnings: list[str] = field(default_factory=list)
-    fit: "FitQuality | None" = None  # noqa: F821  (fit_quality.FitQuality, one row per pair)
+    fit: FitQuality | None = None  # fit_quality.FitQuality, one row per pair
 
     @property
     def usable(self) -> np.ndarray:
