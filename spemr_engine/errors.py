@@ -1,7 +1,34 @@
 """Error types: every user-facing failure is one line that names the file and the problem."""
 from __future__ import annotations
 
+import os
+import re
 from pathlib import Path
+
+# C0 and C1 control characters, DEL, and lone surrogates (undecodable bytes of a file
+# name that Python keeps as U+DC80-U+DCFF): none may reach a terminal or a log raw.
+_UNPRINTABLE = re.compile("[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
+
+
+def _escape_char(match: re.Match) -> str:
+    char = match.group()
+    code = ord(char)
+    if 0xDC80 <= code <= 0xDCFF:          # surrogateescape: the original byte
+        return f"\\x{code - 0xDC00:02x}"
+    if code > 0xFFFF or 0xD800 <= code <= 0xDFFF:
+        return f"\\u{code:04x}"
+    return {"\n": "\\n", "\r": "\\r", "\t": "\\t"}.get(char, f"\\x{code:02x}")
+
+
+def one_line(text: str) -> str:
+    """``text`` with newlines, escape sequences (ANSI codes) and undecodable bytes written
+    as backslash escapes: one printable line, safe for a terminal, a CSV cell or a log."""
+    return _UNPRINTABLE.sub(_escape_char, str(text))
+
+
+def display_name(path: str | os.PathLike) -> str:
+    """A file's name for a message: its last component, escaped with :func:`one_line`."""
+    return one_line(Path(os.fspath(path)).name or os.fspath(path))
 
 
 class SpemrError(Exception):
@@ -13,8 +40,8 @@ class InputFileError(SpemrError):
 
     def __init__(self, path: str | Path, problem: str):
         self.path = str(path)
-        self.problem = problem
-        super().__init__(f"{Path(self.path).name}: {problem}")
+        self.problem = one_line(problem)
+        super().__init__(f"{display_name(self.path)}: {self.problem}")
 
 
 class ModelBundleError(SpemrError):
@@ -22,8 +49,8 @@ class ModelBundleError(SpemrError):
 
     def __init__(self, path: str | Path, problem: str):
         self.path = str(path)
-        self.problem = problem
-        super().__init__(f"{self.path}: {problem}")
+        self.problem = one_line(problem)
+        super().__init__(f"{one_line(self.path)}: {self.problem}")
 
 
 class Cancelled(SpemrError):

@@ -6,15 +6,20 @@ single exposure), with vacuum wavelengths sorted ascending, flux, inverse varian
 a boolean bad-pixel mask. Anything that is not a readable MRS file is refused with one
 :class:`~spemr_engine.errors.InputFileError` line naming the file and the problem.
 
-The whole file is read into memory and (for ``.gz``) decompressed in one go before
+The whole file is read into memory and (for ``.gz`` / ``.bz2``) decompressed before
 astropy parses it: MRS files are a few MB, and this way a truncated or corrupt file
-fails here, loudly, instead of later through astropy's lazy loading.
+fails here, loudly, instead of later through astropy's lazy loading. Reading is bounded:
+only regular files (no FIFO, device or socket), at most MAX_FILE_BYTES on disk and
+MAX_FITS_BYTES once decompressed (decompression stops at the limit), and headers are
+checked against the FITS standard's limits before any table is built from them.
 """
 from __future__ import annotations
 
-import gzip
+import bz2
 import io
+import os
 import re
+import stat
 import warnings
 import zlib
 from dataclasses import dataclass, field
@@ -27,6 +32,14 @@ from .errors import InputFileError
 
 FITS_BLOCK = 2880
 _GZIP_MAGIC = b"\x1f\x8b"
+_BZIP2_MAGIC = b"BZh"
+# Real MRS files are 0.4-4 MB (1-10 MB decompressed); these limits keep memory bounded
+# (astropy needs a few times the file size) whatever a file declares.
+MAX_FILE_BYTES = 64 * 2**20
+MAX_FITS_BYTES = 64 * 2**20
+_MAX_TFIELDS = 999        # FITS standard, section 7.2.1
+_MAX_NAXIS = 999
+_MAX_PRIMARY_BYTES = 4 * 2**20   # MRS: none; LRS (refused with its own message): ~80 kB
 _COADD_RE = re.compile(r"^COADD_([BR])$")
 _EXPOSURE_RE = re.compile(r"^([BR])-(\d+)$")
 # Plausible optical range (Angstrom): a wavelength column outside it was misread.
@@ -141,7 +154,7 @@ class MRSFile:
 
 # ------------------------------------------------------------------ public API
 def read_mrs(path: str | Path) -> MRSFile:
-    """Read a LAMOST MRS file (.fits or .fits.gz); raise InputFileError if unusable."""
+    """Read a LAMOST MRS file (.fits, .fits.gz or .fits.bz2); raise InputFileError if unusable."""
     path = Path(path)
     raw = _read_bytes(path)
     with warnings.catch_warnings(record=True) as caught:
@@ -151,7 +164,10 @@ def read_mrs(path: str | Path) -> MRSFile:
                 return _parse(path, hdul, raw)
         except InputFileError:
             raise
-        except (OSError, ValueError, TypeError, KeyError, IndexError, EOFError) as error:
+        except (MemoryError, RecursionError):
+            raise InputFileError(path, "cannot be read as FITS (its headers describe more "
+                                       "data than an MRS file holds)") from None
+        except Exception as error:  # astropy's VerifyError, ValueError, ... on hostile headers
             problem = (_truncation_problem(caught, len(raw), error)
                        or f"cannot be read as FITS ({_short(error)})")
             raise InputFileError(path, problem) from None
@@ -163,17 +179,15 @@ def read_mrs_meta(path: str | Path) -> dict:
     For scanning large folders (e.g. cross-matching positions) before reading the
     matching files in full with :func:`read_mrs`, which does all the integrity checks."""
     path = Path(path)
-    if not path.exists():
-        raise InputFileError(path, "file not found")
-    if path.is_dir():
-        raise InputFileError(path, "is a folder, not a FITS file")
+    head = _read_bytes(path, limit=_META_BYTES, whole=False)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         try:
-            with fits.open(path, memmap=False, lazy_load_hdus=True) as hdul:
-                header = hdul[0].header
-                image = header.get("NAXIS", 0) == 2
-        except (OSError, ValueError, EOFError, zlib.error) as error:
+            header = fits.Header.fromstring(_first_header(path, head))
+            image = header.get("NAXIS", 0) == 2
+        except InputFileError:
+            raise
+        except Exception as error:  # astropy's VerifyError, ValueError, ... on hostile headers
             raise InputFileError(path, f"cannot be read as FITS ({_short(error)})") from None
     if image or str(header.get("FILENAME", "")).strip().lower().startswith("spec-"):
         raise InputFileError(path, LRS_PROBLEM)
@@ -181,18 +195,42 @@ def read_mrs_meta(path: str | Path) -> dict:
 
 
 # ------------------------------------------------------------------- file bytes
-def _read_bytes(path: Path) -> bytes:
-    """Whole file, decompressed; refuses missing, empty, non-FITS and bad gzip files."""
-    if not path.exists():
-        raise InputFileError(path, "file not found")
-    if path.is_dir():
-        raise InputFileError(path, "is a folder, not a FITS file")
+_META_BYTES = 64 * FITS_BLOCK   # a primary header is a few blocks; enough to find END
+
+
+def _read_bytes(path: Path, limit: int = MAX_FITS_BYTES, whole: bool = True) -> bytes:
+    """The file's bytes, decompressed; refuses missing, empty, non-regular, oversized,
+    non-FITS and bad gzip/bzip2 files. ``whole=False`` returns only the first ``limit``
+    bytes (decompressing no further), for reading the primary header."""
     try:
-        raw = path.read_bytes()
+        info = os.stat(path)
+    except FileNotFoundError:
+        raise InputFileError(path, "file not found") from None
+    except (OSError, ValueError) as error:  # name too long, symlink loop, permissions, NUL
+        raise InputFileError(path, f"cannot be read ({_os_problem(error)})") from None
+    if stat.S_ISDIR(info.st_mode):
+        raise InputFileError(path, "is a folder, not a FITS file")
+    if not stat.S_ISREG(info.st_mode):
+        raise InputFileError(path, f"is not a regular file ({_file_kind(info.st_mode)}); "
+                                   "refusing to read it")
+    if whole and info.st_size > MAX_FILE_BYTES:
+        raise InputFileError(path, f"is too large for an MRS file ({info.st_size / 2**20:.0f} MB; "
+                                   f"MRS files are a few MB, the limit is {MAX_FILE_BYTES // 2**20} MB)")
+    try:
+        # O_NONBLOCK: a FIFO swapped in after the check above cannot block the open.
+        descriptor = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+        with os.fdopen(descriptor, "rb") as handle:
+            if not stat.S_ISREG(os.fstat(handle.fileno()).st_mode):
+                raise InputFileError(path, "is not a regular file; refusing to read it")
+            raw = handle.read(MAX_FILE_BYTES + 1 if whole else limit)
     except OSError as error:
-        raise InputFileError(path, f"cannot be read ({error.strerror or error})") from None
+        raise InputFileError(path, f"cannot be read ({_os_problem(error)})") from None
+    if len(raw) > MAX_FILE_BYTES:
+        raise InputFileError(path, f"is too large for an MRS file (over {MAX_FILE_BYTES // 2**20} MB)")
     if raw[:2] == _GZIP_MAGIC:
-        raw = _gunzip(path, raw)
+        raw = _decompress(path, raw, "gzip", limit, whole)
+    elif raw[:3] == _BZIP2_MAGIC:
+        raw = _decompress(path, raw, "bzip2", limit, whole)
     if not raw:
         raise InputFileError(path, "is empty")
     if not raw.startswith(b"SIMPLE  ="):
@@ -200,13 +238,63 @@ def _read_bytes(path: Path) -> bytes:
     return raw
 
 
-def _gunzip(path: Path, raw: bytes) -> bytes:
+def _os_problem(error: Exception) -> str:
+    return getattr(error, "strerror", None) or _short(error)
+
+
+def _file_kind(mode: int) -> str:
+    for test, kind in ((stat.S_ISFIFO, "a FIFO"), (stat.S_ISCHR, "a character device"),
+                       (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket")):
+        if test(mode):
+            return kind
+    return "not a plain file"
+
+
+def _decompressor(kind: str):
+    return zlib.decompressobj(wbits=31) if kind == "gzip" else bz2.BZ2Decompressor()
+
+
+def _decompress(path: Path, raw: bytes, kind: str, limit: int, whole: bool) -> bytes:
+    """Streamed decompression of every member/stream, stopping at ``limit`` bytes out:
+    a small file of compressed zeros cannot grow to gigabytes."""
+    out = bytearray()
+    data = raw
     try:
-        return gzip.decompress(raw)
-    except EOFError:
-        raise InputFileError(path, "truncated gzip file (compressed data ends early)") from None
-    except (OSError, zlib.error) as error:
-        raise InputFileError(path, f"corrupt gzip data ({_short(error)})") from None
+        while data:
+            engine = _decompressor(kind)
+            if kind == "gzip":
+                out += engine.decompress(data, limit + 1 - len(out))
+                pending, finished, data = engine.unconsumed_tail, engine.eof, engine.unused_data
+            else:
+                out += engine.decompress(data, limit + 1 - len(out))
+                pending, finished = (b"" if engine.needs_input or engine.eof else b"?"), engine.eof
+                data = engine.unused_data
+            if len(out) > limit or pending:
+                if not whole:
+                    return bytes(out[:limit])
+                raise InputFileError(path, f"decompresses to more than {limit // 2**20} MB "
+                                           "(MRS files are a few MB): refusing to read it")
+            if not finished:
+                if not whole:
+                    return bytes(out)
+                raise InputFileError(path, f"truncated {kind} file (compressed data ends early)")
+            if not data.strip(b"\0"):   # trailing zero padding, as gzip tolerates
+                break
+            magic = _GZIP_MAGIC if kind == "gzip" else _BZIP2_MAGIC
+            if not data.startswith(magic):
+                raise InputFileError(path, f"corrupt {kind} data (unexpected bytes after the "
+                                           "compressed stream)")
+    except (OSError, ValueError, EOFError, zlib.error) as error:
+        raise InputFileError(path, f"corrupt {kind} data ({_short(error)})") from None
+    return bytes(out)
+
+
+def _first_header(path: Path, head: bytes) -> str:
+    """The primary header's text (up to END) from the first bytes of a file."""
+    for start in range(0, len(head) - 79, 80):
+        if head[start:start + 8] == b"END     ":
+            return head[:start + 80].decode("ascii", errors="replace")
+    raise InputFileError(path, "truncated or corrupt FITS file (the primary header has no END card)")
 
 
 def _preview(raw: bytes) -> str:
@@ -215,7 +303,8 @@ def _preview(raw: bytes) -> str:
 
 
 def _short(error: Exception) -> str:
-    return " ".join(str(error).split())[:160] or type(error).__name__
+    text = " ".join(str(error).split()).replace(", fix it first with .verify('fix').", "")
+    return text[:160] or type(error).__name__
 
 
 def _truncation_problem(caught: list, size: int, error: Exception) -> str | None:
@@ -232,8 +321,12 @@ def _truncation_problem(caught: list, size: int, error: Exception) -> str | None
 
 # ------------------------------------------------------------------ FITS parsing
 def _parse(path: Path, hdul: fits.HDUList, raw: bytes) -> MRSFile:
-    hdul.readall()
+    if not isinstance(hdul[0], fits.PrimaryHDU):
+        raise InputFileError(path, "is not a standard FITS file (primary header has SIMPLE = F "
+                                   "or is malformed)")
+    _check_headers(path, hdul)
     _check_complete(path, hdul, len(raw))
+    hdul.readall()
     header = hdul[0].header
     arm_hdus = [(hdu, _arm_identity(hdu.name)) for hdu in hdul[1:]]
     arm_hdus = [(hdu, ident) for hdu, ident in arm_hdus if ident is not None]
@@ -248,6 +341,30 @@ def _parse(path: Path, hdul: fits.HDUList, raw: bytes) -> MRSFile:
     notes.extend(_exposure_count_notes(header, arms))
     return MRSFile(path=path, meta=_metadata(header, path), pairs=pairs,
                    unpaired=unpaired, warnings=notes)
+
+
+def _check_headers(path: Path, hdul: fits.HDUList) -> None:
+    """Structural keywords within the FITS standard's limits, before astropy builds
+    anything from them (TFIELDS = 10**9 in a 1 MB file made it allocate 8 GB)."""
+    for index, hdu in enumerate(hdul):
+        header, name = hdu.header, hdu.name or str(index)
+        for keyword, top in (("NAXIS", _MAX_NAXIS), ("TFIELDS", _MAX_TFIELDS)):
+            value = header.get(keyword, 0)
+            if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= top:
+                raise InputFileError(path, f"extension {name}: {keyword} = {value!r} is outside "
+                                           f"the FITS standard's 0-{top}")
+        for keyword in [f"NAXIS{i}" for i in range(1, header.get("NAXIS", 0) + 1)] + ["PCOUNT", "GCOUNT"]:
+            value = header.get(keyword, 1 if keyword == "GCOUNT" else 0)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+                raise InputFileError(path, f"extension {name}: {keyword} = {value!r} is not a "
+                                           "non-negative integer")
+        if header.get("BITPIX", 8) not in (8, 16, 32, 64, -32, -64):
+            raise InputFileError(path, f"extension {name}: BITPIX = {header.get('BITPIX')!r} is "
+                                       "not a FITS value")
+    primary = _data_bytes(hdul[0].header)
+    if primary > _MAX_PRIMARY_BYTES:
+        raise InputFileError(path, f"primary HDU holds {primary / 2**20:.0f} MB of image data: not an "
+                                   "MRS file (MRS spectra are table extensions; primary has no data)")
 
 
 def _check_complete(path: Path, hdul: fits.HDUList, raw_size: int) -> None:
@@ -538,7 +655,7 @@ def _header_value(header, keyword: str, convert):
         if convert is bool:
             return value if isinstance(value, bool) else str(value).strip().upper() in ("T", "TRUE", "1")
         return convert(value)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):  # OBSID = 1E400: no such integer
         return None
 
 
