@@ -277,7 +277,7 @@ def _content_settings(settings: _Settings, bundle, columns: list[str]) -> dict:
     shape and the device change the last bits of torch's results (see Labeller); the
     number of workers and the chunking do not."""
     from .inference import resolve_device
-    listing = "\n".join(settings.inputs).encode()
+    listing = os.fsencode("\n".join(settings.inputs))  # names need not be UTF-8
     return {"inputs_sha256": hashlib.sha256(listing).hexdigest(), "n_inputs": len(settings.inputs),
             "format": settings.fmt, "exposures": settings.exposures, "columns": columns,
             "rv_catalog": _file_identity(settings.rv_catalog), "model": _model_identity(bundle),

@@ -125,9 +125,13 @@ def _write_problem(error: OSError) -> str:
 
 # ---------------------------------------------------------------------- values
 def to_plain(value):
-    """A row value as a JSON-exact Python scalar (numpy scalars unwrapped)."""
-    if value is None or isinstance(value, (bool, str)):
+    """A row value as a JSON-exact Python scalar (numpy scalars unwrapped); strings are
+    valid Unicode (a file name's undecodable bytes, kept by Python as lone surrogates,
+    are written as \\xNN: no writer can encode them)."""
+    if value is None or isinstance(value, bool):
         return value
+    if isinstance(value, str):
+        return _valid_unicode(value)
     if isinstance(value, (np.bool_,)):
         return bool(value)
     if isinstance(value, (int, np.integer)):
@@ -135,6 +139,14 @@ def to_plain(value):
     if isinstance(value, (float, np.floating)):
         return float(value)
     return str(value)
+
+
+def _valid_unicode(text: str) -> str:
+    try:
+        text.encode("utf-8")
+        return text
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
 
 
 def value_kind(value) -> str:

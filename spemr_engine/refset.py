@@ -525,6 +525,10 @@ def _published_labels(path: Path, split: str) -> tuple[np.ndarray, list[dict]]:
             table = list(csv.DictReader(handle))
     except FileNotFoundError:
         raise InputFileError(path, "file not found") from None
+    except IsADirectoryError:
+        raise InputFileError(path, "is a folder, not a CSV file") from None
+    except OSError as error:
+        raise InputFileError(path, f"cannot be read ({error.strerror or error})") from None
     except (UnicodeDecodeError, csv.Error) as error:
         raise InputFileError(path, f"unreadable CSV ({error})") from None
     header = list(table[0].keys()) if table else []

@@ -332,8 +332,12 @@ def _number(path, text, line: int, default: float = np.nan) -> float:
 def _obsid_key(obsid) -> str:
     text = str(obsid).strip()
     try:
-        return str(int(float(text)))
+        return str(int(text))
     except ValueError:
+        pass
+    try:
+        return str(int(float(text)))   # "1.23e8" as some tables write it
+    except (ValueError, OverflowError):  # "1e400": no such obsid, kept as text
         return text
 
 

@@ -149,8 +149,9 @@ class TemplateLibrary:
                            wave=data["wave"])
         except InputFileError:
             raise
-        except (OSError, ValueError, KeyError) as error:
-            raise InputFileError(path, f"unreadable template library ({error})") from None
+        except Exception as error:  # truncated zip (BadZipFile, EOFError, zlib.error), bad arrays
+            raise InputFileError(path, f"unreadable template library ({type(error).__name__}: "
+                                       f"{error})") from None
 
     @classmethod
     def from_refset(cls, refset, max_entries: int | None = None, one_per_star: bool = True,
