@@ -41,6 +41,11 @@ STATISTICS = "statistics.safetensors"
 TEMPLATES = "templates.npz"
 TRAINED_ON = ("synthetic", "real", "published", "random")
 BASE = "base"
+MAX_MANIFEST_BYTES = 2**20
+# Trained RRNet weights are O(1); a weight this large only overflows float32 activations.
+MAX_WEIGHT = 1e6
+_FLOAT_DTYPES = ("F16", "BF16", "F32", "F64")
+MAX_MEMBERS = 64
 
 
 # ------------------------------------------------------------------ key names
@@ -172,9 +177,17 @@ class ModelBundle:
     def _read(self, names: Mapping[str, str]) -> dict[str, torch.Tensor]:
         try:
             with safe_open(str(self.weights_path), framework="pt", device="cpu") as handle:
-                return {short: handle.get_tensor(full).float() for full, short in names.items()}
+                tensors = {full: handle.get_tensor(full).float() for full in names}
         except Exception as error:  # safetensors raises its own error types
             raise ModelBundleError(self.path, f"cannot read {WEIGHTS}: {error}") from None
+        for full, tensor in tensors.items():
+            if tensor.numel() and not bool(torch.isfinite(tensor).all()):
+                raise ModelBundleError(self.path, f"{WEIGHTS}: tensor {full} has NaN or infinite values")
+            if tensor.numel() and float(tensor.abs().max()) > MAX_WEIGHT:
+                raise ModelBundleError(self.path, f"{WEIGHTS}: tensor {full} has values of "
+                                                  f"{float(tensor.abs().max()):.3g} (over {MAX_WEIGHT:g}: "
+                                                  "not a trained network's weights)")
+        return {names[full]: tensor for full, tensor in tensors.items()}
 
 
 # ---------------------------------------------------------------------- load
@@ -182,6 +195,7 @@ def load_bundle(path: str | Path) -> ModelBundle:
     """Open and validate a model folder; raises ModelBundleError with the reason."""
     path = Path(path)
     manifest = _read_manifest(path)
+    _validate_manifest(path, manifest)
     architecture, labels, networks = _parse_model(path, manifest)
     regions = _parse_regions(path, manifest)
     grid = _parse_grid(path, manifest, architecture)
@@ -203,15 +217,112 @@ def _read_manifest(path: Path) -> dict:
     if not manifest_path.is_file():
         raise ModelBundleError(path, f"no {MANIFEST} (not a spemr model folder)")
     try:
-        manifest = json.loads(manifest_path.read_text())
+        if manifest_path.stat().st_size > MAX_MANIFEST_BYTES:
+            raise ModelBundleError(path, f"{MANIFEST} is larger than {MAX_MANIFEST_BYTES // 2**20} MB "
+                                         "(a manifest is a few kB)")
+        manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
         raise ModelBundleError(path, f"{MANIFEST} is not valid JSON ({error})") from None
+    except RecursionError:
+        raise ModelBundleError(path, f"{MANIFEST} is nested too deeply to be a model manifest") from None
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
         raise ModelBundleError(path, f"{MANIFEST} does not describe a {FORMAT} bundle")
     if manifest.get("version") != VERSION:
         raise ModelBundleError(path, f"unknown model bundle version {manifest.get('version')!r} "
                                      f"(this spemr {__version__} reads version {VERSION})")
     return manifest
+
+
+def bundle_file(path: Path, name, what: str) -> Path:
+    """A file the manifest names: a plain file name inside the bundle folder (no
+    folders, no "..", no absolute path, no link leading out of the folder)."""
+    if not isinstance(name, str) or not name or name in (".", "..") or "/" in name \
+            or "\\" in name or "\0" in name or Path(name).is_absolute():
+        raise ModelBundleError(path, f"{MANIFEST}: {what} must be a file name inside the bundle "
+                                     f"folder, not {name!r:.80}")
+    file = path / name
+    try:
+        inside = file.resolve().parent == path.resolve()
+    except (OSError, RuntimeError):
+        inside = False
+    if not inside:
+        raise ModelBundleError(path, f"{MANIFEST}: {what} {name!r:.80} leads outside the bundle folder")
+    return file
+
+
+def _validate_manifest(path: Path, manifest: dict) -> None:
+    """Every value the loader uses, checked for type and range before use, so a tampered
+    or broken manifest is one line naming the key (never a crash deeper in, or a
+    message blaming the input files)."""
+    def fail(key: str, value, wanted: str):
+        raise ModelBundleError(path, f"{MANIFEST}: {key} = {json.dumps(value, default=str)[:60]} "
+                                     f"is not {wanted}")
+
+    def integer(key: str, value, low: int, high: int) -> None:
+        if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+            fail(key, value, f"an integer from {low} to {high}")
+
+    def number(key: str, value, low: float, high: float, low_open: bool = False, high_open: bool = False) -> None:
+        ok = (not isinstance(value, bool) and isinstance(value, (int, float)) and np.isfinite(value)
+              and (value > low if low_open else value >= low) and (value < high if high_open else value <= high))
+        if not ok:
+            fail(key, value, f"a number in {'(' if low_open else '['}{low:g}, {high:g}{')' if high_open else ']'}")
+
+    def names(key: str, value, min_items: int = 1) -> None:
+        if not isinstance(value, list) or len(value) < min_items or not all(isinstance(v, str) and v for v in value):
+            fail(key, value, "a list of names")
+
+    integer("members", manifest.get("members"), 1, MAX_MEMBERS)
+    names("labels", manifest.get("labels"))
+    networks = manifest.get("networks")
+    if not isinstance(networks, dict) or not networks:
+        fail("networks", networks, "a mapping of network name to labels")
+    for name, labels in networks.items():
+        names(f"networks.{name}", labels)
+    arch = manifest.get("architecture")
+    if not isinstance(arch, dict):
+        fail("architecture", arch, "a mapping")
+    from .rrnet import MODES
+    if arch.get("mode") not in MODES:
+        fail("architecture.mode", arch.get("mode"), f"one of {', '.join(MODES)}")
+    channels = arch.get("resblock_channels")
+    if not isinstance(channels, list) or not 1 <= len(channels) <= 12:
+        fail("architecture.resblock_channels", channels, "a list of 1 to 12 channel counts")
+    for i, value in enumerate(channels):
+        integer(f"architecture.resblock_channels[{i}]", value, 1, 1024)
+    integer("architecture.len_spectrum", arch.get("len_spectrum"), 2 ** len(channels), 10**6)
+    integer("architecture.n_rnn_steps", arch.get("n_rnn_steps"), 1, 10**5)
+    integer("architecture.fc1_width", arch.get("fc1_width"), 1, 10**5)
+    integer("architecture.fc2_width", arch.get("fc2_width"), 1, 10**5)
+    number("architecture.dropout", arch.get("dropout"), 0.0, 1.0, high_open=True)
+    if "members" in arch:
+        integer("architecture.members", arch.get("members"), 1, MAX_MEMBERS)
+    if "networks" in arch and not isinstance(arch["networks"], dict):
+        fail("architecture.networks", arch["networks"], "a mapping of network name to labels")
+    if not isinstance(manifest.get("regions", []), list):
+        fail("regions", manifest.get("regions"), "a list")
+    if "grid" in manifest:
+        grid = manifest["grid"]
+        arms = grid.get("arms") if isinstance(grid, dict) else None
+        if not isinstance(arms, list) or not 1 <= len(arms) <= 16 or not all(isinstance(a, dict) for a in arms):
+            fail("grid.arms", arms, "a list of 1 to 16 arm grids")
+        for i, arm in enumerate(arms):
+            if not isinstance(arm.get("name"), str):
+                fail(f"grid.arms[{i}].name", arm.get("name"), "a name")
+            number(f"grid.arms[{i}].start", arm.get("start"), 0.0, 1e6, low_open=True)
+            number(f"grid.arms[{i}].step", arm.get("step"), 0.0, 1e3, low_open=True)
+            integer(f"grid.arms[{i}].n_pixels", arm.get("n_pixels"), 1, 10**6)
+    statistics = manifest.get("statistics")
+    if not isinstance(statistics, dict):
+        fail("statistics", statistics, "a mapping")
+    for key in ("label_mean", "label_std"):
+        values = statistics.get(key)
+        if not isinstance(values, list) or not all(
+                not isinstance(v, bool) and isinstance(v, (int, float)) for v in values):
+            fail(f"statistics.{key}", values, "a list of numbers")
+    bundle_file(path, statistics.get("file", STATISTICS), "statistics.file")
+    if "templates" in manifest:
+        bundle_file(path, manifest["templates"], "templates")
 
 
 def _parse_model(path: Path, manifest: dict) -> tuple[RRNetConfig, list[str], dict[str, tuple[str, ...]]]:
@@ -268,7 +379,7 @@ def _parse_grid(path: Path, manifest: dict, architecture: RRNetConfig) -> InputG
 
 def _read_statistics(path: Path, manifest: dict, labels: list[str], n_pixels: int) -> Statistics:
     entry = manifest.get("statistics") or {}
-    file = path / str(entry.get("file", STATISTICS))
+    file = bundle_file(path, entry.get("file", STATISTICS), "statistics.file")
     try:
         with safe_open(str(file), framework="numpy") as handle:
             flux = {name: handle.get_tensor(name).astype(np.float64) for name in ("flux_mean", "flux_std")}
@@ -298,11 +409,22 @@ def _check_weights(path: Path, architecture: RRNetConfig, networks: Mapping[str,
         raise ModelBundleError(path, f"no {WEIGHTS}")
     try:
         with safe_open(str(weights), framework="pt", device="cpu") as handle:
-            shapes = {key: tuple(handle.get_slice(key).get_shape()) for key in handle.keys()}
+            shapes, dtypes = {}, {}
+            for key in handle.keys():
+                tensor = handle.get_slice(key)
+                shapes[key], dtypes[key] = tuple(tensor.get_shape()), str(tensor.get_dtype())
     except Exception as error:
         raise ModelBundleError(path, f"{WEIGHTS} is corrupt or truncated ({error})") from None
+    wrong = sorted(key for key, dtype in dtypes.items() if dtype.upper() not in _FLOAT_DTYPES)
+    if wrong:
+        raise ModelBundleError(path, f"{WEIGHTS}: tensor {wrong[0]} has dtype {dtypes[wrong[0]]}; "
+                                     f"weights must be floating point ({', '.join(_FLOAT_DTYPES)})"
+                                     + (f" ({len(wrong) - 1} more)" if len(wrong) > 1 else ""))
     for network, names in networks.items():
-        expected = expected_shapes(architecture, len(names))
+        try:
+            expected = expected_shapes(architecture, len(names))
+        except (ValueError, RuntimeError) as error:
+            raise ModelBundleError(path, f"{MANIFEST}: architecture cannot be built ({error})") from None
         fc1 = {p: expected[f"fc1.0.{p}"] for p in ("weight", "bias")}
         for member in range(architecture.members):
             wanted = {base_key(member, network, key): shape for key, shape in expected.items()}

@@ -27,7 +27,9 @@ read with torch.load(weights_only=True); label_config.pkl with the restricted un
 """
 from __future__ import annotations
 
+import os
 import re
+import shutil
 from dataclasses import replace
 from pathlib import Path
 from typing import Mapping
@@ -68,8 +70,33 @@ def import_published(run_dir: str | Path, output: str | Path, command: str | Non
     heads = _region_heads(run_dir, regions, members, architecture, networks, len(members))
     provenance = {"trained_on": "published", "source": str(run_dir.resolve()),
                   "command": command or f"spemr import-published {run_dir}"}
-    return save_bundle(output, architecture, members, statistics, provenance,
-                       region_heads=heads or None, regions=regions)
+    return _save_atomically(Path(output), lambda folder: save_bundle(
+        folder, architecture, members, statistics, provenance, region_heads=heads or None,
+        regions=regions))
+
+
+def _save_atomically(output: Path, save) -> Path:
+    """Write the bundle into a temporary sibling folder and rename it into place once it
+    is complete and validated: a failed import leaves no complete-looking bundle (and
+    an existing bundle at ``output`` is only replaced by a complete one)."""
+    output = output.expanduser()
+    output.parent.mkdir(parents=True, exist_ok=True)
+    temporary = output.with_name(f".{output.name}.importing-{os.getpid()}")
+    shutil.rmtree(temporary, ignore_errors=True)
+    try:
+        save(temporary)
+        if output.exists():
+            if not output.is_dir():
+                raise InputFileError(output, "exists and is not a folder: choose another output")
+            previous = output.with_name(f".{output.name}.replaced-{os.getpid()}")
+            os.replace(output, previous)
+            os.replace(temporary, output)
+            shutil.rmtree(previous, ignore_errors=True)
+        else:
+            os.replace(temporary, output)
+    finally:
+        shutil.rmtree(temporary, ignore_errors=True)
+    return output
 
 
 # ------------------------------------------------------------------ pieces

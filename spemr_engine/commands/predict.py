@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 
 from .. import api, catalog_rows
-from ..errors import SpemrError
+from ..errors import ModelBundleError, SpemrError
 from ..fit_quality import calibration_note
 from ..rv import load_rv_catalog, require_finite_rv
 
@@ -77,6 +77,8 @@ def _file_rows(path: str, model, rv_catalog, args) -> list[dict]:
                                     rv_catalog=rv_catalog, device=args.device,
                                     batch_size=args.batch_size)
         return analysis.rows()
+    except ModelBundleError:
+        raise  # the model, not this file, is broken: stop (rows written so far are kept)
     except SpemrError as error:
         print(str(error), file=sys.stderr)
         row = catalog_rows.failed_file(path, "file_error", str(error)).rows[0]

@@ -1,0 +1,153 @@
+"""Tampered or broken model bundles: one ModelBundleError line naming the problem, before
+anything is computed from them (issue 11, "Model bundles")."""
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+
+from spemr_engine import cli
+from spemr_engine.bundle import create_random_bundle, load_bundle
+from spemr_engine.errors import ModelBundleError
+
+REPO = Path(__file__).resolve().parents[1]
+SAMPLE = sorted((REPO / "assets" / "samples").glob("med-*.fits.gz"))[0]
+
+
+@pytest.fixture(scope="module")
+def pristine(tmp_path_factory):
+    return create_random_bundle(tmp_path_factory.mktemp("bundle") / "tiny", "tiny", seed=1)
+
+
+@pytest.fixture
+def bundle(pristine, tmp_path):
+    return Path(shutil.copytree(pristine, tmp_path / "copy"))
+
+
+def _edit(bundle: Path, change) -> Path:
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    change(manifest)
+    (bundle / "manifest.json").write_text(json.dumps(manifest))
+    return bundle
+
+
+def _set(*keys_and_value):
+    *keys, value = keys_and_value
+
+    def change(manifest):
+        target = manifest
+        for key in keys[:-1]:
+            target = target[key]
+        target[keys[-1]] = value
+    return change
+
+
+def _refused(bundle: Path) -> str:
+    with pytest.raises(ModelBundleError) as info:
+        load_bundle(bundle)
+    message = str(info.value)
+    assert "\n" not in message and message.startswith(str(bundle))
+    return message
+
+
+@pytest.mark.parametrize("change, expected", [
+    (_set("members", 1.5), "members = 1.5 is not an integer from 1"),
+    (_set("members", True), "members = true is not an integer"),
+    (_set("architecture", "fc1_width", 15.5), "architecture.fc1_width = 15.5 is not an integer"),
+    (_set("architecture", "mode", "bogus"), 'architecture.mode = "bogus" is not one of'),
+    (_set("architecture", "n_rnn_steps", 0), "architecture.n_rnn_steps = 0 is not an integer from 1"),
+    (_set("architecture", "resblock_channels", []), "resblock_channels = [] is not a list of 1 to 12"),
+    (_set("architecture", "len_spectrum", "7200"), 'len_spectrum = "7200" is not an integer'),
+    (_set("architecture", "dropout", float("nan")), "architecture.dropout = NaN is not a number in [0, 1)"),
+    (_set("architecture", "n_rnn_steps", 7), "architecture cannot be built"),
+    (_set("grid", "arms", 0, "step", 0), "grid.arms[0].step = 0 is not a number in (0, 1000]"),
+    (_set("grid", "arms", 1, "step", -0.1), "grid.arms[1].step = -0.1 is not a number"),
+    (_set("grid", "arms", 0, "n_pixels", "3600"), 'grid.arms[0].n_pixels = "3600" is not an integer'),
+    (_set("statistics", "file", "../../../../etc/passwd"), "statistics.file must be a file name inside"),
+    (_set("statistics", "file", "/etc/passwd"), "statistics.file must be a file name inside"),
+    (_set("templates", "../templates.npz"), "templates must be a file name inside"),
+])
+def test_manifest_values_are_validated(bundle, change, expected):
+    message = _refused(_edit(bundle, change))
+    assert expected.split(" = ")[0] in message
+    assert expected.split(" = ")[-1].split(" is ")[-1] in message
+
+
+def test_members_1e400_written_as_json_infinity(bundle):
+    text = (bundle / "manifest.json").read_text()
+    (bundle / "manifest.json").write_text(text.replace('"members": 2', '"members": 1e400'))
+    assert "members = Infinity is not an integer" in _refused(bundle)
+
+
+def test_deeply_nested_manifest(bundle):
+    text = (bundle / "manifest.json").read_text()
+    (bundle / "manifest.json").write_text(text[:-2] + ', "x": ' + "[" * 100000 + "]" * 100000 + "}\n")
+    assert "nested too deeply" in _refused(bundle)
+
+
+def test_statistics_file_linking_out_of_the_bundle(bundle, tmp_path):
+    outside = tmp_path / "elsewhere.safetensors"
+    shutil.copy(bundle / "statistics.safetensors", outside)
+    (bundle / "link.safetensors").symlink_to(outside)
+    _edit(bundle, _set("statistics", "file", "link.safetensors"))
+    assert "leads outside the bundle folder" in _refused(bundle)
+
+
+def _rewrite_weights(bundle: Path, change) -> None:
+    tensors = load_file(str(bundle / "weights.safetensors"))
+    key = sorted(k for k in tensors if k.endswith("fc1.0.weight"))[0]
+    tensors[key] = change(tensors[key])
+    save_file(tensors, str(bundle / "weights.safetensors"))
+
+
+def test_bool_weights_are_refused(bundle):
+    _rewrite_weights(bundle, lambda t: t > 0)
+    assert "has dtype BOOL; weights must be floating point" in _refused(bundle)
+
+
+@pytest.mark.parametrize("value, expected", [(float("nan"), "NaN or infinite"),
+                                             (float("inf"), "NaN or infinite"),
+                                             (1e38, "not a trained network's weights")])
+def test_non_finite_or_absurd_weights_refuse_before_labelling(bundle, tmp_path, capsys, value, expected):
+    def poison(tensor):
+        tensor = tensor.clone()
+        tensor[0, 0] = value
+        return tensor
+    _rewrite_weights(bundle, poison)
+    out = tmp_path / "out.csv"
+    assert cli.main(["predict", str(SAMPLE), "--model", str(bundle), "-o", str(out)]) == 2
+    lines = [line for line in capsys.readouterr().err.splitlines() if not line.startswith("warning: ")]
+    assert len(lines) == 1 and expected in lines[0] and lines[0].startswith(str(bundle))
+
+
+def test_failed_import_published_leaves_no_bundle(tmp_path):
+    """The import fails at its last step (validating the written bundle: NaN in
+    flux_std): nothing at the output path, no half-written folder beside it."""
+    import pickle
+
+    from test_published import TINY, _label_config, _write_net
+    from spemr_engine.published import import_published
+    from spemr_engine.rrnet import RRNet
+
+    run = tmp_path / "run"
+    run.mkdir()
+    data = _label_config()
+    data["flux_std"][100] = np.nan
+    (run / "label_config.pkl").write_bytes(pickle.dumps(data))
+    torch.manual_seed(0)
+    for name, size in (("SP", 3), ("CA", 13)):
+        _write_net(run / f"{name}0", RRNet(TINY, size))
+    out = tmp_path / "models" / "imported"
+    with pytest.raises(ModelBundleError, match="flux_std has non-finite values"):
+        import_published(run, out)
+    assert not out.exists()
+    assert list(out.parent.iterdir()) == []
+    data["flux_std"][100] = 0.07
+    (run / "label_config.pkl").write_bytes(pickle.dumps(data))
+    assert load_bundle(import_published(run, out)).members == 1
+    assert sorted(p.name for p in out.parent.iterdir()) == ["imported"]
