@@ -308,6 +308,9 @@ def _model_identity(bundle) -> dict:
 def _check_start(folder: RunFolder, output: Path, resume: bool, overwrite: bool,
                  run_print: str) -> None:
     """Refuse to mix runs: an interrupted run needs --resume, a foreign output --overwrite."""
+    if folder.in_use():
+        raise SpemrError(f"{output.name}: another spemr catalog run is writing it now "
+                         f"(its run folder {folder.root.name} is locked); wait for it to finish")
     if overwrite:
         return
     run = folder.read_run() or {}
@@ -344,6 +347,12 @@ def _run(folder: RunFolder, settings: _Settings, bundle, columns, run_print, con
               "exposures": settings.exposures}
     existing = folder.read_run() or {}
     continuing = resume and bool(existing) and existing.get("fingerprint") == run_print
+    recorded_threads = existing.get("inference_threads") if continuing else None
+    if recorded_threads and settings.threads is not None and int(recorded_threads) != settings.threads:
+        raise SpemrError(f"{settings.output.name}: cannot resume with --threads {settings.threads}: "
+                         f"the interrupted run used {recorded_threads}, and torch's float results "
+                         f"depend on it (resume with --threads {recorded_threads} or without "
+                         "--threads, or start again with --overwrite)")
     if not continuing:
         folder.clear()
     if settings.threads is None:
@@ -454,7 +463,10 @@ def _pool_prepared(tasks, options, workers: int, window: int, control: Control):
     context = multiprocessing.get_context("spawn")  # never fork a process holding torch
     queue = deque((paths, ends, False) for paths, ends in tasks)
     in_flight: deque = deque()
-    pool = ProcessPoolExecutor(workers, mp_context=context)
+    def new_pool():
+        return ProcessPoolExecutor(workers, mp_context=context, initializer=exit_with_parent,
+                                   initargs=(os.getpid(),))
+    pool = new_pool()
     try:
         while queue or in_flight:
             control.wait_while_paused()
@@ -468,7 +480,7 @@ def _pool_prepared(tasks, options, workers: int, window: int, control: Control):
                 continue
             except BrokenProcessPool:
                 pool.shutdown(wait=False, cancel_futures=True)
-                pool = ProcessPoolExecutor(workers, mp_context=context)
+                pool = new_pool()
                 if solo:
                     in_flight.popleft()
                     yield [catalog_rows.failed_file(p, "worker_crashed",
@@ -482,6 +494,19 @@ def _pool_prepared(tasks, options, workers: int, window: int, control: Control):
             yield result, ends
     finally:
         pool.shutdown(wait=False, cancel_futures=True)
+
+
+def exit_with_parent(parent: int, interval_s: float = 1.0) -> None:
+    """Pool initializer: a worker ends itself once its parent is gone (kill -9 of the
+    run left the workers, and through them the resource tracker, orphaned for good)."""
+    import threading
+
+    def watch() -> None:
+        while True:
+            time.sleep(interval_s)
+            if os.getppid() != parent:
+                os._exit(0)
+    threading.Thread(target=watch, name="spemr-exit-with-parent", daemon=True).start()
 
 
 def _fill_window(pool, queue: deque, in_flight: deque, window: int, control: Control, options):

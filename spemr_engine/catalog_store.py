@@ -274,6 +274,22 @@ class RunFolder:
                     if p.stem.split("-")[1].isdigit()]
         self._next_chunk = max(existing, default=-1) + 1
 
+    def in_use(self) -> bool:
+        """True while another process holds this run folder's lock (a live run)."""
+        if self._lock_handle is not None:
+            return False
+        try:
+            handle = open(self.root / "lock", "a+")
+        except OSError:
+            return False
+        with handle:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                return True
+            fcntl.flock(handle, fcntl.LOCK_UN)
+            return False
+
     def close(self) -> None:
         if self._lock_handle is not None:
             self._lock_handle.close()

@@ -336,7 +336,7 @@ def _parse(path: Path, hdul: fits.HDUList, raw: bytes) -> MRSFile:
     air = header.get("VACUUM") is False
     if air:
         notes.append("VACUUM = F: wavelengths converted from air to vacuum")
-    arms = [_read_arm(path, hdu, raw, side, lmjm, air) for hdu, (side, lmjm) in arm_hdus]
+    arms = [_read_arm(path, hdu, raw, side, lmjm, air, notes) for hdu, (side, lmjm) in arm_hdus]
     pairs, unpaired = _pair_arms(arms, notes)
     notes.extend(_exposure_count_notes(header, arms))
     return MRSFile(path=path, meta=_metadata(header, path), pairs=pairs,
@@ -480,7 +480,8 @@ def _records_from_bytes(hdu, raw: bytes) -> np.ndarray | None:
 
 
 # ------------------------------------------------------------------- one arm
-def _read_arm(path: Path, hdu, raw: bytes, side: str, lmjm: int | None, air: bool) -> Arm:
+def _read_arm(path: Path, hdu, raw: bytes, side: str, lmjm: int | None, air: bool,
+              notes: list[str] | None = None) -> Arm:
     table = _ArmTable(path, hdu, raw)
     flux = _column(table, "FLUX")
     ivar = _column(table, "IVAR")
@@ -494,10 +495,25 @@ def _read_arm(path: Path, hdu, raw: bytes, side: str, lmjm: int | None, air: boo
     if air:
         wave = air_to_vacuum(wave)
     order = _ascending_order(wave)
+    if order is _ZIGZAG:
+        step = int(np.flatnonzero(np.diff(wave) <= 0)[0] if wave[-1] > wave[0]
+                   else np.flatnonzero(np.diff(wave) >= 0)[0])
+        raise InputFileError(path, f"extension {table.extname}: wavelengths are neither ascending nor "
+                                   f"descending (pixel {step + 1} goes from {wave[step]:.3f} to "
+                                   f"{wave[step + 1]:.3f} A): the pixels cannot be trusted")
     if order is not None:
         wave, flux, ivar, bits, no_data_bits = (wave[order], flux[order], ivar[order], bits[order],
                                                 no_data_bits[order])
     mask, unusable = pixel_masks(flux, ivar, bits, no_data_bits)
+    good = flux[~unusable]
+    if good.size and float(good.max()) == float(good.min()):
+        # Constant flux (TSCAL = 0, a filled column) holds no spectrum: labelling it
+        # gave plausible-looking stars. Every pixel becomes no-data, so the pair is
+        # flagged (no good pixels) and never labelled as usable.
+        mask, unusable = np.ones_like(mask), np.ones_like(unusable)
+        if notes is not None:
+            notes.append(f"{table.extname}: flux is constant ({float(good[0]):.6g}) over every "
+                         "pixel: no spectrum, all pixels treated as no data")
     return Arm(extname=table.extname, side=side, wave=wave, flux=flux, ivar=ivar, mask=mask,
                snr=_header_float(hdu.header, "SNR", np.nan),
                exptime=_header_float(hdu.header, "EXPTIME", None),
@@ -540,7 +556,13 @@ def _cells(table: _ArmTable, name: str) -> np.ndarray:
 def _column(table: _ArmTable, name: str) -> np.ndarray:
     if not table.has(name):
         raise table.missing(f"no {name} column")
-    return _cells(table, name).astype(np.float64)
+    values = _cells(table, name)
+    if values.dtype.kind not in "iuf":
+        kind = {"b": "logical (boolean)", "S": "text", "U": "text", "c": "complex"}.get(values.dtype.kind,
+                                                                                    values.dtype.kind)
+        raise InputFileError(table.path, f"extension {table.extname}: the {name} column is {kind}, "
+                                         "not numbers")
+    return values.astype(np.float64)
 
 
 def _wavelength(table: _ArmTable) -> np.ndarray:
@@ -572,14 +594,19 @@ def _mask_bits(table: _ArmTable, coadd: bool, size: int) -> np.ndarray:
     return np.zeros(size, dtype=np.int16)
 
 
+_ZIGZAG = np.empty(0, dtype=np.int64)
+
+
 def _ascending_order(wave: np.ndarray) -> np.ndarray | None:
-    """Sort order when pixels are not ascending (red exposures are stored descending)."""
+    """Order that makes pixels ascending (red exposures are stored descending); None when
+    they already are, _ZIGZAG when they are neither (never silently sorted: a shuffled
+    wavelength column means the pixels do not belong to the wavelengths)."""
     steps = np.diff(wave)
     if np.all(steps > 0):
         return None
     if np.all(steps < 0):
         return np.arange(wave.size - 1, -1, -1)
-    return np.argsort(wave, kind="stable")
+    return _ZIGZAG
 
 
 def air_to_vacuum(wave_air: np.ndarray) -> np.ndarray:

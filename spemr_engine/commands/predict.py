@@ -8,12 +8,11 @@ For survey-scale runs (resumable, parallel) use ``spemr catalog``.
 from __future__ import annotations
 
 import csv
-import os
 import sys
 from pathlib import Path
 
 from .. import api, catalog_rows
-from ..errors import ModelBundleError, SpemrError
+from ..errors import ModelBundleError, SpemrError, display_name
 from ..fit_quality import calibration_note
 from ..rv import load_rv_catalog, require_finite_rv
 
@@ -48,6 +47,8 @@ def run(args) -> int:
     from ..inference import resolve_device
     resolve_device(args.device)  # options that cannot work stop the run before any file
     require_finite_rv(args.rv)
+    output = _Output(args.output)
+    output.check()               # a folder or an unwritable place fails before any work
     rv_catalog = load_rv_catalog(args.rv_catalog) if args.rv_catalog else None
     model = api.load_model(args.model)
     caveat = catalog_rows.model_caveat(model)
@@ -58,13 +59,14 @@ def run(args) -> int:
         print(f"note: {model.path}: {note}", file=sys.stderr)
     columns = api.catalog_columns(model.labels)
     failed = 0
-    with _Output(args.output) as handle:
+    with output as handle:
         writer = csv.DictWriter(handle, fieldnames=columns, extrasaction="ignore", lineterminator="\n")
         writer.writeheader()
         for path in args.files:
             for row in _file_rows(path, model, rv_catalog, args):
                 failed += row.get("flags") == "file_error"
                 writer.writerow(_csv_values(row))
+            handle.flush()       # each file's rows are on disk as soon as they are done
     if failed:
         print(f"{failed} of {len(args.files)} files could not be analysed", file=sys.stderr)
     return EXIT_SOME_FAILED if failed else 0
@@ -94,23 +96,42 @@ def _csv_values(row: dict) -> dict:
 
 
 class _Output:
-    """stdout for '-', else a temporary file renamed into place when complete."""
+    """stdout for '-', else the CSV file itself, written row by row: whatever stops the
+    run (an error, Ctrl-C, kill -9), the rows of the files already done are in it."""
 
     def __init__(self, target: str):
         self.target = target
-        self.temporary = None if target == "-" else Path(f"{target}.partial")
+        self.path = None if target == "-" else Path(target)
+
+    def check(self) -> None:
+        """Refuse a folder, or a place that cannot be written, before any work."""
+        if self.path is None:
+            return
+        if self.path.is_dir():
+            raise SpemrError(f"{display_name(self.path)}: is a folder; -o needs a CSV file name")
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            existed = self.path.exists()
+            with open(self.path, "a", encoding="utf-8"):
+                pass
+            if not existed:
+                self.path.unlink()
+        except OSError as error:
+            raise SpemrError(f"{display_name(self.path)}: cannot write the output here "
+                             f"({error.strerror or error})") from None
 
     def __enter__(self):
-        if self.temporary is None:
+        if self.path is None:
             return sys.stdout
-        self.temporary.parent.mkdir(parents=True, exist_ok=True)
-        self.handle = open(self.temporary, "w", newline="", encoding="utf-8")
+        try:
+            self.handle = open(self.path, "w", newline="", encoding="utf-8")
+        except OSError as error:
+            raise SpemrError(f"{display_name(self.path)}: cannot write the output "
+                             f"({error.strerror or error})") from None
         return self.handle
 
     def __exit__(self, kind, value, traceback) -> None:
-        if self.temporary is None:
+        if self.path is None:
             sys.stdout.flush()
             return
         self.handle.close()
-        if kind is None:
-            os.replace(self.temporary, self.target)

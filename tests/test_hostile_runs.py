@@ -1,0 +1,246 @@
+"""Hostile input through whole runs (issue 11): plausible nonsense is never labelled as
+usable, `spemr predict` keeps finished rows and checks its output first, catalog runs
+survive odd names, refuse to change threads on resume, say when an output is in use,
+and their workers die with them."""
+from __future__ import annotations
+
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+from astropy.io import fits
+
+from catalog_testdata import tiny_model
+from hostile_files import set_card
+from mrs_testfiles import arm_hdu, primary_hdu, write_mrs, write_star_file
+from spemr_engine import api, cli
+from spemr_engine.bundle import load_bundle
+from spemr_engine.catalog import run_catalog
+from spemr_engine.catalog_store import RunFolder
+from spemr_engine.errors import Cancelled, InputFileError, SpemrError
+from spemr_engine.lamost import read_mrs
+from spemr_engine.rv import load_rv_catalog
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory):
+    return load_bundle(tiny_model(tmp_path_factory.mktemp("model") / "tiny"))
+
+
+@pytest.fixture(scope="module")
+def star_file(tmp_path_factory):
+    path = tmp_path_factory.mktemp("star") / "med-58000-TEST_sp01-001.fits"
+    return write_star_file(path, ra=10.5, dec=-2.25, obsid=424242, rv_kms=-35.0, seed=2)
+
+
+@pytest.fixture(scope="module")
+def synthetic(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("stars")
+    return [write_star_file(folder / f"med-58000-TEST_sp01-{k:03d}.fits", ra=10.0 + k, dec=-2.0,
+                            obsid=500 + k, rv_kms=10.0 * k, exposures=(101,), seed=k)
+            for k in range(8)]
+
+
+def _edited(star_file, tmp_path, name: str, extname: str, change) -> str:
+    with fits.open(star_file) as hdul:
+        hdul = fits.HDUList([hdu.copy() for hdu in hdul])
+    change(hdul[extname])
+    path = tmp_path / name
+    hdul.writeto(path)
+    return str(path)
+
+
+def _flux_index(hdu) -> int:
+    return [c.name.upper() for c in hdu.columns].index("FLUX") + 1
+
+
+def _constant(hdu):
+    hdu.data["FLUX"][:] = 1234.5
+
+
+def _tscal_zero(hdu):
+    index = _flux_index(hdu)
+    hdu.header[f"TSCAL{index}"] = 0.0
+    hdu.header[f"TZERO{index}"] = 7.0
+
+
+# ------------------------------------------------------- plausible nonsense
+@pytest.mark.parametrize("change", [_constant, _tscal_zero], ids=["constant", "tscal0"])
+def test_featureless_arm_is_never_labelled_as_usable(star_file, model, tmp_path, change):
+    path = _edited(star_file, tmp_path, "flat.fits", "COADD_B", change)
+    mrs = read_mrs(path)
+    assert any("flux is constant" in note for note in mrs.warnings)
+    assert mrs.coadd.blue.unusable.all() and mrs.coadd.blue.mask.all()
+    row = api.analyse_file(path, model=model, device="cpu").rows()[0]
+    assert row["usable"] is False or row["usable"] == "false"
+    assert "no_good_pixels" in row["flags"]
+    assert all(row[c] is None or np.isnan(row[c]) for c in ("Teff[K]", "FeH"))
+
+
+def test_boolean_flux_column_is_refused(star_file, tmp_path):
+    with fits.open(star_file) as hdul:
+        hdus = [hdul[0].copy()]
+        for hdu in hdul[1:]:
+            columns = [fits.Column(name=c.name, format="L" if c.name == "FLUX" else c.format,
+                                   array=(hdu.data[c.name] > 1000) if c.name == "FLUX" else hdu.data[c.name])
+                       for c in hdu.columns]
+            hdus.append(fits.BinTableHDU.from_columns(columns, header=hdu.header, name=hdu.name))
+    path = tmp_path / "bool.fits"
+    fits.HDUList(hdus).writeto(path)
+    with pytest.raises(InputFileError, match="the FLUX column is logical \\(boolean\\), not numbers"):
+        read_mrs(path)
+
+
+def test_zigzag_wavelengths_are_refused_not_sorted(tmp_path):
+    hdus = [primary_hdu()]
+    for name in ("COADD_B", "COADD_R"):
+        hdu = arm_hdu(name)
+        loglam = hdu.data["LOGLAM"]
+        loglam[100:110] = loglam[100:110][::-1]
+        hdus.append(hdu)
+    path = tmp_path / "zigzag.fits"
+    fits.HDUList(hdus).writeto(path)
+    with pytest.raises(InputFileError, match="wavelengths are neither ascending nor descending \\(pixel 10"):
+        read_mrs(path)
+
+
+# ------------------------------------------------------------- spemr predict
+def test_predict_output_folder_or_unwritable_fails_before_any_work(star_file, tmp_path, capsys, monkeypatch):
+    def no_work(*args, **kwargs):
+        raise AssertionError("work started before the output was checked")
+    monkeypatch.setattr(api, "load_model", no_work)
+    blocker = tmp_path / "a-file"
+    blocker.write_text("x")
+    for target, problem in ((tmp_path, "is a folder; -o needs a CSV file name"),
+                            (blocker / "out.csv", "cannot write the output here")):
+        assert cli.main(["predict", str(star_file), "-o", str(target)]) == 2
+        lines = capsys.readouterr().err.splitlines()
+        assert len(lines) == 1 and problem in lines[0]
+
+
+def test_predict_keeps_finished_rows_when_a_later_file_crashes(star_file, model, tmp_path, monkeypatch):
+    real = api.analyse_file
+    calls = []
+
+    def flaky(path, **kwargs):
+        calls.append(path)
+        if len(calls) == 2:
+            raise RuntimeError("simulated crash")
+        return real(path, **kwargs)
+    monkeypatch.setattr(api, "analyse_file", flaky)
+    out = tmp_path / "out.csv"
+    with pytest.raises(RuntimeError):
+        cli.main(["predict", str(star_file), str(star_file), "--model", str(model.path),
+                  "--device", "cpu", "-o", str(out)])
+    rows = list(csv.DictReader(out.open()))
+    assert len(rows) == 1 and rows[0]["obsid"] == "424242"
+    assert not (tmp_path / "out.csv.partial").exists()
+
+
+# --------------------------------------------------------------- small ones
+def test_info_is_strict_json_for_infinite_header_values(tmp_path, capsys):
+    raw = write_mrs(tmp_path / "ok.fits").read_bytes()
+    path = tmp_path / "inf.fits"
+    path.write_bytes(set_card(raw, 0, "RA", "1E400"))
+    assert cli.main(["info", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "Infinity" not in out
+    report = json.loads(out, parse_constant=lambda name: pytest.fail(f"{name} in JSON"))
+    assert report["meta"]["ra"] is None
+
+
+def test_info_into_a_closed_pipe_is_quiet(tmp_path):
+    extnames = ["COADD_B", "COADD_R"] + [f"{side}-{k}" for k in range(100, 400) for side in "BR"]
+    hdus = [primary_hdu()] + [arm_hdu(name, n_pixels=20) for name in extnames]
+    path = tmp_path / "many.fits"
+    fits.HDUList(hdus).writeto(path)
+    process = subprocess.Popen([sys.executable, "-m", "spemr_engine", "info", str(path)],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=REPO)
+    process.stdout.readline()
+    process.stdout.close()
+    stderr = process.stderr.read().decode()
+    assert process.wait(timeout=120) == 141
+    assert "Traceback" not in stderr and stderr == ""
+
+
+def test_rv_catalog_obsid_beyond_float_range(tmp_path):
+    path = tmp_path / "rv.csv"
+    path.write_text("obsid,rv\n1e400,5.0\n123456789012345678,7.0\n")
+    catalog = load_rv_catalog(path)
+    assert catalog.lookup(obsid=123456789012345678) == (7.0, 0.0)
+    assert catalog.lookup(obsid=5) is None
+
+
+def test_catalog_survives_a_non_utf8_file_name(tmp_path, model, synthetic):
+    folder = tmp_path / "in"
+    folder.mkdir()
+    name = os.path.join(os.fsencode(folder), b"med-odd\xff.fits")
+    with open(name, "wb") as handle:
+        handle.write(synthetic[0].read_bytes())
+    for suffix in ("csv", "fits"):
+        summary = run_catalog([folder], tmp_path / f"cat.{suffix}", model=model, workers=0, batch_size=2)
+        assert summary.n_rows == 1
+
+
+def test_resume_with_other_threads_is_refused(tmp_path, model, synthetic):
+    kwargs = dict(model=model, workers=0, batch_size=1, chunk_size=1)
+    seen = []
+    with pytest.raises(Cancelled):
+        run_catalog(synthetic, tmp_path / "cat.csv", threads=2, progress=seen.append,
+                    cancel=lambda: len(seen) >= 1, **kwargs)
+    with pytest.raises(SpemrError, match="cannot resume with --threads 1: the interrupted run used 2"):
+        run_catalog(synthetic, tmp_path / "cat.csv", threads=1, resume=True, **kwargs)
+    summary = run_catalog(synthetic, tmp_path / "cat.csv", resume=True, **kwargs)
+    assert summary.n_files_resumed > 0 and summary.n_rows == len(synthetic)
+
+
+def test_output_that_a_live_run_is_writing_is_said_to_be_in_use(tmp_path, model, synthetic):
+    output = tmp_path / "cat.csv"
+    live = RunFolder(output)
+    live.open()
+    (live.chunks_dir / "chunk-000000.jsonl").write_text("{}\n")
+    try:
+        with pytest.raises(SpemrError, match="another spemr catalog run is writing it now"):
+            run_catalog(synthetic[:1], output, model=model, workers=0)
+    finally:
+        live.close()
+
+
+def test_pool_workers_exit_with_their_parent(tmp_path):
+    script = (
+        "import os, sys, time, multiprocessing\n"
+        "from concurrent.futures import ProcessPoolExecutor\n"
+        "from spemr_engine.catalog import exit_with_parent\n"
+        "if __name__ == '__main__':\n"
+        "    pool = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context('spawn'),\n"
+        "                               initializer=exit_with_parent, initargs=(os.getpid(),))\n"
+        "    print(pool.submit(os.getpid).result(), flush=True)\n"
+        "    time.sleep(120)\n")
+    (tmp_path / "parent.py").write_text(script)
+    env = {**os.environ, "PYTHONPATH": str(REPO)}   # this checkout's spemr_engine
+    parent = subprocess.Popen([sys.executable, str(tmp_path / "parent.py")], stdout=subprocess.PIPE,
+                              text=True, env=env)
+    worker = int(parent.stdout.readline())
+    os.kill(parent.pid, signal.SIGKILL)
+    parent.wait(timeout=30)
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline and _alive(worker):
+        time.sleep(0.2)
+    assert not _alive(worker)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/status") as handle:
+            state = next(line for line in handle if line.startswith("State:"))
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+    return "Z" not in state.split()[1]
