@@ -121,7 +121,7 @@ def test_non_finite_or_absurd_weights_refuse_before_labelling(bundle, tmp_path, 
     _rewrite_weights(bundle, poison)
     out = tmp_path / "out.csv"
     assert cli.main(["predict", str(SAMPLE), "--model", str(bundle), "-o", str(out)]) == 2
-    lines = [line for line in capsys.readouterr().err.splitlines() if not line.startswith("warning: ")]
+    lines = [line for line in capsys.readouterr().err.splitlines() if not line.startswith(("warning: ", "note: "))]
     assert len(lines) == 1 and expected in lines[0] and lines[0].startswith(str(bundle))
 
 
