@@ -13,7 +13,7 @@ import pkgutil
 import sys
 
 from . import __version__, commands
-from .errors import SpemrError, one_line
+from .errors import SpemrError, display_name, one_line
 
 EXIT_USER_ERROR = 2
 EXIT_BROKEN_PIPE = 141   # 128 + SIGPIPE, as for any tool whose reader went away
@@ -61,9 +61,19 @@ def main(argv: list[str] | None = None) -> int:
     except SpemrError as error:
         print(one_line(str(error)), file=sys.stderr)
         return EXIT_USER_ERROR
+    except OSError as error:  # a path given on the command line: too long, a loop, no access
+        print(one_line(_os_error_line(error)), file=sys.stderr)
+        return EXIT_USER_ERROR
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+
+
+def _os_error_line(error: OSError) -> str:
+    problem = error.strerror or str(error) or type(error).__name__
+    if error.filename is None:
+        return f"spemr: {problem}"
+    return f"{display_name(error.filename)}: {problem}"
 
 
 def _silence_stdout() -> None:

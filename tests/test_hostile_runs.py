@@ -244,3 +244,16 @@ def _alive(pid: int) -> bool:
     except (FileNotFoundError, ProcessLookupError):
         return False
     return "Z" not in state.split()[1]
+
+
+@pytest.mark.parametrize("command", [["import-published", "{long}", "-o", "{tmp}/m"],
+                                     ["import-refset", "{long}", "-o", "{tmp}/rs"],
+                                     ["catalog", "{long}", "-o", "{tmp}/cat.csv"],
+                                     ["predict", "{star}", "--model", "{long}", "-o", "{tmp}/o.csv"]])
+def test_over_long_paths_are_one_line(tmp_path, star_file, capsys, command):
+    long = str(tmp_path / ("a" * 300))
+    args = [a.format(long=long, tmp=tmp_path, star=star_file) for a in command]
+    assert cli.main(args) == 2
+    lines = [line for line in capsys.readouterr().err.splitlines()
+             if not line.startswith(("caveat: ", "warning: ", "note: "))]
+    assert lines == ["a" * 300 + ": File name too long"]
