@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from hypothesis import HealthCheck, given, settings, strategies as st
 from safetensors.torch import load_file, save_file
 
 from spemr_engine import cli
@@ -151,3 +152,40 @@ def test_failed_import_published_leaves_no_bundle(tmp_path):
     (run / "label_config.pkl").write_bytes(pickle.dumps(data))
     assert load_bundle(import_published(run, out)).members == 1
     assert sorted(p.name for p in out.parent.iterdir()) == ["imported"]
+
+
+_JSON = st.recursive(st.none() | st.booleans() | st.integers(-10**20, 10**20)
+                     | st.floats(allow_nan=True, allow_infinity=True) | st.text(max_size=8),
+                     lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=6), inner, max_size=4),
+                     max_leaves=8)
+
+
+def _paths(value, prefix=()):
+    """Every key path inside a manifest."""
+    yield prefix
+    if isinstance(value, dict):
+        for key, item in value.items():
+            yield from _paths(item, prefix + (key,))
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            yield from _paths(item, prefix + (index,))
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.data())
+def test_any_tampered_manifest_value_loads_or_is_one_line(pristine, tmp_path, data):
+    bundle = tmp_path / "fuzzed"
+    if not bundle.exists():
+        shutil.copytree(pristine, bundle)
+    manifest = json.loads((pristine / "manifest.json").read_text())
+    where = data.draw(st.sampled_from([p for p in _paths(manifest) if p]), label="key")
+    value = data.draw(_JSON, label="value")
+    target = manifest
+    for key in where[:-1]:
+        target = target[key]
+    target[where[-1]] = value
+    (bundle / "manifest.json").write_text(json.dumps(manifest))
+    try:
+        load_bundle(bundle)
+    except ModelBundleError as error:
+        assert "\n" not in str(error)

@@ -92,6 +92,25 @@ def test_any_corrupted_header_card_is_read_or_refused_in_one_line(tmp_path, data
             assert "\n" not in str(error) and str(error).startswith("fuzz.fits: ")
 
 
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.data())
+def test_any_corrupted_or_cut_file_is_read_or_refused_in_one_line(tmp_path, data):
+    raw = valid_bytes(tmp_path, extnames=("COADD_B", "COADD_R"))
+    offset = data.draw(st.integers(0, len(raw) - 1), label="offset")
+    junk = data.draw(st.binary(min_size=1, max_size=64), label="bytes")
+    raw = poke(raw, offset, junk)[:len(raw)]
+    if data.draw(st.booleans(), label="gzip"):
+        raw = gzip.compress(raw)
+    cut = data.draw(st.integers(1, len(raw)), label="length")
+    path = _write(tmp_path, "fuzz.fits", raw[:cut])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            read_mrs(path)
+        except InputFileError as error:
+            assert "\n" not in str(error) and str(error).startswith("fuzz.fits: ")
+
+
 # ----------------------------------------------------------- memory, hangs
 def test_gzip_bomb_stops_at_the_limit(tmp_path, capsys):
     packer = zlib.compressobj(9, zlib.DEFLATED, 31)
@@ -237,3 +256,12 @@ def test_ordinary_pickles_still_load():
     for protocol in (2, 3, 4):
         loaded = safe_loads(pickle.dumps(value, protocol=protocol))
         assert loaded["label_list"] == ["Teff", "Logg"] and loaded["mean"].tolist() == [0, 1, 2]
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=200))
+def test_random_bytes_as_a_pickle_are_a_value_or_one_line(data):
+    try:
+        safe_loads(b"\x80\x02" + data)
+    except InputFileError as error:
+        assert "\n" not in str(error)
