@@ -53,5 +53,21 @@ class ModelBundleError(SpemrError):
         super().__init__(f"{one_line(self.path)}: {self.problem}")
 
 
+def require_regular_file(path: str | os.PathLike, what: str = "file") -> None:
+    """Raise InputFileError unless ``path`` is a regular file: opening a FIFO blocks
+    forever and a device (a symlink to /dev/zero) never ends."""
+    import stat
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        raise InputFileError(path, f"{what} not found") from None
+    except (OSError, ValueError) as error:
+        raise InputFileError(path, f"cannot be read ({getattr(error, 'strerror', None) or error})") from None
+    if stat.S_ISDIR(mode):
+        raise InputFileError(path, f"is a folder, not a {what}")
+    if not stat.S_ISREG(mode):
+        raise InputFileError(path, "is not a regular file (a FIFO, device or socket); refusing to read it")
+
+
 class Cancelled(SpemrError):
     """Raised inside long jobs when the caller asked them to stop."""

@@ -22,7 +22,7 @@ from astropy.io import fits
 from astropy.utils.exceptions import AstropyWarning
 
 from .config import LABELS, label_infos
-from .errors import InputFileError
+from .errors import InputFileError, require_regular_file
 
 MAPPINGS_PRESET = "catalog_mappings.json"
 PUBLISHED_CATALOG_LABELS = "published_catalog"
@@ -155,8 +155,7 @@ class _Table:
 
 
 def _open_table(path: Path) -> _Table:
-    if not path.exists():
-        raise InputFileError(path, "file not found")
+    require_regular_file(path)
     head = _head(path)
     if head.startswith(b"SIMPLE  ="):
         return _fits_table(path)

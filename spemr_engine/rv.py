@@ -23,7 +23,7 @@ import numpy as np
 from scipy import fft as sp_fft
 
 from .config import assets_dir, preprocess_config
-from .errors import InputFileError, SpemrError
+from .errors import InputFileError, SpemrError, require_regular_file
 
 LINE_LIST_NAME = "mrs_lines.csv"
 _LINE_COLUMNS = ("species", "wave_air", "wave_vac", "depth", "fwhm")
@@ -293,6 +293,7 @@ def load_rv_catalog(path: str | Path) -> RVCatalog:
     """Read a CSV with an `obsid` and/or `filename` column and an RV column (`rv`, `rv_kms`
     or LAMOST's `rv_ku0`, ...; optional `rv_err`). Raises InputFileError naming the file."""
     path = Path(path)
+    require_regular_file(path, "RV catalog")
     try:
         with open(path, newline="", encoding="utf-8-sig") as handle:
             reader = csv.DictReader(handle)

@@ -257,3 +257,16 @@ def test_over_long_paths_are_one_line(tmp_path, star_file, capsys, command):
     lines = [line for line in capsys.readouterr().err.splitlines()
              if not line.startswith(("caveat: ", "warning: ", "note: "))]
     assert lines == ["a" * 300 + ": File name too long"]
+
+
+@pytest.mark.parametrize("reader", ["rv", "labels"])
+def test_fifo_as_a_catalog_is_refused_without_blocking(tmp_path, reader):
+    path = tmp_path / "catalog.csv"
+    os.mkfifo(path)
+    code = ("import sys\nfrom spemr_engine.errors import InputFileError\n"
+            + ("from spemr_engine.rv import load_rv_catalog as read\n" if reader == "rv" else
+               "from spemr_engine.label_catalog import _open_table as read\n")
+            + "try:\n    read(sys.argv[1])\nexcept InputFileError as error:\n    print(error)\n")
+    result = subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True, text=True,
+                            timeout=60, cwd=REPO)
+    assert result.stdout.strip() == "catalog.csv: is not a regular file (a FIFO, device or socket); refusing to read it"
