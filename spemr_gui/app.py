@@ -33,7 +33,7 @@ def create_window(args, settings=None):
     if args.normalised:
         window.spectrum_view.set_normalised(True)
     if args.files:
-        window.open_files(args.files)
+        window.open_files_when_shown(args.files)
     window.tabs.setCurrentIndex(max(0, min(args.tab - 1, window.tabs.count() - 1)))
     return window
 
@@ -48,7 +48,11 @@ def main(argv: list[str] | None = None) -> int:
     app.setApplicationName("spemr-gui")
     app.setOrganizationName("spemr")
     window = create_window(args)
+    from .timing import install_from_environment
+    trace = install_from_environment(window)
     window.show()
+    if trace is not None:
+        trace.shown()
     return app.exec()
 
 

@@ -9,12 +9,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from PySide6.QtCore import Qt, QTimer, Signal
+from PySide6.QtCore import QEvent, Qt, QTimer, Signal
 from PySide6.QtGui import QAction, QActionGroup, QKeySequence
 from PySide6.QtWidgets import (QDockWidget, QFileDialog, QLabel, QMainWindow, QMessageBox,
                                QTabWidget)
 
 from . import engine_calls
+from .import_speed import skip_source_scan
 from .plotdata import curves_to_csv
 from .settings import DEVICES, AppSettings
 from .state import AppState
@@ -23,6 +24,8 @@ from .views.metadata import MetadataView
 from .views.results_panel import ResultsPanel
 from .views.spectrum import SpectrumView
 from .workers import Task, TaskRunner
+
+skip_source_scan()
 
 FITS_FILTER = "LAMOST MRS spectra (*.fits *.fits.gz *.fit *.fits.fz);;All files (*)"
 
@@ -55,9 +58,45 @@ class MainWindow(QMainWindow):
         self._build_menus()
         self.state.selection_changed.connect(self._on_selection_changed)
         self.state.model_changed.connect(self._on_model_changed)
+        # Nothing heavy before the window is on screen: the engine (torch, astropy) is
+        # imported, the model loaded and command-line files read only once it is mapped.
+        self._load_default_model = load_default_model
+        self._files_at_start: list[str] = []
+        self._background_started = False
+        QTimer.singleShot(0, self._start_background_when_mapped)
+
+    def open_files_when_shown(self, paths) -> None:
+        """Open these once the window is mapped (command-line files; kept in order)."""
+        if self._background_started:
+            self.open_files(paths)
+        else:
+            self._files_at_start.extend(str(p) for p in paths)
+
+    def _start_background_when_mapped(self) -> None:
+        handle = self.windowHandle()
+        if self.isVisible() and handle is not None and not handle.isExposed():
+            handle.installEventFilter(self)
+            QTimer.singleShot(2000, self._start_background)  # never exposed (minimised)
+        else:
+            self._start_background()
+
+    def eventFilter(self, obj, event) -> bool:
+        if (not self._background_started and obj is self.windowHandle()
+                and event.type() == QEvent.Expose and obj.isExposed()):
+            obj.removeEventFilter(self)
+            QTimer.singleShot(0, self._start_background)  # after this first frame is drawn
+        return super().eventFilter(obj, event)
+
+    def _start_background(self) -> None:
+        if self._background_started:
+            return
+        self._background_started = True
+        if self._load_default_model:
+            self.load_model_from_settings()
+        if self._files_at_start:
+            files, self._files_at_start = self._files_at_start, []
+            self.open_files(files)
         self.runner.start(Task(lambda progress, cancel: engine_calls.warm_up(), "warm up"))
-        if load_default_model:
-            QTimer.singleShot(0, self.load_model_from_settings)
 
     # ================================================================== layout
     def _build_views(self) -> None:
@@ -243,11 +282,9 @@ class MainWindow(QMainWindow):
 
     # ================================================================ models
     def load_model_from_settings(self) -> None:
-        path = self.settings.model_path or None
-        if path is None and not engine_calls.default_model_exists():
-            self.status("no model loaded: Model > Load model…, or train one (Model > Train)")
-            return
-        self.load_model(path)
+        """The saved or the default model, loaded in a worker (the existence check
+        imports the engine, which must not happen on the GUI thread)."""
+        self.load_model(self.settings.model_path or None, quiet_if_missing=True)
 
     def load_model_dialog(self) -> None:
         folder = QFileDialog.getExistingDirectory(self, "Open a spemr model bundle (folder)",
@@ -255,8 +292,14 @@ class MainWindow(QMainWindow):
         if folder:
             self.load_model(folder)
 
-    def load_model(self, path: str | None) -> Task:
-        task = Task(lambda progress, cancel: engine_calls.load_model(path), "load model")
+    def load_model(self, path: str | None, quiet_if_missing: bool = False) -> Task:
+        def load(progress, cancel):
+            if path is None and quiet_if_missing and not engine_calls.default_model_exists():
+                return None
+            return engine_calls.load_model(path, device=device)
+
+        device = self.settings.device
+        task = Task(load, "load model")
         task.signals.result.connect(self._on_model_loaded)
         task.signals.failed.connect(self._on_model_failed)
         self.model_task = self.runner.start(task)
@@ -264,6 +307,9 @@ class MainWindow(QMainWindow):
         return task
 
     def _on_model_loaded(self, loaded) -> None:
+        if loaded is None:
+            self.status("no model loaded: Model > Load model…, or train one (Model > Train)")
+            return
         bundle, path = loaded
         self.state.set_model(bundle, path)
         self.settings.model_path = path
@@ -295,9 +341,21 @@ class MainWindow(QMainWindow):
 
     def _ensure_prepared(self) -> None:
         """Preprocess the current pair in the background when it is not yet: the
-        measured RV places the line markers and the normalised view shows the result."""
+        measured RV places the line markers and the normalised view shows the result.
+        Decided once the current event is handled, so that an inference started by the
+        same event (which preprocesses too, and hands its spectra over) is not doubled:
+        two workers on the same pair made each inference ~2x slower on 2 cores."""
+        QTimer.singleShot(0, self._ensure_prepared_now)
+
+    def _inference_in_flight(self, key) -> bool:
+        task = self.inference_task
+        return task is not None and not task.is_done() and getattr(task, "key", None) == key
+
+    def _ensure_prepared_now(self) -> None:
         key = self._request_key()
         if key is None or self.state.current_prepared() is not None or key in self.prepare_tasks:
+            return
+        if self._inference_in_flight(key):
             return
         opened, pair_index = self.state.current, self.state.current_pair
         model, rv = self.state.model, self.state.rv_override()
@@ -348,6 +406,7 @@ class MainWindow(QMainWindow):
         task.signals.result.connect(lambda result, k=key, t=task: self._on_inferred(k, result, t))
         task.signals.failed.connect(lambda message, t=task: self._on_inference_failed(message, t))
         task.signals.cancelled.connect(lambda t=task: self._on_inference_cancelled(t))
+        task.key = key
         self.inference_task = self.runner.start(task)
         self.results_panel.set_busy(True, f"running fused SPEMR on {pair_label(opened, pair_index)} ({device})…")
         return task
@@ -366,12 +425,15 @@ class MainWindow(QMainWindow):
             return  # the model changed meanwhile: a stale result
         for file_index, opened in enumerate(self.state.files):
             if str(opened.path) == path and opened.rv_override.get(pair_index) == rv:
+                if pair_index not in opened.prepared and result.spectra is not None:
+                    self.state.set_prepared(file_index, pair_index, result.spectra)
                 self.state.set_result(file_index, pair_index, result)
                 self.inference_finished.emit(file_index, pair_index)
                 self.status(f"inference done: {opened.name} {pair_label(opened, pair_index)}")
                 return
 
     def _on_inference_failed(self, message: str, task: Task) -> None:
+        self._ensure_prepared()  # the view still needs its normalised spectrum
         if task is self.inference_task:
             self.results_panel.set_busy(False)
             self.results_panel.show_error(message)
@@ -379,6 +441,7 @@ class MainWindow(QMainWindow):
         self.inference_failed.emit(message)
 
     def _on_inference_cancelled(self, task: Task) -> None:
+        self._ensure_prepared()
         if task is self.inference_task:
             self.inference_task = None
             self.results_panel.set_busy(False, "inference cancelled")

@@ -15,6 +15,11 @@ from ..plotdata import ArmCurve, finite_range, mask_intervals
 ARM_COLOURS = {"blue": (40, 90, 200), "red": (200, 50, 40)}
 MASK_BRUSH = (255, 160, 0, 70)
 BAND_ALPHA = 60
+MARKER_FAINT = ((90, 90, 90, 80), 1, Qt.SolidLine)      # (rgba, width, style)
+MARKER_NAMED = ((90, 90, 90, 170), 1, Qt.DashLine)
+MARKER_UNRELIABLE = (230, 120, 0, 200)
+LABEL_COLOUR = (60, 60, 60)
+LABEL_HEADROOM = 0.22   # fraction of the data's y span kept free above it for labels
 
 
 class ArmPlot:
@@ -42,7 +47,19 @@ class ArmPlot:
         self.mask_item.setZValue(-20)
         self.band_item.setZValue(-10)
         self.overlay_item.setZValue(5)
-        self.marker_items: list[pg.InfiniteLine] = []
+        # Line markers: two items in all (faint and labelled lines, segments in pairs)
+        # instead of one InfiniteLine per line: ~50 InfiniteLines per arm cost ~70 ms of
+        # GUI time at every redraw. Labels are vertical TextItems kept at the top of the
+        # view, in headroom above the data (they never cover the spectrum).
+        self.marker_faint = pg.PlotCurveItem(pen=_marker_pen(*MARKER_FAINT), connect="pairs")
+        self.marker_named = pg.PlotCurveItem(pen=_marker_pen(*MARKER_NAMED), connect="pairs")
+        for item in (self.marker_faint, self.marker_named):
+            item.setZValue(-5)
+            plot.addItem(item, ignoreBounds=True)
+        self.label_items: list[pg.TextItem] = []
+        self.marker_positions: dict[str, float] = {}   # label text -> plotted wavelength
+        self.markers_unreliable = False
+        plot.vb.sigYRangeChanged.connect(lambda *_args: self._place_labels())
         self.curve: ArmCurve | None = None
         self.y_range = (0.0, 1.0)
 
@@ -67,7 +84,11 @@ class ArmPlot:
             return
         flux = _fill_gaps(curve.flux)
         error = np.minimum(error, 10 * (np.nanmax(np.abs(flux)) + 1))  # tame absurd ivar
-        self._band_low.setData(curve.wave, flux - error)
+        self._band_low.blockSignals(True)  # the fill recomputes its path once, not twice
+        try:
+            self._band_low.setData(curve.wave, flux - error)
+        finally:
+            self._band_low.blockSignals(False)
         self._band_high.setData(curve.wave, flux + error)
 
     def _set_mask(self, curve: ArmCurve) -> None:
@@ -88,33 +109,57 @@ class ArmPlot:
         else:
             self.overlay_item.setData(wave, flux)
 
-    def set_markers(self, lines, shift=lambda w: w) -> None:
+    def set_markers(self, lines, shift=lambda w: w, unreliable: bool = False) -> None:
         """Vertical markers for the lines inside this arm; shift maps rest-frame
         wavelength to the plotted frame (identity on the rest-frame grid). Only the
-        deeper, well separated lines are labelled."""
-        for item in self.marker_items:
+        deeper, well separated lines are labelled. ``unreliable``: the RV placing them
+        is not trusted (weak CCF peak): markers are drawn dotted and orange."""
+        for item in self.label_items:
             self.plot.removeItem(item)
-        self.marker_items = []
-        if self.curve is None or self.curve.wave.size == 0:
+        self.label_items = []
+        self.marker_positions = {}
+        self.markers_unreliable = bool(unreliable)
+        empty = np.zeros(0)
+        self.marker_faint.setData(empty, empty)
+        self.marker_named.setData(empty, empty)
+        if self.curve is None or self.curve.wave.size == 0 or not lines:
             return
         low, high = float(self.curve.wave[0]), float(self.curve.wave[-1])
         positions = {line: float(shift(line.wave_vac)) for line in lines}
         inside = [line for line, x in positions.items() if low <= x <= high]
+        if not inside:
+            return
         labelled = labelled_lines(inside, min(line.wave_vac for line in inside),
-                                  max(line.wave_vac for line in inside)) if inside else set()
-        for line in inside:
-            named = line in labelled
-            marker = pg.InfiniteLine(positions[line], angle=90, movable=False,
-                                     pen=pg.mkPen((90, 90, 90, 200 if named else 90), width=1,
-                                                  style=Qt.DashLine),
-                                     label=line.species if named else None,
-                                     labelOpts={"position": 0.97, "color": (60, 60, 60),
-                                                "rotateAxis": (1, 0),
-                                                "anchors": [(1, 0.5), (1, 0.5)]})
-            marker.setToolTip(f"{line.species} {line.wave_vac:.2f} Å (vacuum, rest)")
-            marker.setZValue(-5)
-            self.plot.addItem(marker)
-            self.marker_items.append(marker)
+                                  max(line.wave_vac for line in inside))
+        y0, y1 = self.y_range
+        span = (y1 - y0) or 1.0
+        bottom, top = y0 - 10 * span, y1 + 10 * span
+        colour = MARKER_UNRELIABLE if unreliable else None
+        for item, chosen, (rgba, width, style) in (
+                (self.marker_faint, [l for l in inside if l not in labelled], MARKER_FAINT),
+                (self.marker_named, [l for l in inside if l in labelled], MARKER_NAMED)):
+            x = np.repeat([positions[l] for l in chosen], 2)
+            y = np.tile([bottom, top], len(chosen))
+            item.setPen(_marker_pen(colour or rgba, width, Qt.DotLine if unreliable else style))
+            item.setData(x, y)
+        for line in sorted(labelled, key=lambda l: l.wave_vac):
+            text = pg.TextItem(line.species, color=colour or LABEL_COLOUR, angle=90, anchor=(1, 0.5))
+            text.setToolTip(f"{line.species} {line.wave_vac:.2f} Å (vacuum, rest)")
+            text.setZValue(20)  # above the data, never under the spectrum
+            text.setPos(positions[line], y1)
+            self.plot.addItem(text, ignoreBounds=True)
+            self.label_items.append(text)
+            self.marker_positions[line.species] = positions[line]
+        self._place_labels()
+
+    def _place_labels(self) -> None:
+        """Keep the labels at the top of the visible y range (in the headroom)."""
+        if not self.label_items:
+            return
+        _x_range, (bottom, top) = self.plot.vb.viewRange()
+        y = top - 0.01 * (top - bottom)
+        for item in self.label_items:
+            item.setPos(item.pos().x(), y)
 
     # ----------------------------------------------------------------- view
     def reset_view(self) -> None:
@@ -122,7 +167,10 @@ class ArmPlot:
             self.plot.enableAutoRange()
             return
         self.plot.setXRange(float(self.curve.wave[0]), float(self.curve.wave[-1]), padding=0.01)
-        self.plot.setYRange(*self.y_range, padding=0)
+        low, high = self.y_range
+        if self.label_items:  # room for the vertical line labels above the data
+            high += LABEL_HEADROOM * (high - low)
+        self.plot.setYRange(low, high, padding=0)
 
     def value_at(self, wave: float) -> float | None:
         """Flux of the pixel nearest to a wavelength (cursor readout)."""
@@ -132,6 +180,10 @@ class ArmPlot:
         if index > 0 and abs(self.curve.wave[index - 1] - wave) < abs(self.curve.wave[index] - wave):
             index -= 1
         return float(self.curve.flux[index])
+
+
+def _marker_pen(rgba, width, style):
+    return pg.mkPen(rgba, width=width, style=style)
 
 
 def _fill_gaps(values: np.ndarray) -> np.ndarray:

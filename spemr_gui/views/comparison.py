@@ -62,9 +62,23 @@ class ComparisonView(QWidget):
         layout.addWidget(right, 1)
         self.point_items: list = []
         self.kiel_items: list = []
+        self._stale = False
         for event in (state.selection_changed, state.result_changed, state.model_changed):
-            event.connect(lambda *args: self.refresh())
+            event.connect(lambda *args: self._on_state_changed())
         self.refresh()
+
+    def _on_state_changed(self) -> None:
+        """Redraw now when on screen; a hidden tab redraws when it is shown (its plots
+        cost ~0.1-0.3 s of GUI time that a user on another tab would feel)."""
+        if self.isVisible():
+            self.refresh()
+        else:
+            self._stale = True
+
+    def showEvent(self, event) -> None:
+        super().showEvent(event)
+        if self._stale:
+            self.refresh()
 
     def _setup_kiel(self) -> None:
         plot = self.kiel_plot
@@ -98,6 +112,7 @@ class ComparisonView(QWidget):
             self.label_list.blockSignals(False)
 
     def refresh(self) -> None:
+        self._stale = False
         result = self.state.current_result()
         labels = self.labels()
         self._sync_label_list(labels)

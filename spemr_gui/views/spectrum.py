@@ -29,7 +29,8 @@ class SpectrumView(QWidget):
     def __init__(self, state, parent: QWidget | None = None):
         super().__init__(parent)
         self.state = state
-        self.lines = load_lines()
+        self._lines = None   # read on first use: the engine's rv module (scipy) must not
+                             # be imported on the GUI thread before the window shows
         self.graphics = pg.GraphicsLayoutWidget()
         self.graphics.setBackground("w")
         self.arm_plots = [self._make_plot(0, "blue"), self._make_plot(1, "red")]
@@ -44,7 +45,8 @@ class SpectrumView(QWidget):
         apply_button.clicked.connect(self._apply_rv)
         measure_button = QPushButton("Measure RV")
         measure_button.setToolTip("Drop the override and measure the RV by cross-correlation")
-        measure_button.clicked.connect(lambda: self.rv_override_requested.emit(None))
+        measure_button.clicked.connect(self._measure_rv)
+        self.measure_button = measure_button
         reset_button = QPushButton("Reset view (R)")
         reset_button.clicked.connect(self.reset_view)
         self.cursor_label = QLabel(" ")
@@ -96,6 +98,12 @@ class SpectrumView(QWidget):
 
     # --------------------------------------------------------------- state
     @property
+    def lines(self) -> tuple:
+        if self._lines is None:
+            self._lines = load_lines()
+        return self._lines
+
+    @property
     def normalised(self) -> bool:
         return self.normalised_box.isChecked()
 
@@ -105,6 +113,11 @@ class SpectrumView(QWidget):
     def _on_normalised_toggled(self, on: bool) -> None:
         self.refresh()
         self.normalised_toggled.emit(on)
+
+    def _measure_rv(self) -> None:
+        self.rv_edit.clear()   # the box must not keep saying an override is in force
+        self.status_label.setText("")
+        self.rv_override_requested.emit(None)
 
     def _apply_rv(self) -> None:
         text = self.rv_edit.text().strip()
@@ -140,6 +153,8 @@ class SpectrumView(QWidget):
                 arm_plot.set_curve(None)
                 arm_plot.set_markers([])
             self.rv_label.setText("RV: -")
+            self.cursor_label.setText(" ")
+            self.rv_edit.clear()
             return
         self.title_label.setText(f"<b>{opened.name}</b> — {pair.label}: "
                                  f"{pair.extname_blue} / {pair.extname_red}, "
@@ -147,16 +162,28 @@ class SpectrumView(QWidget):
         spectra = self.state.current_prepared()
         rv = self._rv_text(spectra)
         self.rv_label.setText(rv)
+        # The override box shows the override in force for this spectrum, or nothing.
+        override = self.state.rv_override()
+        self.rv_edit.setText("" if override is None else f"{override:g}")
+        self.cursor_label.setText(" ")   # a readout of the previous spectrum is stale
+        unreliable = rv_unreliable(spectra)
         waiting = self.normalised and spectra is None
-        self.status_label.setText("preparing the normalised spectrum…" if waiting else "")
+        status = "preparing the normalised spectrum…" if waiting else ""
+        if unreliable and not self.normalised:
+            status = (f"RV unreliable (CCF peak {float(spectra.quality.ccf_peak[0]):.2f}): "
+                      "line markers (dotted, orange) may be misplaced; give an RV to fix them")
+        self.status_label.setText(status)
         rest_rv = None if spectra is None else float(spectra.rv[0])
+        frame = "rest-frame wavelength (vacuum)" if self.normalised else "observed wavelength (vacuum)"
         for arm_plot, curve in zip(self.arm_plots, self.current_curves()):
             arm_plot.set_curve(curve)
             arm_plot.plot.setLabel("left", "normalised flux" if self.normalised else "flux")
+            arm_plot.plot.setLabel("bottom", frame, units="Å")
             if self.normalised:
                 arm_plot.set_markers(self.lines)
             elif rest_rv is not None:
-                arm_plot.set_markers(self.lines, lambda w, v=rest_rv: observed_wavelength(w, v))
+                arm_plot.set_markers(self.lines, lambda w, v=rest_rv: observed_wavelength(w, v),
+                                     unreliable=unreliable)
             else:
                 arm_plot.set_markers([])
             arm_plot.reset_view()
@@ -200,3 +227,11 @@ class SpectrumView(QWidget):
         frame = "rest" if self.normalised else "observed"
         flux = "-" if value is None else f"{value:.4g}"
         return f"{arm_plot.arm} arm  λ = {wave:.2f} Å ({frame})  flux = {flux}"
+
+
+def rv_unreliable(spectra) -> bool:
+    """The RV was measured (not given) and preprocessing calls it untrustworthy (the
+    same test as the catalog's rv_unreliable flag, spemr_engine.catalog_rows)."""
+    if spectra is None or not len(spectra.rv_source) or spectra.rv_source[0] == "given":
+        return False
+    return "RV" in (spectra.quality.reason[0] or "")

@@ -94,6 +94,7 @@ class TemplateView(QWidget):
             shortcut = QShortcut(key, self)
             shortcut.setContext(Qt.WidgetWithChildrenShortcut)
             shortcut.activated.connect(lambda s=step: self.step(s))
+        self._stale = False
         for event in (state.selection_changed, state.result_changed, state.model_changed):
             event.connect(lambda *args: self.on_state_changed())
         self.refresh()
@@ -101,12 +102,16 @@ class TemplateView(QWidget):
     # ------------------------------------------------------------------ state
     def on_state_changed(self) -> None:
         self.matches = None
-        self.refresh()
-        if self.isVisible():
+        if self.isVisible():  # a hidden tab redraws when shown (see ComparisonView)
+            self.refresh()
             self.templates_requested.emit()
+        else:
+            self._stale = True
 
     def showEvent(self, event) -> None:
         super().showEvent(event)
+        if self._stale:
+            self.refresh()
         if self.matches is None:
             self.templates_requested.emit()
 
@@ -123,6 +128,7 @@ class TemplateView(QWidget):
 
     # ------------------------------------------------------------------ draw
     def refresh(self) -> None:
+        self._stale = False
         result = self.state.current_result()
         spectra = result.spectra if result is not None else None
         curves = normalised_curves(spectra) if spectra is not None else [None, None]
