@@ -24,11 +24,10 @@ def create_window(args, settings=None):
     from .views.install import install_views
 
     settings = settings or AppSettings()
-    if args.model:
-        settings.model_path = args.model
     if args.device:
         settings.device = args.device
     window = MainWindow(settings=settings)
+    window.session_model_path = args.model or ""   # this launch only: never saved
     install_views(window)
     if args.normalised:
         window.spectrum_view.set_normalised(True)

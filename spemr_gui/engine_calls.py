@@ -61,6 +61,16 @@ def warm_up_model(bundle, device: str = "auto") -> None:
         pass
 
 
+def is_default_model(path) -> bool:
+    """True when path is the engine's default model (saved as "" = follow the default)."""
+    from spemr_engine import api  # already imported: a model was just loaded
+
+    try:
+        return Path(path).resolve() == Path(api.default_model_path()).resolve()
+    except OSError:
+        return False
+
+
 def default_model_exists() -> bool:
     try:
         from spemr_engine import api

@@ -5,7 +5,7 @@ from __future__ import annotations
 from spemr_engine.errors import SpemrError
 
 # Fraction of an arm's span that labelled markers keep between them.
-LABEL_SEPARATION = 0.025
+LABEL_SEPARATION = 0.03
 
 
 def load_lines(path=None) -> tuple:
@@ -19,11 +19,12 @@ def load_lines(path=None) -> tuple:
         return ()
 
 
-def labelled_lines(lines, low: float, high: float) -> set:
+def labelled_lines(lines, low: float, high: float, min_gap: float = 0.0) -> set:
     """The lines (within [low, high]) that get a text label: deepest first, skipping
-    any closer than LABEL_SEPARATION of the span to an already labelled one."""
+    any closer than LABEL_SEPARATION of the span (or min_gap, in wavelength, when
+    larger: a label's width on a narrow plot) to an already labelled one."""
     inside = [line for line in lines if low <= line.wave_vac <= high]
-    gap = LABEL_SEPARATION * (high - low)
+    gap = max(LABEL_SEPARATION * (high - low), min_gap)
     chosen: list = []
     for line in sorted(inside, key=lambda l: -l.depth):
         if all(abs(line.wave_vac - other.wave_vac) >= gap for other in chosen):

@@ -20,6 +20,7 @@ from .plotdata import curves_to_csv
 from .settings import DEVICES, AppSettings
 from .state import AppState
 from .views.files import FileListView
+from .views.log_view import LogView
 from .views.metadata import MetadataView
 from .views.results_panel import ResultsPanel
 from .views.spectrum import SpectrumView
@@ -52,6 +53,7 @@ class MainWindow(QMainWindow):
         self.runner = TaskRunner(max_threads=3, parent=self)
         self.inference_task: Task | None = None
         self.prepare_tasks: dict[tuple, Task] = {}
+        self._open_queue: list[list] = []   # reads in the order they were asked for
         self.model_task: Task | None = None
         self.last_error = ""
         self._build_views()
@@ -61,6 +63,7 @@ class MainWindow(QMainWindow):
         # Nothing heavy before the window is on screen: the engine (torch, astropy) is
         # imported, the model loaded and command-line files read only once it is mapped.
         self._load_default_model = load_default_model
+        self.session_model_path = ""   # --model DIR: used this session, not saved
         self._files_at_start: list[str] = []
         self._background_started = False
         QTimer.singleShot(0, self._start_background_when_mapped)
@@ -118,6 +121,10 @@ class MainWindow(QMainWindow):
         side_tabs = QTabWidget()
         side_tabs.addTab(self.results_panel, "Results")
         side_tabs.addTab(self.metadata_view, "Header")
+        self.log_view = LogView()
+        self.log_index = side_tabs.addTab(self.log_view, "Log")
+        self.log_view.changed.connect(
+            lambda n: self.side_tabs.setTabText(self.log_index, f"Log ({n})"))
         self.side_tabs = side_tabs
         inference_dock = self._add_dock("Inference", side_tabs, Qt.RightDockWidgetArea)
         self.resizeDocks([files_dock, inference_dock], [290, 330], Qt.Horizontal)
@@ -227,8 +234,11 @@ class MainWindow(QMainWindow):
         self.settings.infer_on_open = on
 
     def status(self, text: str, error: bool = False) -> None:
+        """The status bar line; every error also goes to the Log tab, where it stays."""
         if error:
             self.last_error = text
+            self.log_view.add(text)
+            text = f"{text}  (all errors: Log tab)"
         self.status_label.setStyleSheet("color: #a00000;" if error else "")
         self.status_label.setText(text)
 
@@ -241,16 +251,29 @@ class MainWindow(QMainWindow):
             self.open_files(names)
 
     def open_files(self, paths) -> list[Task]:
-        """Read each file in the background; each lands as its own file_opened/open_failed."""
+        """Read each file in the background; each lands as its own file_opened/open_failed,
+        in the order asked for (command line, dialog, drop), whichever read ends first."""
         tasks = []
         for path in paths:
             task = Task(lambda progress, cancel, p=path: engine_calls.read_file(p), f"open {path}")
-            task.signals.result.connect(self._on_file_read)
-            task.signals.failed.connect(self._on_open_failed)
+            slot = [task, None]   # [task, ("ok", OpenFile) | ("failed", message) | None]
+            self._open_queue.append(slot)
+            task.signals.result.connect(lambda opened, s=slot: self._open_landed(s, ("ok", opened)))
+            task.signals.failed.connect(lambda message, s=slot: self._open_landed(s, ("failed", message)))
+            task.signals.cancelled.connect(lambda s=slot: self._open_landed(s, ("cancelled", None)))
             tasks.append(self.runner.start(task))
         if tasks:
             self.status(f"opening {len(tasks)} file(s)…")
         return tasks
+
+    def _open_landed(self, slot: list, outcome: tuple) -> None:
+        slot[1] = outcome
+        while self._open_queue and self._open_queue[0][1] is not None:
+            kind, value = self._open_queue.pop(0)[1]
+            if kind == "ok":
+                self._on_file_read(value)
+            elif kind == "failed":
+                self._on_open_failed(value)
 
     def _on_file_read(self, opened) -> None:
         self.settings.add_recent(opened.path)
@@ -284,7 +307,10 @@ class MainWindow(QMainWindow):
     def load_model_from_settings(self) -> None:
         """The saved or the default model, loaded in a worker (the existence check
         imports the engine, which must not happen on the GUI thread)."""
-        self.load_model(self.settings.model_path or None, quiet_if_missing=True)
+        if self.session_model_path:   # --model: for this session only, never saved
+            self.load_model(self.session_model_path, remember=False)
+            return
+        self.load_model(self.settings.model_path or None, quiet_if_missing=True, remember=False)
 
     def load_model_dialog(self) -> None:
         folder = QFileDialog.getExistingDirectory(self, "Open a spemr model bundle (folder)",
@@ -292,7 +318,10 @@ class MainWindow(QMainWindow):
         if folder:
             self.load_model(folder)
 
-    def load_model(self, path: str | None, quiet_if_missing: bool = False) -> Task:
+    def load_model(self, path: str | None, quiet_if_missing: bool = False, remember: bool = True) -> Task:
+        """Load a model in a worker. ``remember``: a choice the user made in this window
+        (Model menu, wizard) becomes the saved model once it has loaded; the saved one
+        and --model are used as they are, so a bad path is never saved."""
         def load(progress, cancel):
             if path is None and quiet_if_missing and not engine_calls.default_model_exists():
                 return None
@@ -300,19 +329,21 @@ class MainWindow(QMainWindow):
 
         device = self.settings.device
         task = Task(load, "load model")
-        task.signals.result.connect(self._on_model_loaded)
+        task.signals.result.connect(lambda loaded: self._on_model_loaded(loaded, remember))
         task.signals.failed.connect(self._on_model_failed)
         self.model_task = self.runner.start(task)
         self.status(f"loading model {path or '(default)'}…")
         return task
 
-    def _on_model_loaded(self, loaded) -> None:
+    def _on_model_loaded(self, loaded, remember: bool = True) -> None:
         if loaded is None:
             self.status("no model loaded: Model > Load model…, or train one (Model > Train)")
             return
         bundle, path = loaded
         self.state.set_model(bundle, path)
-        self.settings.model_path = path
+        if remember:
+            default = engine_calls.is_default_model(path)
+            self.settings.model_path = "" if default else path
         self.status(f"model: {path} (trained on {getattr(bundle, 'trained_on', '?')})")
         self.model_loaded.emit(path)
         if self.settings.infer_on_open and self.state.current is not None:

@@ -19,6 +19,7 @@ MARKER_FAINT = ((90, 90, 90, 80), 1, Qt.SolidLine)      # (rgba, width, style)
 MARKER_NAMED = ((90, 90, 90, 170), 1, Qt.DashLine)
 MARKER_UNRELIABLE = (230, 120, 0, 200)
 LABEL_COLOUR = (60, 60, 60)
+LABEL_WIDTH_PX = 20     # a vertical label's width on screen, with a little air
 LABEL_HEADROOM = 0.22   # fraction of the data's y span kept free above it for labels
 
 
@@ -129,8 +130,10 @@ class ArmPlot:
         inside = [line for line, x in positions.items() if low <= x <= high]
         if not inside:
             return
+        width_px = float(self.plot.vb.width() or 0)
+        min_gap = LABEL_WIDTH_PX * (high - low) / width_px if width_px > 50 else 0.0
         labelled = labelled_lines(inside, min(line.wave_vac for line in inside),
-                                  max(line.wave_vac for line in inside))
+                                  max(line.wave_vac for line in inside), min_gap)
         y0, y1 = self.y_range
         span = (y1 - y0) or 1.0
         bottom, top = y0 - 10 * span, y1 + 10 * span
@@ -145,6 +148,7 @@ class ArmPlot:
         for line in sorted(labelled, key=lambda l: l.wave_vac):
             text = pg.TextItem(line.species, color=colour or LABEL_COLOUR, angle=90, anchor=(1, 0.5))
             text.setToolTip(f"{line.species} {line.wave_vac:.2f} Å (vacuum, rest)")
+            text.textItem.document().setDocumentMargin(1)   # narrow: labels stay apart
             text.setZValue(20)  # above the data, never under the spectrum
             text.setPos(positions[line], y1)
             self.plot.addItem(text, ignoreBounds=True)

@@ -8,11 +8,13 @@ in training cannot take the app down.
 """
 from __future__ import annotations
 
+import html
+
 import numpy as np
 import pyqtgraph as pg
 from PySide6.QtCore import Qt, Signal
 from PySide6.QtWidgets import (QButtonGroup, QCheckBox, QComboBox, QDoubleSpinBox, QFileDialog,
-                               QFormLayout, QHBoxLayout, QLabel, QLineEdit, QPushButton,
+                               QFormLayout, QHBoxLayout, QLabel, QLineEdit, QProgressBar, QPushButton,
                                QRadioButton, QSpinBox, QTextBrowser, QVBoxLayout,
                                QWizard, QWizardPage)
 
@@ -139,6 +141,10 @@ class SourcePage(QWizardPage):
         row.addWidget(self.cancel_button)
         row.addStretch(1)
         layout.addLayout(row)
+        self.progress_bar = QProgressBar()   # stars / files done of total
+        self.progress_bar.setRange(0, 0)
+        self.progress_bar.hide()
+        layout.addWidget(self.progress_bar)
         self.status = QLabel("")
         self.status.setWordWrap(True)
         layout.addWidget(self.status)
@@ -192,19 +198,29 @@ class SourcePage(QWizardPage):
         self.wiz.refset_path = ""
         self.runner = JobRunner(target, kwargs, self)
         out = self.output.text().strip()
-        self.runner.progress.connect(lambda event: self.status.setText(_event_text(event)))
+        self.runner.progress.connect(self._on_progress)
         self.runner.done.connect(lambda _result: self._accept_refset(out))
         self.runner.failed.connect(lambda message: self._job_ended(f"failed: {message}"))
         self.runner.cancelled.connect(lambda message: self._job_ended(f"cancelled: {message} "
                                                                        "(Prepare again to resume)"))
         self.runner.start()
+        self.progress_bar.setRange(0, 0)   # busy until the first count arrives
+        self.progress_bar.show()
         self.status.setText("started in a separate process…")
         self.prepare_button.setEnabled(False)
         self.cancel_button.setEnabled(True)
         self.completeChanged.emit()
         return self.runner
 
+    def _on_progress(self, event: dict) -> None:
+        done, total = _event_counts(event)
+        if total:
+            self.progress_bar.setRange(0, total)
+            self.progress_bar.setValue(min(done, total))
+        self.status.setText(_event_text(event))
+
     def _job_ended(self, text: str) -> None:
+        self.progress_bar.hide()
         self.status.setText(text)
         self.prepare_button.setEnabled(True)
         self.cancel_button.setEnabled(False)
@@ -225,8 +241,38 @@ class SourcePage(QWizardPage):
         return True
 
 
+def _event_counts(event: dict) -> tuple[int, int]:
+    """(done, total) of a progress event: stars for a synthetic set, files or spectra
+    for the others; (0, 0) when it carries no count."""
+    for done, total in (("stars_done", "stars_total"), ("done", "total")):
+        if isinstance(event.get(done), (int, float)) and isinstance(event.get(total), (int, float)):
+            return int(event[done]), int(event[total])
+    return 0, 0
+
+
 def _event_text(event: dict) -> str:
-    return " · ".join(f"{k} {v}" for k, v in event.items() if not isinstance(v, (dict, list)))[:300]
+    """A progress event as a sentence: "120 of 500 stars · 313 spectra kept, 2 rejected ·
+    1 min 04 s elapsed" (never raw keys and 16-digit floats)."""
+    parts = []
+    done, total = _event_counts(event)
+    if total:
+        unit = "stars" if "stars_total" in event else {"build": "files", "scan": "files"}.get(
+            event.get("stage"), "spectra")
+        stage = event.get("stage")
+        parts.append(f"{stage}: " if stage and unit != "stars" else "")
+        parts[-1] += f"{done:,} of {total:,} {unit}"
+    if "spectra_kept" in event or "kept" in event:
+        kept = int(event.get("spectra_kept", event.get("kept", 0)))
+        rejected = event.get("spectra_rejected")
+        parts.append(f"{kept:,} spectra kept" + (f", {int(rejected):,} rejected" if rejected is not None else ""))
+    if isinstance(event.get("elapsed_s"), (int, float)):
+        seconds = int(round(event["elapsed_s"]))
+        parts.append(f"{seconds // 60} min {seconds % 60:02d} s elapsed" if seconds >= 60
+                     else f"{seconds} s elapsed")
+    if not parts:  # an event of another shape: its plain values, numbers rounded
+        parts = [f"{k.replace('_', ' ')} {v:.3g}" if isinstance(v, float) else f"{k.replace('_', ' ')} {v}"
+                 for k, v in event.items() if not isinstance(v, (dict, list))]
+    return " · ".join(p for p in parts if p)[:300]
 
 
 # ================================================================ 2: summary
@@ -254,12 +300,12 @@ class SummaryPage(QWizardPage):
         labels = np.asarray(refset.labels, dtype=np.float64)
         names = list(refset.label_names)
         self.region_counts = {r.name: int(r.contains(labels, names).sum()) for r in default_regions()}
-        regions = "".join(f"<li>{r.name} ({r.description}): {self.region_counts[r.name]}</li>"
-                          for r in default_regions())
+        regions = "".join(f"<li>{html.escape(r.name)} ({html.escape(r.description)}): "
+                          f"{self.region_counts[r.name]}</li>" for r in default_regions())
         n_stars = len(set(refset.star_id))
         kind = "synthetic" if refset.synthetic else "real"
         self.text.setText(f"<b>{len(refset)}</b> spectra of <b>{n_stars}</b> stars ({kind}); "
-                          f"source: {refset.source}<br>per region:<ul>{regions}</ul>")
+                          f"source: {html.escape(str(refset.source))}<br>per region:<ul>{regions}</ul>")
         self.graphics.clear()
         infos = {info.name: info for info in label_infos()}
         for col, name in enumerate(HISTOGRAM_LABELS):
@@ -509,7 +555,8 @@ class EvaluationPage(QWizardPage):
         self.setSubTitle("Held-out test split (by star): base ensemble vs fused SPEMR, overall and per region.")
         self.report = QTextBrowser()
         self.make_active = QCheckBox("Make this model the active model when I press Finish")
-        self.make_active.setChecked(True)
+        # Off by default: a throw-away model must not silently become everyone's default.
+        self.make_active.setChecked(False)
         layout = QVBoxLayout(self)
         layout.addWidget(self.report, 1)
         layout.addWidget(self.make_active)

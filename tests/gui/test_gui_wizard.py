@@ -64,6 +64,8 @@ def test_wizard_tiny_training_with_cancel_and_resume(qtbot, window, tmp_path):
     wizard.next()
     evaluation = wizard.evaluation_page
     assert "Overall" in evaluation.report.toPlainText()
+    assert not evaluation.make_active.isChecked()   # never by default (issue 12, item 8)
+    evaluation.make_active.setChecked(True)
     with qtbot.waitSignal(window.model_loaded, timeout=60000):
         wizard.done(QWizard.Accepted)
     assert window.state.model_path == model_path

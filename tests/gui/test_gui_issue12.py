@@ -1,0 +1,195 @@
+"""Defects a new user met (issue 12), each driven through the real widgets. Every test
+here fails on the code before its fix. Shipped sample files only (no model needed)."""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PySide6.QtCore import Qt
+from PySide6.QtGui import QTextDocument
+
+from spemr_engine.config import assets_dir
+
+SAMPLES = sorted((assets_dir() / "samples").glob("*.fits*"))
+
+
+@pytest.fixture
+def sample():
+    return next(p for p in SAMPLES if "GIANT" in p.name)
+
+
+def _prepared(qtbot, window, open_file, path):
+    open_file(path)
+    qtbot.waitUntil(lambda: window.state.current_prepared() is not None, timeout=60000)
+    return window.spectrum_view
+
+
+# ----------------------------------------------------------------- item 15
+def test_files_are_listed_in_the_order_asked_for(qtbot, window, monkeypatch):
+    """Reads that end in reverse order still land in command-line order."""
+    from spemr_gui import engine_calls
+
+    paths = [str(p) for p in SAMPLES]
+    real_read = engine_calls.read_file
+
+    def slow_first(path):  # the first file asked for is read last
+        time.sleep(0.15 * (len(paths) - paths.index(str(path))))
+        return real_read(path)
+
+    monkeypatch.setattr(engine_calls, "read_file", slow_first)
+    window.runner.pool.setMaxThreadCount(len(paths))
+    window.open_files(paths)
+    qtbot.waitUntil(lambda: len(window.state.files) == len(paths), timeout=60000)
+    assert [f.name for f in window.state.files] == [Path(p).name for p in paths]
+    listed = [window.file_list.topLevelItem(i).text(0) for i in range(window.file_list.topLevelItemCount())]
+    assert listed == [Path(p).name for p in paths]
+
+
+# ------------------------------------------------------------------ item 7
+def test_failed_opens_stay_in_the_log(qtbot, window, open_file, tmp_path, sample):
+    bad = tmp_path / "med-00000-BROKEN_sp01-001.fits"
+    bad.write_bytes(b"not a FITS file at all")
+    with qtbot.waitSignal(window.open_failed, timeout=30000):
+        window.open_files([str(bad)])
+    open_file(sample)                      # a later success overwrites the status bar...
+    window.status("something else")
+    log = window.log_view
+    assert log.rowCount() == 1             # ...but the failure is still listed
+    assert log.item(0, 1).text() == bad.name
+    assert log.item(0, 2).text()
+    assert "Log (1)" in window.side_tabs.tabText(window.log_index)
+
+
+# ------------------------------------------------------------------ item 8
+def test_command_line_model_is_not_saved(qtbot, settings, tmp_path, sample):
+    from spemr_gui.app import build_parser, create_window
+
+    settings.infer_on_open = False
+    args = build_parser().parse_args([str(sample), "--model", str(tmp_path / "no-such-model")])
+    window = create_window(args, settings)
+    qtbot.addWidget(window)
+    try:
+        with qtbot.waitSignal(window.model_failed, timeout=60000):
+            window.show()
+        assert settings.model_path == ""   # the next launch still uses the default model
+    finally:
+        window.shutdown()
+
+
+def test_wizard_does_not_make_its_model_active_by_default(qtbot, window):
+    from spemr_gui.views.wizard import open_wizard
+
+    wizard = open_wizard(window)
+    qtbot.addWidget(wizard)
+    assert not wizard.evaluation_page.make_active.isChecked()
+    wizard.reject()
+
+
+# ------------------------------------------------------------------ item 2
+def test_wizard_summary_keeps_region_descriptions_with_angle_brackets(qtbot, window, monkeypatch):
+    from spemr_engine import refset as refset_module
+    from spemr_engine.config import LABELS, default_regions
+    from spemr_gui.views.wizard import open_wizard
+
+    class FakeRefset:
+        labels = np.column_stack([np.linspace(3800, 7000, 50) if name == "Teff" else
+                                  np.linspace(0.5, 4.5, 50) if name == "Logg" else
+                                  np.linspace(-2, 0.4, 50) for name in LABELS])
+        label_names = list(LABELS)
+        star_id = [str(i) for i in range(50)]
+        synthetic = True
+        source = "test <set>"
+
+        def __len__(self):
+            return 50
+
+    monkeypatch.setattr(refset_module.ReferenceSet, "open", staticmethod(lambda path: FakeRefset()))
+    wizard = open_wizard(window)
+    qtbot.addWidget(wizard)
+    wizard.refset_path = "fake"
+    page = wizard.summary_page
+    page.initializePage()
+    document = QTextDocument()
+    document.setHtml(page.text.text())
+    shown = document.toPlainText()
+    for region in default_regions():
+        assert f"{region.name} ({region.description}): {page.region_counts[region.name]}" in shown
+    assert "test <set>" in shown
+    wizard.reject()
+
+
+# ------------------------------------------------------------------ item 9
+def test_reference_set_progress_is_a_bar_and_a_sentence(qtbot, window):
+    from spemr_gui.views.wizard import open_wizard
+
+    wizard = open_wizard(window)
+    qtbot.addWidget(wizard)
+    page = wizard.source_page
+    page._on_progress({"stars_done": 120, "stars_total": 500, "spectra_kept": 313,
+                       "spectra_rejected": 2, "elapsed_s": 4.068258952000178})
+    assert (page.progress_bar.value(), page.progress_bar.maximum()) == (120, 500)
+    text = page.status.text()
+    assert "120 of 500 stars" in text and "313 spectra kept" in text and "4 s elapsed" in text
+    assert "_" not in text and "4.068" not in text
+    wizard.reject()
+
+
+# ----------------------------------------------------------------- item 11
+def test_line_labels_sit_above_the_data_and_apart(qtbot, window, open_file, sample):
+    view = _prepared(qtbot, window, open_file, sample)
+    window.resize(1500, 900)
+    qtbot.wait(50)
+    for arm_plot in view.arm_plots:
+        assert arm_plot.label_items, "the deepest lines are labelled"
+        _x, flux = arm_plot.curve_item.getData()
+        _xr, (bottom, top) = arm_plot.plot.vb.viewRange()
+        data_top = float(np.nanmax(np.where(arm_plot.curve.mask, np.nan, flux)))
+        scene_rects = []
+        for label in arm_plot.label_items:
+            assert label.zValue() > arm_plot.curve_item.zValue()   # never under the spectrum
+            rect = label.mapRectToView(label.boundingRect())
+            assert rect.bottom() >= data_top - 1e-9 or rect.top() >= data_top - 1e-9
+            scene_rects.append(label.sceneBoundingRect())
+        scene_rects.sort(key=lambda r: r.left())
+        for left, right in zip(scene_rects, scene_rects[1:]):
+            assert not left.intersects(right), "line labels overlap each other"
+
+
+# ----------------------------------------------------------------- item 12
+def test_rv_box_readout_and_axis_are_not_stale(qtbot, window, open_file, sample):
+    view = _prepared(qtbot, window, open_file, sample)
+    view.rv_edit.setText("12.5")
+    with qtbot.waitSignal(window.prepared, timeout=60000):
+        qtbot.keyClick(view.rv_edit, Qt.Key_Return)
+    assert view.rv_edit.text() == "12.5" and "given" in view.rv_label.text()
+    with qtbot.waitSignal(window.prepared, timeout=60000):
+        qtbot.mouseClick(view.measure_button, Qt.LeftButton)
+    assert view.rv_edit.text() == ""      # no override is in force any more
+    assert "ccf" in view.rv_label.text()
+
+    view.cursor_label.setText(view.readout(view.arm_plots[0], 5000.0))
+    assert "flux =" in view.cursor_label.text()
+    qtbot.keyClick(view, Qt.Key_BracketRight)   # next spectrum
+    assert "flux =" not in view.cursor_label.text()
+
+    view.set_normalised(True)
+    axis = view.arm_plots[0].plot.getAxis("bottom").labelText
+    assert "rest" in axis                   # as the readout says
+    view.set_normalised(False)
+    assert "observed" in view.arm_plots[0].plot.getAxis("bottom").labelText
+
+
+# ----------------------------------------------------------------- item 13
+def test_markers_at_an_unreliable_rv_say_so(qtbot, window, open_file, sample):
+    view = _prepared(qtbot, window, open_file, sample)
+    assert not any(p.markers_unreliable for p in view.arm_plots)
+    spectra = window.state.current_prepared()
+    spectra.quality.reason[0] = "RV cross-correlation peak 0.04 < 0.2 (RV unreliable)"
+    spectra.quality.ccf_peak[0] = 0.04
+    view.refresh()
+    assert all(p.markers_unreliable for p in view.arm_plots)
+    assert "RV unreliable" in view.status_label.text() and "0.04" in view.status_label.text()
+    pen = view.arm_plots[0].marker_named.opts["pen"]
+    assert pen.style() == Qt.DotLine
