@@ -361,8 +361,15 @@ class BatchView(QWidget):
         self.streamed_rows = 0
         self.last_progress = {}
         self._plot_rows()
-        task = Task(lambda progress, cancel: _run_catalog(
-            progress=progress, cancel=cancel, pause=self.pause_event, **options), "batch")
+        completed: list = []   # the summary, when the run ended although Cancel was pressed
+
+        def run(progress, cancel):
+            summary = _run_catalog(progress=progress, cancel=cancel, pause=self.pause_event, **options)
+            completed.append(summary)
+            return summary
+
+        task = Task(run, "batch")
+        task.completed = completed
         task.signals.progress.connect(self.on_progress)
         task.signals.result.connect(self._on_finished)
         task.signals.failed.connect(self._on_failed)
@@ -403,11 +410,25 @@ class BatchView(QWidget):
         self._plot_rows()
         self.rows_added.emit(len(rows))
 
+    def _release_pause(self) -> bool:
+        """A run that ended is not paused: the button reads Pause again. True when it
+        was pressed (a small run's files were all in flight, so nothing waited)."""
+        was_paused = self.pause_event.is_set()
+        self.pause_event.clear()
+        self.pause_button.blockSignals(True)
+        self.pause_button.setChecked(False)
+        self.pause_button.blockSignals(False)
+        self.pause_button.setText("Pause")
+        return was_paused
+
     def _on_finished(self, summary) -> None:
         self.task = None
+        was_paused = self._release_pause()
         self._set_running(False)
         self.progress.setValue(self.progress.maximum())
         lines = summary.lines() if hasattr(summary, "lines") else [str(summary)]
+        if was_paused:
+            lines.append("(Pause came after every remaining file was already being labelled)")
         self.progress_label.setText("\n".join(lines))
         self._show_caveat(getattr(summary, "model_trained_on", ""))
         self._load_output(summary)
@@ -432,12 +453,18 @@ class BatchView(QWidget):
 
     def _on_failed(self, message: str) -> None:
         self.task = None
+        self._release_pause()
         self._set_running(False)
         self._show_problem(message)
         self.run_failed.emit(message)
 
     def _on_cancelled(self) -> None:
-        self.task = None
+        task, self.task = self.task, None
+        completed = getattr(task, "completed", None)
+        if completed:   # every file was done (and the catalog written) before the cancel
+            self._on_finished(completed[0])
+            return
+        self._release_pause()
         self._set_running(False)
         self.progress_label.setText(f"cancelled after {self.last_progress.get('files_done', 0)} "
                                     "files; Start again to resume where it stopped")

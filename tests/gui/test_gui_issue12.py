@@ -193,3 +193,49 @@ def test_markers_at_an_unreliable_rv_say_so(qtbot, window, open_file, sample):
     assert "RV unreliable" in view.status_label.text() and "0.04" in view.status_label.text()
     pen = view.arm_plots[0].marker_named.opts["pen"]
     assert pen.style() == Qt.DotLine
+
+
+# ------------------------------------------------------------- items 3 and 4
+def _fake_batch(monkeypatch, view, tmp_path, sample, wait_for):
+    """A batch run whose files are all in flight already: it ends after wait_for()."""
+    from types import SimpleNamespace
+
+    from spemr_gui.views import batch
+
+    def fake_run_catalog(progress=None, cancel=None, pause=None, **options):
+        progress({"files_done": 0, "files_total": 1, "spectra_done": 0})   # running
+        deadline = time.monotonic() + 20
+        while not wait_for(cancel) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        progress({"files_done": 1, "files_total": 1, "spectra_done": 1})
+        return SimpleNamespace(lines=lambda: ["1 of 1 files labelled"], output=None,
+                               model_trained_on="synthetic")
+
+    monkeypatch.setattr(batch, "_run_catalog", fake_run_catalog)
+    view.add_inputs([str(sample)])
+    view.model_path.setText(str(tmp_path / "model"))
+    view.output.setText(str(tmp_path / "cat.csv"))
+
+
+def test_batch_pause_on_a_run_that_ends_anyway(qtbot, window, monkeypatch, tmp_path, sample):
+    view = window.batch_view
+    _fake_batch(monkeypatch, view, tmp_path, sample, lambda cancel: view.pause_event.is_set())
+    view.start()
+    qtbot.waitUntil(lambda: bool(view.last_progress), timeout=30000)
+    with qtbot.waitSignal(view.run_finished, timeout=30000):
+        qtbot.mouseClick(view.pause_button, Qt.LeftButton)
+    assert view.pause_button.text() == "Pause" and not view.pause_button.isChecked()
+    assert not view.pause_event.is_set()
+    assert "1 of 1 files labelled" in view.progress_label.text()
+
+
+def test_batch_cancel_after_everything_was_done_reports_the_finished_run(qtbot, window, monkeypatch,
+                                                                        tmp_path, sample):
+    view = window.batch_view
+    _fake_batch(monkeypatch, view, tmp_path, sample, lambda cancel: cancel())
+    view.start()
+    qtbot.waitUntil(lambda: bool(view.last_progress), timeout=30000)   # the run is under way
+    with qtbot.waitSignal(view.run_finished, timeout=30000):
+        view.cancel()
+    assert "cancelled" not in view.progress_label.text()
+    assert "1 of 1 files labelled" in view.progress_label.text()
