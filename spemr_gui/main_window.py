@@ -54,6 +54,7 @@ class MainWindow(QMainWindow):
         self.inference_task: Task | None = None
         self.prepare_tasks: dict[tuple, Task] = {}
         self._open_queue: list[list] = []   # reads in the order they were asked for
+        self._show_when_open: dict[str, str | None] = {}   # file -> pair label to select
         self.model_task: Task | None = None
         self.last_error = ""
         self._build_views()
@@ -266,6 +267,18 @@ class MainWindow(QMainWindow):
             self.status(f"opening {len(tasks)} file(s)…")
         return tasks
 
+    def show_spectrum(self, path, label: str | None = None) -> None:
+        """Show one spectrum of a file in the inspector (opening the file if needed):
+        label is the pair's label ("coadd" or the exposure's lmjm), as catalogs write it."""
+        self.tabs.setCurrentIndex(0)
+        key = _same_file_key(path)
+        for index, opened in enumerate(self.state.files):
+            if _same_file_key(opened.path) == key:
+                self.state.select(index, _pair_index(opened, label))
+                return
+        self._show_when_open[key] = label
+        self.open_files([str(path)])
+
     def _open_landed(self, slot: list, outcome: tuple) -> None:
         slot[1] = outcome
         while self._open_queue and self._open_queue[0][1] is not None:
@@ -278,6 +291,9 @@ class MainWindow(QMainWindow):
     def _on_file_read(self, opened) -> None:
         self.settings.add_recent(opened.path)
         index = self.state.add_file(opened)
+        key = _same_file_key(opened.path)
+        if key in self._show_when_open:   # opened from the batch table: that spectrum
+            self.state.select(index, _pair_index(opened, self._show_when_open.pop(key)))
         warnings = "; ".join(opened.mrs.warnings)
         self.status(f"opened {opened.name}" + (f" — {warnings}" if warnings else ""))
         self.file_opened.emit(index)
@@ -527,6 +543,18 @@ class MainWindow(QMainWindow):
         self.runner.cancel_all()
         self.runner.wait_all(10000)
         self.settings.sync()
+
+
+def _same_file_key(path) -> str:
+    try:
+        return str(Path(path).resolve())
+    except OSError:
+        return str(path)
+
+
+def _pair_index(opened, label) -> int:
+    labels = [pair.label for pair in opened.pairs]
+    return labels.index(str(label)) if label is not None and str(label) in labels else 0
 
 
 def pair_label(opened, pair_index: int) -> str:

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pyqtgraph as pg
 from PySide6.QtCore import QAbstractTableModel, QModelIndex, QSortFilterProxyModel, Qt, Signal
+from PySide6.QtGui import QFontMetrics
 from PySide6.QtWidgets import (QCheckBox, QComboBox, QFileDialog, QFormLayout, QGridLayout,
                                QGroupBox, QHBoxLayout, QLabel, QLineEdit, QListWidget,
                                QMessageBox, QProgressBar, QPushButton, QSpinBox, QSplitter,
@@ -95,25 +96,34 @@ class CatalogModel(QAbstractTableModel):
             return
         new_columns = [key for row in rows for key in row if key not in self.columns]
         new_columns = list(dict.fromkeys(new_columns))
-        if new_columns and not self.rows:
+        if new_columns:   # rare (first rows, an extra column): one reset, labels first
             self.beginResetModel()
-            self.columns += new_columns
+            self.columns = display_order(self.columns + new_columns)
             self.rows.extend(rows)
             self.endResetModel()
             return
-        if new_columns:
-            first = len(self.columns)
-            self.beginInsertColumns(QModelIndex(), first, first + len(new_columns) - 1)
-            self.columns += new_columns
-            self.endInsertColumns()
         self.beginInsertRows(QModelIndex(), len(self.rows), len(self.rows) + len(rows) - 1)
         self.rows.extend(rows)
         self.endInsertRows()
 
     def replace(self, columns: list[str], rows: list[dict]) -> None:
         self.beginResetModel()
-        self.columns, self.rows = list(columns), list(rows)
+        self.columns, self.rows = display_order(columns), list(rows)
         self.endResetModel()
+
+
+def display_order(columns) -> list[str]:
+    """Table columns as a reader wants them: the file, the labels with their sigmas, the
+    flags, then the metadata (the catalog file keeps the engine's order)."""
+    columns = list(dict.fromkeys(columns))
+    label_columns = []
+    for info in label_infos():
+        label_columns += [info.catalog, f"{info.catalog}_err"]
+    first = [c for c in ("filename", "extname_blue") if c in columns]
+    labels = [c for c in label_columns if c in columns]
+    flags = [c for c in (FLAG_COLUMN,) if c in columns]
+    taken = set(first + labels + flags)
+    return first + labels + flags + [c for c in columns if c not in taken]
 
 
 class SortProxy(QSortFilterProxyModel):
@@ -205,7 +215,9 @@ class BatchView(QWidget):
         self.workers.setToolTip("reading/preprocessing processes (0 = in the app's worker thread)")
         self.output = QLineEdit()
         self.output.setPlaceholderText("catalog .csv / .fits / .parquet")
-        self.overwrite = QCheckBox("start again (discard an interrupted run with this output)")
+        self.overwrite = QCheckBox("start again (discard an interrupted run)")
+        self.overwrite.setToolTip("Discard what an interrupted run with this output already "
+                                  "wrote, instead of resuming it")
         form = QFormLayout()
         form.addRow("exposures", self.exposures)
         form.addRow("RV catalog", path_row(self.rv_catalog, self._browse_rv))
@@ -234,9 +246,12 @@ class BatchView(QWidget):
             controls.addWidget(button)
         self.progress = QProgressBar()
         self.progress.setFormat("%v / %m files")
-        self.progress_label = QLabel("idle")
-        self.caveat = QLabel("")
-        self.caveat.setWordWrap(True)
+        # Fixed heights: text that grows or shrinks must not move the buttons above
+        # (clicks missed by ~30 px); wrapped, so nothing is clipped at the panel's width.
+        self.progress_label = WrappingLabel("idle")
+        self.progress_label.setFixedHeight(self._lines_height(PROGRESS_LINES))
+        self.caveat = WrappingLabel("")
+        self.caveat.setFixedHeight(self._lines_height(2, bold=True))
         self.caveat.setStyleSheet("color: #7a4b00; font-weight: bold;")
 
         left = QWidget()
@@ -254,6 +269,8 @@ class BatchView(QWidget):
         self.table = QTableView()
         self.table.setModel(self.proxy)
         self.table.setSortingEnabled(True)
+        self.table.doubleClicked.connect(self._open_row)
+        self.table.setToolTip("Double-click a row to open that spectrum in the inspector")
         self.table.setAlternatingRowColors(False)
         self.table.verticalHeader().setDefaultSectionSize(22)
         # Fixed widths: measuring ~70 columns of contents costs tens of ms on the GUI thread.
@@ -277,6 +294,32 @@ class BatchView(QWidget):
         layout = QGridLayout(self)
         layout.addWidget(splitter, 0, 0)
         self._set_running(False)
+
+    def _open_row(self, index) -> None:
+        """The inspector shows the row's spectrum (its file and exposure)."""
+        row = self.model.rows[self.proxy.mapToSource(index).row()]
+        source = row.get("source")
+        if source:
+            label = row.get("spectrum")
+            self.window.show_spectrum(source, None if label in (None, "", "file") else str(label))
+
+    def _size_text_columns(self) -> None:
+        """File names and flags are wider than numbers: fit them (from the longest text
+        seen, not by measuring every cell) so 'rv_unreliable' is not 'rv_unreliab'."""
+        metrics = self.table.fontMetrics()
+        for name in ("filename", FLAG_COLUMN, "region_mismatch"):
+            if name not in self.model.columns:
+                continue
+            column = self.model.columns.index(name)
+            longest = max((str(row.get(name) or "") for row in self.model.rows[-200:]), key=len, default="")
+            width = max(metrics.horizontalAdvance(longest), metrics.horizontalAdvance(name)) + 16
+            if width > self.table.columnWidth(column):
+                self.table.setColumnWidth(column, min(width, 420))
+
+    def _lines_height(self, lines: int, bold: bool = False) -> int:
+        font = self.font()
+        font.setBold(bold)
+        return QFontMetrics(font).lineSpacing() * lines + 6
 
     def _setup_kiel(self) -> None:
         plot = self.kiel_plot
@@ -406,6 +449,7 @@ class BatchView(QWidget):
 
     def _add_rows(self, rows: list[dict]) -> None:
         self.model.append(rows)
+        self._size_text_columns()
         self.streamed_rows += len(rows)
         self._plot_rows()
         self.rows_added.emit(len(rows))
@@ -448,6 +492,7 @@ class BatchView(QWidget):
     def _on_catalog_read(self, loaded, summary) -> None:
         columns, rows = loaded
         self.model.replace(columns, rows)
+        self._size_text_columns()
         self._plot_rows()
         self.run_finished.emit(summary)
 
@@ -585,3 +630,29 @@ def progress_text(info: dict) -> str:
     return " · ".join(parts)
 
 
+PROGRESS_LINES = 7   # a finished run's summary (output path, flags, time), wrapped
+
+
+class WrappingLabel(QLabel):
+    """A word-wrapped, top-aligned, selectable label that can also break long paths
+    and flag lists (after '/', ',' and '_'), so nothing is clipped; text() is the text
+    as set, the full text is also the tooltip."""
+
+    def __init__(self, text: str = "", parent=None):
+        super().__init__(parent)
+        self.setWordWrap(True)
+        self.setAlignment(Qt.AlignLeft | Qt.AlignTop)
+        self.setTextInteractionFlags(Qt.TextSelectableByMouse)
+        self._plain = ""
+        self.setText(text)
+
+    def setText(self, text: str) -> None:
+        self._plain = str(text)
+        shown = self._plain
+        for mark in ("/", "_", ","):
+            shown = shown.replace(mark, mark + "\u200b")
+        super().setText(shown)
+        self.setToolTip(self._plain if len(self._plain) > 60 else "")
+
+    def text(self) -> str:
+        return self._plain

@@ -239,3 +239,53 @@ def test_batch_cancel_after_everything_was_done_reports_the_finished_run(qtbot, 
         view.cancel()
     assert "cancelled" not in view.progress_label.text()
     assert "1 of 1 files labelled" in view.progress_label.text()
+
+
+# ------------------------------------------------------------- items 5 and 6
+SUMMARY = ["/some/rather/long/folder/name/for/the/output/catalog_of_the_night.csv: 12 rows from 12 files "
+           "(12 labelled now, 0 resumed)",
+           "flags: bad_pixels: 1, low_snr: 2, no_good_pixels: 1, poor_fit: 3, rv_unreliable: 2",
+           "time: 41.2 s, 0.3 spectra/s"]
+
+
+def test_batch_buttons_stay_put_and_texts_are_not_clipped(qtbot, window):
+    view = window.batch_view
+    window.tabs.setCurrentWidget(view)
+    window.resize(1500, 900)
+    qtbot.wait(50)
+    before = view.pause_button.mapTo(view, view.pause_button.rect().topLeft())
+    view.progress_label.setText("\n".join(SUMMARY))
+    view.caveat.setText("⚠ the model was trained on SYNTHETIC data: this catalog is not survey-grade")
+    qtbot.wait(50)
+    after = view.pause_button.mapTo(view, view.pause_button.rect().topLeft())
+    assert after == before                              # item 5: clicks land where aimed
+    label = view.progress_label
+    assert label.wordWrap() and label.heightForWidth(label.width()) <= label.height()
+    assert label.text() == "\n".join(SUMMARY)
+    box = view.overwrite                                 # item 6: the checkbox keeps its ")"
+    assert box.sizeHint().width() <= box.width()
+
+
+def test_batch_table_labels_first_flags_readable_double_click_opens(qtbot, window, sample):
+    from spemr_engine.config import label_infos
+
+    view = window.batch_view
+    window.tabs.setCurrentWidget(view)
+    teff = next(i.catalog for i in label_infos() if i.name == "Teff")
+    row = {"obsid": 1, "filename": sample.name, "ra": 1.0, "dec": 2.0, "snr_blue": 50.0,
+           teff: 4800.0, f"{teff}_err": 90.0, "flags": "rv_unreliable|no_good_pixels",
+           "source": str(sample), "spectrum": "coadd"}
+    view._add_rows([row])
+    columns = view.model.columns
+    assert columns[:3] == ["filename", teff, f"{teff}_err"]     # labels before metadata
+    flags = columns.index("flags")
+    assert view.table.columnWidth(flags) >= view.table.fontMetrics().horizontalAdvance(row["flags"])
+    index = view.proxy.index(0, 0)
+    qtbot.waitUntil(lambda: view.table.visualRect(index).isValid() and view.table.isVisible())
+    rect = view.table.visualRect(index)
+    with qtbot.waitSignal(window.file_opened, timeout=30000):
+        qtbot.mouseClick(view.table.viewport(), Qt.LeftButton, pos=rect.center())  # as a hand does:
+        qtbot.mouseDClick(view.table.viewport(), Qt.LeftButton, pos=rect.center())  # press, then double
+    assert window.tabs.currentIndex() == 0
+    assert window.state.current.name == sample.name
+    assert window.state.current_pair_obj.label == "coadd"
