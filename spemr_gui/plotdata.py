@@ -28,13 +28,19 @@ class ArmCurve:
 
 
 def raw_curve(arm) -> ArmCurve:
-    """A reader Arm as plotted: error = 1/sqrt(ivar) where ivar > 0."""
+    """A reader Arm as plotted: error = 1/sqrt(ivar) where ivar > 0. Flux exactly 0
+    (or non-finite) is no data (spemr_engine.lamost.pixel_masks): a gap in the curve,
+    inside the shaded mask, as the normalised view interpolates over it, never a fake
+    line down to 0."""
     ivar = np.asarray(arm.ivar, dtype=np.float64)
+    flux = np.asarray(arm.flux, dtype=np.float64)
+    no_data = ~np.isfinite(flux) | (flux == 0)
     error = np.full(ivar.shape, np.nan)
-    good = ivar > 0
+    good = (ivar > 0) & ~no_data
     error[good] = 1.0 / np.sqrt(ivar[good])
     return ArmCurve(ARM_NAMES.get(arm.side, arm.side), np.asarray(arm.wave, float),
-                    np.asarray(arm.flux, float), error, np.asarray(arm.mask, bool), "observed")
+                    np.where(no_data, np.nan, flux), error, np.asarray(arm.mask, bool) | no_data,
+                    "observed")
 
 
 def raw_curves(pair) -> list[ArmCurve]:

@@ -289,3 +289,27 @@ def test_batch_table_labels_first_flags_readable_double_click_opens(qtbot, windo
     assert window.tabs.currentIndex() == 0
     assert window.state.current.name == sample.name
     assert window.state.current_pair_obj.label == "coadd"
+
+
+# ------------------------------------------------------------------ item 1
+def test_zero_flux_is_no_data_in_every_view(qtbot, window, open_file, shared_mrs_files):
+    """med-58408 COADD_B has flux exactly 0 at 5210.1-5210.6 A (with ivar > 0): the raw
+    view shows a gap inside a shaded band, the normalised view an interpolated,
+    shaded stretch: no fake line down to 0 in either."""
+    path = next(p for p in shared_mrs_files if "58408" in p.name)
+    view = _prepared(qtbot, window, open_file, path)
+    blue = view.arm_plots[0]
+    arm = window.state.current_pair_obj.blue
+    zero = (arm.flux == 0) & (arm.wave > 5200) & (arm.wave < 5220)
+    assert zero.any()
+    x, y = blue.curve_item.getData()
+    assert np.isnan(y[zero]).all()                               # a gap, not a line to 0
+    x0, x1 = blue.mask_item.opts["x0"], blue.mask_item.opts["x1"]
+    assert all(((x0 <= w) & (w <= x1)).any() for w in arm.wave[zero])   # shaded
+    assert blue.y_range[0] > 0                                   # 0 does not set the scale
+    view.set_normalised(True)
+    spectra = window.state.current_prepared()
+    rest = arm.wave[zero] / (1 + float(spectra.rv[0]) / 299792.458)
+    x, y = blue.curve_item.getData()
+    near = np.abs(x[:, None] - rest[None, :]).argmin(axis=0)    # nearest grid pixels
+    assert blue.curve.mask[near].all() and (y[near] > 0.3).all()
