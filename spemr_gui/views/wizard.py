@@ -411,13 +411,21 @@ class TrainingPage(QWizardPage):
         self.graphics.setBackground("w")
         self.loss_plot = self.graphics.addPlot(row=0, col=0, title="loss per epoch")
         self.loss_plot.setLabel("bottom", "epoch (jobs in order: member, network, pre-training then regions)")
-        self.loss_plot.addLegend()
+        self.loss_plot.setLabel("left", "loss (Gaussian NLL, standardised labels)")
         self.mae_plot = self.graphics.addPlot(row=0, col=1, title="validation MAE per label (latest job)")
         self.mae_plot.setLabel("bottom", "epoch")
+        self.mae_plot.setLabel("left", "validation MAE (K for Teff, dex otherwise; log scale)")
         self.mae_plot.setLogMode(y=True)
-        self.mae_plot.addLegend(colCount=2)
+        # Legends below the plots, in their own layout cells: inside, the job markers'
+        # labels covered the loss legend and the MAE legend covered its curves.
+        self.loss_legend = pg.LegendItem(colCount=2)
+        self.mae_legend = pg.LegendItem(colCount=7)
+        self.graphics.addItem(self.loss_legend, row=1, col=0)
+        self.graphics.addItem(self.mae_legend, row=1, col=1)
         self.train_curve = self.loss_plot.plot([], [], pen=pg.mkPen((40, 90, 200), width=2), name="train")
         self.val_curve = self.loss_plot.plot([], [], pen=pg.mkPen((200, 60, 40), width=2), name="validation")
+        self.loss_legend.addItem(self.train_curve, "train")
+        self.loss_legend.addItem(self.val_curve, "validation")
         self.history: list[dict] = []          # one entry per finished epoch, all jobs
         self.mae_history: dict[str, list[float]] = {}
         self.mae_job = ""
@@ -502,6 +510,7 @@ class TrainingPage(QWizardPage):
 
     def _draw_mae(self) -> None:
         self.mae_plot.clear()
+        self.mae_legend.clear()
         self.mae_plot.setTitle(f"validation MAE per label — {self.mae_job}")
         infos = {info.name: info for info in label_infos()}
         for k, (label, values) in enumerate(self.mae_history.items()):
@@ -509,8 +518,9 @@ class TrainingPage(QWizardPage):
             good = np.isfinite(values) & (values > 0)
             colour = pg.intColor(k, hues=max(len(self.mae_history), 1))
             name = infos[label].display if label in infos else label
-            self.mae_plot.plot(np.arange(1, len(values) + 1)[good], values[good],
-                               pen=pg.mkPen(colour, width=2), name=name)
+            curve = self.mae_plot.plot(np.arange(1, len(values) + 1)[good], values[good],
+                                       pen=pg.mkPen(colour, width=2))
+            self.mae_legend.addItem(curve, name)
 
     def _on_done(self, result) -> None:
         self.done_path = str(result)

@@ -313,3 +313,28 @@ def test_zero_flux_is_no_data_in_every_view(qtbot, window, open_file, shared_mrs
     x, y = blue.curve_item.getData()
     near = np.abs(x[:, None] - rest[None, :]).argmin(axis=0)    # nearest grid pixels
     assert blue.curve.mask[near].all() and (y[near] > 0.3).all()
+
+
+# ----------------------------------------------------------------- item 10
+def test_training_plots_legends_outside_and_y_labels(qtbot, window):
+    from spemr_engine.config import LABELS
+    from spemr_gui.views.wizard import open_wizard
+
+    wizard = open_wizard(window)
+    qtbot.addWidget(wizard)
+    page = wizard.training_page
+    wizard.resize(1100, 750)
+    wizard.show()
+    for job, epochs in (("m0 SP", 4), ("m0 CA", 3)):
+        for epoch in range(1, epochs + 1):
+            page.on_progress({"stage": "pretrain", "member": 0, "network": job.split()[1], "epoch": epoch,
+                              "n_epochs": epochs, "train_loss": 2.0 / epoch, "val_loss": 2.2 / epoch,
+                              "val_mae": {name: 0.1 * (k + 1) / epoch for k, name in enumerate(LABELS)}})
+    qtbot.wait(50)
+    for plot in (page.loss_plot, page.mae_plot):
+        assert plot.getAxis("left").labelText                      # y axes say what they show
+    for legend, plot in ((page.loss_legend, page.loss_plot), (page.mae_legend, page.mae_plot)):
+        assert legend.items                                          # a legend with entries...
+        assert not legend.sceneBoundingRect().intersects(plot.vb.sceneBoundingRect())  # ...outside
+    assert len(page.mae_legend.items) == len(LABELS)
+    wizard.reject()
