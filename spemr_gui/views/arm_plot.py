@@ -146,7 +146,8 @@ class ArmPlot:
             item.setPen(_marker_pen(colour or rgba, width, Qt.DotLine if unreliable else style))
             item.setData(x, y)
         for line in sorted(labelled, key=lambda l: l.wave_vac):
-            text = pg.TextItem(line.species, color=colour or LABEL_COLOUR, angle=90, anchor=(1, 0.5))
+            text = pg.TextItem(line.species, color=colour or LABEL_COLOUR, angle=90, anchor=(1, 0.5),
+                               fill=pg.mkBrush(255, 255, 255, 220))   # the marker does not strike it through
             text.setToolTip(f"{line.species} {line.wave_vac:.2f} Å (vacuum, rest)")
             text.textItem.document().setDocumentMargin(1)   # narrow: labels stay apart
             text.setZValue(20)  # above the data, never under the spectrum
