@@ -210,3 +210,33 @@ def model_caveat(bundle) -> str | None:
     if not trained_on:
         return "This model does not say what it was trained on: treat its estimates with care."
     return None
+
+
+# ------------------------------------------------------------ sigma vs S/N
+SIGMA_SNR_LABEL = "Teff"
+
+
+def sigma_snr_note(opened, current_pair: int, label: str = SIGMA_SNR_LABEL) -> tuple[str, bool]:
+    """How the predicted 1-sigma of ``label`` goes with S/N over the spectra of one file
+    that have a result: ("coadd S/N 121/281: ±172 K; 84107311 S/N 41/93: ±139 K", True
+    when the current spectrum's sigma is smaller than that of a spectrum with higher S/N
+    in both arms). ("", False) with fewer than two results. The network's sigma is the
+    spread it learned for such spectra, not a photon-noise error: it need not shrink
+    with S/N, and when it does not, the user should see it (issue 12, item 14)."""
+    entries = []
+    for index, result in sorted(opened.results.items()):
+        if result is None or not result.usable or label not in result.prediction.labels:
+            continue
+        pair = opened.pairs[index]
+        sigma = float(result.prediction.sigma[0, result.prediction.labels.index(label)])
+        if np.isfinite(sigma):
+            entries.append((index, pair.label, float(pair.snr_blue), float(pair.snr_red), sigma))
+    if len(entries) < 2:
+        return "", False
+    unit = " K" if label == "Teff" else ""
+    entries.sort(key=lambda e: -(e[2] + e[3]))
+    text = "; ".join(f"{name} S/N {b:.0f}/{r:.0f}: ±{s:.3g}{unit}" for _i, name, b, r, s in entries)
+    current = next((e for e in entries if e[0] == current_pair), None)
+    inverted = current is not None and any(
+        e[2] > current[2] and e[3] > current[3] and e[4] > current[4] for e in entries)
+    return f"σ({label}) against S/N in this file: {text}", inverted

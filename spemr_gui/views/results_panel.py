@@ -58,6 +58,10 @@ class ResultsPanel(QWidget):
         self.mismatch_label.setWordWrap(True)
         self.mismatch_label.setStyleSheet(MISMATCH_STYLE)
         self.mismatch_label.hide()
+        self.snr_label = QLabel("")           # sigma against S/N over the file's spectra
+        self.snr_label.setWordWrap(True)
+        self.snr_label.hide()
+        self.sigma_inverted = False
         self.fit = None                       # results.FitSummary of the shown result
         self.table = QTableWidget(0, len(COLUMNS))
         self.table.setHorizontalHeaderLabels(COLUMNS)
@@ -87,6 +91,7 @@ class ResultsPanel(QWidget):
         layout.addWidget(self.message)
         layout.addWidget(self.fit_label)
         layout.addWidget(self.mismatch_label)
+        layout.addWidget(self.snr_label)
         layout.addWidget(self.table, 1)
         layout.addLayout(export_row)
         state.selection_changed.connect(self.refresh)
@@ -103,6 +108,19 @@ class ResultsPanel(QWidget):
             self.message.setStyleSheet("")
             self.message.setText(text)
 
+    def _show_sigma_snr(self, result) -> None:
+        opened = self.state.current
+        text, inverted = ("", False) if opened is None or result is None or not result.usable \
+            else R.sigma_snr_note(opened, self.state.current_pair)
+        self.sigma_inverted = inverted
+        if inverted:
+            text = ("⚠ σ here is smaller than for a spectrum of this star with higher S/N: "
+                    "the network's σ is the spread it learned for such spectra, not a "
+                    "photon-noise error bar, so do not read this one as more precise. " + text)
+        self.snr_label.setStyleSheet(MISMATCH_STYLE if inverted else "color: #444;")
+        self.snr_label.setText(text)
+        self.snr_label.setVisible(bool(text))
+
     def show_error(self, text: str) -> None:
         self.message.setStyleSheet(UNUSABLE_STYLE)
         self.message.setText(text)
@@ -116,6 +134,7 @@ class ResultsPanel(QWidget):
         result = self.state.current_result()
         self.rows = []
         self._show_fit(result)
+        self._show_sigma_snr(result)
         if result is None:
             self._fill([])
             if not self.busy.isVisible():

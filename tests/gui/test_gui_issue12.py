@@ -338,3 +338,29 @@ def test_training_plots_legends_outside_and_y_labels(qtbot, window):
         assert not legend.sceneBoundingRect().intersects(plot.vb.sceneBoundingRect())  # ...outside
     assert len(page.mae_legend.items) == len(LABELS)
     wizard.reject()
+
+
+# ----------------------------------------------------------------- item 14
+def test_sigma_against_snr_is_shown_and_an_inversion_flagged(qtbot, window, open_file, random_bundle,
+                                                            shared_mrs_files):
+    path = next(p for p in shared_mrs_files if "58408" in p.name)
+    with qtbot.waitSignal(window.model_loaded, timeout=60000):
+        window.load_model(str(random_bundle))
+    opened = open_file(path)
+    for pair in (0, 1):                                  # the coadd, then one exposure
+        window.state.select(0, pair)
+        with qtbot.waitSignal(window.inference_finished, timeout=120000):
+            window.run_inference()
+    panel = window.results_panel
+    assert panel.snr_label.isVisible() or not panel.isVisible()
+    assert "S/N" in panel.snr_label.text() and "coadd" in panel.snr_label.text()
+    coadd, exposure = opened.results[0], opened.results[1]
+    assert opened.pairs[0].snr_blue > opened.pairs[1].snr_blue and opened.pairs[0].snr_red > opened.pairs[1].snr_red
+    teff = coadd.prediction.labels.index("Teff")
+    coadd.prediction.sigma[0, teff], exposure.prediction.sigma[0, teff] = 172.0, 139.0   # as seen
+    panel.refresh()
+    assert panel.sigma_inverted and "not a photon-noise error bar" in panel.snr_label.text()
+    assert "±172 K" in panel.snr_label.text() and "±139 K" in panel.snr_label.text()
+    exposure.prediction.sigma[0, teff] = 200.0
+    panel.refresh()
+    assert not panel.sigma_inverted
