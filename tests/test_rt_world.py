@@ -205,3 +205,18 @@ def test_the_h_alpha_core_is_deeper_than_lte_and_its_strength_varies_by_star():
     assert lte[core].min() > full[core].min() + 0.05 > strong[core].min() + 0.05
     far = np.abs(grid_wave - 6564.61) > 5
     assert np.max(np.abs(lte[far] - full[far])) < 0.02
+
+
+def test_reference_tool_grids_load_beside_chunks(tmp_path):
+    from spemr_engine.synth.radiative.grid import load_any
+    wave, norm = _ts_like(5100.0)
+    stars = make_stars(2, 1)
+    np.savez(tmp_path / "grid.npz", wave_air=wave, norm=np.stack([norm, norm]), labels=stars.labels,
+             vmic=np.ones(2), vmac=np.ones(2), vsini=np.zeros(2), R=np.full(2, 7500.0), names=np.array(["a", "b"]))
+    save_chunk(tmp_path / "chunk.npz", _random_spectra(3))
+    both = load_any([tmp_path / "chunk.npz", tmp_path / "grid.npz"])
+    assert len(both) == 5 and list(both.names[3:]) == ["a", "b"]
+    assert np.allclose(both.flux[3], from_turbospectrum(wave, norm), atol=1e-6)
+    np.savez(tmp_path / "other.npz", wave_air=wave)
+    with pytest.raises(ValueError, match="not a Turbospectrum grid"):
+        load_any([tmp_path / "other.npz"])

@@ -13,7 +13,8 @@ def register(subparsers) -> None:
         description="Fit a small network from labels + vmic to normalised rest-frame flux on the RT grid "
                     "(spemr_engine/presets/rt_grid.json) from grid chunks written by `spemr synth-grid`; "
                     "a seeded part of the grid is held out and the accuracy on it is printed and stored.")
-    parser.add_argument("grid", nargs="+", help="RT grid chunk files (.npz) or folders of them")
+    parser.add_argument("grid", nargs="+", help="RT grid chunk files (.npz), folders of them, or grids in the "
+                                                 "reference tools' format (e.g. ../shared/data/turbospectrum_grid/grid.npz)")
     parser.add_argument("-o", "--output", required=True, help="emulator folder to write")
     parser.add_argument("--hidden", default="256,256", help="hidden layer widths (default 256,256)")
     parser.add_argument("--epochs", type=int, default=3000)
@@ -43,7 +44,7 @@ def _chunk_paths(items: list[str]) -> list[Path]:
 
 def run(args) -> int:
     from ..synth.radiative import emulator as emu
-    from ..synth.radiative.grid import load_chunks
+    from ..synth.radiative.grid import load_any
     try:
         hidden = tuple(int(h) for h in args.hidden.split(","))
     except ValueError:
@@ -51,7 +52,7 @@ def run(args) -> int:
     if not hidden or any(h < 1 or h > 4096 for h in hidden) or args.epochs < 1 or not 0 < args.holdout < 0.9:
         raise SpemrError("--hidden widths must be 1-4096, --epochs >= 1, --holdout in (0, 0.9)")
     try:
-        spectra = load_chunks(_chunk_paths(args.grid))
+        spectra = load_any(_chunk_paths(args.grid))
     except (OSError, ValueError, KeyError) as error:
         raise SpemrError(f"RT grid: {error}") from None
     print(f"{len(spectra)} grid spectra, {spectra.flux.shape[1]} pixels", file=sys.stderr)

@@ -165,5 +165,29 @@ def load_chunks(paths, grid: RtGrid | None = None) -> RtSpectra:
                        ("flux", "labels", "vmic", "vmac", "vsini", "resolution", "names")))
 
 
+def load_turbospectrum_grid(path: str | Path, grid: RtGrid | None = None) -> RtSpectra:
+    """A grid in the reference tools' format (`grid.npz`: wave_air, norm (N, P), labels,
+    vmic, vmac, vsini, R, names; e.g. ../shared/data/turbospectrum_grid) on the RT grid."""
+    with np.load(path, allow_pickle=False) as d:
+        missing = {"wave_air", "norm", "labels", "vmic", "vmac", "vsini", "R", "names"} - set(d.files)
+        if missing:
+            raise ValueError(f"{path}: not a Turbospectrum grid (missing {', '.join(sorted(missing))})")
+        flux = np.stack([from_turbospectrum(d["wave_air"], row, grid) for row in d["norm"]]).astype(np.float32)
+        return RtSpectra(flux, d["labels"], d["vmic"], d["vmac"], d["vsini"], d["R"], d["names"])
+
+
+def load_any(paths, grid: RtGrid | None = None) -> RtSpectra:
+    """RT grid chunks and reference-tool grids (told apart by their keys), in order."""
+    parts = []
+    for path in paths:
+        with np.load(path, allow_pickle=False) as d:
+            is_chunk = "flux_u16" in d.files
+        parts.append(load_chunks([path], grid) if is_chunk else load_turbospectrum_grid(path, grid))
+    if not parts:
+        raise ValueError("no RT grid files given")
+    return RtSpectra(*(np.concatenate([getattr(p, f) for p in parts]) for f in
+                       ("flux", "labels", "vmic", "vmac", "vsini", "resolution", "names")))
+
+
 def load_directory(directory: str | Path) -> RtSpectra:
     return load_chunks(sorted(Path(directory).glob("*.npz")))
