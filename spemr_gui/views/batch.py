@@ -1,8 +1,9 @@
 """Batch labelling over the engine's catalog API (spemr_engine.catalog.run_catalog):
 inputs (folders, recursive, or files), options, start / pause / cancel, progress with
 files and spectra done, spectra/s and ETA; rows stream into a sortable table (flags
-included) and a Kiel diagram coloured by [Fe/H]; export. A run always passes
-resume=True, so starting again after a cancel or a crash continues where it stopped.
+included) and a Kiel diagram coloured by [Fe/H]; export, and the paper's diagnostics
+(`spemr report`) for the catalog, written in a worker. A run always passes resume=True,
+so starting again after a cancel or a crash continues where it stopped.
 """
 from __future__ import annotations
 
@@ -169,6 +170,7 @@ class BatchView(QWidget):
     run_failed = Signal(str)
     run_cancelled = Signal()
     rows_added = Signal(int)          # how many rows arrived
+    report_written = Signal(object)   # list of the files written ([] when it failed)
 
     def __init__(self, window):
         super().__init__()
@@ -178,6 +180,8 @@ class BatchView(QWidget):
         self.last_progress: dict = {}
         self.streamed_rows = 0
         self.isochrone_items: list = []
+        self.isochrone_path: str | None = None    # what the Kiel diagram overlays, for the report
+        self.report_task: Task | None = None
         self._build()
         window.close_checks = getattr(window, "close_checks", []) + [self.confirm_close]
         window.shutdown_hooks = getattr(window, "shutdown_hooks", []) + [self.stop_for_shutdown]
@@ -240,10 +244,20 @@ class BatchView(QWidget):
         self.export_button.clicked.connect(self._export_dialog)
         self.isochrone_button = QPushButton("Isochrones…")
         self.isochrone_button.clicked.connect(self._isochrone_dialog)
-        controls = QHBoxLayout()
-        for button in (self.start_button, self.pause_button, self.cancel_button,
-                       self.export_button, self.isochrone_button):
-            controls.addWidget(button)
+        self.report_button = QPushButton("Report…")
+        self.report_button.setToolTip("The paper's diagnostics for the catalog (Kiel diagrams by S/N, "
+                                      "sigma against S/N beside repeat observations, fit quality and "
+                                      "flags) as an HTML or PDF file")
+        self.report_button.clicked.connect(self._report_dialog)
+        self.output.textChanged.connect(self._update_report_button)
+        # two rows: six buttons in one row of the 460 px panel clip their text
+        controls = QVBoxLayout()
+        for buttons in ((self.start_button, self.pause_button, self.cancel_button),
+                        (self.export_button, self.isochrone_button, self.report_button)):
+            row = QHBoxLayout()
+            for button in buttons:
+                row.addWidget(button)
+            controls.addLayout(row)
         self.progress = QProgressBar()
         self.progress.setFormat("%v / %m files")
         # Fixed heights: text that grows or shrinks must not move the buttons above
@@ -531,6 +545,7 @@ class BatchView(QWidget):
         self.start_button.setEnabled(not running)
         self.pause_button.setEnabled(running)
         self.cancel_button.setEnabled(running)
+        self._update_report_button()
 
     # ------------------------------------------------------------------ Kiel
     def _plot_rows(self) -> None:
@@ -576,6 +591,61 @@ class BatchView(QWidget):
             self.set_isochrones(read_isochrones(name))
         except SpemrError as error:
             self._show_problem(str(error))
+            return
+        self.isochrone_path = name
+
+    # ----------------------------------------------------------------- report
+    def catalog_path(self) -> Path | None:
+        """The catalog the report is made from: the output, once it exists as a file."""
+        text = self.output.text().strip()
+        return Path(text) if text and Path(text).is_file() else None
+
+    def _update_report_button(self, *_args) -> None:
+        ready = self.catalog_path() is not None and not self.is_running() and self.report_task is None
+        self.report_button.setEnabled(ready)
+
+    def _report_dialog(self) -> None:
+        catalog = self.catalog_path()
+        if catalog is None:
+            return
+        suggested = catalog.with_name(f"{catalog.stem}_report.html")
+        name, _ = QFileDialog.getSaveFileName(self, "Catalog report", str(suggested), "HTML (*.html);;PDF (*.pdf)")
+        if name:
+            self.make_report(name)
+
+    def make_report(self, target: str | Path) -> Task | None:
+        """Write the report of the current catalog to target (.html or .pdf) in a worker."""
+        catalog = self.catalog_path()
+        if catalog is None or self.report_task is not None:
+            return None
+        isochrones = self.isochrone_path
+
+        def run(progress, cancel):
+            from spemr_engine.report import default_isochrones, write_report
+            chosen = isochrones or (default_isochrones() if default_isochrones().is_file() else None)
+            return write_report(catalog, target, None, chosen)
+
+        task = Task(run, "report")
+        task.signals.result.connect(self._on_report_written)
+        task.signals.failed.connect(self._on_report_failed)
+        self.report_task = self.window.runner.start(task)
+        self._update_report_button()
+        self.progress_label.setText(f"writing the report of {catalog.name}…")
+        return task
+
+    def _on_report_written(self, paths) -> None:
+        self.report_task = None
+        self._update_report_button()
+        where = ", ".join(str(p) for p in paths)
+        self.progress_label.setText(f"report written to {where}")
+        self.window.status(f"report written to {where}")
+        self.report_written.emit([str(p) for p in paths])
+
+    def _on_report_failed(self, message: str) -> None:
+        self.report_task = None
+        self._update_report_button()
+        self._show_problem(f"report: {message}")
+        self.report_written.emit([])
 
     # ----------------------------------------------------------------- export
     def export(self, path: str | Path) -> Path:
