@@ -18,7 +18,7 @@ from PySide6.QtGui import QFontMetrics
 from PySide6.QtWidgets import (QCheckBox, QComboBox, QFileDialog, QFormLayout, QGridLayout,
                                QGroupBox, QHBoxLayout, QLabel, QLineEdit, QListWidget,
                                QMessageBox, QProgressBar, QPushButton, QSpinBox, QSplitter,
-                               QTableView, QVBoxLayout, QWidget)
+                               QTableView, QTabWidget, QVBoxLayout, QWidget)
 
 from spemr_engine.config import label_infos
 
@@ -38,6 +38,7 @@ POOR_FIT = pg.mkBrush(*POOR_FIT_BRUSH)
 MISMATCH_BRUSH = (250, 200, 120)
 MISMATCH = pg.mkBrush(*MISMATCH_BRUSH)
 POOR_FIT_COLUMNS = ("fit_chi2", "member_spread", "sigma_inflation")
+SIGMA_LABEL, SIGMA_LABEL_DISPLAY, SIGMA_LABEL_UNIT = "Teff", "Teff", "K"   # the sigma-vs-S/N plot's label
 
 
 def _catalog_name(label: str) -> str:
@@ -293,9 +294,16 @@ class BatchView(QWidget):
         self.graphics.setBackground("w")
         self.kiel_plot = self.graphics.addPlot(row=0, col=0)
         self._setup_kiel()
+        self.sigma_graphics = pg.GraphicsLayoutWidget()
+        self.sigma_graphics.setBackground("w")
+        self.sigma_plot = self.sigma_graphics.addPlot(row=0, col=0)
+        self._setup_sigma()
+        self.plots = QTabWidget()
+        self.plots.addTab(self.graphics, "Kiel diagram")
+        self.plots.addTab(self.sigma_graphics, "σ against S/N")
         right = QSplitter(Qt.Vertical)
         right.addWidget(self.table)
-        right.addWidget(self.graphics)
+        right.addWidget(self.plots)
         right.setStretchFactor(0, 3)
         right.setStretchFactor(1, 2)
         left.setMaximumWidth(460)
@@ -507,7 +515,7 @@ class BatchView(QWidget):
         columns, rows = loaded
         self.model.replace(columns, rows)
         self._size_text_columns()
-        self._plot_rows()
+        self._plot_rows(finished=True)
         self.run_finished.emit(summary)
 
     def _on_failed(self, message: str) -> None:
@@ -548,7 +556,10 @@ class BatchView(QWidget):
         self._update_report_button()
 
     # ------------------------------------------------------------------ Kiel
-    def _plot_rows(self) -> None:
+    def _plot_rows(self, finished: bool = False) -> None:
+        """Kiel diagram and sigma against S/N; the repeat-observation scatter (a pass over
+        every row) only for a finished catalog, not at every streamed batch."""
+        self._plot_sigma(with_repeats=finished)
         rows = self.model.rows
         teff = column_values(rows, _catalog_name("Teff"))
         logg = column_values(rows, _catalog_name("Logg"))
@@ -561,6 +572,49 @@ class BatchView(QWidget):
         scaled = np.clip((np.nan_to_num(feh[good], nan=low) - low) / (high - low), 0, 1)
         colours = self.colormap.map(scaled, mode="qcolor")
         self.scatter.setData(teff[good], logg[good], brush=colours)
+
+    # ------------------------------------------------------------ sigma vs S/N
+    def _setup_sigma(self) -> None:
+        """The paper's uncertainty figure for Teff: each spectrum's predicted sigma against
+        S/N, and (for a finished catalog) the scatter of repeat observations of a star."""
+        plot = self.sigma_plot
+        plot.setTitle(f"σ({SIGMA_LABEL_DISPLAY}) against S/N")
+        plot.setLabel("bottom", "S/N (blue arm)")
+        plot.setLabel("left", f"1σ {SIGMA_LABEL_DISPLAY} ({SIGMA_LABEL_UNIT})")
+        plot.setLogMode(x=True, y=False)
+        plot.showGrid(x=True, y=True, alpha=0.2)
+        plot.addLegend(offset=(-5, 5), labelTextSize="8pt", labelTextColor="k", brush=pg.mkBrush(255, 255, 255, 220))
+        self.sigma_points = pg.PlotDataItem([], [], pen=None, symbol="o", symbolSize=4,
+                                            symbolBrush=(120, 120, 120, 140), symbolPen=None,
+                                            name="predicted σ")
+        self.sigma_median = pg.PlotDataItem([], [], pen=pg.mkPen((31, 119, 180), width=2), symbol="o",
+                                            symbolSize=6, symbolBrush=(31, 119, 180), name="median per S/N bin")
+        self.repeat_curve = pg.PlotDataItem([], [], pen=pg.mkPen((214, 39, 40), width=2, style=Qt.DashLine),
+                                            symbol="s", symbolSize=7, symbolBrush=(214, 39, 40),
+                                            name="repeat-observation scatter")
+        for item in (self.sigma_points, self.sigma_median, self.repeat_curve):
+            plot.addItem(item)
+
+    def _plot_sigma(self, with_repeats: bool) -> None:
+        from spemr_engine.report import Catalog, binned_median, repeat_groups, repeat_scatter
+
+        rows = self.model.rows
+        snr = column_values(rows, "snr_blue")
+        sigma = column_values(rows, f"{_catalog_name(SIGMA_LABEL)}_err")
+        ok = np.isfinite(snr) & np.isfinite(sigma) & (snr > 0)
+        self.sigma_points.setData(snr[ok], sigma[ok])
+        x, y = binned_median(snr[ok], sigma[ok])
+        drawn = np.isfinite(y)
+        self.sigma_median.setData(x[drawn], y[drawn])
+        if not with_repeats:
+            self.repeat_curve.setData([], [])
+            return
+        names = ("designation", "obsid", "filename", "spectrum", "extname_blue")
+        table = Catalog(Path(self.output.text()), {n: [row.get(n) for row in rows] for n in names})
+        value = column_values(rows, _catalog_name(SIGMA_LABEL))
+        repeats = repeat_scatter(repeat_groups(table), snr, value)
+        shown = np.isfinite(repeats.scatter)
+        self.repeat_curve.setData(repeats.centre[shown], repeats.scatter[shown])
 
     def set_isochrones(self, isochrones) -> None:
         plot = self.kiel_plot

@@ -55,3 +55,20 @@ def test_report_of_a_bad_catalog_is_one_line(qtbot, window, tmp_path):
     message = view.progress_label.text()
     assert message.startswith("report: bad.csv: not a spemr catalog") and "\n" not in message
     assert not (tmp_path / "r.html").exists()
+
+
+def test_sigma_against_snr_plot_in_the_tab(window, catalog):
+    """The tab's own uncertainty plot: every spectrum's sigma, and for a finished catalog
+    the scatter of each star's repeat exposures."""
+    from spemr_gui.catalog_table import read_catalog
+
+    view = window.batch_view
+    columns, rows = read_catalog(catalog)
+    view.model.replace(columns, rows)
+    view._plot_rows()
+    x, _ = view.sigma_points.getData()
+    assert len(x) == sum(1 for row in rows if row.get("Teff[K]_err") is not None and row.get("snr_blue"))
+    assert len(view.repeat_curve.getData()[0] or []) == 0      # streaming: points only
+    view._plot_rows(finished=True)
+    rx, ry = view.repeat_curve.getData()
+    assert len(rx) >= 1 and all(value > 0 for value in ry)
