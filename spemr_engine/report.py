@@ -373,9 +373,11 @@ def header_lines(catalog: Catalog) -> list[str]:
                                                                              else [])
     lines = [f"catalog: {display_name(catalog.path)} ({catalog.n_rows} spectra, "
              f"{len({k for k in star_keys(catalog) if k})} stars)"]
-    lines.append(f"model: {meta.get('SPEMRMOD', 'not recorded in this catalog format')}")
+    lines.append(f"model: {meta.get('SPEMRMOD', 'not recorded (a CSV catalog has no header; FITS and Parquet do)')}")
     lines.append(f"trained on: {', '.join(trained) if trained else 'not recorded'}")
-    if "synthetic" in trained or str(meta.get("SYNTHET", "")).lower() in ("true", "t"):
+    if "random" in trained:
+        lines.append("caveat: the model has random weights: its labels mean nothing")
+    elif "synthetic" in trained or str(meta.get("SYNTHET", "")).lower() in ("true", "t"):
         lines.append("caveat: the model was trained on synthetic spectra: its labels are plausible, "
                      "not calibrated on real stars")
     elif meta.get("CAVEAT"):
