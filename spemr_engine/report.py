@@ -246,6 +246,7 @@ def kiel_figure(catalog: Catalog, isochrones=()):
     ok = np.isfinite(teff) & np.isfinite(logg)
     edges = KIEL_SNR_EDGES
     panels = [(_snr_bin_name(lo, hi), ok & (snr >= lo) & (snr < hi)) for lo, hi in zip(edges[:-1], edges[1:])]
+    panels.append(("S/N unknown", ok & ~np.isfinite(snr)))
     panels = [(name, chosen) for name, chosen in panels if chosen.any()] or [("all spectra", ok)]
     fig = Figure(figsize=(4.2 * len(panels) + 1.0, 4.4), layout="constrained")
     axes = fig.subplots(1, len(panels), sharex=True, sharey=True, squeeze=False)[0]
@@ -261,7 +262,8 @@ def kiel_figure(catalog: Catalog, isochrones=()):
                     yerr=np.nan_to_num(logg_err[chosen]), fmt="none", ecolor="0.75", elinewidth=0.6, zorder=2)
         mappable = ax.scatter(teff[chosen], logg[chosen], c=feh[chosen], cmap="viridis", vmin=vmin, vmax=vmax,
                               s=14, edgecolors="k", linewidths=0.3, zorder=3)
-        ax.set_title(f"{title} ({int(chosen.sum())} spectra)", fontsize=10)
+        n = int(chosen.sum())
+        ax.set_title(f"{title} ({n} {'spectrum' if n == 1 else 'spectra'})", fontsize=10)
         ax.set_xlabel(_label("Teff"))
         ax.grid(alpha=0.3)
     axes[0].set_ylabel(_label("Logg"))

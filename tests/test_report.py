@@ -133,3 +133,13 @@ def test_mist_isochrones_overlay(catalog, tmp_path, shared_isochrones):
 def report_isochrones(path):
     from spemr_engine.isochrones import read_isochrones
     return read_isochrones(path)
+
+
+def test_kiel_panels_follow_snr_bins(tmp_path):
+    """One panel per S/N bin that has spectra, and one for spectra whose S/N is unknown."""
+    table = report.Catalog(tmp_path / "x.csv", {
+        "snr_blue": [10.0, 12.0, 50.0, None], "Teff[K]": [5000.0, 5100.0, 4800.0, 6000.0],
+        "Teff[K]_err": [100.0] * 4, "Logg": [4.5, 4.4, 2.5, 4.0], "Logg_err": [0.1] * 4,
+        "FeH": [0.0, -0.2, -0.5, 0.1], "FeH_err": [0.05] * 4})
+    titles = [ax.get_title() for ax in report.kiel_figure(table).axes if ax.get_title()]
+    assert titles == ["0 ≤ S/N < 20 (2 spectra)", "40 ≤ S/N < 80 (1 spectrum)", "S/N unknown (1 spectrum)"]
