@@ -19,7 +19,7 @@ import os
 import shutil
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Mapping, Sequence, TypeAlias
+from typing import Mapping, NoReturn, Sequence, TypeAlias
 
 import numpy as np
 import torch
@@ -254,7 +254,7 @@ def _validate_manifest(path: Path, manifest: dict) -> None:
     """Every value the loader uses, checked for type and range before use, so a tampered
     or broken manifest is one line naming the key (never a crash deeper in, or a
     message blaming the input files)."""
-    def fail(key: str, value, wanted: str):
+    def fail(key: str, value, wanted: str) -> NoReturn:
         raise ModelBundleError(path, f"{MANIFEST}: {key} = {json.dumps(value, default=str)[:60]} "
                                      f"is not {wanted}")
 

@@ -38,7 +38,7 @@ class SpemrError(Exception):
 class InputFileError(SpemrError):
     """A file that cannot be used as input: its message starts with the file name."""
 
-    def __init__(self, path: str | Path, problem: str):
+    def __init__(self, path: str | os.PathLike, problem: str):
         self.path = str(path)
         self.problem = one_line(problem)
         super().__init__(f"{display_name(self.path)}: {self.problem}")
