@@ -28,6 +28,8 @@ SMOKE = {
     "realism.py": (["--spectra", "20", "--rv", "given"], [LABEL_CONFIG], "correlation of means"),
     "emulator.py": ([], [REPO / "assets" / "emulator", REPO / "data" / "rt_grid"], "ratio:"),
     "domain_shift.py": (["--n", "2", "--out", "{tmp}"], [REPO / "data" / "rt_testset"], "ratio:"),
+    "startup.py": (["--runs", "1", "--inferences", "1", str(SAMPLES / "med-58800-SYNTHGIANT_sp01-001.fits.gz")],
+                   [SAMPLES], "inference"),
 }
 NOT_RUN = {
     "original_way.py": "a module the other benchmarks import, not a script",

@@ -11,12 +11,12 @@ from astropy.io import fits
 from spemr_engine import cli
 from spemr_engine.config import LABELS, default_grid, published_to_label
 from spemr_engine.lamost import read_mrs
-from spemr_engine.preprocess import preprocess_pairs
+from spemr_engine.preprocess import normalise_grid, preprocess_pairs
 from spemr_engine.refset import ReferenceSet
 from spemr_engine.safe_pickle import safe_load
 from spemr_engine.synth import spectrum as sp
 from spemr_engine.synth.fits_writer import write_mrs
-from spemr_engine.synth.generate import (broadening_for, make_stars, noiseless_grid,
+from spemr_engine.synth.generate import (GENERATOR_VERSION, broadening_for, make_stars, noiseless_grid,
                                          observe_stars)
 from spemr_engine.synth.labels import region_shares, sample_labels
 from spemr_engine.synth.lines import bands, line_table, vacuum_to_air
@@ -65,11 +65,14 @@ def test_same_seed_same_stars_and_spectra():
     assert not np.array_equal(make_stars(6, seed=4).labels, a.labels)
 
 
-def test_a_star_is_the_same_in_any_batch():
+@pytest.mark.parametrize("version, tolerance", [(1, 1e-10), (2, 1e-6)])
+def test_a_star_is_the_same_in_any_batch(version, tolerance):
+    """Version 2's emulator runs float32 matrix products whose summation order BLAS picks by
+    batch size: equal to ~1e-7, not bit for bit."""
     stars = make_stars(5, seed=9)
-    alone = render_grid(stars.labels[3:4], seed=int(stars.seeds[3]))
-    _, together = noiseless_grid(stars.labels, stars.seeds)
-    assert np.allclose(alone[0], together[3], atol=1e-10)
+    alone = render_grid(stars.labels[3:4], seed=int(stars.seeds[3]), version=version)
+    _, together = noiseless_grid(stars.labels, stars.seeds, version=version)
+    assert np.allclose(alone[0], together[3], atol=tolerance)
 
 
 def test_label_distribution_is_imbalanced_like_the_reference_set(big_sample):
@@ -235,8 +238,9 @@ def test_preprocessing_recovers_a_known_radial_velocity():
     spectra = preprocess_pairs(obs.pairs()[:1])
     assert spectra.rv_source == ["ccf"]
     assert abs(spectra.rv[0] - 57.3) < 3.0
-    template = render_grid(row, seed=5)[0]
-    assert np.corrcoef(spectra.flux[0], template)[0, 1] > 0.9
+    # the noiseless star normalised by the same pseudo-continuum as the observation
+    template = normalise_grid(render_grid(row, seed=5, version=GENERATOR_VERSION))[0][0]
+    assert np.corrcoef(spectra.flux[0], template)[0, 1] > 0.95
 
 
 # ------------------------------------------------------------- reference sets
