@@ -110,6 +110,9 @@ class TemplateMatches:
     indices: list[int]
     labels: list[np.ndarray]                        # each aligned with the prediction's labels
     spectra: list[tuple[np.ndarray, np.ndarray]]    # (wave, normalised flux) on the grid
+    # The model spectrum at the fused labels (synth.model_spectra: what fit_chi2 measures
+    # against), on the same grid; None when the fused Teff/log g/[Fe/H] are missing.
+    model_flux: np.ndarray | None = None
 
 
 @lru_cache(maxsize=2)
@@ -135,7 +138,17 @@ def find_templates(model, prediction, k: int = 10) -> TemplateMatches:
     labels = [_in_order(np.asarray(library.labels(i), dtype=float), LABELS, prediction.labels)
               for i in indices]
     spectra = [tuple(np.asarray(a, dtype=np.float64) for a in library.spectrum(i)) for i in indices]
-    return TemplateMatches(indices, labels, spectra)
+    return TemplateMatches(indices, labels, spectra, model_flux=fused_model_spectrum(prediction))
+
+
+def fused_model_spectrum(prediction) -> np.ndarray | None:
+    """The engine's model spectrum at the fused labels (first spectrum of ``prediction``)."""
+    from spemr_engine.config import LABELS
+    from spemr_engine.synth.model_spectra import model_spectra
+
+    labels = _in_order(prediction.mean[0], prediction.labels, LABELS)
+    flux = model_spectra(labels[None, :])[0]
+    return flux if np.all(np.isfinite(flux)) else None
 
 
 def _in_order(values, names_from, names_to) -> np.ndarray:

@@ -1,7 +1,8 @@
 """Best-fit template (paper section 3.5): the training spectrum nearest to the fused
 estimate in standardised label space, from the model bundle's template library,
 overlaid on the normalised spectrum with a residual panel sharing the x axis.
-T / Shift+T step to the next / previous nearest template."""
+T / Shift+T step to the next / previous nearest template. The model spectrum at the fused
+labels (what fit_chi2 is measured against) is drawn too, dashed orange."""
 from __future__ import annotations
 
 import numpy as np
@@ -38,6 +39,7 @@ class TemplateView(QWidget):
         self.graphics = pg.GraphicsLayoutWidget()
         self.graphics.setBackground("w")
         self.spectrum_plots, self.residual_plots, self.residual_items = [], [], []
+        self.model_items = []            # the model spectrum at the fused labels, per arm
         for col, arm in enumerate(("blue", "red")):
             top = self.graphics.addPlot(row=0, col=col)
             top.setLabel("left", "normalised flux")
@@ -54,6 +56,11 @@ class TemplateView(QWidget):
             residual.setDownsampling(auto=True, method="peak")
             residual.setClipToView(True)
             bottom.addItem(residual)
+            model_curve = pg.PlotDataItem(pen=pg.mkPen((230, 120, 0), width=1.2, style=Qt.DashLine),
+                                          connect="finite")
+            model_curve.setClipToView(True)
+            top.addItem(model_curve)
+            self.model_items.append(model_curve)
             self.spectrum_plots.append(ArmPlot(top, arm))
             self.residual_plots.append(bottom)
             self.residual_items.append(residual)
@@ -140,16 +147,22 @@ class TemplateView(QWidget):
         if message:
             self.info_label.setText(message)
             self.table.setRowCount(0)
-            for arm_plot, residual in zip(self.spectrum_plots, self.residual_items):
+            for arm_plot, residual, model_curve in zip(self.spectrum_plots, self.residual_items, self.model_items):
                 arm_plot.set_overlay(None, None)
                 residual.setData([], [])
+                model_curve.setData([], [])
             return
         rank = self.state.template_rank
         wave, flux = self.matches.spectra[rank]
         grid = default_grid()
-        for arm_plot, residual, part in zip(self.spectrum_plots, self.residual_items,
-                                            grid.arm_slices().values()):
+        model_flux = self.matches.model_flux
+        for arm_plot, residual, model_curve, part in zip(self.spectrum_plots, self.residual_items, self.model_items,
+                                                         grid.arm_slices().values()):
             arm_plot.set_overlay(wave[part], flux[part])
+            if model_flux is None:
+                model_curve.setData([], [])
+            else:
+                model_curve.setData(wave[part], model_flux[part])
             data = np.asarray(spectra.flux[0], dtype=np.float64)[part]
             data = np.where(np.asarray(spectra.mask[0])[part], np.nan, data)
             residual.setData(wave[part], data - flux[part])
@@ -157,7 +170,9 @@ class TemplateView(QWidget):
         self.info_label.setText(
             f"<b>template {rank + 1} of {len(self.matches.indices)}</b> "
             f"(library entry #{self.matches.indices[rank]}), nearest to the fused estimate in "
-            f"standardised label space. Black: template; colour: this spectrum.")
+            f"standardised label space. Black: template; colour: this spectrum"
+            + ("; dashed orange: the model spectrum at the fused labels (synthetic world, typical "
+               "broadening), which fit χ² is measured against." if model_flux is not None else "."))
 
     def _show_fit(self, result) -> None:
         usable = result is not None and result.usable

@@ -56,6 +56,17 @@ def test_sample_with_default_model_and_template_view(qtbot, window, default_mode
     data = np.where(result.spectra.mask[0][blue], np.nan, result.spectra.flux[0][blue])
     np.testing.assert_allclose(residual_y, data - flux[blue], rtol=1e-5, equal_nan=True)
     assert view.table.item(0, 2).text().strip() == f"{library.labels(expected[0])[0]:.0f}"
+    # the model spectrum at the fused labels, the one fit_chi2 is measured against
+    from spemr_engine.fit_quality import fit_chi2
+    from spemr_engine.synth.model_spectra import model_spectra
+    from spemr_gui.engine_calls import _in_order
+    from spemr_engine.config import LABELS
+    model_flux = model_spectra(_in_order(result.prediction.mean[0], result.prediction.labels, LABELS)[None, :])[0]
+    mx, my = view.model_items[0].getData()
+    np.testing.assert_allclose(my, model_flux[blue], rtol=1e-6)
+    chi2 = fit_chi2(result.spectra.flux[:1], result.spectra.ivar[:1], model_flux[None, :])[0]
+    assert float(result.fit.fit_chi2[0]) == pytest.approx(chi2, rel=1e-5)
+    assert "dashed orange" in view.info_label.text()
     view.setFocus()
     qtbot.keyClick(view, Qt.Key_T)
     assert window.state.template_rank == 1
