@@ -246,6 +246,33 @@ def architecture_names() -> list[str]:
     return [k for k in _preset("architectures") if not k.startswith("_")]
 
 
+# ---------------------------------------------------------- training recipe
+@dataclass(frozen=True)
+class TrainingRecipe:
+    """Defaults of a training run (presets/training.json): the one place the recipe's
+    numbers are written; TrainSettings, train_model, finetune_bundle, the train and
+    finetune commands and the GUI wizard all read them from here."""
+    architecture: str
+    epochs: int
+    finetune_epochs: int
+    lr: float
+    finetune_lr: float
+    batch_size: int
+    step_size: int
+    gamma: float
+    seed: int
+    split_fractions: tuple[float, float, float]
+
+
+@lru_cache(maxsize=None)
+def training_recipe() -> TrainingRecipe:
+    data = {k: v for k, v in _preset("training").items() if not k.startswith("_")}
+    fractions = tuple(float(f) for f in data.pop("split_fractions"))
+    if len(fractions) != 3:
+        raise ValueError("presets/training.json: split_fractions needs three numbers (train, valid, test)")
+    return TrainingRecipe(split_fractions=(fractions[0], fractions[1], fractions[2]), **data)
+
+
 # ------------------------------------------------------------------- paths
 def repo_root() -> Path:
     return Path(__file__).resolve().parents[1]

@@ -16,7 +16,7 @@ from typing import Any, Callable, Mapping, Sequence
 import numpy as np
 
 from .bundle import BASE, ModelBundle, load_bundle
-from .config import label_infos
+from .config import label_infos, training_recipe
 from .errors import Cancelled, SpemrError
 from .inference import SpemrPredictor
 from .refset import SPLIT_NAMES, ReferenceSet
@@ -34,7 +34,7 @@ def _resolve_indices(model: ModelBundle, refset: ReferenceSet, split) -> tuple[s
         if split not in SPLIT_NAMES:
             raise SpemrError(f"unknown split {split!r} (choose from {', '.join(SPLIT_NAMES)}, all)")
         info = model.provenance.get("split") or {}
-        parts = refset.split_by_star(info.get("fractions", (0.7, 0.1, 0.2)), seed=int(info.get("seed", 0)))
+        parts = refset.split_by_star(info.get("fractions", training_recipe().split_fractions), seed=int(info.get("seed", 0)))
         return split, parts[split]
     indices = np.asarray(split, dtype=np.int64)
     if indices.size and (indices.min() < 0 or indices.max() >= len(refset)):

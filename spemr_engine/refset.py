@@ -21,7 +21,7 @@ from typing import Callable, Iterator, Mapping, Sequence
 
 import numpy as np
 
-from .config import LABELS, InputGrid, default_grid, preprocess_config, published_to_label
+from .config import LABELS, InputGrid, default_grid, preprocess_config, published_to_label, training_recipe
 from .errors import Cancelled, InputFileError
 from .safe_pickle import safe_load
 
@@ -36,6 +36,7 @@ PROGRESS_FILE = "progress.json"
 PARTIAL_LABELS_FILE = "labels.f32.partial"
 ROW_COLUMNS = ("star_id", "obsid", "filename", "extname_blue", "extname_red", "snr_blue", "snr_red")
 SPLIT_NAMES = ("train", "valid", "test")
+DEFAULT_SPLIT = training_recipe().split_fractions     # train/valid/test fractions, presets/training.json
 STATS_CHUNK_ROWS = 2048
 
 
@@ -364,7 +365,7 @@ class ReferenceSet:
         out[order] = self.flux[indices[order]]
         return out
 
-    def split_by_star(self, fractions: Sequence[float] = (0.7, 0.1, 0.2), seed: int = 0) -> Split:
+    def split_by_star(self, fractions: Sequence[float] = DEFAULT_SPLIT, seed: int = 0) -> Split:
         """Train/valid/test indices such that all spectra of a star share one split.
 
         A set imported with a published split (a ``split`` column) keeps that split.
@@ -385,7 +386,8 @@ class ReferenceSet:
             yield batch, self.read_flux(batch), self.labels[batch]
 
 
-def split_by_star(star_id: Sequence | np.ndarray, fractions: Sequence[float] | np.ndarray = (0.7, 0.1, 0.2),
+def split_by_star(star_id: Sequence | np.ndarray,
+                  fractions: Sequence[float] | np.ndarray = DEFAULT_SPLIT,
                   seed: int = 0) -> Split:
     """Shuffle the stars (not the spectra) and cut the shuffled list where the cumulative
     spectrum count crosses each fraction, so repeat spectra of one star never leak."""

@@ -29,7 +29,8 @@ import numpy as np
 import torch
 
 from . import bundle as bundle_io
-from .config import LABELS, Region, RRNetConfig, architecture as named_architecture, default_regions, preprocess_config
+from .config import (LABELS, Region, RRNetConfig, architecture as named_architecture, default_regions,
+                     preprocess_config, training_recipe)
 from .errors import Cancelled, SpemrError
 from .evaluate import evaluate, json_safe
 from .inference import resolve_device
@@ -40,21 +41,22 @@ CHECKPOINT_DIR = ".checkpoints"
 RUN_FILE = "run.json"
 PRETRAIN, FINETUNE = "pretrain", "finetune"
 Progress = Callable[[dict], None]
+RECIPE = training_recipe()      # presets/training.json: every default below comes from it
 
 
 # ------------------------------------------------------------------ settings
 @dataclass(frozen=True)
 class TrainSettings:
     """Everything that decides the result of a run (and so must match on resume)."""
-    epochs: int = 30
-    finetune_epochs: int = 10
-    lr: float = 1e-4
-    finetune_lr: float = 1e-5
-    batch_size: int = 256
-    step_size: int = 10
-    gamma: float = 0.1
-    seed: int = 0
-    split_fractions: tuple[float, float, float] = (0.7, 0.1, 0.2)
+    epochs: int = RECIPE.epochs
+    finetune_epochs: int = RECIPE.finetune_epochs
+    lr: float = RECIPE.lr
+    finetune_lr: float = RECIPE.finetune_lr
+    batch_size: int = RECIPE.batch_size
+    step_size: int = RECIPE.step_size
+    gamma: float = RECIPE.gamma
+    seed: int = RECIPE.seed
+    split_fractions: tuple[float, float, float] = RECIPE.split_fractions
 
     def to_dict(self) -> dict:
         out = dict(vars(self))
@@ -393,12 +395,14 @@ def validate(job: _Job) -> tuple[float, dict[str, float]]:
 
 # ----------------------------------------------------------------- training
 def train_model(refset: ReferenceSet | str | Path, out_dir: str | Path,
-                architecture: str | RRNetConfig = "small", members: int | None = None,
-                epochs: int = 30, finetune_epochs: int = 10, lr: float = 1e-4, finetune_lr: float = 1e-5,
-                batch_size: int = 256, step_size: int = 10, gamma: float = 0.1, seed: int = 0,
+                architecture: str | RRNetConfig = RECIPE.architecture, members: int | None = None,
+                epochs: int = RECIPE.epochs, finetune_epochs: int = RECIPE.finetune_epochs,
+                lr: float = RECIPE.lr, finetune_lr: float = RECIPE.finetune_lr,
+                batch_size: int = RECIPE.batch_size, step_size: int = RECIPE.step_size,
+                gamma: float = RECIPE.gamma, seed: int = RECIPE.seed,
                 device: str = "auto", regions: Sequence[Region] | None = None,
                 progress: Progress | None = None, cancel=None, resume: bool = True,
-                split_fractions: Sequence[float] = (0.7, 0.1, 0.2), command: str | None = None) -> Path:
+                split_fractions: Sequence[float] = RECIPE.split_fractions, command: str | None = None) -> Path:
     """Pre-train an ensemble, fine-tune each region's fc1, evaluate, and save a model bundle.
 
     Returns the bundle folder (``out_dir``). Raises Cancelled (after checkpointing) when
@@ -550,8 +554,9 @@ class _EnsembleTrainer:
 
 # -------------------------------------------------------------- fine-tuning
 def finetune_bundle(model_path: str | Path, refset: ReferenceSet | str | Path, out_dir: str | Path,
-                    regions: Sequence[Region] | None = None, epochs: int = 10, lr: float = 1e-5,
-                    batch_size: int = 256, step_size: int = 10, gamma: float = 0.1, seed: int = 0,
+                    regions: Sequence[Region] | None = None, epochs: int = RECIPE.finetune_epochs,
+                    lr: float = RECIPE.finetune_lr, batch_size: int = RECIPE.batch_size,
+                    step_size: int = RECIPE.step_size, gamma: float = RECIPE.gamma, seed: int = RECIPE.seed,
                     device: str = "auto", progress: Progress | None = None, cancel=None,
                     resume: bool = True, command: str | None = None) -> Path:
     """Fine-tune (or add) region fc1 heads of an existing bundle on a reference set.
@@ -568,7 +573,7 @@ def finetune_bundle(model_path: str | Path, refset: ReferenceSet | str | Path, o
         raise SpemrError(f"{refset.path}: reference set lacks labels {missing} of the model")
     split_info = source.provenance.get("split") or {}
     settings = TrainSettings(0, epochs, lr, lr, batch_size, step_size, gamma, seed,
-                             tuple(split_info.get("fractions", (0.7, 0.1, 0.2))))
+                             tuple(split_info.get("fractions", RECIPE.split_fractions)))
     split = refset.split_by_star(settings.split_fractions, seed=int(split_info.get("seed", seed)))
     normaliser = _bundle_normaliser(source, refset)
     out_dir = Path(out_dir)

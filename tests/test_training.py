@@ -153,3 +153,35 @@ def test_training_inputs_match_the_inference_standardisation(refset):
     assert got[2, 7] == 0.0
     expected[2, 7] = 0.0
     np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5)
+
+
+def test_the_training_recipe_is_read_from_one_preset_everywhere():
+    """presets/training.json holds the paper's recipe; the settings, train_model,
+    finetune_bundle and the train/finetune commands all default to it."""
+    import inspect
+
+    from spemr_engine.config import training_recipe
+    from spemr_engine.training import finetune_bundle, train_model
+
+    recipe = training_recipe()
+    assert (recipe.architecture, recipe.epochs, recipe.finetune_epochs, recipe.lr, recipe.finetune_lr,
+            recipe.batch_size, recipe.step_size, recipe.gamma, recipe.seed, recipe.split_fractions) == \
+        ("small", 30, 10, 1e-4, 1e-5, 256, 10, 0.1, 0, (0.7, 0.1, 0.2))
+    settings = TrainSettings()
+    assert settings.to_dict() == {k: (list(v) if k == "split_fractions" else v)
+                                  for k, v in vars(recipe).items() if k != "architecture"}
+    train_defaults = {k: p.default for k, p in inspect.signature(train_model).parameters.items()}
+    for name in ("architecture", "epochs", "finetune_epochs", "lr", "finetune_lr", "batch_size", "step_size",
+                 "gamma", "seed", "split_fractions"):
+        assert train_defaults[name] == getattr(recipe, name), name
+    tune_defaults = {k: p.default for k, p in inspect.signature(finetune_bundle).parameters.items()}
+    assert (tune_defaults["epochs"], tune_defaults["lr"], tune_defaults["batch_size"]) == \
+        (recipe.finetune_epochs, recipe.finetune_lr, recipe.batch_size)
+    train_args = cli.build_parser(["train"]).parse_args(["train", "REFSET", "-o", "OUT"])
+    assert (train_args.config, train_args.epochs, train_args.finetune_epochs, train_args.lr, train_args.finetune_lr,
+            train_args.batch_size, train_args.step_size, train_args.gamma, train_args.seed) == \
+        (recipe.architecture, recipe.epochs, recipe.finetune_epochs, recipe.lr, recipe.finetune_lr,
+         recipe.batch_size, recipe.step_size, recipe.gamma, recipe.seed)
+    tune_args = cli.build_parser(["finetune"]).parse_args(["finetune", "MODEL", "REFSET", "-o", "OUT"])
+    assert (tune_args.epochs, tune_args.lr, tune_args.batch_size, tune_args.seed) == \
+        (recipe.finetune_epochs, recipe.finetune_lr, recipe.batch_size, recipe.seed)

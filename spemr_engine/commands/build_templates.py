@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ..config import training_recipe
 from ..errors import SpemrError
 
 
@@ -33,7 +34,7 @@ def run(args) -> int:
     if args.split != "all":
         split = _bundle_split(output)
         seed = args.split_seed if args.split_seed is not None else int(split.get("seed", 0))
-        fractions = tuple(split.get("fractions", (0.7, 0.1, 0.2)))
+        fractions = tuple(split.get("fractions", training_recipe().split_fractions))
         indices = refset.split_by_star(fractions, seed=seed)[args.split]
     library = TemplateLibrary.from_refset(refset, max_entries=args.max, indices=indices)
     path = library.save(output)

@@ -5,11 +5,12 @@ import json
 import sys
 from pathlib import Path
 
-from ..config import Region, default_regions
+from ..config import Region, default_regions, training_recipe
 from ..errors import InputFileError
 
 
 def register(subparsers) -> None:
+    recipe = training_recipe()
     parser = subparsers.add_parser(
         "finetune", help="fine-tune region sub-models of an existing model",
         description="Fine-tune only fc1 of every member/network for the chosen regions on the training "
@@ -20,10 +21,12 @@ def register(subparsers) -> None:
     parser.add_argument("--regions", nargs="+", metavar="NAME_OR_JSON",
                         help="region names (S1..S4, default: the model's regions) or a JSON file "
                              "with a list of region definitions")
-    parser.add_argument("--epochs", type=int, default=10, help="fine-tuning epochs (paper: 10)")
-    parser.add_argument("--lr", type=float, default=1e-5, help="learning rate (paper: 1e-5)")
-    parser.add_argument("--batch-size", type=int, default=256)
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--epochs", type=int, default=recipe.finetune_epochs,
+                        help="fine-tuning epochs (default: %(default)s; paper: 10)")
+    parser.add_argument("--lr", type=float, default=recipe.finetune_lr,
+                        help="learning rate (default: %(default)s; paper: 1e-5)")
+    parser.add_argument("--batch-size", type=int, default=recipe.batch_size)
+    parser.add_argument("--seed", type=int, default=recipe.seed)
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda")
     parser.add_argument("--no-resume", dest="resume", action="store_false", help="discard checkpoints")
     parser.set_defaults(func=run)

@@ -3,10 +3,11 @@ from __future__ import annotations
 
 import sys
 
-from ..config import architecture_names
+from ..config import architecture_names, training_recipe
 
 
 def register(subparsers) -> None:
+    recipe = training_recipe()
     parser = subparsers.add_parser(
         "train", help="train a SPEMR model on a reference set",
         description="Pre-train RRNet ensemble members on a reference set (split 7:1:2 by star), "
@@ -14,16 +15,23 @@ def register(subparsers) -> None:
                     "An interrupted run (Ctrl-C) resumes from its checkpoints when started again.")
     parser.add_argument("refset", help="reference-set folder")
     parser.add_argument("-o", "--output", required=True, help="model folder to write")
-    parser.add_argument("--config", default="small", choices=architecture_names(), help="architecture preset")
+    parser.add_argument("--config", default=recipe.architecture, choices=architecture_names(),
+                        help="architecture preset (default: %(default)s)")
     parser.add_argument("--members", type=int, help="ensemble members (default: the preset's)")
-    parser.add_argument("--epochs", type=int, default=30, help="pre-training epochs (paper: 30)")
-    parser.add_argument("--finetune-epochs", type=int, default=10, help="fine-tuning epochs per region (paper: 10)")
-    parser.add_argument("--lr", type=float, default=1e-4, help="pre-training learning rate (paper: 1e-4)")
-    parser.add_argument("--finetune-lr", type=float, default=1e-5, help="fine-tuning learning rate (paper: 1e-5)")
-    parser.add_argument("--batch-size", type=int, default=256)
-    parser.add_argument("--step-size", type=int, default=10, help="StepLR step in epochs (paper: 10)")
-    parser.add_argument("--gamma", type=float, default=0.1, help="StepLR factor (paper: 0.1)")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--epochs", type=int, default=recipe.epochs,
+                        help="pre-training epochs (default: %(default)s; paper: 30)")
+    parser.add_argument("--finetune-epochs", type=int, default=recipe.finetune_epochs,
+                        help="fine-tuning epochs per region (default: %(default)s; paper: 10)")
+    parser.add_argument("--lr", type=float, default=recipe.lr,
+                        help="pre-training learning rate (default: %(default)s; paper: 1e-4)")
+    parser.add_argument("--finetune-lr", type=float, default=recipe.finetune_lr,
+                        help="fine-tuning learning rate (default: %(default)s; paper: 1e-5)")
+    parser.add_argument("--batch-size", type=int, default=recipe.batch_size)
+    parser.add_argument("--step-size", type=int, default=recipe.step_size,
+                        help="StepLR step in epochs (default: %(default)s; paper: 10)")
+    parser.add_argument("--gamma", type=float, default=recipe.gamma,
+                        help="StepLR factor (default: %(default)s; paper: 0.1)")
+    parser.add_argument("--seed", type=int, default=recipe.seed)
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda")
     resume = parser.add_mutually_exclusive_group()
     resume.add_argument("--resume", dest="resume", action="store_true", default=True,

@@ -18,7 +18,7 @@ from PySide6.QtWidgets import (QButtonGroup, QCheckBox, QComboBox, QDoubleSpinBo
                                QRadioButton, QSpinBox, QTextBrowser, QVBoxLayout,
                                QWizard, QWizardPage)
 
-from spemr_engine.config import architecture, architecture_names, default_regions, label_infos
+from spemr_engine.config import architecture, architecture_names, default_regions, label_infos, training_recipe
 
 from ..settings import DEVICES
 from .jobs import JobRunner
@@ -329,24 +329,26 @@ class ConfigPage(QWizardPage):
         self.setTitle("3. Configuration")
         self.setSubTitle("RRNet preset and the training recipe (paper: Adam, lr 1e-4, 30 epochs; "
                          "region fine-tuning of fc1, lr 1e-5, 10 epochs).")
+        recipe = training_recipe()      # the defaults of spemr train, from presets/training.json
         self.preset = QComboBox()
         self.preset.addItems(architecture_names())
-        self.preset.setCurrentText("small")
+        self.preset.setCurrentText(recipe.architecture)
         self.members = QSpinBox()
         self.members.setRange(1, 32)
         self.epochs = QSpinBox()
         self.epochs.setRange(1, 1000)
-        self.epochs.setValue(30)
+        self.epochs.setValue(recipe.epochs)
         self.finetune_epochs = QSpinBox()
         self.finetune_epochs.setRange(0, 1000)
-        self.finetune_epochs.setValue(10)
-        self.lr = _rate(1e-4)
-        self.finetune_lr = _rate(1e-5)
+        self.finetune_epochs.setValue(recipe.finetune_epochs)
+        self.lr = _rate(recipe.lr)
+        self.finetune_lr = _rate(recipe.finetune_lr)
         self.batch_size = QSpinBox()
         self.batch_size.setRange(1, 4096)
-        self.batch_size.setValue(256)
+        self.batch_size.setValue(recipe.batch_size)
         self.seed = QSpinBox()
         self.seed.setRange(0, 2**31 - 1)
+        self.seed.setValue(recipe.seed)
         self.device = QComboBox()
         self.device.addItems(DEVICES)
         self.output = QLineEdit()

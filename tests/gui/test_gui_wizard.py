@@ -84,3 +84,16 @@ def test_training_job_crash_is_reported_not_fatal(qtbot, window, tmp_path):
         runner.start()
     assert "missing" in failed.args[0]
     assert window.isVisible()
+
+
+def test_wizard_configuration_defaults_are_the_training_recipe(qtbot, window):
+    from spemr_engine.config import training_recipe
+    from spemr_gui.views.wizard import open_wizard
+
+    wizard = open_wizard(window)
+    qtbot.addWidget(wizard)
+    config, recipe = wizard.config_page, training_recipe()
+    assert config.preset.currentText() == recipe.architecture
+    assert (config.epochs.value(), config.finetune_epochs.value(), config.batch_size.value(),
+            config.seed.value()) == (recipe.epochs, recipe.finetune_epochs, recipe.batch_size, recipe.seed)
+    assert config.lr.value() == pytest.approx(recipe.lr) and config.finetune_lr.value() == pytest.approx(recipe.finetune_lr)
