@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import datetime as _dt
 import json
-import os
 import shutil
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -31,6 +30,7 @@ from . import __version__, config
 from .config import InputGrid, Region, RRNetConfig
 from .errors import ModelBundleError
 from .fit_quality import MANIFEST_KEY as QUALITY_KEY, QualityThresholds
+from .io_utils import atomic_path, atomic_write_text, plain
 from .rrnet import RRNet
 
 FORMAT = "spemr-model"
@@ -491,7 +491,7 @@ def save_bundle(path: str | Path, architecture: RRNetConfig | str,
         "statistics": {"file": STATISTICS, "source": statistics.source,
                        "label_mean": [float(x) for x in statistics.label_mean],
                        "label_std": [float(x) for x in statistics.label_std]},
-        "provenance": _plain(provenance), "metrics": _plain(dict(metrics or {})),
+        "provenance": plain(provenance), "metrics": plain(dict(metrics or {})),
     }
     if (path / TEMPLATES).is_file():
         manifest["templates"] = TEMPLATES
@@ -508,11 +508,11 @@ def update_manifest(path: str | Path, *, provenance: Mapping | None = None,
     path = Path(path)
     manifest = _read_manifest(path)
     if provenance is not None:
-        manifest["provenance"] = _plain(_complete_provenance(path, provenance))
+        manifest["provenance"] = plain(_complete_provenance(path, provenance))
     if metrics is not None:
-        manifest["metrics"] = _plain(dict(metrics))
+        manifest["metrics"] = plain(dict(metrics))
     if quality is not None:
-        quality = _plain(dict(quality))
+        quality = plain(dict(quality))
         QualityThresholds.from_manifest(path, quality)
         manifest[QUALITY_KEY] = quality
     _write_manifest(path, manifest)
@@ -520,24 +520,7 @@ def update_manifest(path: str | Path, *, provenance: Mapping | None = None,
 
 
 def _write_manifest(path: Path, manifest: dict) -> None:
-    temporary = path / (MANIFEST + ".tmp")
-    temporary.write_text(json.dumps(manifest, indent=2, sort_keys=False, allow_nan=False) + "\n")
-    os.replace(temporary, path / MANIFEST)
-
-
-def _plain(value):
-    """JSON-ready copy: numpy scalars/arrays to Python, NaN/inf to null (strict JSON)."""
-    if isinstance(value, Mapping):
-        return {str(k): _plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple, np.ndarray)):
-        return [_plain(v) for v in (value.tolist() if isinstance(value, np.ndarray) else value)]
-    if isinstance(value, np.generic):
-        value = value.item()
-    if isinstance(value, float) and not np.isfinite(value):
-        return None
-    if isinstance(value, Path):
-        return str(value)
-    return value
+    atomic_write_text(path / MANIFEST, json.dumps(manifest, indent=2, sort_keys=False, allow_nan=False) + "\n")
 
 
 def _complete_provenance(path: Path, provenance: Mapping) -> dict:
@@ -600,9 +583,8 @@ def _unshare(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 
 
 def _atomic_save(tensors: dict[str, torch.Tensor], target: Path) -> None:
-    temporary = target.with_name(target.name + ".tmp")
-    save_file(tensors, str(temporary), metadata={"format": FORMAT, "version": str(VERSION)})
-    os.replace(temporary, target)
+    with atomic_path(target) as temporary:
+        save_file(tensors, str(temporary), metadata={"format": FORMAT, "version": str(VERSION)})
 
 
 # ----------------------------------------------------------- random bundles

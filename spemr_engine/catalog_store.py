@@ -36,6 +36,7 @@ from typing import IO, Iterable, Iterator, Sequence
 import numpy as np
 
 from .errors import SpemrError
+from .io_utils import atomic_path, atomic_write
 
 CHUNK_FORMAT = "spemr-catalog-chunk"
 RUN_FORMAT = "spemr-catalog-run"
@@ -67,52 +68,16 @@ def fingerprint(settings: dict) -> str:
 
 
 # ----------------------------------------------------------------- atomic files
-def _fsync_dir(folder: Path) -> None:
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-def atomic_write(path: Path, write) -> None:
-    """Write via ``write(file)`` to a temp file, fsync, then rename over ``path``.
-
-    On failure the temp file is removed and ``path`` is left as it was."""
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        with open(tmp, "w", encoding="utf-8", newline="") as handle:
-            write(handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    _fsync_dir(path.parent)
-
-
 def atomic_write_binary(path: Path, write_to, what: str) -> None:
-    """Have ``write_to(tmp_path)`` write a file, then rename it over ``path``.
+    """Have ``write_to(tmp_path)`` write a file, then rename it over ``path`` (io_utils.atomic_path).
 
     Any OSError (disk full, permission) becomes one CatalogWriteError line starting with
     ``what``; the temp file is removed and an existing ``path`` is left untouched."""
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
-        write_to(tmp)
-        os.replace(tmp, path)
+        with atomic_path(path) as tmp:
+            write_to(tmp)
     except OSError as error:
-        tmp.unlink(missing_ok=True)
         raise CatalogWriteError(f"{what} ({_write_problem(error)})") from None
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    _fsync_dir(path.parent)
 
 
 def _write_problem(error: OSError) -> str:

@@ -27,6 +27,7 @@ from astropy import units as u
 
 from .config import LABELS, default_regions, preprocess_config
 from .errors import Cancelled, InputFileError, SpemrError
+from .io_utils import atomic_write_text
 from .label_catalog import LabelCatalog, read_label_catalog
 from .lamost import read_mrs, read_mrs_meta
 from .refset import ReferenceSetWriter
@@ -199,7 +200,7 @@ class BuildLog:
                 raise SpemrError(f"{path.parent}: unfinished build was started with other settings "
                                  f"({', '.join(changed)}); rerun with those or use a new output folder")
         else:
-            path.write_text(json.dumps(params, indent=1))
+            atomic_write_text(path, json.dumps(params, indent=1))
 
     def _reconcile(self, committed: int) -> None:
         """Drop the last entry if its spectra never reached the reference set."""
@@ -212,9 +213,7 @@ class BuildLog:
                              f"holds {committed}; start a new output folder")
 
     def _rewrite(self) -> None:
-        tmp = self.path.with_name(self.path.name + ".tmp")
-        tmp.write_text("".join(json.dumps(e) + "\n" for e in self.entries))
-        os.replace(tmp, self.path)
+        atomic_write_text(self.path, "".join(json.dumps(e) + "\n" for e in self.entries))
 
     def append(self, entry: dict) -> None:
         with open(self.path, "a") as handle:
@@ -270,7 +269,7 @@ def build_reference_set(inputs: Sequence[str | Path], catalog_path: str | Path, 
         if progress:
             progress({"stage": "build", "done": i + 1, "total": len(files), "kept": writer.n_spectra})
     summary = summarise(log.entries, catalog, options, files_now=len(files))
-    (out / SUMMARY_FILE).write_text(json.dumps(summary, indent=1))
+    atomic_write_text(out / SUMMARY_FILE, json.dumps(summary, indent=1))
     if writer.n_spectra == 0:
         raise SpemrError(f"{out}: no spectrum passed the match and the cuts "
                          f"({_one_line(summary)}); see {SUMMARY_FILE}")

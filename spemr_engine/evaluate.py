@@ -19,6 +19,7 @@ from .bundle import BASE, ModelBundle, load_bundle
 from .config import label_infos, training_recipe
 from .errors import Cancelled, SpemrError
 from .inference import SpemrPredictor
+from .io_utils import plain
 from .refset import SPLIT_NAMES, ReferenceSet
 
 READ_CHUNK = 2048
@@ -114,20 +115,7 @@ def evaluate(bundle: ModelBundle | str | Path, refset: ReferenceSet | str | Path
         region_scopes["own"] = (predicted["sub_mean"][inside, own], predicted["sub_sigma"][inside, own])
         report["regions"][region.name] = {"description": region.description, "n_spectra": int(inside.sum()),
                                           **_scope_metrics(truth[inside], region_scopes, model.labels)}
-    return json_safe(report)
-
-
-def json_safe(value):
-    """NaN/inf -> None and numpy scalars -> Python, since manifests and reports are strict JSON."""
-    if isinstance(value, Mapping):
-        return {str(k): json_safe(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [json_safe(v) for v in value]
-    if isinstance(value, (np.floating, float)):
-        return float(value) if np.isfinite(value) else None
-    if isinstance(value, np.integer):
-        return int(value)
-    return value
+    return plain(report)
 
 
 # ------------------------------------------------------------------- markdown

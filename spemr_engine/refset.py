@@ -23,6 +23,7 @@ import numpy as np
 
 from .config import LABELS, InputGrid, default_grid, preprocess_config, published_to_label, training_recipe
 from .errors import Cancelled, InputFileError
+from .io_utils import atomic_write
 from .safe_pickle import safe_load
 
 FORMAT = "spemr-refset"
@@ -52,12 +53,7 @@ def _fsync_append(path: Path, data: bytes) -> int:
 
 def _write_json_atomic(path: Path, data: Mapping) -> None:
     """Write JSON so that a crash leaves either the old or the new file, never half of one."""
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w") as handle:
-        json.dump(data, handle, indent=1)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
+    atomic_write(path, lambda handle: json.dump(data, handle, indent=1))
 
 
 def _truncate(path: Path, size: int) -> None:

@@ -32,8 +32,9 @@ from . import bundle as bundle_io
 from .config import (LABELS, Region, RRNetConfig, architecture as named_architecture, default_regions,
                      preprocess_config, training_recipe)
 from .errors import Cancelled, SpemrError
-from .evaluate import evaluate, json_safe
+from .evaluate import evaluate
 from .inference import resolve_device
+from .io_utils import atomic_path, atomic_write_text, plain
 from .refset import ReferenceSet
 from .rrnet import RRNet, gaussian_nll
 
@@ -272,9 +273,8 @@ class _Checkpoints:
     def save(self, job: _Job, state: dict) -> None:
         self.folder.mkdir(parents=True, exist_ok=True)
         path = self.path(job)
-        tmp = path.with_name(path.name + ".tmp")
-        torch.save(state, tmp)
-        tmp.replace(path)
+        with atomic_path(path) as tmp:
+            torch.save(state, tmp)
 
 
 def _state_copy(module: torch.nn.Module) -> dict[str, torch.Tensor]:
@@ -440,7 +440,7 @@ def train_model(refset: ReferenceSet | str | Path, out_dir: str | Path,
     _save(out_dir, config, base_states, region_heads, statistics, provenance, regions, labels, metrics={})
     provenance["train_seconds"] = round(time.time() - started, 1)
     metrics = _evaluate_quietly(out_dir, refset, split.test, device, progress)
-    bundle_io.update_manifest(out_dir, provenance=json_safe(provenance), metrics=json_safe(metrics))
+    bundle_io.update_manifest(out_dir, provenance=plain(provenance), metrics=plain(metrics))
     shutil.rmtree(out_dir / CHECKPOINT_DIR, ignore_errors=True)
     if progress:
         progress({"stage": "done", "path": str(out_dir), "seconds": round(time.time() - started, 1)})
@@ -455,9 +455,9 @@ def _bundle_statistics(stats: dict, refset_labels: Sequence[str], labels: Sequen
 
 
 def _save(out_dir, config, base_states, region_heads, statistics, provenance, regions, labels, metrics) -> Path:
-    return bundle_io.save_bundle(out_dir, config, base_states, statistics, json_safe(provenance),
+    return bundle_io.save_bundle(out_dir, config, base_states, statistics, plain(provenance),
                                  region_heads=region_heads if regions else None, regions=regions,
-                                 labels=labels, metrics=json_safe(metrics))
+                                 labels=labels, metrics=plain(metrics))
 
 
 def _evaluate_quietly(bundle_path: Path, refset: ReferenceSet, indices: np.ndarray, device: str,
@@ -486,7 +486,7 @@ def _prepare_checkpoints(out_dir: Path, refset: ReferenceSet, config: RRNetConfi
             raise SpemrError(f"{folder}: checkpoints belong to a run with other settings; "
                              "train without resume (--no-resume) to start over")
     folder.mkdir(parents=True, exist_ok=True)
-    (folder / RUN_FILE).write_text(json.dumps(run, indent=1))
+    atomic_write_text(folder / RUN_FILE, json.dumps(run, indent=1))
     return _Checkpoints(folder)
 
 
@@ -609,7 +609,7 @@ def finetune_bundle(model_path: str | Path, refset: ReferenceSet | str | Path, o
           source.labels, metrics)
     if len(split.test):
         metrics = _evaluate_quietly(out_dir, refset, split.test, device, progress)
-        bundle_io.update_manifest(out_dir, metrics=json_safe(metrics))
+        bundle_io.update_manifest(out_dir, metrics=plain(metrics))
     shutil.rmtree(out_dir / CHECKPOINT_DIR, ignore_errors=True)
     return out_dir
 

@@ -127,20 +127,7 @@ def _child(target: str, kwargs: dict, queue, cancel_event, pass_cancel: bool) ->
 
 
 def _plain(value):
-    """Something picklable without engine classes (paths become strings)."""
-    import numpy as np
-    from pathlib import Path
+    """Something picklable without engine classes (paths become strings, NaN stays)."""
+    from spemr_engine.io_utils import plain
 
-    if isinstance(value, dict):
-        return {str(k): _plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    if isinstance(value, Path):
-        return str(value)
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    if value is None or isinstance(value, (bool, int, float, str)):
-        return value
-    return str(value)
+    return plain(value, for_json=False)

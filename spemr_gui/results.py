@@ -14,6 +14,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 from spemr_engine.config import label_infos
+from spemr_engine.io_utils import plain
 
 
 @dataclass
@@ -72,7 +73,7 @@ def to_csv(rows: list[LabelResult], context: dict | None = None) -> str:
 
 def to_json(rows: list[LabelResult], context: dict | None = None) -> str:
     payload = dict(context or {})
-    payload["labels"] = [_json_safe(asdict(r)) for r in rows]
+    payload["labels"] = [plain(asdict(r)) for r in rows]
     return json.dumps(payload, indent=2)
 
 
@@ -81,11 +82,6 @@ def to_clipboard_text(rows: list[LabelResult]) -> str:
     lines = ["\t".join(HEADER)]
     lines += ["\t".join(str(v) for v in row) for row in _plain(rows)]
     return "\n".join(lines) + "\n"
-
-
-def _json_safe(record: dict) -> dict:
-    return {k: (None if isinstance(v, float) and not math.isfinite(v) else v)
-            for k, v in record.items()}
 
 
 # ------------------------------------------------------------- fit quality

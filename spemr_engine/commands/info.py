@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import math
 
+from ..io_utils import plain
 from ..lamost import Arm, ArmPair, MRSFile, read_mrs
 
 
@@ -17,19 +18,8 @@ def register(subparsers) -> None:
 
 
 def run(args) -> int:
-    print(json.dumps(_strict(describe(read_mrs(args.file))), indent=2, allow_nan=False))
+    print(json.dumps(plain(describe(read_mrs(args.file))), indent=2, allow_nan=False))
     return 0
-
-
-def _strict(value):
-    """Strict JSON: a non-finite number (RA = 1E400 reads as inf) becomes null."""
-    if isinstance(value, dict):
-        return {key: _strict(item) for key, item in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_strict(item) for item in value]
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
 
 
 def describe(mrs: MRSFile) -> dict:

@@ -29,6 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from ...errors import SpemrError
+from ...io_utils import atomic_write, atomic_write_text
 from .grid import RtSpectra, save_chunk
 from .jobs import GridJob
 
@@ -95,10 +96,9 @@ class GridFolder:
     def add(self, result: StarResult) -> None:
         self.pending.mkdir(parents=True, exist_ok=True)
         path = self.pending / f"{result.name}.npz"
-        tmp = path.with_name(path.name + ".part")
-        with open(tmp, "wb") as f:
-            np.savez(f, flux=result.flux.astype(np.float32), job=json.dumps(result.job.to_dict()))
-        tmp.replace(path)
+        atomic_write(path, lambda f: np.savez(f, flux=result.flux.astype(np.float32),
+                                              job=json.dumps(result.job.to_dict())),
+                     binary=True, suffix=".part")
 
     def pack(self, chunk: int, final: bool) -> int:
         """Pending stars into chunks of ``chunk`` (the rest too when ``final``); a chunk is
@@ -242,9 +242,7 @@ def _results(work, todo, workers):
 def _write_failed(root: Path, failed: dict[str, str]) -> None:
     path = root / "failed.json"
     if failed:
-        tmp = path.with_name(path.name + ".part")
-        tmp.write_text(json.dumps(failed, indent=1))
-        tmp.replace(path)
+        atomic_write_text(path, json.dumps(failed, indent=1), suffix=".part")
     else:
         path.unlink(missing_ok=True)
 

@@ -23,6 +23,7 @@ import json as _json
 from importlib import resources
 
 from ...config import LABELS
+from ...io_utils import atomic_write_text
 from .grid import RtGrid, RtSpectra, rt_grid
 
 FORMAT = "spemr-rt-emulator"
@@ -82,9 +83,7 @@ class Emulator:
         save_file(tensors, str(folder / WEIGHTS))
         manifest = {"format": FORMAT, "version": VERSION, "inputs": INPUTS, "activation": "silu",
                     "n_layers": len(self.layers), "grid": self.grid.fingerprint(), **self.info}
-        tmp = folder / (MANIFEST + ".part")
-        tmp.write_text(json.dumps(manifest, indent=1))
-        tmp.replace(folder / MANIFEST)
+        atomic_write_text(folder / MANIFEST, json.dumps(manifest, indent=1), suffix=".part")
 
 
 def load(folder: str | Path) -> Emulator:

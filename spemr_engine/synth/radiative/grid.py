@@ -19,6 +19,7 @@ import numpy as np
 from scipy.ndimage import gaussian_filter1d
 
 from ...config import LABELS, preprocess_config
+from ...io_utils import atomic_write
 from ...lamost import air_to_vacuum
 
 C_KMS = preprocess_config().speed_of_light_kms
@@ -137,14 +138,11 @@ def save_chunk(path: str | Path, spectra: RtSpectra, grid: RtGrid | None = None)
     grid = grid or rt_grid()
     quantised = np.round(np.clip(spectra.flux, 0, 65535 / grid.flux_scale) * grid.flux_scale)
     path = Path(path)
-    tmp = path.with_name(path.name + ".part")
-    with open(tmp, "wb") as f:
-        np.savez_compressed(f, flux_u16=quantised.astype(np.uint16),
-                            labels=spectra.labels.astype(np.float64), vmic=spectra.vmic,
-                            vmac=spectra.vmac, vsini=spectra.vsini, resolution=spectra.resolution,
-                            names=np.asarray(spectra.names, dtype=str),
-                            label_names=np.asarray(LABELS), grid=json.dumps(grid.fingerprint()))
-    tmp.replace(path)
+    atomic_write(path, lambda f: np.savez_compressed(
+        f, flux_u16=quantised.astype(np.uint16), labels=spectra.labels.astype(np.float64), vmic=spectra.vmic,
+        vmac=spectra.vmac, vsini=spectra.vsini, resolution=spectra.resolution,
+        names=np.asarray(spectra.names, dtype=str), label_names=np.asarray(LABELS),
+        grid=json.dumps(grid.fingerprint())), binary=True, suffix=".part")
 
 
 def load_chunks(paths, grid: RtGrid | None = None) -> RtSpectra:

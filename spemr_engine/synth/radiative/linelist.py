@@ -13,6 +13,7 @@ from pathlib import Path
 
 from ...config import _preset
 from ...errors import InputFileError
+from ...io_utils import atomic_write_text
 
 _COUNT = re.compile(r"(\d+)\s*$")
 
@@ -48,7 +49,5 @@ def trim(src: str | Path, dst: str | Path, windows=None) -> int:
         raise InputFileError(src, "file not found") from None
     except (ValueError, IndexError, UnicodeDecodeError) as error:
         raise InputFileError(src, f"not a Turbospectrum line list ({error})") from None
-    tmp = Path(str(dst) + ".part")
-    tmp.write_text("\n".join(out) + "\n")
-    tmp.replace(dst)
+    atomic_write_text(dst, "\n".join(out) + "\n", suffix=".part")
     return kept
