@@ -5,7 +5,7 @@
 Prints FITS reading throughput (files/s), then spectra/s for
   project:   spemr_engine.preprocess.preprocess_pairs (batched, vectorised continuum)
   reference: one spectrum at a time: scipy interp1d resampling + the published iterative
-             np.polyfit continuum (spemr_engine.preprocess.normalise_reference)
+             np.polyfit continuum (original_way.normalise_reference)
 both for resample + normalise alone (RV given, as the authors took it from a catalog) and
 including reading the files, and last `ratio: X` = project / reference spectra/s for
 resample + normalise. Everything runs on one core (BLAS threads pinned to 1 below).

@@ -6,8 +6,9 @@ The continuum fit is the published algorithm (median-filter de-spiking, then an 
 are left), vectorised over a batch: every spectrum of an arm shares the same x grid, so
 the least-squares projection onto the polynomial basis is one matrix for all of them and
 each iteration is two thin matrix products over the spectra still iterating.
-:func:`continuum_reference` is the same algorithm written literally with np.polyfit, one
-spectrum at a time; tests and benchmarks/preprocess.py hold the two against each other.
+benchmarks/original_way.py has the same algorithm written literally with np.polyfit, one
+spectrum at a time; tests/test_preprocess.py and benchmarks/preprocess.py hold the two
+against each other.
 
 This module never imports torch (and not Qt).
 """
@@ -17,7 +18,7 @@ from dataclasses import dataclass, field
 from typing import Sequence
 
 import numpy as np
-from scipy import ndimage, signal
+from scipy import ndimage
 
 from . import rv as rvmod
 from .config import InputGrid, PreprocessConfig, default_grid, preprocess_config
@@ -352,53 +353,6 @@ def normalise_grid(flux: np.ndarray, grid: InputGrid | None = None,
             arm.wave, flux[:, part], config,
             continuum_out=None if continuum_out is None else continuum_out[:, part])
     return out, bad
-
-
-# ------------------------------------------------ the published algorithm, literally
-def _despike_reference(flux: np.ndarray, config: PreprocessConfig) -> np.ndarray:
-    """The authors' de-spiking step as written in their sp_median_polyfit1stage:
-    scipy.signal.medfilt, deviation = median - flux, keep -low sigma < deviation <
-    +high sigma, the rest take the median."""
-    flux = np.asarray(flux, dtype=np.float64)
-    filtered = signal.medfilt(flux, config.median_filter_width)
-    deviation = filtered - flux
-    sigma = deviation.std()
-    keep = (deviation < config.outlier_sigma_high * sigma) & (deviation > -config.outlier_sigma_low * sigma)
-    return np.where(keep, flux, filtered)
-
-
-def _continuum_reference_clean(wave: np.ndarray, clean: np.ndarray, config: PreprocessConfig):
-    x = _standard_x(wave)
-    mean, scale = clean.mean(), clean.std()
-    scale = scale if scale > 0 else 1.0
-    y = (clean - mean) / scale
-    for _ in range(config.continuum_max_iterations):
-        fit = np.polyval(np.polyfit(x, y, config.continuum_poly_order), x)
-        residual = fit - y
-        sigma = residual.std()
-        if not sigma > _EXACT_FIT_SCATTER:
-            break
-        outside = ~((residual > -config.outlier_sigma_low * sigma) & (residual < config.outlier_sigma_high * sigma))
-        if not outside.any():
-            break
-        y[outside] = fit[outside]
-    return fit * scale + mean
-
-
-def continuum_reference(wave: np.ndarray, flux: np.ndarray,
-                        config: PreprocessConfig | None = None) -> np.ndarray:
-    """Continuum of ONE spectrum, the published algorithm step by step with np.polyfit.
-    Takes the raw (not yet de-spiked) flux; returns the continuum of its de-spiked flux."""
-    config = config or preprocess_config()
-    return _continuum_reference_clean(wave, _despike_reference(flux, config), config)
-
-
-def normalise_reference(wave: np.ndarray, flux: np.ndarray,
-                        config: PreprocessConfig | None = None) -> np.ndarray:
-    """One spectrum of one arm normalised the literal way (for tests and the benchmark)."""
-    config = config or preprocess_config()
-    clean = _despike_reference(flux, config)
-    return divide_by_continuum(clean, _continuum_reference_clean(wave, clean, config))[0]
 
 
 # --------------------------------------------------------------- model input

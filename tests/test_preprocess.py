@@ -3,6 +3,8 @@ published algorithm), bad pixels, quality flags, the real-data checks and the CL
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -14,8 +16,7 @@ from spemr_engine import api, cli
 from spemr_engine.config import default_grid, preprocess_config
 from spemr_engine.errors import SpemrError
 from spemr_engine.lamost import ArmPair, read_mrs
-from spemr_engine.preprocess import (despike, fit_continuum, continuum_reference, longest_run,
-                                     median3, normalise, normalise_grid, normalise_reference,
+from spemr_engine.preprocess import (despike, fit_continuum, longest_run, median3, normalise, normalise_grid,
                                      preprocess_pairs, quality_flags, repair_bad_pixels,
                                      resample, rest_frame, standardise)
 from spemr_engine.rv import line_spectrum, load_line_list
@@ -25,6 +26,21 @@ from synthetic_spectra import synthetic_pair
 GRID = default_grid()
 CONFIG = preprocess_config()
 MG_B_AND_H_ALPHA = (2008, 2061, 2171, 5856)
+
+
+def _original_way():
+    """benchmarks/original_way.py: the published continuum written literally (np.polyfit,
+    one spectrum at a time), the reference the vectorised engine is held against."""
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "original_way.py"
+    spec = importlib.util.spec_from_file_location("original_way", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+_ORIGINAL_WAY = _original_way()
+continuum_reference, normalise_reference = _ORIGINAL_WAY.continuum_reference, _ORIGINAL_WAY.normalise_reference
 
 
 def random_arm_batch(n: int, seed: int = 0) -> np.ndarray:
