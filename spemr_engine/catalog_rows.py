@@ -187,31 +187,12 @@ def _catalog_rv(path: str | None, meta: dict) -> float | None:
     return None if found is None else float(found[0])
 
 
-def _spectrum_flags(quality, index: int, rv_measured: bool) -> list[str]:
-    """Flag tokens saying why a spectrum fails the paper's selection."""
-    settings = config.preprocess_config()
-    flags = []
-    reason = quality.reason[index]
-    if not (quality.snr_blue[index] >= settings.reject_min_snr
-            and quality.snr_red[index] >= settings.reject_min_snr):
-        flags.append("low_snr")
-    if quality.n_bad[index] > settings.reject_max_bad_pixels:
-        flags.append("bad_pixels")
-    if quality.longest_bad_run[index] > settings.reject_max_bad_run:
-        flags.append("bad_run")
-    if rv_measured and "RV" in reason:
-        flags.append("rv_unreliable")
-    if "no good pixels" in reason:
-        flags.append("no_good_pixels")
-    return flags
-
-
 def spectrum_row(path: str, meta: dict, pair, spectra, index: int) -> tuple[dict, bool]:
     """The row of one spectrum and whether it gets labels: like api.analyse_file, only
     spectra passing the paper's selection (quality.usable) are labelled; the others keep
     their row, NaN labels, flags and the reason in ``error``."""
     quality = spectra.quality
-    flags = _spectrum_flags(quality, index, spectra.rv_source[index] == "ccf")
+    flags = quality.flags(index)        # why it fails the paper's selection (preprocess.FLAG_NAMES)
     usable = bool(quality.usable[index])
     row = {"obsid": meta.get("obsid"), "filename": meta.get("filename") or Path(path).name,
            "ra": meta.get("ra"), "dec": meta.get("dec"),

@@ -41,6 +41,8 @@ SUMMARY_FILE = "build_summary.json"
 # File outcomes, and the spectrum cuts in the order they are applied.
 FILE_OUTCOMES = ("matched", "unreadable", "no_match", "ambiguous", "no_labels", "no_pairs")
 SPECTRUM_CUTS = ("low_snr", "too_many_bad_pixels", "long_bad_run", "unreliable")
+# cut -> its criterion in preprocess.QualityFlags, in the order they are tried
+_CUT_CRITERIA = (("low_snr", "low_snr"), ("too_many_bad_pixels", "bad_pixels"), ("long_bad_run", "bad_run"))
 KEPT = "kept"
 MAX_LISTED = 50
 # Positions closer than this are one LAMOST target (repeat visits share coordinates).
@@ -352,7 +354,7 @@ def _cut_and_collect(entry: dict, mrs, pairs, labels: np.ndarray, sep: float, co
         rv = _file_rv(rv_lookup, mrs.meta)
         spectra = preprocess_pairs([pairs[k] for k in todo], rv=rv, config=config)
         for j, k in enumerate(todo):
-            results[k] = _classify(spectra.quality, j, config)
+            results[k] = _classify(spectra.quality, j)
             whys[k] = "" if results[k] == KEPT else spectra.quality.reason[j]
             if results[k] == KEPT:
                 kept_rows.append(_row(entry["star_id"], mrs, pairs[k], spectra, j, sep))
@@ -370,15 +372,15 @@ def _below(snr: float, config) -> bool:
     return bool(np.isfinite(snr) and snr < config.reject_min_snr)
 
 
-def _classify(quality, j: int, config) -> str:
+def _classify(quality, j: int) -> str:
+    """The first cut (SPECTRUM_CUTS, the summary's established keys) spectrum j fails, from
+    the selection's criteria (preprocess.QualityFlags); the RV and dead-arm criteria are
+    "unreliable"."""
     if quality.usable[j]:
         return KEPT
-    if not (quality.snr_blue[j] >= config.reject_min_snr and quality.snr_red[j] >= config.reject_min_snr):
-        return "low_snr"
-    if quality.n_bad[j] > config.reject_max_bad_pixels:
-        return "too_many_bad_pixels"
-    if quality.longest_bad_run[j] > config.reject_max_bad_run:
-        return "long_bad_run"
+    for cut, criterion in _CUT_CRITERIA:
+        if getattr(quality, criterion)[j]:
+            return cut
     return "unreliable"
 
 

@@ -28,6 +28,8 @@ from .errors import SpemrError
 # exactly (e.g. a constant arm): then nothing is an outlier, instead of rounding noise.
 _EXACT_FIT_SCATTER = 1e-9
 RV_GIVEN, RV_CCF = "given", "ccf"
+# The selection criteria, each a boolean array of QualityFlags; the order of catalog flags.
+FLAG_NAMES = ("low_snr", "bad_pixels", "bad_run", "rv_unreliable", "no_good_pixels")
 # Spectra processed together in the continuum loop: 16 x 3600 float64 (~460 kB) keeps
 # the working arrays in cache, which is most of the vectorised path's speed.
 _CHUNK_ROWS = 16
@@ -38,18 +40,31 @@ _CHUNK_ROWS = 16
 class QualityFlags:
     """Per-spectrum quality, arrays of length n. usable follows the paper's selection
     (S/N >= reject_min_snr in both arms, <= reject_max_bad_pixels bad grid pixels, no bad
-    run longer than reject_max_bad_run) plus a trustworthy RV; reason says why not."""
+    run longer than reject_max_bad_run) plus a trustworthy RV; reason says why not.
+
+    The one vocabulary of the selection: a boolean array per criterion (named as in
+    FLAG_NAMES, the catalog's flag tokens); usable, reason, the catalog's flags and the
+    cross-match's cuts all derive from them."""
     snr_blue: np.ndarray
     snr_red: np.ndarray
     bad_fraction: np.ndarray
     longest_bad_run: np.ndarray
     n_bad: np.ndarray
     ccf_peak: np.ndarray
+    low_snr: np.ndarray          # S/N < reject_min_snr (or unknown) in either arm
+    bad_pixels: np.ndarray       # more than reject_max_bad_pixels bad grid pixels
+    bad_run: np.ndarray          # a bad run longer than reject_max_bad_run in an arm
+    rv_unreliable: np.ndarray    # RV measured by CCF, its peak below the minimum
+    no_good_pixels: np.ndarray   # an arm without one good pixel
     usable: np.ndarray
     reason: list[str] = field(default_factory=list)
 
     def __len__(self) -> int:
         return len(self.usable)
+
+    def flags(self, i: int) -> list[str]:
+        """The failed criteria of spectrum i, as FLAG_NAMES tokens in that order."""
+        return [name for name in FLAG_NAMES if getattr(self, name)[i]]
 
     def columns(self) -> dict[str, np.ndarray]:
         """The flags as named arrays (reason as a string array), e.g. for an .npz."""
@@ -394,27 +409,30 @@ def quality_flags(mask: np.ndarray, snr_blue, snr_red, ccf_peak, rv_measured,
         if len(mask) else np.zeros(0, dtype=np.int64)
     snr_blue, snr_red = np.asarray(snr_blue, float), np.asarray(snr_red, float)
     ccf_peak, rv_measured = np.asarray(ccf_peak, float), np.asarray(rv_measured, bool)
+    dead = {arm: mask[:, part].all(axis=1) for arm, part in grid.arm_slices().items()}
+    low = {"blue": ~(snr_blue >= config.reject_min_snr), "red": ~(snr_red >= config.reject_min_snr)}
+    criteria = {"low_snr": low["blue"] | low["red"],
+                "bad_pixels": n_bad > config.reject_max_bad_pixels,
+                "bad_run": runs > config.reject_max_bad_run,
+                "rv_unreliable": rv_measured & ~(ccf_peak >= min_peak),
+                "no_good_pixels": np.any(list(dead.values()), axis=0) if dead else np.zeros(len(mask), bool)}
     reasons = []
     for i in range(len(mask)):
-        why = []
-        for arm, part in grid.arm_slices().items():
-            if mask[i, part].all():
-                why.append(f"{arm} arm has no good pixels")
-        for arm, snr in (("blue", snr_blue[i]), ("red", snr_red[i])):
-            if not snr >= config.reject_min_snr:
-                why.append(f"{arm} S/N {snr:.1f} < {config.reject_min_snr:g}")
-        if n_bad[i] > config.reject_max_bad_pixels:
+        why = [f"{arm} arm has no good pixels" for arm in dead if dead[arm][i]]
+        why += [f"{arm} S/N {snr:.1f} < {config.reject_min_snr:g}"
+                for arm, snr in (("blue", snr_blue[i]), ("red", snr_red[i])) if low[arm][i]]
+        if criteria["bad_pixels"][i]:
             why.append(f"{n_bad[i]} bad pixels > {config.reject_max_bad_pixels}")
-        if runs[i] > config.reject_max_bad_run:
+        if criteria["bad_run"][i]:
             why.append(f"{runs[i]} consecutive bad pixels > {config.reject_max_bad_run}")
-        if rv_measured[i] and not ccf_peak[i] >= min_peak:
+        if criteria["rv_unreliable"][i]:
             why.append(f"RV cross-correlation peak {ccf_peak[i]:.2f} < {min_peak:g} (RV unreliable)")
         reasons.append("; ".join(why) if why else "ok")
-    usable = np.array([r == "ok" for r in reasons], dtype=bool)
+    usable = ~np.any([criteria[name] for name in FLAG_NAMES], axis=0) if len(mask) else np.zeros(0, bool)
     return QualityFlags(snr_blue=snr_blue, snr_red=snr_red,
                         bad_fraction=n_bad / max(mask.shape[1], 1), longest_bad_run=runs,
                         n_bad=n_bad.astype(np.int64), ccf_peak=ccf_peak, usable=usable,
-                        reason=reasons)
+                        reason=reasons, **{name: np.asarray(criteria[name], dtype=bool) for name in FLAG_NAMES})
 
 
 def estimate_snr(flux: np.ndarray, ivar: np.ndarray | None, bad: np.ndarray) -> float:

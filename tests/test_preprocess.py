@@ -289,6 +289,17 @@ def test_quality_rules_of_the_paper():
     assert "blue S/N 9.5 < 10" in flags.reason[3]
     assert "RV unreliable" in flags.reason[4]
     assert flags.bad_fraction[2] == pytest.approx(101 / GRID.n_pixels)
+    # One vocabulary: a boolean per criterion, from which usable and the flag tokens come.
+    assert [flags.flags(i) for i in range(5)] == [[], ["bad_run"], ["bad_pixels"], ["low_snr"], ["rv_unreliable"]]
+    assert flags.usable.tolist() == (~(flags.low_snr | flags.bad_pixels | flags.bad_run | flags.rv_unreliable
+                                       | flags.no_good_pixels)).tolist()
+    given = quality_flags(mask, snr, np.full(5, 80.0), ccf_peak=[0.9] * 4 + [0.05], rv_measured=[False] * 5)
+    assert not given.rv_unreliable.any() and given.usable[4]      # a given RV is never "unreliable"
+    dead = np.zeros((1, GRID.n_pixels), bool)
+    dead[0, GRID.arm_slices()["red"]] = True
+    both = quality_flags(dead, [5.0], [80.0], ccf_peak=[0.9], rv_measured=[True])
+    assert both.flags(0) == ["low_snr", "bad_pixels", "bad_run", "no_good_pixels"]
+    assert both.reason[0].startswith("red arm has no good pixels; blue S/N 5.0 < 10")
 
 
 def test_rv_argument_checks_and_empty_batch():

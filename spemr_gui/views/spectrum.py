@@ -231,7 +231,7 @@ class SpectrumView(QWidget):
 
 def rv_unreliable(spectra) -> bool:
     """The RV was measured (not given) and preprocessing calls it untrustworthy (the
-    same test as the catalog's rv_unreliable flag, spemr_engine.catalog_rows)."""
+    catalog's rv_unreliable flag: spemr_engine.preprocess.QualityFlags.rv_unreliable)."""
     if spectra is None or not len(spectra.rv_source) or spectra.rv_source[0] == "given":
         return False
-    return "RV" in (spectra.quality.reason[0] or "")
+    return bool(spectra.quality.rv_unreliable[0])

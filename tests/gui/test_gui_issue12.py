@@ -187,6 +187,7 @@ def test_markers_at_an_unreliable_rv_say_so(qtbot, window, open_file, sample):
     assert not any(p.markers_unreliable for p in view.arm_plots)
     spectra = window.state.current_prepared()
     spectra.quality.reason[0] = "RV cross-correlation peak 0.04 < 0.2 (RV unreliable)"
+    spectra.quality.rv_unreliable[0] = True
     spectra.quality.ccf_peak[0] = 0.04
     view.refresh()
     assert all(p.markers_unreliable for p in view.arm_plots)
