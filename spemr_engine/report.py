@@ -307,6 +307,11 @@ def uncertainty_figure(catalog: Catalog, labels=SIGMA_LABELS):
                     color="C3")
         if ok.any():
             ax.set_xscale("log")
+            # plain numbers, and no labels on minor ticks: 3x10^1 and 4x10^1 ran into each other
+            from matplotlib.ticker import LogLocator, NullFormatter, ScalarFormatter
+            ax.xaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
+            ax.xaxis.set_major_formatter(ScalarFormatter())
+            ax.xaxis.set_minor_formatter(NullFormatter())
         ax.set_xlabel("S/N (blue arm)")
         ax.set_ylabel(f"1σ {_label(name)}")
         ax.set_title(infos[name].display, fontsize=10)
