@@ -102,7 +102,7 @@ def write_mrs(path: str | Path, obs: Observation, obsid: int, labels: np.ndarray
     filename = path.name[:-3] if path.name.endswith(".gz") else path.name
     primary = fits.PrimaryHDU(header=primary_header(obs, filename, obsid, labels, ra, dec, lmjd,
                                                     planid, spid, fiberid, mag, seed))
-    lmjms = [blue.lmjm for blue, _ in obs.exposures]
+    lmjms = [int(blue.lmjm) for blue, _ in obs.exposures if blue.lmjm is not None]
     hdus = [primary, _arm_hdu(obs.coadd[0], lmjms), _arm_hdu(obs.coadd[1], lmjms)]
     hdus += [_arm_hdu(blue, lmjms) for blue, _ in obs.exposures]
     hdus += [_arm_hdu(red, lmjms) for _, red in obs.exposures]

@@ -39,7 +39,7 @@ class SyntheticStars:
         return len(self.seeds)
 
 
-def make_stars(n: int, seed: int = 0) -> SyntheticStars:
+def make_stars(n: int, seed: int | np.random.SeedSequence = 0) -> SyntheticStars:
     rng = np.random.default_rng(seed)
     sample = sample_labels(n, rng)
     seeds = rng.integers(0, 2 ** 63 - 1, size=n, dtype=np.int64)
@@ -57,8 +57,9 @@ def broadening_for(labels: np.ndarray, seeds: np.ndarray) -> sp.Broadening:
     parts = [sp.sample_broadening(labels[i:i + 1], _stream(s, _BROADENING_STREAM)) for i, s in enumerate(seeds)]
     # Own stream, so version-1 stars (which ignore it) keep their exact broadening.
     core = np.array([rt_world.sample_halpha_core(_stream(s, _HALPHA_STREAM)) for s in seeds])
-    return sp.Broadening(*(np.concatenate([getattr(p, f) for p in parts])
-                           for f in ("vmic", "vmac", "vsini", "resolution")), halpha_core=core)
+    vmic, vmac, vsini, resolution = (np.concatenate([getattr(p, f) for p in parts])
+                                     for f in ("vmic", "vmac", "vsini", "resolution"))
+    return sp.Broadening(vmic, vmac, vsini, resolution, halpha_core=core)
 
 
 def render(labels: np.ndarray, broadening: sp.Broadening, version: int = GENERATOR_VERSION) -> dict[str, np.ndarray]:

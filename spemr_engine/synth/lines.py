@@ -118,7 +118,7 @@ def bands() -> tuple[Band, ...]:
     out = []
     for r in _csv_rows("bands.csv"):
         out.append(Band(
-            molecule=r["molecule"], head=float(air_to_vacuum(float(r["head_air"]))),
+            molecule=r["molecule"], head=float(air_to_vacuum(np.array([float(r["head_air"])]))[0]),
             direction=int(r["direction"]), extent=float(r["extent"]), n_lines=int(r["n_lines"]),
             log_strength=float(r["log_strength"]), elements=tuple(r["elements"].split("+")),
             theta_slope=float(r["theta_slope"]), logg_slope=float(r["logg_slope"])))

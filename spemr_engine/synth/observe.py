@@ -47,7 +47,7 @@ class RawArm:
     def to_arm(self) -> Arm:
         """The reader's view: ascending vacuum wavelengths and a boolean bad mask."""
         order = np.argsort(self.loglam, kind="stable")
-        flag_bits = self.masks.get("ORMASK", self.masks.get("PIXMASK"))
+        flag_bits = self.masks["ORMASK"] if "ORMASK" in self.masks else self.masks["PIXMASK"]
         no_data_bits = self.masks.get("ANDMASK", flag_bits)
         flux, ivar = self.flux[order].astype(np.float64), self.ivar[order].astype(np.float64)
         mask, unusable = pixel_masks(flux, ivar, flag_bits[order], no_data_bits[order])
@@ -163,7 +163,7 @@ def cosmic_rays(n_pixels: int, level: float, rng) -> tuple[np.ndarray, np.ndarra
     """Cosmic-ray residuals the LAMOST 2-D cleaning left in an extracted exposure: a few
     positive spikes, mostly one pixel wide, up to a few times the continuum."""
     spikes = np.zeros(n_pixels)
-    where = []
+    where: list[int] = []
     for _ in range(rng.poisson(1.5)):
         start = int(rng.integers(0, n_pixels - 2))
         width = 1 if rng.random() < 0.8 else 2
@@ -247,7 +247,8 @@ def observe(fine: dict[str, np.ndarray], teff: float, cond: Conditions, rng: np.
             exposures: bool = True) -> Observation:
     """Observe one star. ``fine`` holds that star's fine-grid rest-frame spectra (1, m)
     per arm (spectrum.render for one row)."""
-    coadd, singles = {}, {side: [] for side in COVERAGE}
+    coadd: dict[str, RawArm] = {}
+    singles: dict[str, list[RawArm]] = {side: [] for side in COVERAGE}
     for side, (start, end) in cond.coverage.items():
         if exposures:
             loglam = exposure_loglam(start - 0.1, end + 0.1, rng)

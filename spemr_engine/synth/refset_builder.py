@@ -60,7 +60,7 @@ def build_reference_set(path: str | Path, n_stars: int, seed: int = 0, max_expos
         rv = None if rv_mode == "ccf" else true_rv + _catalog_rv_error(stars.seeds, star_index)
         spectra = preprocess_pairs(pairs, rv=rv)
         usable = spectra.quality.usable
-        rows = [_row(star_index[k][0], stars.seeds[star_index[k][0]], pairs[k], spectra, k, version)
+        rows = [_row(star_index[k][0], stars.seeds[star_index[k][0]], pairs[k], spectra, int(k), version)
                 for k in np.flatnonzero(usable)]
         labels = stars.labels[[star_index[k][0] for k in np.flatnonzero(usable)]]
         # A star's spectra are written in one append, so resuming never splits a star.
@@ -75,7 +75,7 @@ def build_reference_set(path: str | Path, n_stars: int, seed: int = 0, max_expos
 
 def _catalog_rv_error(seeds: np.ndarray, star_index: list) -> np.ndarray:
     """Per-spectrum catalog RV error, fixed by the star's seed (so resuming is exact)."""
-    out, count = np.empty(len(star_index)), {}
+    out, count = np.empty(len(star_index)), dict[int, int]()
     for k, (star, _rv) in enumerate(star_index):
         count[star] = count.get(star, -1) + 1
         out[k] = np.random.default_rng([int(seeds[star]), 4, count[star]]).normal(0, CATALOG_RV_ERROR_KMS)

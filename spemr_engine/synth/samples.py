@@ -48,7 +48,7 @@ def write_samples(out_dir: str | Path, kinds: list[str] | None = None, seed: int
     written, table = [], []
     for k, kind in enumerate(kinds or list(KINDS)):
         stars = pick_stars(kind, 1, seed)
-        overrides = {"n_exp": n_exp} | ({"snr_range": (snr_red, snr_red * 1.0001)} if snr_red else {})
+        overrides: dict = {"n_exp": n_exp} | ({"snr_range": (snr_red, snr_red * 1.0001)} if snr_red else {})
         obs = next(observe_stars(stars.labels, stars.seeds, **overrides))
         obsid = 990_000_000 + 100 * seed + k
         name = f"med-58800-SYNTH{kind.upper().replace('-', '')}_sp01-{k + 1:03d}.fits.gz"

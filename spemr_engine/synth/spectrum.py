@@ -100,8 +100,9 @@ class Broadening:
 
     def take(self, index) -> "Broadening":
         core = None if self.halpha_core is None else np.atleast_1d(self.halpha_core[index])
-        return Broadening(*(np.atleast_1d(getattr(self, f)[index]) for f in
-                            ("vmic", "vmac", "vsini", "resolution")), halpha_core=core)
+        vmic, vmac, vsini, resolution = (np.atleast_1d(getattr(self, f)[index]) for f in
+                                         ("vmic", "vmac", "vsini", "resolution"))
+        return Broadening(vmic, vmac, vsini, resolution, halpha_core=core)
 
 
 TYPICAL_VSINI_KMS = 2.0            # typical_broadening: a slow rotator, below the fine grid's
@@ -256,7 +257,10 @@ def band_widths(labels: np.ndarray) -> list[np.ndarray]:
 
 
 def _label_of(symbol: str) -> str:
-    return elements()[symbol].label
+    label = elements()[symbol].label
+    if label is None:
+        raise ValueError(f"element {symbol} has no label")
+    return label
 
 
 # ------------------------------------------------------------ fine grid + rendering
@@ -377,7 +381,7 @@ def _kernel_spectrum(n_fft: int, broadening: Broadening, applied_sigma_kms: floa
 def render_arm(name: str, labels: np.ndarray, broadening: Broadening,
                widths: np.ndarray | None = None, wings: np.ndarray | None = None) -> np.ndarray:
     """Normalised rest-frame flux (n, arm.n) on the fine grid of arm ``name``."""
-    if widths is None:
+    if widths is None or wings is None:
         widths, wings = line_widths(labels, broadening.vmic)
     absorption = atomic_absorption(name, widths, wings) + band_absorption(name, labels)
     _halpha(fine_arm(name), labels, broadening.vmic, absorption)

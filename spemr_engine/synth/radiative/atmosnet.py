@@ -55,15 +55,15 @@ def load_networks(directory: str, kind: str) -> tuple[ColumnNet, ...]:
     raw = safe_load(network_path(directory, kind), dill_arrays=True)
     nets = []
     for d in raw:
-        nets.append(ColumnNet(int(d["column"]),
-                              tuple(np.asarray(d[f"w_array_{i}"], np.float64) for i in range(3)),
-                              tuple(np.asarray(d[f"b_array_{i}"], np.float64) for i in range(3)),
+        w0, w1, w2 = (np.asarray(d[f"w_array_{i}"], np.float64) for i in range(3))
+        b0, b1, b2 = (np.asarray(d[f"b_array_{i}"], np.float64) for i in range(3))
+        nets.append(ColumnNet(int(d["column"]), (w0, w1, w2), (b0, b1, b2),
                               np.asarray(d["x_min"], np.float64), np.asarray(d["x_max"], np.float64),
                               np.asarray(d["ranges"], np.float64)))
     return tuple(sorted(nets, key=lambda n: n.column))
 
 
-def kind_for(teff: np.ndarray) -> np.ndarray:
+def kind_for(teff: np.ndarray | float) -> np.ndarray:
     """'cool' below the hot network's lower Teff edge, else 'hot'."""
     return np.where(np.asarray(teff) < _config()["atmosnet_hot_above_teff"], "cool", "hot")
 

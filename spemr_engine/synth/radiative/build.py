@@ -79,7 +79,7 @@ class GridFolder:
 
     def done_labels(self) -> dict[str, np.ndarray]:
         """name -> labels of every finished star (chunks and pending)."""
-        out = {}
+        out: dict[str, np.ndarray] = {}
         for path in self.chunks():
             with np.load(path, allow_pickle=False) as d:
                 out.update(zip((str(n) for n in d["names"]), d["labels"]))
@@ -94,10 +94,12 @@ class GridFolder:
             path.unlink(missing_ok=True)
 
     def add(self, result: StarResult) -> None:
+        if result.flux is None or result.job is None:
+            raise ValueError(f"{result.name}: a failed star has no spectrum to add")
+        flux, job = result.flux, result.job
         self.pending.mkdir(parents=True, exist_ok=True)
         path = self.pending / f"{result.name}.npz"
-        atomic_write(path, lambda f: np.savez(f, flux=result.flux.astype(np.float32),
-                                              job=json.dumps(result.job.to_dict())),
+        atomic_write(path, lambda f: np.savez(f, flux=flux.astype(np.float32), job=json.dumps(job.to_dict())),
                      binary=True, suffix=".part")
 
     def pack(self, chunk: int, final: bool) -> int:
@@ -143,8 +145,9 @@ def _stack(paths: list[Path]) -> RtSpectra:
         with np.load(path, allow_pickle=False) as d:
             flux.append(d["flux"])
             jobs.append(GridJob.from_dict(json.loads(str(d["job"]))))
-    return RtSpectra(np.stack(flux), np.stack([j.labels for j in jobs]),
-                     *(np.array([getattr(j, f) for j in jobs]) for f in ("vmic", "vmac", "vsini", "resolution")),
+    vmic, vmac, vsini, resolution = (np.array([getattr(j, f) for j in jobs])
+                                     for f in ("vmic", "vmac", "vsini", "resolution"))
+    return RtSpectra(np.stack(flux), np.stack([j.labels for j in jobs]), vmic, vmac, vsini, resolution,
                      np.array([j.name for j in jobs], dtype=str))
 
 
@@ -253,7 +256,8 @@ def synthesise_job(engine, job: GridJob) -> StarResult:
     stopping on a star) are returned, not raised, so one star never stops a run."""
     from .turbospectrum import synthesise
     try:
-        spectrum = synthesise(engine, *job.atmosphere_params(), job.abundances(), job.vmic)
+        teff, logg, feh, alpha_fe = (float(x) for x in job.atmosphere_params())
+        spectrum = synthesise(engine, teff, logg, feh, alpha_fe, job.abundances(), job.vmic)
         return StarResult(job.name, job, spectrum.on_rt_grid(), cpu_s=spectrum.cpu_s)
     except (RuntimeError, ValueError, OSError) as error:
         return StarResult(job.name, error=f"{type(error).__name__}: {error}"[:400])

@@ -168,8 +168,10 @@ def train(spectra: RtSpectra, settings: EmulatorSettings = EmulatorSettings(),
         if i < len(sizes) - 2:
             modules.append(nn.SiLU())
     net = nn.Sequential(*modules)
+    output_layer = modules[-1]
+    assert isinstance(output_layer, nn.Linear)
     with torch.no_grad():
-        net[-1].bias.copy_(y[train_idx].mean(dim=0))
+        output_layer.bias.copy_(y[train_idx].mean(dim=0))
     optimiser = torch.optim.Adam(net.parameters(), lr=settings.lr)
     steps_per_epoch = max(1, int(np.ceil(len(train_idx) / settings.batch_size)))
     total = settings.epochs * steps_per_epoch
@@ -210,7 +212,7 @@ def accuracy(emulator: Emulator, spectra: RtSpectra) -> dict:
     if len(spectra) == 0:
         return {}
     error = np.abs(emulator.predict(spectra.labels, spectra.vmic) - spectra.flux)
-    out = {"n_spectra": len(spectra)}
+    out: dict = {"n_spectra": len(spectra)}
     for name, part in emulator.grid.arm_slices().items():
         e = error[:, part]
         out[name] = {"median_abs": float(np.median(e)), "p99_abs": float(np.percentile(e, 99)),
