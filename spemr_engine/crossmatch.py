@@ -266,7 +266,7 @@ def build_reference_set(inputs: Sequence[str | Path], catalog_path: str | Path, 
                             "run again to resume")
         result = _process_file(path, key, scan["error"][i], match, i, catalog, options, config, rv_lookup)
         log.append(result.entry)
-        if result.rows:
+        if result.rows and result.flux is not None and result.labels is not None:
             writer.append(result.flux, result.labels, result.rows)
         if progress:
             progress({"stage": "build", "done": i + 1, "total": len(files), "kept": writer.n_spectra})
@@ -315,7 +315,7 @@ def _scan(files: list[Path], progress, cancel) -> dict:
 
 def _process_file(path: Path, key: str, scan_error: str | None, match: SkyMatch, i: int,
                   catalog: LabelCatalog, options: BuildOptions, config, rv_lookup) -> _FileResult:
-    entry = {"file": key, "outcome": "", "detail": "", "star_id": None, "spectra": [], "kept": 0}
+    entry: dict = {"file": key, "outcome": "", "detail": "", "star_id": None, "spectra": [], "kept": 0}
     star = int(match.index[i])
     if star >= 0:
         entry["star_id"] = str(catalog.star_id[star])

@@ -27,7 +27,7 @@ from .errors import SpemrError
 try:  # optional dependency: spemr[cluster]
     from distributed import WorkerPlugin as _WorkerPluginBase
 except ImportError:  # pragma: no cover - exercised only without dask installed
-    _WorkerPluginBase = object
+    _WorkerPluginBase = object  # type: ignore[assignment,misc]
 
 PLUGIN_NAME = "spemr-model"
 SCHEMES = ("dask://", "tcp://", "tls://", "local:", "file://")

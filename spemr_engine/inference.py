@@ -136,8 +136,11 @@ class SpemrPredictor:
 
     def _load(self, member: int, network: str) -> _SharedHeads:
         net = self.bundle.build_network(member, network, device=self.device)
-        fc1_layers = [net.fc1[0]] + [self.bundle.build_region_fc1(member, network, r.name, self.device)[0]
-                                     for r in self.bundle.regions]
+        layers = [net.fc1[0]] + [self.bundle.build_region_fc1(member, network, r.name, self.device)[0]  # type: ignore[index]
+                                 for r in self.bundle.regions]
+        fc1_layers = [layer for layer in layers if isinstance(layer, nn.Linear)]
+        if len(fc1_layers) != len(layers):
+            raise TypeError(f"{self.bundle.path}: fc1 heads are not linear layers")
         return _SharedHeads(net, fc1_layers).eval()  # built in place: .to() would unshare fc1
 
     # ------------------------------------------------------------------ public

@@ -183,9 +183,12 @@ class ReferenceSetWriter:
         if k == 0:
             return
         self._check_rows(rows)
-        row_bytes = b"".join(_csv_line(self.columns, row) for row in rows)
+        columns = self.columns
+        if columns is None:          # _check_rows fixes the columns on the first append
+            raise ValueError("reference set columns are not fixed")
+        row_bytes = b"".join(_csv_line(columns, row) for row in rows)
         if self._sizes[ROWS_FILE] == 0:
-            row_bytes = _csv_line(self.columns, {c: c for c in self.columns}) + row_bytes
+            row_bytes = _csv_line(columns, {c: c for c in columns}) + row_bytes
         # Data first, count last: a crash between the two leaves bytes past the committed
         # sizes, which the next open truncates away.
         sizes = {
@@ -221,8 +224,9 @@ class ReferenceSetWriter:
         np.save(self.path / LABELS_FILE, labels)
         stats = dict(statistics) if statistics is not None else compute_statistics(
             self._flux_memmap(), labels)
-        np.savez(self.path / STATS_FILE, **{k: np.asarray(stats[k], dtype=np.float64)
-                                           for k in ("flux_mean", "flux_std", "label_mean", "label_std")})
+        arrays: dict = {k: np.asarray(stats[k], dtype=np.float64)
+                        for k in ("flux_mean", "flux_std", "label_mean", "label_std")}
+        np.savez(self.path / STATS_FILE, **arrays)
         manifest = {"format": FORMAT, "version": VERSION, "n_spectra": self.n_spectra,
                     "labels": self.labels, "grid": self.grid.to_dict(), "synthetic": self.synthetic,
                     "source": self.source, "columns": self.columns,
@@ -548,7 +552,9 @@ def _published_labels(path: Path, split: str) -> tuple[np.ndarray, list[dict]]:
 
 
 def _to_float(text: str | None) -> float:
+    if text is None:
+        return float("nan")
     try:
         return float(text)
-    except (TypeError, ValueError):
+    except ValueError:
         return float("nan")

@@ -33,7 +33,7 @@ class TemplateLibrary:
 
     def __init__(self, labels: np.ndarray, label_names: Sequence[str] = LABELS,
                  seeds: np.ndarray | None = None, flux: np.ndarray | None = None,
-                 star_id: Sequence[str] | None = None, scale: np.ndarray | None = None,
+                 star_id: Sequence[str] | np.ndarray | None = None, scale: np.ndarray | None = None,
                  generator_version: int | None = None, wave: np.ndarray | None = None):
         self._labels = np.atleast_2d(np.asarray(labels, dtype=np.float32))
         self.label_names = list(label_names)
@@ -92,7 +92,7 @@ class TemplateLibrary:
             raise IndexError(f"template {i} out of range (library has {len(self)})")
         if self.flux is not None:
             return self.wave, self.flux[i].astype(np.float32)
-        if i not in self._cache:
+        if i not in self._cache and self.seeds is not None:
             from .preprocess import normalise_grid
             from .synth.generate import noiseless_grid   # heavy; only for seed libraries
             _wave, flux = noiseless_grid(self._labels[i:i + 1].astype(np.float64), self.seeds[i:i + 1],
@@ -119,7 +119,7 @@ class TemplateLibrary:
     def save(self, path: str | Path) -> Path:
         path = _npz_path(Path(path))
         path.parent.mkdir(parents=True, exist_ok=True)
-        arrays = {"format": np.array(FORMAT), "version": np.array(VERSION),
+        arrays: dict = {"format": np.array(FORMAT), "version": np.array(VERSION),
                   "labels": self._labels, "label_names": np.array(self.label_names),
                   "star_id": self.star_id.astype(str), "scale": self.scale, "wave": self.wave}
         if self.seeds is not None:
@@ -172,7 +172,7 @@ class TemplateLibrary:
         seeds = None
         if rows is not None and refset.manifest.get("synthetic") and all(rows[i].get("seed") for i in chosen):
             seeds = np.array([int(rows[i]["seed"]) for i in chosen], dtype=np.int64)
-        if seeds is not None:
+        if seeds is not None and rows is not None:
             # Reference sets written before the "generator" column were made by version 1.
             version = int(rows[chosen[0]].get("generator") or 1) if len(chosen) else 1
             return cls(labels, getattr(refset, "label_names", LABELS), seeds=seeds, star_id=star[chosen], scale=refset.label_std,

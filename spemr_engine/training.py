@@ -413,7 +413,7 @@ def train_model(refset: ReferenceSet | str | Path, out_dir: str | Path,
     config = resolve_architecture(architecture, members)
     regions = default_regions() if regions is None else tuple(regions)
     settings = TrainSettings(epochs, finetune_epochs, lr, finetune_lr, batch_size, step_size, gamma, seed,
-                             tuple(float(f) for f in split_fractions))
+                             _three(split_fractions))
     out_dir = Path(out_dir)
     device_t = resolve_device(device)
     checkpoints = _prepare_checkpoints(out_dir, refset, config, regions, settings, resume)
@@ -468,6 +468,11 @@ def _evaluate_quietly(bundle_path: Path, refset: ReferenceSet, indices: np.ndarr
     if progress:
         progress({"stage": "evaluate", "n_spectra": int(len(indices))})
     return evaluate(bundle_path, refset, split=indices, device=device)
+
+
+def _three(fractions) -> tuple[float, float, float]:
+    train, valid, test = (float(f) for f in fractions)
+    return train, valid, test
 
 
 def _prepare_checkpoints(out_dir: Path, refset: ReferenceSet, config: RRNetConfig, regions: Sequence[Region],
