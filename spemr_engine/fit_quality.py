@@ -60,12 +60,13 @@ class QualityThresholds:
     split: str = ""
     date: str = ""
     world: int = 1            # synth generator version of the model spectra it was measured with
+    world_id: str = ""        # synth.generate.world_id of those model spectra ("" = not recorded)
 
     def to_dict(self) -> dict:
         return {"fit_chi2_max": self.fit_chi2_max, "member_spread_max": self.member_spread_max,
                 "percentile": self.percentile, "n_spectra": self.n_spectra,
                 "reference_set": self.reference_set, "split": self.split, "date": self.date,
-                "model_spectra_world": self.world}
+                "model_spectra_world": self.world, "model_spectra_world_id": self.world_id}
 
     @classmethod
     def from_manifest(cls, path, data) -> "QualityThresholds":
@@ -90,16 +91,23 @@ class QualityThresholds:
         world = data.get("model_spectra_world", 1)       # calibrations before the key: version 1
         if isinstance(world, bool) or not isinstance(world, int):
             raise bad(f"model_spectra_world must be an integer, not {world!r}")
+        world_id = data.get("model_spectra_world_id", "")
+        if not isinstance(world_id, str) or len(world_id) > 64:
+            raise bad(f"model_spectra_world_id must be a short string, not {world_id!r}")
         return cls(n_spectra=n, reference_set=str(data.get("reference_set", "")),
-                   split=str(data.get("split", "")), date=str(data.get("date", "")), world=world, **values)
+                   split=str(data.get("split", "")), date=str(data.get("date", "")), world=world,
+                   world_id=world_id, **values)
 
 
 def thresholds_of(bundle) -> QualityThresholds | None:
     """The bundle's calibrated thresholds, None when it has none or they were measured
     against model spectra of another synthetic world than the one used now."""
+    from .synth.generate import world_id
     from .synth.model_spectra import WORLD
     thresholds = getattr(bundle, "quality", None)
-    return thresholds if thresholds is not None and thresholds.world == WORLD else None
+    if thresholds is None or thresholds.world != WORLD:
+        return None
+    return thresholds if thresholds.world_id in ("", world_id(WORLD)) else None
 
 
 def calibration_note(bundle) -> str | None:
@@ -108,8 +116,9 @@ def calibration_note(bundle) -> str | None:
         return None
     stale = getattr(bundle, "quality", None)
     if stale is not None:
-        return (f"fit quality calibrated against generator v{stale.world} model spectra, not the current "
-                "ones: poor_fit is never raised (re-run spemr calibrate-quality)")
+        return (f"fit quality calibrated against other model spectra (generator v{stale.world}, "
+                f"{stale.world_id or 'world not recorded'}) than the current ones: poor_fit is never raised "
+                "(re-run spemr calibrate-quality)")
     return UNCALIBRATED_NOTE
 
 

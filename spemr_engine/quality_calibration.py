@@ -118,8 +118,10 @@ def calibrate(model: ModelBundle | str | Path, refset: ReferenceSet | str | Path
     if not len(indices):
         raise SpemrError(f"{refset.path}: split {split_name!r} holds no spectra")
     values = measure(bundle, refset, np.asarray(indices), device, batch_size, progress, cancel)
+    from .synth.generate import world_id
     from .synth.model_spectra import WORLD
     entry = {"percentile": percentile, "n_spectra": int(len(indices)), "model_spectra_world": WORLD,
+             "model_spectra_world_id": world_id(WORLD),
              "reference_set": str(refset.path), "reference_source": refset.source, "split": split_name,
              "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")}
     distribution = {}

@@ -34,7 +34,8 @@ class TemplateLibrary:
     def __init__(self, labels: np.ndarray, label_names: Sequence[str] = LABELS,
                  seeds: np.ndarray | None = None, flux: np.ndarray | None = None,
                  star_id: Sequence[str] | np.ndarray | None = None, scale: np.ndarray | None = None,
-                 generator_version: int | None = None, wave: np.ndarray | None = None):
+                 generator_version: int | None = None, wave: np.ndarray | None = None,
+                 world_id: str | None = None):
         self._labels = np.atleast_2d(np.asarray(labels, dtype=np.float32))
         self.label_names = list(label_names)
         if (seeds is None) == (flux is None):
@@ -48,6 +49,7 @@ class TemplateLibrary:
         self.star_id = np.asarray(star_id if star_id is not None else [str(i) for i in range(n)])
         self.scale = np.asarray(scale if scale is not None else _nan_std(self._labels), dtype=np.float64)
         self.generator_version = generator_version
+        self.world_id = world_id          # synth.generate.world_id at build time (None: not recorded)
         self.wave = np.asarray(wave if wave is not None else default_grid().wave, dtype=np.float64)
         self._cache: OrderedDict[int, np.ndarray] = OrderedDict()
 
@@ -109,11 +111,13 @@ class TemplateLibrary:
 
     @property
     def rebuilds_exactly(self) -> bool:
-        """False when seeds were written by a generator version this code cannot render."""
+        """False when seeds were written by a generator version this code cannot render,
+        or by another world of that version (e.g. a since retrained emulator)."""
         if self.seeds is None:
             return True
-        from .synth.generate import WORLDS
-        return (self.generator_version or 1) in WORLDS
+        from .synth.generate import WORLDS, world_id
+        version = self.generator_version or 1
+        return version in WORLDS and (self.world_id is None or self.world_id == world_id(version))
 
     # ------------------------------------------------------------ storage
     def save(self, path: str | Path) -> Path:
@@ -125,6 +129,8 @@ class TemplateLibrary:
         if self.seeds is not None:
             arrays["seeds"] = self.seeds
             arrays["generator_version"] = np.array(self.generator_version if self.generator_version is not None else -1)
+            if self.world_id is not None:
+                arrays["world_id"] = np.array(self.world_id)
         else:
             arrays["flux"] = self.flux
         np.savez_compressed(path, **arrays)
@@ -146,7 +152,7 @@ class TemplateLibrary:
                            flux=data["flux"] if "flux" in data else None,
                            star_id=[str(s) for s in data["star_id"]], scale=data["scale"],
                            generator_version=None if version is None else int(version),
-                           wave=data["wave"])
+                           wave=data["wave"], world_id=str(data["world_id"]) if "world_id" in data else None)
         except InputFileError:
             raise
         except Exception as error:  # truncated zip (BadZipFile, EOFError, zlib.error), bad arrays
@@ -175,8 +181,9 @@ class TemplateLibrary:
         if seeds is not None and rows is not None:
             # Reference sets written before the "generator" column were made by version 1.
             version = int(rows[chosen[0]].get("generator") or 1) if len(chosen) else 1
+            from .synth.generate import world_id
             return cls(labels, getattr(refset, "label_names", LABELS), seeds=seeds, star_id=star[chosen], scale=refset.label_std,
-                       generator_version=version)
+                       generator_version=version, world_id=world_id(version))
         return cls(labels, getattr(refset, "label_names", LABELS), flux=refset.read_flux(chosen), star_id=star[chosen],
                    scale=refset.label_std)
 

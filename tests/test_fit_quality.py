@@ -15,7 +15,7 @@ from spemr_engine import api, config
 from spemr_engine.bundle import create_random_bundle, load_bundle
 from spemr_engine.errors import ModelBundleError, SpemrError
 from spemr_engine.fit_quality import (UNCALIBRATED_NOTE, assess, calibration_note, fit_chi2,
-                                      member_spread, region_mismatch)
+                                      member_spread, region_mismatch, thresholds_of)
 from spemr_engine.inference import Prediction
 from spemr_engine.preprocess import preprocess_pairs
 from spemr_engine.quality_calibration import calibrate
@@ -201,6 +201,17 @@ def test_calibration_writes_thresholds_and_bad_ones_are_refused(tmp_path, small_
     assert reloaded.quality.member_spread_max == entry["member_spread_max"] > 0
     assert reloaded.quality.n_spectra == len(small_refset) and calibration_note(reloaded) is None
     assert entry["distribution"]["fit_chi2"]["p99"] == entry["fit_chi2_max"]
+    from spemr_engine.synth.generate import world_id
+    assert reloaded.quality.world_id == world_id(WORLD)
+
+    # thresholds measured against another world's model spectra (e.g. an emulator since
+    # retrained) count as none, and the note says why
+    manifest = json.loads((bundle_dir / "manifest.json").read_text())
+    manifest["quality"]["model_spectra_world_id"] = "v2:0000000000000000"
+    (bundle_dir / "manifest.json").write_text(json.dumps(manifest))
+    stale = load_bundle(bundle_dir)
+    assert stale.quality is not None and thresholds_of(stale) is None
+    assert "v2:0000000000000000" in calibration_note(stale)
 
     manifest = json.loads((bundle_dir / "manifest.json").read_text())
     for bad in (-1.0, None, "5", float("nan")):

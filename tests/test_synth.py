@@ -295,6 +295,11 @@ def test_default_model_is_synthetic_small_and_its_templates_rebuild():
     assert sum(f.stat().st_size for f in folder.iterdir()) <= 40e6
     library = TemplateLibrary.load(folder)
     assert library.kind == "seeds" and library.generator_version == GENERATOR_VERSION
+    # made with the shipped emulator: retraining it without retraining the model fails here
+    from spemr_engine.fit_quality import thresholds_of
+    from spemr_engine.synth.generate import world_id
+    assert library.world_id == world_id(GENERATOR_VERSION) and library.rebuilds_exactly
+    assert thresholds_of(bundle) is not None and bundle.quality.world_id == world_id(GENERATOR_VERSION)
     assert len(library) > 1000
     _, flux = library.spectrum(0)
     # continuum-normalised like observed spectra: lines below 1, the pseudo-continuum near 1

@@ -126,3 +126,15 @@ def test_build_templates_command_uses_the_bundles_training_split(tmp_path, capsy
     assert set(library.star_id) == {refset.rows[i]["star_id"] for i in train}
     assert "templates (seeds)" in capsys.readouterr().out
     assert cli.main(["build-templates", str(tmp_path / "ref"), "-o", str(tmp_path / "nope")]) == 2
+
+
+def test_a_library_made_in_another_world_does_not_claim_to_rebuild_exactly(stars, tmp_path):
+    """World 2 is the emulator too: a library recorded with another emulator's world id
+    (e.g. before a retraining) says so; one without a recorded id keeps the old behaviour."""
+    from spemr_engine.synth.generate import world_id
+    same = TemplateLibrary(stars.labels, seeds=stars.seeds, generator_version=2, world_id=world_id(2))
+    other = TemplateLibrary(stars.labels, seeds=stars.seeds, generator_version=2, world_id="v2:0000000000000000")
+    unknown = TemplateLibrary(stars.labels, seeds=stars.seeds, generator_version=2)
+    assert same.rebuilds_exactly and unknown.rebuilds_exactly and not other.rebuilds_exactly
+    back = TemplateLibrary.load(other.save(tmp_path / "lib"))
+    assert back.world_id == "v2:0000000000000000" and not back.rebuilds_exactly

@@ -62,6 +62,17 @@ def broadening_for(labels: np.ndarray, seeds: np.ndarray) -> sp.Broadening:
     return sp.Broadening(vmic, vmac, vsini, resolution, halpha_core=core)
 
 
+def world_id(version: int = GENERATOR_VERSION) -> str:
+    """What makes a version's spectra exactly: version 2 also depends on the emulator's
+    weights, so a retrained emulator is another world (templates and fit-quality
+    thresholds made with the old one no longer apply)."""
+    if version == 1:
+        return "v1"
+    if version == 2:
+        return f"v2:{rt_world.emulator_id()}"
+    raise ValueError(f"unknown synthetic generator version {version!r} (known: {sorted(WORLDS)})")
+
+
 def render(labels: np.ndarray, broadening: sp.Broadening, version: int = GENERATOR_VERSION) -> dict[str, np.ndarray]:
     """Fine-grid rest-frame normalised flux per arm in the world of generator ``version``."""
     if version == 1:

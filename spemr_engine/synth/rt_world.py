@@ -40,6 +40,18 @@ def sample_halpha_core(rng: np.random.Generator) -> float:
     return float(np.exp(rng.normal(0.0, world_settings()["halpha_core"]["log_scatter"])))
 
 
+@lru_cache(maxsize=1)
+def emulator_id() -> str:
+    """Short content hash of the shipped emulator's weights: world 2 is that emulator."""
+    import hashlib
+    folder = assets_dir() / world_settings()["emulator"]
+    digest = hashlib.sha256()
+    with open(folder / emu.WEIGHTS, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()[:16]
+
+
 def halpha_core_absorption(arm: sp.FineArm, labels: np.ndarray, strength: np.ndarray | None = None) -> np.ndarray:
     """Extra H-alpha core optical depth (n, arm.n): what LTE misses (chromosphere, NLTE)."""
     par = world_settings()["halpha_core"]
