@@ -155,3 +155,36 @@ def _in_order(values, names_from, names_to) -> np.ndarray:
     """Re-order a label vector by name (NaN where a label is missing)."""
     lookup = dict(zip(names_from, np.asarray(values, dtype=float)))
     return np.array([lookup.get(name, np.nan) for name in names_to])
+
+
+def read_headers(path: str | Path) -> list[tuple[str, str]]:
+    """(HDU title, full header text: one 80-character card per line) of every HDU of
+    a FITS file, read with the reader's bounds (regular file, size limits); data is
+    never loaded. For the inspector's FITS header tab (runs in a worker)."""
+    import io
+    import warnings
+
+    from astropy.io import fits
+
+    from spemr_engine.errors import InputFileError
+    from spemr_engine.lamost import _read_bytes
+
+    path = Path(path)
+    raw = _read_bytes(path)
+    out = []
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            with fits.open(io.BytesIO(raw), memmap=False) as hdul:
+                for index, hdu in enumerate(hdul):
+                    header = hdu.header
+                    name = str(header.get("EXTNAME", "PRIMARY" if index == 0 else "")).strip()
+                    kind = "image" if index == 0 or header.get("XTENSION", "").strip() == "IMAGE" \
+                        else "table"
+                    title = f"{index}: {name or '(no EXTNAME)'} ({kind}, {len(header)} cards)"
+                    cards = [str(card) for card in header.cards]
+                    out.append((title, "\n".join(cards + ["END"])))
+        except Exception as error:  # astropy's VerifyError, ValueError, ... on hostile headers
+            raise InputFileError(path, f"cannot read its headers ({type(error).__name__}: {error})") \
+                from None
+    return out

@@ -20,6 +20,7 @@ from .plotdata import curves_to_csv
 from .settings import DEVICES, AppSettings
 from .state import AppState
 from .views.files import FileListView
+from .views.fits_header import FitsHeaderView
 from .views.log_view import LogView
 from .views.metadata import MetadataView
 from .views.results_panel import ResultsPanel
@@ -122,6 +123,8 @@ class MainWindow(QMainWindow):
         side_tabs = QTabWidget()
         side_tabs.addTab(self.results_panel, "Results")
         side_tabs.addTab(self.metadata_view, "Header")
+        self.fits_header_view = FitsHeaderView(self.state, self.runner)
+        side_tabs.addTab(self.fits_header_view, "FITS header")
         self.log_view = LogView()
         self.log_index = side_tabs.addTab(self.log_view, "Log")
         self.log_view.changed.connect(
