@@ -29,7 +29,25 @@ def read_file(path: str | Path) -> OpenFile:
     from spemr_engine.lamost import read_mrs
 
     path = Path(path)
-    return OpenFile(path=path, mrs=read_mrs(path))
+    mrs = read_mrs(path)
+    return OpenFile(path=path, mrs=mrs, flux_unit=flux_unit(read_headers(path)))
+
+
+def flux_unit(headers: list[tuple[str, str]]) -> str | None:
+    """The flux unit a file states: TUNITn of a FLUX column, else BUNIT; None when it
+    states none (LAMOST MRS files do not: their flux is relative)."""
+    from astropy.io import fits
+
+    bunit = None
+    for _title, text in headers:
+        header = fits.Header.fromstring(text, sep="\n")
+        for i in range(1, int(header.get("TFIELDS", 0) or 0) + 1):
+            if str(header.get(f"TTYPE{i}", "")).strip().upper() == "FLUX":
+                unit = str(header.get(f"TUNIT{i}", "")).strip()
+                if unit:
+                    return unit
+        bunit = bunit or (str(header.get("BUNIT", "")).strip() or None)
+    return bunit
 
 
 def load_model(path: str | Path | None = None, device: str | None = None):

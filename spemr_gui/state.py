@@ -58,6 +58,7 @@ class OpenFile:
     rv_override: dict[int, float] = field(default_factory=dict)
     prepared: dict[int, Any] = field(default_factory=dict)  # pair -> PreprocessedSpectra (1 row)
     results: dict[int, PairResult] = field(default_factory=dict)
+    flux_unit: str | None = None   # as the file states it (TUNIT of FLUX, or BUNIT); None: relative
 
     @property
     def name(self) -> str:

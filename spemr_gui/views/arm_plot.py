@@ -187,6 +187,34 @@ class ArmPlot:
         return float(self.curve.flux[index])
 
 
+class LegendSample(pg.ItemSample):
+    """A legend sample that only shows what an item looks like: clicking it does not
+    hide anything (the samples stand for items on both arms)."""
+
+    def mouseClickEvent(self, event) -> None:
+        event.accept()
+
+
+def legend_proxies() -> dict[str, pg.GraphicsObject]:
+    """Stand-ins drawn in the inspector's legend, styled as the plots draw them."""
+    return {
+        "error": pg.BarGraphItem(x0=[], x1=[], y0=[], y1=[], brush=pg.mkBrush(90, 90, 90, BAND_ALPHA),
+                                 pen=pg.mkPen(None)),
+        "mask": pg.BarGraphItem(x0=[], x1=[], y0=[], y1=[], brush=pg.mkBrush(*MASK_BRUSH),
+                                pen=pg.mkPen(None)),
+        "marker": pg.PlotDataItem([], [], pen=_marker_pen(*MARKER_NAMED)),
+    }
+
+
+def marker_legend(unreliable: bool, rest_frame: bool) -> tuple[str, object]:
+    """(legend text, pen) of the line markers as they are drawn now."""
+    if rest_frame:
+        return "spectral line (rest frame)", _marker_pen(*MARKER_NAMED)
+    if unreliable:
+        return "spectral line (RV unreliable)", _marker_pen(MARKER_UNRELIABLE, 1, Qt.DotLine)
+    return "spectral line (at the measured RV)", _marker_pen(*MARKER_NAMED)
+
+
 def _marker_pen(rgba, width, style):
     return pg.mkPen(rgba, width=width, style=style)
 

@@ -351,8 +351,17 @@ class BatchView(QWidget):
         plot.invertX(True)
         plot.invertY(True)
         plot.setTitle("Kiel diagram (colour: [Fe/H])")
-        self.scatter = pg.ScatterPlotItem(size=7, pen=pg.mkPen(None))
+        # Legend top-left: hot, low-gravity corner, where LAMOST stars are rare.
+        self.kiel_legend = plot.addLegend(offset=(5, 5), labelTextSize="8pt", labelTextColor="k",
+                                          brush=pg.mkBrush(255, 255, 255, 220))
+        self.scatter = pg.ScatterPlotItem(size=7, pen=pg.mkPen(None), brush=(68, 1, 84),
+                                          name="spectra (colour: [Fe/H])")
+        self.error_bars = pg.ErrorBarItem(x=np.zeros(0), y=np.zeros(0), beam=0,
+                                          pen=pg.mkPen(150, 150, 150, 120))
+        self.error_bars.setZValue(-1)
+        plot.addItem(self.error_bars)
         plot.addItem(self.scatter)
+        self.kiel_legend.addItem(pg.PlotDataItem([], [], pen=pg.mkPen(150, 150, 150)), "±1σ (Teff, log g)")
         self.colormap = pg.colormap.get("viridis")
         self.feh_range = (-2.0, 0.5)
         self.colorbar = pg.ColorBarItem(values=self.feh_range, colorMap=self.colormap,
@@ -567,11 +576,17 @@ class BatchView(QWidget):
         good = np.isfinite(teff) & np.isfinite(logg)
         if not good.any():
             self.scatter.setData([], [])
+            self.error_bars.setData(x=np.zeros(0), y=np.zeros(0))
             return
         low, high = self.feh_range
         scaled = np.clip((np.nan_to_num(feh[good], nan=low) - low) / (high - low), 0, 1)
         colours = self.colormap.map(scaled, mode="qcolor")
         self.scatter.setData(teff[good], logg[good], brush=colours)
+        teff_err = column_values(rows, f"{_catalog_name('Teff')}_err")[good]
+        logg_err = column_values(rows, f"{_catalog_name('Logg')}_err")[good]
+        self.error_bars.setData(x=teff[good], y=logg[good],
+                                width=2 * np.nan_to_num(teff_err, nan=0.0, posinf=0.0),
+                                height=2 * np.nan_to_num(logg_err, nan=0.0, posinf=0.0))
 
     # ------------------------------------------------------------ sigma vs S/N
     def _setup_sigma(self) -> None:
@@ -620,6 +635,7 @@ class BatchView(QWidget):
         plot = self.kiel_plot
         for item in self.isochrone_items:
             plot.removeItem(item)
+            self.kiel_legend.removeItem(item)
         self.isochrone_items = []
         for k, iso in enumerate(isochrones):
             inside = ((iso.teff >= TEFF_EXTENT[0]) & (iso.teff <= TEFF_EXTENT[1])
@@ -627,7 +643,8 @@ class BatchView(QWidget):
             item = pg.PlotDataItem(np.where(inside, iso.teff, np.nan), np.where(inside, iso.logg, np.nan),
                                    connect="finite", pen=pg.mkPen((90, 90, 90), width=1,
                                                                     style=[Qt.SolidLine, Qt.DashLine,
-                                                                           Qt.DotLine][k % 3]))
+                                                                           Qt.DotLine][k % 3]),
+                                   name=f"isochrone {iso.name}")
             item.setToolTip(iso.name)
             plot.addItem(item)
             self.isochrone_items.append(item)

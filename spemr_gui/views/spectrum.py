@@ -14,7 +14,7 @@ from PySide6.QtWidgets import (QCheckBox, QHBoxLayout, QLabel, QLineEdit, QPushB
 
 from ..lines import load_lines
 from ..plotdata import ArmCurve, normalised_curves, observed_wavelength, raw_curves
-from .arm_plot import ArmPlot
+from .arm_plot import ArmPlot, LegendSample, legend_proxies, marker_legend
 
 PAN_FRACTION = 0.15
 ZOOM_FACTOR = 0.8
@@ -34,6 +34,7 @@ class SpectrumView(QWidget):
         self.graphics = pg.GraphicsLayoutWidget()
         self.graphics.setBackground("w")
         self.arm_plots = [self._make_plot(0, "blue"), self._make_plot(1, "red")]
+        self._build_legend()
         self.normalised_box = QCheckBox("&Normalised model input (N)")
         self.normalised_box.toggled.connect(self._on_normalised_toggled)
         self.rv_label = QLabel("RV: -")
@@ -82,6 +83,27 @@ class SpectrumView(QWidget):
         plot.setLabel("left", "flux")
         plot.setMenuEnabled(True)
         return ArmPlot(plot, arm)
+
+    def _build_legend(self) -> None:
+        """One legend for both arms, in its own row under the plots (a legend inside a
+        plot covers the spectrum or the line labels)."""
+        self.legend = pg.LegendItem(colCount=5, labelTextColor="k", labelTextSize="8pt",
+                                    horSpacing=18)
+        self.graphics.addItem(self.legend, row=2, col=0)
+        self.graphics.ci.layout.setRowStretchFactor(2, 0)
+        self.legend_proxies = legend_proxies()
+        self.legend_labels: dict[str, object] = {}
+        entries = [("blue", self.arm_plots[0].curve_item, "blue arm flux"),
+                   ("red", self.arm_plots[1].curve_item, "red arm flux"),
+                   ("error", self.legend_proxies["error"], "1σ error"),
+                   ("mask", self.legend_proxies["mask"], "masked / no data"),
+                   ("marker", self.legend_proxies["marker"], marker_legend(False, False)[0])]
+        for key, item, text in entries:
+            self.legend.addItem(LegendSample(item), text)
+            self.legend_labels[key] = self.legend.items[-1][1]
+
+    def legend_texts(self) -> list[str]:
+        return [label.text for _sample, label in self.legend.items]
 
     def _install_keys(self) -> None:
         keys = {
@@ -175,9 +197,14 @@ class SpectrumView(QWidget):
         self.status_label.setText(status)
         rest_rv = None if spectra is None else float(spectra.rv[0])
         frame = "rest-frame wavelength (vacuum)" if self.normalised else "observed wavelength (vacuum)"
+        text, pen = marker_legend(unreliable, self.normalised)
+        self.legend_labels["marker"].setText(text)
+        self.legend_proxies["marker"].setPen(pen)
+        flux_label = ("normalised flux (continuum = 1)" if self.normalised
+                      else flux_axis_label(getattr(opened, "flux_unit", None)))
         for arm_plot, curve in zip(self.arm_plots, self.current_curves()):
             arm_plot.set_curve(curve)
-            arm_plot.plot.setLabel("left", "normalised flux" if self.normalised else "flux")
+            arm_plot.plot.setLabel("left", flux_label)
             arm_plot.plot.setLabel("bottom", frame, units="Å")
             if self.normalised:
                 arm_plot.set_markers(self.lines)
@@ -227,6 +254,15 @@ class SpectrumView(QWidget):
         frame = "rest" if self.normalised else "observed"
         flux = "-" if value is None else f"{value:.4g}"
         return f"{arm_plot.arm} arm  λ = {wave:.2f} Å ({frame})  flux = {flux}"
+
+
+RELATIVE_FLUX = "flux (relative units; the file gives none)"
+
+
+def flux_axis_label(unit: str | None) -> str:
+    """The raw flux axis: the unit the file states (TUNIT of its FLUX column, or BUNIT),
+    else relative (LAMOST MRS flux is not flux-calibrated: no unit is invented)."""
+    return f"flux ({unit})" if unit else RELATIVE_FLUX
 
 
 def rv_unreliable(spectra) -> bool:
