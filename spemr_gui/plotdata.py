@@ -108,3 +108,41 @@ def curves_to_csv(curves: list[ArmCurve]) -> str:
 
 def _num(value: float) -> str:
     return "" if not np.isfinite(value) else f"{value:.6g}"
+
+
+SMOOTHING_KINDS = ("none", "box", "Gaussian")
+
+
+def smoothing_kernel(kind: str, width: float) -> np.ndarray | None:
+    """Normalised kernel: a box of ``width`` pixels, or a Gaussian of sigma ``width``
+    pixels (cut at 4 sigma); None for no smoothing."""
+    if kind == "box" and width > 0:
+        n = max(1, int(round(width)))
+        return np.full(n, 1.0 / n)
+    if kind == "Gaussian" and width > 0:
+        radius = max(1, int(np.ceil(4 * width)))
+        x = np.arange(-radius, radius + 1, dtype=np.float64)
+        kernel = np.exp(-0.5 * (x / width) ** 2)
+        return kernel / kernel.sum()
+    return None
+
+
+def smooth_curve(curve: ArmCurve, kind: str, width: float) -> ArmCurve:
+    """The curve smoothed for display (never for the model): a weighted convolution
+    over the good pixels only (masked and missing pixels neither contribute nor get
+    filled in), the error propagated as sqrt(sum k^2 e^2) / sum k."""
+    kernel = smoothing_kernel(kind, width)
+    if kernel is None or curve.wave.size == 0:
+        return curve
+    flux = np.asarray(curve.flux, dtype=np.float64)
+    good = np.isfinite(flux) & ~np.asarray(curve.mask, bool)
+    weight = np.convolve(good.astype(np.float64), kernel, mode="same")
+    total = np.convolve(np.where(good, flux, 0.0), kernel, mode="same")
+    with np.errstate(invalid="ignore", divide="ignore"):
+        smoothed = np.where(good & (weight > 0), total / weight, np.nan)
+        error = np.asarray(curve.error, dtype=np.float64)
+        known = good & np.isfinite(error)
+        variance = np.convolve(np.where(known, error ** 2, 0.0), kernel ** 2, mode="same")
+        known_weight = np.convolve(known.astype(np.float64), kernel, mode="same")
+        smoothed_error = np.where(known & (known_weight > 0), np.sqrt(variance) / known_weight, np.nan)
+    return ArmCurve(curve.arm, curve.wave, smoothed, smoothed_error, curve.mask, curve.frame)

@@ -9,11 +9,13 @@ import math
 import pyqtgraph as pg
 from PySide6.QtCore import Qt, Signal
 from PySide6.QtGui import QKeySequence, QShortcut
-from PySide6.QtWidgets import (QCheckBox, QHBoxLayout, QLabel, QLineEdit, QPushButton,
+from PySide6.QtWidgets import (QCheckBox, QComboBox, QDoubleSpinBox, QHBoxLayout, QLabel, QLineEdit,
+                               QPushButton,
                                QVBoxLayout, QWidget)
 
 from ..lines import load_lines
-from ..plotdata import ArmCurve, normalised_curves, observed_wavelength, raw_curves
+from ..plotdata import (SMOOTHING_KINDS, ArmCurve, normalised_curves, observed_wavelength, raw_curves,
+                        smooth_curve)
 from .arm_plot import ArmPlot, LegendSample, legend_proxies, marker_legend
 
 PAN_FRACTION = 0.15
@@ -48,6 +50,22 @@ class SpectrumView(QWidget):
         measure_button.setToolTip("Drop the override and measure the RV by cross-correlation")
         measure_button.clicked.connect(self._measure_rv)
         self.measure_button = measure_button
+        self.smooth_kind = QComboBox()
+        self.smooth_kind.addItems(SMOOTHING_KINDS)
+        self.smooth_width = QDoubleSpinBox()
+        self.smooth_width.setRange(0.5, 50.0)
+        self.smooth_width.setSingleStep(0.5)
+        self.smooth_width.setValue(2.0)
+        self.smooth_width.setSuffix(" px")
+        self.smooth_width.setEnabled(False)
+        tip = ("Smoothing for display only: box width or Gaussian sigma in pixels. The model "
+               "input, inference and File > Export plotted data use the unsmoothed flux.")
+        for widget in (self.smooth_kind, self.smooth_width):
+            widget.setToolTip(tip)
+        self.smooth_kind.currentTextChanged.connect(self._on_smoothing_changed)
+        self.smooth_width.valueChanged.connect(self._on_smoothing_changed)
+        smooth_label = QLabel("Smooth:")
+        smooth_label.setToolTip(tip)
         reset_button = QPushButton("Reset view (R)")
         reset_button.clicked.connect(self.reset_view)
         self.cursor_label = QLabel(" ")
@@ -66,7 +84,11 @@ class SpectrumView(QWidget):
         layout.addLayout(bar)
         layout.addWidget(self.status_label)
         layout.addWidget(self.graphics, 1)
-        layout.addWidget(self.cursor_label)
+        bottom = QHBoxLayout()   # the toolbar above is full: smoothing sits by the readout
+        bottom.addWidget(self.cursor_label, 1)
+        for widget in (smooth_label, self.smooth_kind, self.smooth_width):
+            bottom.addWidget(widget)
+        layout.addLayout(bottom)
         self._proxy = pg.SignalProxy(self.graphics.scene().sigMouseMoved, rateLimit=30,
                                      slot=self._on_mouse_moved)
         self._install_keys()
@@ -136,6 +158,29 @@ class SpectrumView(QWidget):
         self.refresh()
         self.normalised_toggled.emit(on)
 
+    @property
+    def smoothing(self) -> tuple[str, float]:
+        return self.smooth_kind.currentText(), float(self.smooth_width.value())
+
+    def set_smoothing(self, kind: str, width: float | None = None) -> None:
+        if width is not None:
+            self.smooth_width.setValue(width)
+        self.smooth_kind.setCurrentText(kind)
+
+    def _on_smoothing_changed(self, *_args) -> None:
+        self.smooth_width.setEnabled(self.smooth_kind.currentText() != "none")
+        ranges = self.x_ranges()   # keep the user's zoom: only the curves change
+        self.refresh()
+        if self.state.current_pair_obj is not None:
+            for arm_plot, (x0, x1) in zip(self.arm_plots, ranges):
+                arm_plot.plot.setXRange(x0, x1, padding=0)
+
+    def displayed_curves(self) -> list[ArmCurve | None]:
+        """What the plots show: current_curves() smoothed when asked (display only)."""
+        kind, width = self.smoothing
+        return [None if curve is None else smooth_curve(curve, kind, width)
+                for curve in self.current_curves()]
+
     def _measure_rv(self) -> None:
         self.rv_edit.clear()   # the box must not keep saying an override is in force
         self.status_label.setText("")
@@ -202,7 +247,7 @@ class SpectrumView(QWidget):
         self.legend_proxies["marker"].setPen(pen)
         flux_label = ("normalised flux (continuum = 1)" if self.normalised
                       else flux_axis_label(getattr(opened, "flux_unit", None)))
-        for arm_plot, curve in zip(self.arm_plots, self.current_curves()):
+        for arm_plot, curve in zip(self.arm_plots, self.displayed_curves()):
             arm_plot.set_curve(curve)
             arm_plot.plot.setLabel("left", flux_label)
             arm_plot.plot.setLabel("bottom", frame, units="Å")
@@ -253,7 +298,9 @@ class SpectrumView(QWidget):
         value = arm_plot.value_at(wave)
         frame = "rest" if self.normalised else "observed"
         flux = "-" if value is None else f"{value:.4g}"
-        return f"{arm_plot.arm} arm  λ = {wave:.2f} Å ({frame})  flux = {flux}"
+        kind, width = self.smoothing
+        smoothed = "" if kind == "none" else f" (smoothed: {kind} {width:g} px)"
+        return f"{arm_plot.arm} arm  λ = {wave:.2f} Å ({frame})  flux = {flux}{smoothed}"
 
 
 RELATIVE_FLUX = "flux (relative units; the file gives none)"

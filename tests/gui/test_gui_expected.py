@@ -115,3 +115,56 @@ def test_batch_kiel_error_bars_and_isochrone_legend(window):
     legend = [label.text for _sample, label in view.kiel_legend.items]
     assert sum(text.startswith("isochrone ") for text in legend) == len(isochrones)
     assert f"isochrone {isochrones[0].name}" in legend
+
+
+def test_smoothing_is_for_display_only(qtbot, window, open_file, mrs_files, tmp_path):
+    import numpy as np
+
+    from spemr_gui.plotdata import raw_curves, smooth_curve
+
+    opened = open_file(mrs_files[0])
+    view = window.spectrum_view
+    pair = opened.pairs[0]
+    blue_flux = pair.blue.flux.copy()
+    before = window.export_data(tmp_path / "before.csv").read_text()
+    _x, raw_y = view.arm_plots[0].curve_item.getData()
+    assert not view.smooth_width.isEnabled()
+    assert "display only" in view.smooth_kind.toolTip() and "model" in view.smooth_kind.toolTip()
+    view.zoom(0.5)
+    zoomed = view.x_ranges()
+    view.set_smoothing("box", 5)
+    assert view.smooth_width.isEnabled()
+    _x, box_y = view.arm_plots[0].curve_item.getData()
+    expected = smooth_curve(raw_curves(pair)[0], "box", 5).flux
+    assert np.array_equal(box_y, expected, equal_nan=True)
+    good = np.isfinite(raw_y) & np.isfinite(box_y)
+    # smoother: the pixel-to-pixel scatter drops
+    assert np.std(np.diff(box_y[good], 2)) < 0.7 * np.std(np.diff(raw_y[good], 2))
+    assert view.x_ranges() == zoomed                       # the zoom is kept
+    view.set_smoothing("Gaussian", 3)
+    _x, gauss_y = view.arm_plots[0].curve_item.getData()
+    assert np.array_equal(gauss_y, smooth_curve(raw_curves(pair)[0], "Gaussian", 3).flux, equal_nan=True)
+    assert "smoothed: Gaussian 3 px" in view.readout(view.arm_plots[0], float(pair.blue.wave[100]))
+    # never the model input, nor the data: the file's arrays and the export are unchanged
+    assert np.array_equal(pair.blue.flux, blue_flux)
+    assert window.export_data(tmp_path / "after.csv").read_text() == before
+    view.set_smoothing("none")
+    _x, y = view.arm_plots[0].curve_item.getData()
+    assert np.array_equal(y, raw_y, equal_nan=True)
+
+
+def test_smoothing_skips_masked_pixels_and_propagates_errors():
+    import numpy as np
+
+    from spemr_gui.plotdata import ArmCurve, smooth_curve
+
+    rng = np.random.default_rng(1)
+    flux = 1 + 0.1 * rng.standard_normal(400)
+    mask = np.zeros(400, bool)
+    mask[200:210] = True
+    flux[200:210] = 1e6   # masked garbage must not leak into neighbours
+    curve = ArmCurve("blue", np.arange(400.0), flux, np.full(400, 0.1), mask, "observed")
+    box = smooth_curve(curve, "box", 9)
+    assert np.isnan(box.flux[200:210]).all()
+    assert np.nanmax(np.abs(box.flux - 1)) < 0.2
+    assert np.allclose(box.error[20:180], 0.1 / 3)
