@@ -266,11 +266,22 @@ class TrainingRecipe:
 
 @lru_cache(maxsize=None)
 def training_recipe() -> TrainingRecipe:
-    data = {k: v for k, v in _preset("training").items() if not k.startswith("_")}
+    data = {k: v for k, v in _preset("training").items() if not k.startswith("_") and k != "preset_epochs"}
     fractions = tuple(float(f) for f in data.pop("split_fractions"))
     if len(fractions) != 3:
         raise ValueError("presets/training.json: split_fractions needs three numbers (train, valid, test)")
     return TrainingRecipe(split_fractions=(fractions[0], fractions[1], fractions[2]), **data)
+
+
+def preset_epochs(architecture: str) -> tuple[int, int]:
+    """(epochs, finetune_epochs) an architecture preset starts with in the training
+    wizard: its presets/training.json preset_epochs entry (tiny: a quick trial run),
+    else the recipe's."""
+    entry = _preset("training").get("preset_epochs", {}).get(architecture)
+    if entry is not None:
+        return int(entry[0]), int(entry[1])
+    recipe = training_recipe()
+    return recipe.epochs, recipe.finetune_epochs
 
 
 # ------------------------------------------------------------------- paths

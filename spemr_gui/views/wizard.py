@@ -18,8 +18,10 @@ from PySide6.QtWidgets import (QButtonGroup, QCheckBox, QComboBox, QDoubleSpinBo
                                QRadioButton, QSpinBox, QTextBrowser, QVBoxLayout,
                                QWizard, QWizardPage)
 
-from spemr_engine.config import architecture, architecture_names, default_regions, label_infos, training_recipe
+from spemr_engine.config import (architecture, architecture_names, default_regions, label_infos, preset_epochs,
+                                 training_recipe)
 
+from ..eta import TrainingEta
 from ..settings import DEVICES
 from .jobs import JobRunner
 from .widgets import path_row
@@ -31,6 +33,13 @@ SOURCES = {
                   "spemr_engine.refset:import_published"),
     "crossmatch": ("Build from real MRS files + a label catalog (cross-match)",
                    "spemr_engine.crossmatch:build_reference_set"),
+}
+# The source page's fields each source uses (the others are disabled).
+FIELDS_USED = {
+    "synthetic": {"n_stars", "seed", "output"},
+    "open": {"existing"},
+    "published": {"source_dir", "output"},
+    "crossmatch": {"source_dir", "catalog", "output"},
 }
 HISTOGRAM_LABELS = ("Teff", "Logg", "FeH")
 
@@ -121,15 +130,19 @@ class SourcePage(QWizardPage):
         self.existing = QLineEdit()
         self.existing.setPlaceholderText("an existing reference set folder")
         form = QFormLayout()
-        form.addRow("synthetic: stars", self.n_stars)
-        form.addRow("synthetic: seed", self.seed)
-        form.addRow("published layout / MRS files folder",
-                    path_row(self.source_dir, lambda: _pick_folder(self, self.source_dir, "Source folder")))
-        form.addRow("label catalog (cross-match)", path_row(self.catalog, self._pick_catalog))
-        form.addRow("new reference set folder",
-                    path_row(self.output, lambda: _pick_folder(self, self.output, "Output folder")))
-        form.addRow("existing reference set",
-                    path_row(self.existing, lambda: _pick_folder(self, self.existing, "Reference set")))
+        self.fields = {   # field name -> its row's widget (enabled only where it applies)
+            "n_stars": self.n_stars, "seed": self.seed,
+            "source_dir": path_row(self.source_dir, lambda: _pick_folder(self, self.source_dir, "Source folder")),
+            "catalog": path_row(self.catalog, self._pick_catalog),
+            "output": path_row(self.output, lambda: _pick_folder(self, self.output, "Output folder")),
+            "existing": path_row(self.existing, lambda: _pick_folder(self, self.existing, "Reference set")),
+        }
+        for key, text in (("n_stars", "synthetic: stars"), ("seed", "synthetic: seed"),
+                          ("source_dir", "published layout / MRS files folder"),
+                          ("catalog", "label catalog (cross-match)"), ("output", "new reference set folder"),
+                          ("existing", "existing reference set")):
+            form.addRow(text, self.fields[key])
+        self.form = form
         layout.addLayout(form)
         self.prepare_button = QPushButton("Prepare the reference set")
         self.prepare_button.clicked.connect(self.prepare)
@@ -150,6 +163,21 @@ class SourcePage(QWizardPage):
         layout.addWidget(self.status)
         layout.addStretch(1)
         self.existing.textChanged.connect(self._existing_changed)
+        self.group.buttonToggled.connect(lambda *_args: self._update_fields())
+        self._update_fields()
+
+    def _update_fields(self) -> None:
+        """Only the fields the chosen source uses are enabled (labels included); the
+        existing-set box stays open so that typing a path there picks "open"."""
+        used = FIELDS_USED[self.choice()] | {"existing"}
+        for key, widget in self.fields.items():
+            widget.setEnabled(key in used)
+            label = self.form.labelForField(widget)
+            if label is not None:
+                label.setEnabled(key in used)
+        self.prepare_button.setEnabled(self.choice() != "open"
+                                       and not (self.runner is not None and self.runner.is_running()))
+        self.completeChanged.emit()
 
     def _pick_catalog(self) -> None:
         name, _ = QFileDialog.getOpenFileName(self, "Label catalog", "", "Tables (*.fits *.csv);;All (*)")
@@ -369,7 +397,12 @@ class ConfigPage(QWizardPage):
         form.addRow("model folder", path_row(self.output, lambda: _pick_folder(self, self.output, "Model folder")))
 
     def _preset_changed(self, name: str) -> None:
+        """A preset brings its members and its epochs (tiny: a quick trial run; the
+        others: the recipe's) from the presets; the user may change them after."""
         self.members.setValue(architecture(name).members)
+        epochs, finetune_epochs = preset_epochs(name)
+        self.epochs.setValue(epochs)
+        self.finetune_epochs.setValue(finetune_epochs)
 
     def isComplete(self) -> bool:
         return bool(self.output.text().strip())
@@ -382,6 +415,14 @@ class ConfigPage(QWizardPage):
                 "batch_size": self.batch_size.value(), "seed": self.seed.value(),
                 "device": self.device.currentText(), "resume": True,
                 "command": "spemr-gui training wizard"}
+
+
+def eta_for(arguments: dict) -> TrainingEta:
+    """The ETA of a run with these train_model arguments."""
+    config = architecture(arguments["architecture"])
+    members = arguments.get("members") or config.members
+    return TrainingEta(members, len(config.networks), len(default_regions()),
+                       arguments["epochs"], arguments["finetune_epochs"])
 
 
 def _rate(value: float) -> QDoubleSpinBox:
@@ -409,6 +450,10 @@ class TrainingPage(QWizardPage):
         self.cancel_button.setEnabled(False)
         self.status = QLabel("not started")
         self.status.setWordWrap(True)
+        self.eta: TrainingEta | None = None
+        self.eta_label = QLabel("")
+        self.eta_label.setToolTip("From the pace of the epochs finished so far; a fine-tuning "
+                                  "epoch counts as a pre-training one until one has finished.")
         self.graphics = pg.GraphicsLayoutWidget()
         self.graphics.setBackground("w")
         self.loss_plot = self.graphics.addPlot(row=0, col=0, title="loss per epoch")
@@ -438,6 +483,7 @@ class TrainingPage(QWizardPage):
         layout = QVBoxLayout(self)
         layout.addLayout(row)
         layout.addWidget(self.status)
+        layout.addWidget(self.eta_label)
         layout.addWidget(self.graphics, 1)
 
     def isComplete(self) -> bool:
@@ -447,6 +493,8 @@ class TrainingPage(QWizardPage):
         if self.runner is not None and self.runner.is_running():
             return self.runner
         arguments = self.wiz.config_page.train_arguments()
+        self.eta = eta_for(arguments)
+        self.eta_label.setText("")
         self.runner = JobRunner("spemr_engine.training:train_model", arguments, self)
         self.runner.progress.connect(self.on_progress)
         self.runner.done.connect(self._on_done)
@@ -465,6 +513,12 @@ class TrainingPage(QWizardPage):
 
     def on_progress(self, event: dict) -> None:
         stage = event.get("stage")
+        if self.eta is not None and stage in ("pretrain", "finetune"):
+            self.eta.update(event)
+            self.eta_label.setText(self.eta.text())
+        elif stage in ("evaluate", "done"):
+            self.eta_label.setText("" if stage == "done" or self.eta is None
+                                   else f"{self.eta.elapsed_text()} · evaluating")
         if stage in ("pretrain", "finetune"):
             where = f"m{event.get('member')} {event.get('network')}" + \
                     (f" {event['region']}" if event.get("region") else "")

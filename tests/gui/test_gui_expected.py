@@ -168,3 +168,80 @@ def test_smoothing_skips_masked_pixels_and_propagates_errors():
     assert np.isnan(box.flux[200:210]).all()
     assert np.nanmax(np.abs(box.flux - 1)) < 0.2
     assert np.allclose(box.error[20:180], 0.1 / 3)
+
+
+def test_wizard_source_page_disables_fields_that_do_not_apply(qtbot, window):
+    from spemr_gui.views.wizard import open_wizard
+
+    wizard = open_wizard(window)
+    qtbot.addWidget(wizard)
+    page = wizard.source_page
+
+    def enabled():
+        return {key for key, widget in page.fields.items() if widget.isEnabled()}
+
+    assert enabled() == {"n_stars", "seed", "output", "existing"}            # synthetic
+    assert not page.form.labelForField(page.fields["catalog"]).isEnabled()
+    page.buttons["crossmatch"].setChecked(True)
+    assert enabled() == {"source_dir", "catalog", "output", "existing"}
+    assert not page.n_stars.isEnabled() and page.catalog.isEnabled()
+    page.buttons["published"].setChecked(True)
+    assert enabled() == {"source_dir", "output", "existing"}
+    page.buttons["open"].setChecked(True)
+    assert enabled() == {"existing"} and not page.prepare_button.isEnabled()
+    page.buttons["synthetic"].setChecked(True)
+    assert page.prepare_button.isEnabled()
+
+
+def test_tiny_preset_is_a_quick_trial_and_the_others_keep_the_recipe(qtbot, window):
+    from spemr_engine.config import training_recipe
+    from spemr_gui.views.wizard import open_wizard
+
+    wizard = open_wizard(window)
+    qtbot.addWidget(wizard)
+    config, recipe = wizard.config_page, training_recipe()
+    config.preset.setCurrentText("tiny")
+    assert (config.epochs.value(), config.finetune_epochs.value()) == (3, 1)
+    for name in ("paper", "small"):
+        config.preset.setCurrentText(name)
+        assert (config.epochs.value(), config.finetune_epochs.value()) == (recipe.epochs, recipe.finetune_epochs)
+    assert (recipe.epochs, recipe.finetune_epochs) == (30, 10)
+
+
+def test_training_page_shows_an_eta(qtbot, window):
+    from spemr_gui.eta import TrainingEta
+    from spemr_gui.views.wizard import eta_for, open_wizard
+
+    wizard = open_wizard(window)
+    qtbot.addWidget(wizard)
+    page = wizard.training_page
+    now = [100.0]
+    # tiny: 2 members x 2 networks; 4 regions; 3 pre-training epochs, 1 fine-tuning epoch
+    plan = eta_for({"architecture": "tiny", "members": None, "epochs": 3, "finetune_epochs": 1})
+    assert plan.total == {"pretrain": 12, "finetune": 16}
+    page.eta = TrainingEta(2, 2, 4, 3, 1, clock=lambda: now[0])
+
+    def event(stage, epoch, step=None, **extra):
+        base = {"stage": stage, "member": 0, "network": "SP", "region": "S1" if stage == "finetune" else None,
+                "epoch": epoch, "n_epochs": 3 if stage == "pretrain" else 1, "n_steps": 4}
+        base.update({"step": step, "train_loss": 1.0} if step is not None else
+                    {"train_loss": 1.0, "val_loss": 1.0, "val_mae": {}})
+        base.update(extra)
+        return base
+
+    page.on_progress(event("pretrain", 1, step=0))
+    assert "estimating" in page.eta_label.text()
+    now[0] += 5
+    page.on_progress(event("pretrain", 1, step=2))     # half an epoch in 5 s: 10 s per epoch
+    assert "about 4:35 left" in page.eta_label.text()  # 11.5 + 16 epochs x 10 s
+    now[0] += 5
+    page.on_progress(event("pretrain", 1))             # epoch finished after 10 s
+    assert "elapsed 0:10" in page.eta_label.text() and "about 4:30 left" in page.eta_label.text()
+    now[0] += 10
+    page.on_progress(event("pretrain", 2))
+    now[0] += 10
+    page.on_progress(event("pretrain", 3))
+    now[0] += 2
+    page.on_progress(event("finetune", 1))             # fine-tuning epochs are cheaper: 2 s
+    # 9 pre-training epochs x 10 s + 15 fine-tuning epochs x 2 s = 2:00
+    assert "about 2:00 left" in page.eta_label.text()
