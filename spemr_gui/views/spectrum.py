@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
+
 import pyqtgraph as pg
 from PySide6.QtCore import Qt, Signal
 from PySide6.QtGui import QKeySequence, QShortcut
@@ -36,6 +38,8 @@ class SpectrumView(QWidget):
         self.graphics = pg.GraphicsLayoutWidget()
         self.graphics.setBackground("w")
         self.arm_plots = [self._make_plot(0, "blue"), self._make_plot(1, "red")]
+        for arm_plot in self.arm_plots:   # the model spectrum: over the data, half transparent
+            arm_plot.overlay_item.setPen(pg.mkPen((20, 20, 20, 140), width=1))
         self._build_legend()
         self.normalised_box = QCheckBox("&Normalised model input (N)")
         self.normalised_box.toggled.connect(self._on_normalised_toggled)
@@ -109,7 +113,7 @@ class SpectrumView(QWidget):
     def _build_legend(self) -> None:
         """One legend for both arms, in its own row under the plots (a legend inside a
         plot covers the spectrum or the line labels)."""
-        self.legend = pg.LegendItem(colCount=5, labelTextColor="k", labelTextSize="8pt",
+        self.legend = pg.LegendItem(colCount=3, labelTextColor="k", labelTextSize="8pt",
                                     horSpacing=18)
         self.graphics.addItem(self.legend, row=2, col=0)
         self.graphics.ci.layout.setRowStretchFactor(2, 0)
@@ -247,8 +251,11 @@ class SpectrumView(QWidget):
         self.legend_proxies["marker"].setPen(pen)
         flux_label = ("normalised flux (continuum = 1)" if self.normalised
                       else flux_axis_label(getattr(opened, "flux_unit", None)))
-        for arm_plot, curve in zip(self.arm_plots, self.displayed_curves()):
+        overlays = self._model_overlays()
+        self._show_model_legend(any(o is not None for o in overlays))
+        for arm_plot, curve, overlay in zip(self.arm_plots, self.displayed_curves(), overlays):
             arm_plot.set_curve(curve)
+            arm_plot.set_overlay(*(overlay or (None, None)))
             arm_plot.plot.setLabel("left", flux_label)
             arm_plot.plot.setLabel("bottom", frame, units="Å")
             if self.normalised:
@@ -259,6 +266,28 @@ class SpectrumView(QWidget):
             else:
                 arm_plot.set_markers([])
             arm_plot.reset_view()
+
+    def _model_overlays(self) -> list:
+        """In the normalised view, after inference: the model spectrum at the fused
+        labels (the one fit chi2 is measured against) per arm, (wave, flux); else None."""
+        result = self.state.current_result() if self.normalised else None
+        fit = getattr(result, "fit", None)
+        model = getattr(fit, "model_flux", None)
+        if model is None or result.spectra is None:
+            return [None, None]
+        from spemr_engine.config import default_grid
+
+        wave = np.asarray(result.spectra.wave, dtype=np.float64)
+        model = np.asarray(model, dtype=np.float64)[0]
+        return [(wave[part], model[part]) for part in default_grid().arm_slices().values()]
+
+    def _show_model_legend(self, shown: bool) -> None:
+        text = MODEL_LEGEND
+        present = any(label.text == text for _sample, label in self.legend.items)
+        if shown and not present:
+            self.legend.addItem(LegendSample(self.arm_plots[0].overlay_item), text)
+        elif not shown and present:
+            self.legend.removeItem(text)
 
     def _rv_text(self, spectra) -> str:
         override = self.state.rv_override()
@@ -303,6 +332,7 @@ class SpectrumView(QWidget):
         return f"{arm_plot.arm} arm  λ = {wave:.2f} Å ({frame})  flux = {flux}{smoothed}"
 
 
+MODEL_LEGEND = "model spectrum at the fused labels"
 RELATIVE_FLUX = "flux (relative units; the file gives none)"
 
 

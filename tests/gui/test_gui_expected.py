@@ -245,3 +245,31 @@ def test_training_page_shows_an_eta(qtbot, window):
     page.on_progress(event("finetune", 1))             # fine-tuning epochs are cheaper: 2 s
     # 9 pre-training epochs x 10 s + 15 fine-tuning epochs x 2 s = 2:00
     assert "about 2:00 left" in page.eta_label.text()
+
+
+def test_model_spectrum_over_the_data_in_the_normalised_view(qtbot, window, open_file, mrs_files):
+    """After inference, the normalised view draws the model spectrum at the fused labels
+    (what fit chi2 compares with) over the data, with a legend entry; not over raw flux."""
+    import numpy as np
+
+    from spemr_engine import api
+    from spemr_gui.views.spectrum import MODEL_LEGEND
+
+    with qtbot.waitSignal(window.model_loaded, timeout=60000):
+        window.load_model(str(api.default_model_path()))
+    open_file(mrs_files[0])
+    view = window.spectrum_view
+    view.set_normalised(True)
+    with qtbot.waitSignal(window.inference_finished, timeout=60000):
+        window.run_inference()
+    result = window.state.current_result()
+    assert result.fit is not None and result.fit.model_flux is not None
+    x, y = view.arm_plots[0].overlay_item.getData()
+    blue = slice(0, len(x))
+    assert np.allclose(y, np.asarray(result.fit.model_flux[0], dtype=float)[blue])
+    assert np.allclose(x, np.asarray(result.spectra.wave, dtype=float)[blue])
+    assert MODEL_LEGEND in view.legend_texts()
+    view.set_normalised(False)
+    x, _y = view.arm_plots[0].overlay_item.getData()
+    assert x is None or len(x) == 0
+    assert MODEL_LEGEND not in view.legend_texts()
