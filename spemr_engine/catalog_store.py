@@ -371,19 +371,38 @@ def _batches(rows: Iterator[list], size: int) -> Iterator[list[list]]:
 CSV_TRUE, CSV_FALSE = "true", "false"
 
 
-def csv_cell(value, kind: str | None = None) -> str:
+# Columns whose floats are read from the file's header: written as Python's shortest
+# round-trip repr, which gives back the header's own digits. Every other float is computed
+# from float32 data (network outputs, sigmas, RV, CCF peak, fit measures): written to
+# CSV_DIGITS significant digits, which carry all of float32's ~7.2 digits and none of the
+# float64 noise below them (4682.9717, not 4682.971700435736).
+HEADER_FLOAT_COLUMNS = frozenset({"ra", "dec", "snr_blue", "snr_red"})
+CSV_DIGITS = 8
+
+
+def csv_float(value: "float | np.floating", column: str | None = None) -> str:
+    """A float cell: shortest repr for header values, CSV_DIGITS significant digits for the
+    rest; always reads back as a float ('1.0', not '1')."""
+    value = float(value)
+    if column in HEADER_FLOAT_COLUMNS or not math.isfinite(value):
+        return repr(value)
+    text = format(value, f".{CSV_DIGITS}g")
+    return text if any(c in text for c in ".en") else text + ".0"
+
+
+def csv_cell(value, kind: str | None = None, column: str | None = None) -> str:
     """The one CSV convention for catalog cells (`spemr predict`, `spemr catalog`, the
-    app's exports): None -> empty, booleans -> true/false, floats at full precision
-    (repr), the rest as str. ``kind``: the column's kind when known ("float" writes an
-    int or bool in a float column as a float)."""
+    app's exports): None -> empty, booleans -> true/false, floats by csv_float (``column``
+    names the column), the rest as str. ``kind``: the column's kind when known ("float"
+    writes an int or bool in a float column as a float)."""
     if value is None:
         return ""
     if kind == "float":
-        return repr(float(value))
+        return csv_float(value, column)
     if isinstance(value, (bool, np.bool_)):
         return CSV_TRUE if value else CSV_FALSE
     if isinstance(value, (float, np.floating)):
-        return repr(float(value))
+        return csv_float(value, column)
     return str(value)
 
 
@@ -393,7 +412,7 @@ def _write_csv(path: Path, schema: TableSchema, rows, metadata, batch_rows) -> N
         writer = csv.writer(handle)
         writer.writerow(schema.columns)
         for row in rows:
-            writer.writerow([csv_cell(v, k) for v, k in zip(row, kinds)])
+            writer.writerow([csv_cell(v, k, c) for v, k, c in zip(row, kinds, schema.columns)])
         handle.flush()
         os.fsync(handle.fileno())
 

@@ -45,7 +45,7 @@ def column_values(rows: list[dict], name: str) -> np.ndarray:
 
 
 def write_csv(path: str | Path, columns: list[str], rows: list[dict]) -> Path:
-    """The table in the engine's CSV convention (true/false, full-precision floats)."""
+    """The table in the engine's CSV convention (true/false, catalog_store.csv_float digits)."""
     from spemr_engine.catalog_store import csv_cell
 
     path = Path(path)
@@ -53,5 +53,5 @@ def write_csv(path: str | Path, columns: list[str], rows: list[dict]) -> Path:
         writer = csv.writer(handle)
         writer.writerow(columns)
         for row in rows:
-            writer.writerow([csv_cell(_plain(row.get(c))) for c in columns])
+            writer.writerow([csv_cell(_plain(row.get(c)), column=c) for c in columns])
     return path

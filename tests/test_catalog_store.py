@@ -121,7 +121,11 @@ def test_streamed_tables_agree_in_every_format(tmp_path):
     for fmt, table in tables.items():
         assert list(table) == COLUMNS, fmt
         assert table["name"] == ["a-0", "a-1", "b-0", "b-1", "b-2", "broken.fits"], fmt
-        assert table["teff"][:5] == [5000.0, 5000 + 1 / 3, 5000.0, 5000 + 1 / 3, 5000 + 2 / 3], fmt
+        teff = [5000.0, 5000 + 1 / 3, 5000.0, 5000 + 1 / 3, 5000 + 2 / 3]
+        if fmt == "csv":  # 8 significant digits (catalog_store.csv_float); binary formats exact
+            assert table["teff"][:5] == [float(f"{t:.8g}") for t in teff], fmt
+        else:
+            assert table["teff"][:5] == teff, fmt
         assert table["teff"][5] is None or math.isnan(table["teff"][5]), fmt
         assert table["obsid"] == [100, 101, 200, 201, 202, None], fmt
         assert table["good"][:5] == [True, False, True, False, True], fmt
@@ -160,6 +164,23 @@ def test_csv_cell_is_the_one_convention():
     assert [csv_cell(v) for v in (None, True, False, np.bool_(True), 0.1, np.float32(0.5), 3, "x")] == \
         ["", "true", "false", "true", "0.1", "0.5", "3", "x"]
     assert csv_cell(True, "float") == "1.0" and csv_cell(2, "float") == "2.0"
+
+
+def test_csv_floats_carry_float32_information_and_no_noise():
+    """Computed floats (labels, sigmas, RV, fit measures) to 8 significant digits, which
+    pins every float32 to within one ulp; header floats (ra, dec, S/N) as their own digits."""
+    from spemr_engine.catalog_store import csv_cell
+    assert csv_cell(4682.971700435736, column="Teff[K]") == "4682.9717"
+    assert csv_cell(-0.050536588640885116, column="CH_err") == "-0.050536589"
+    assert csv_cell(1.0, column="sigma_inflation") == "1.0"
+    assert csv_cell(-3, "float", "rv") == "-3.0" and csv_cell(1e-9, column="x") == "1e-09"
+    assert csv_cell(float("nan"), column="rv") == "nan"
+    assert csv_cell(123.45678901234, column="ra") == "123.45678901234"
+    assert csv_cell(30.74, column="snr_blue") == "30.74"
+    rng = np.random.default_rng(0)
+    for x in rng.standard_normal(2000).astype(np.float32) * np.float32(1000):
+        back = np.float32(float(csv_cell(float(x) * 1.0000000001, column="Logg")))
+        assert abs(int(back.view(np.int32)) - int(x.view(np.int32))) <= 1
 
 
 def test_read_table_reads_old_and_new_csv_booleans(tmp_path):

@@ -388,8 +388,9 @@ def test_cli_preprocess_npz_is_exactly_what_predict_feeds_the_model(tmp_path, sh
     import csv
     with open(tmp_path / "labels.csv", newline="") as handle:
         rows = list(csv.DictReader(handle))
-    assert [float(r["rv"]) for r in rows] == data["rv"].tolist()
-    assert [float(r["rv_err"]) for r in rows] == data["rv_err"].tolist()
+    from spemr_engine.catalog_store import csv_cell   # the CSV carries 8 significant digits
+    for name in ("rv", "rv_err"):
+        assert [r[name] for r in rows] == [csv_cell(v, column=name) for v in data[name].tolist()]
     assert str(data["model"]) == str(api.load_model().path)
 
 

@@ -92,7 +92,7 @@ def _file_rows(path: str, model, rv_catalog, args) -> list[dict]:
 def _csv_values(row: dict) -> dict:
     """Cells in the catalog's CSV convention (catalog_store.csv_cell)."""
     from ..catalog_store import csv_cell
-    return {key: csv_cell(value) for key, value in row.items()}
+    return {key: csv_cell(value, column=key) for key, value in row.items()}
 
 
 class _Output:
