@@ -125,9 +125,19 @@ class PreparedFile:
         return len(self.infer_rows)
 
 
+def source_path(path) -> str:
+    """The ``source`` column: the file's absolute path, symlinks resolved. It is what
+    tells files apart (``spemr predict``, ``spemr catalog`` and its resume, the app's batch
+    table): ``filename`` keeps the published catalog's meaning, LAMOST's name for the file
+    (the header's FILENAME, lamost.fits_name when the header has none), and two different
+    files can share it (a copy, a re-download, a release kept in two folders)."""
+    return str(Path(path).expanduser().resolve())
+
+
 def failed_file(path: str, flag: str, message: str) -> PreparedFile:
     """One row for a file that produced no spectra."""
-    row = {"source": str(path), "filename": Path(path).name, "spectrum": "file",
+    from .lamost import fits_name
+    row = {"source": source_path(path), "filename": fits_name(Path(path)), "spectrum": "file",
            "usable": False, "flags": flag, "error": message}
     return PreparedFile(source=str(path), rows=[row])
 
@@ -194,12 +204,13 @@ def spectrum_row(path: str, meta: dict, pair, spectra, index: int) -> tuple[dict
     quality = spectra.quality
     flags = quality.flags(index)        # why it fails the paper's selection (preprocess.FLAG_NAMES)
     usable = bool(quality.usable[index])
-    row = {"obsid": meta.get("obsid"), "filename": meta.get("filename") or Path(path).name,
+    from .lamost import fits_name
+    row = {"obsid": meta.get("obsid"), "filename": meta.get("filename") or fits_name(Path(path)),
            "ra": meta.get("ra"), "dec": meta.get("dec"),
            "extname_blue": pair.extname_blue, "extname_red": pair.extname_red,
            "snr_blue": _finite_or_none(quality.snr_blue[index]),
            "snr_red": _finite_or_none(quality.snr_red[index]),
-           "source": str(path), "spectrum": pair.label, "designation": meta.get("designation"),
+           "source": source_path(path), "spectrum": pair.label, "designation": meta.get("designation"),
            "rv": float(spectra.rv[index]), "rv_err": float(spectra.rv_err[index]),
            "rv_source": spectra.rv_source[index],
            "ccf_peak": _finite_or_none(quality.ccf_peak[index]),

@@ -663,7 +663,7 @@ def _metadata(header, path: Path) -> dict:
     for key, (keyword, convert) in _META_KEYS.items():
         meta[key] = _header_value(header, keyword, convert)
     if not meta["filename"]:
-        meta["filename"] = _fits_name(path)
+        meta["filename"] = fits_name(path)
     mags = [_header_value(header, f"MAG{i}", float) for i in range(1, 8)]
     meta["mags"] = [m for m in mags if m is not None and m != _NO_MAGNITUDE]
     if meta["mag"] == _NO_MAGNITUDE:
@@ -691,6 +691,10 @@ def _header_float(header, keyword: str, default):
     return default if value is None else value
 
 
-def _fits_name(path: Path) -> str:
-    name = path.name
-    return name[:-3] if name.lower().endswith(".gz") else name
+def fits_name(path: Path) -> str:
+    """LAMOST's name for a file whose header has no FILENAME: its own name, without .gz/.bz2."""
+    name = Path(path).name
+    for suffix in (".gz", ".bz2"):
+        if name.lower().endswith(suffix):
+            return name[:-len(suffix)]
+    return name

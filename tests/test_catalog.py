@@ -260,3 +260,31 @@ def test_a_synthetic_model_says_so_in_the_table(tmp_path, model, synthetic):
     header = fits.getheader(tmp_path / "cat.fits", 1)
     assert header["SYNTHET"] is True and "synthetic spectra" in header["CAVEAT"]
     assert read_table(tmp_path / "cat.fits")["model_trained_on"] == ["synthetic"]
+
+
+def test_files_sharing_a_header_filename_stay_apart(tmp_path, model, synthetic):
+    """`filename` is LAMOST's name for the file (header FILENAME, the published column);
+    `source`, the absolute path, tells apart files that share it, in the same way in
+    `spemr predict`, `spemr catalog` and a resumed catalog."""
+    original = synthetic[0]
+    files = [tmp_path / "a" / original.name, tmp_path / "b" / original.name,
+             tmp_path / "b" / "renamed.fits.gz"]
+    for path in files:
+        path.parent.mkdir(exist_ok=True)
+        shutil.copy(original, path)
+    expected_sources = sorted(str(p.resolve()) for p in files)
+    header_name = fits.getheader(original)["FILENAME"]
+    kwargs = dict(model=model, workers=0, batch_size=2, chunk_size=1)
+    with pytest.raises(Cancelled):
+        seen = []
+        run_catalog(files, tmp_path / "cat.csv", progress=seen.append,
+                    cancel=lambda: len(seen) >= 1, **kwargs)
+    run_catalog(files, tmp_path / "cat.csv", resume=True, **kwargs)
+    table = read_table(tmp_path / "cat.csv")
+    assert sorted(table["source"]) == expected_sources
+    assert table["filename"] == [header_name] * 3
+    predicted = run_cli("predict", *files, "--model", model, "-o", tmp_path / "p.csv")
+    assert predicted.returncode == 0, predicted.stderr
+    rows = read_table(tmp_path / "p.csv")
+    assert sorted(rows["source"]) == expected_sources and rows["filename"] == [header_name] * 3
+    assert rows["Teff[K]"] == table["Teff[K]"]
