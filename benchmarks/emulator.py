@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from spemr_engine.synth.radiative import emulator as emu
-from spemr_engine.synth.radiative.grid import RtSpectra, from_turbospectrum, load_chunks, rt_grid
+from spemr_engine.synth.radiative.grid import RtSpectra, load_chunks, load_turbospectrum_grid, rt_grid
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_GRID = REPO.parent / "shared" / "data" / "turbospectrum_grid" / "grid.npz"
@@ -31,13 +31,8 @@ def held_out_spectra(names: set[str]) -> RtSpectra:
         every = load_chunks(chunks)
         parts.append(every.take(np.array([str(n) in names for n in every.names])))
     if SHARED_GRID.exists():
-        with np.load(SHARED_GRID, allow_pickle=False) as d:
-            keep = [i for i, n in enumerate(d["names"]) if str(n) in names]
-            flux = np.stack([from_turbospectrum(d["wave_air"], d["norm"][i]) for i in keep])
-            parts.append(RtSpectra(flux, d["labels"][keep], d["vmic"][keep], d["vmac"][keep],
-                                   d["vsini"][keep], d["R"][keep], d["names"][keep]))
-    return RtSpectra(*(np.concatenate([getattr(p, f) for p in parts]) for f in
-                       ("flux", "labels", "vmic", "vmac", "vsini", "resolution", "names")))
+        parts.append(load_turbospectrum_grid(SHARED_GRID, names=names))
+    return RtSpectra.concatenate(parts)
 
 
 def at_lamost_resolution(flux: np.ndarray) -> np.ndarray:

@@ -15,8 +15,8 @@ from spemr_engine.synth import rt_world
 from spemr_engine.synth import spectrum as sp
 from spemr_engine.synth.generate import GENERATOR_VERSION, make_stars, noiseless_grid
 from spemr_engine.synth.radiative import emulator as emu
-from spemr_engine.synth.radiative.grid import (C_KMS, RtSpectra, from_turbospectrum, load_chunks, rt_grid,
-                                               save_chunk)
+from spemr_engine.synth.radiative.grid import (C_KMS, RtSpectra, from_turbospectrum, load_chunks,
+                                               load_turbospectrum_grid, rt_grid, save_chunk)
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_GRID = REPO.parent / "shared" / "data" / "turbospectrum_grid" / "grid.npz"
@@ -152,15 +152,10 @@ def test_shipped_emulator_matches_grid_spectra_it_never_saw():
     if test_chunks:
         parts.append(load_chunks(test_chunks))
     if SHARED_GRID.exists():
-        with np.load(SHARED_GRID, allow_pickle=False) as d:
-            keep = [i for i, name in enumerate(d["names"]) if str(name) in held_out][:20]
-            flux = np.stack([from_turbospectrum(d["wave_air"], d["norm"][i]) for i in keep])
-            parts.append(RtSpectra(flux, d["labels"][keep], d["vmic"][keep], d["vmac"][keep], d["vsini"][keep],
-                                   d["R"][keep], d["names"][keep]))
+        parts.append(load_turbospectrum_grid(SHARED_GRID, names=held_out))
     if not parts:
         pytest.skip("no RT spectra here (data/rt_grid and data/rt_testset empty, ../shared absent)")
-    unseen = RtSpectra(*(np.concatenate([getattr(p, f) for p in parts]) for f in
-                         ("flux", "labels", "vmic", "vmac", "vsini", "resolution", "names")))
+    unseen = RtSpectra.concatenate(parts)
     assert len(unseen) >= 10
     metrics = emu.accuracy(emulator, unseen)
     for arm in ("blue", "red"):

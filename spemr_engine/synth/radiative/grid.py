@@ -125,12 +125,20 @@ class RtSpectra:
     resolution: np.ndarray
     names: np.ndarray           # (N,) str
 
+    FIELDS = ("flux", "labels", "vmic", "vmac", "vsini", "resolution", "names")
+
     def __len__(self) -> int:
         return len(self.names)
 
     def take(self, index) -> "RtSpectra":
-        return RtSpectra(*(getattr(self, f)[index] for f in
-                           ("flux", "labels", "vmic", "vmac", "vsini", "resolution", "names")))
+        return RtSpectra(*(getattr(self, f)[index] for f in self.FIELDS))
+
+    @classmethod
+    def concatenate(cls, parts: "list[RtSpectra]") -> "RtSpectra":
+        """The stars of every part, in order."""
+        if not parts:
+            raise ValueError("no RT spectra to put together")
+        return cls(*(np.concatenate([getattr(p, f) for p in parts]) for f in cls.FIELDS))
 
 
 def save_chunk(path: str | Path, spectra: RtSpectra, grid: RtGrid | None = None) -> None:
@@ -159,19 +167,24 @@ def load_chunks(paths, grid: RtGrid | None = None) -> RtSpectra:
                                    d["vmac"], d["vsini"], d["resolution"], d["names"]))
     if not parts:
         raise ValueError("no RT grid chunks given")
-    return RtSpectra(*(np.concatenate([getattr(p, f) for p in parts]) for f in
-                       ("flux", "labels", "vmic", "vmac", "vsini", "resolution", "names")))
+    return RtSpectra.concatenate(parts)
 
 
-def load_turbospectrum_grid(path: str | Path, grid: RtGrid | None = None) -> RtSpectra:
+def load_turbospectrum_grid(path: str | Path, grid: RtGrid | None = None,
+                            names: set[str] | None = None) -> RtSpectra:
     """A grid in the reference tools' format (`grid.npz`: wave_air, norm (N, P), labels,
-    vmic, vmac, vsini, R, names; e.g. ../shared/data/turbospectrum_grid) on the RT grid."""
+    vmic, vmac, vsini, R, names; e.g. ../shared/data/turbospectrum_grid) on the RT grid;
+    ``names``: only those stars (only they are converted)."""
     with np.load(path, allow_pickle=False) as d:
         missing = {"wave_air", "norm", "labels", "vmic", "vmac", "vsini", "R", "names"} - set(d.files)
         if missing:
             raise ValueError(f"{path}: not a Turbospectrum grid (missing {', '.join(sorted(missing))})")
-        flux = np.stack([from_turbospectrum(d["wave_air"], row, grid) for row in d["norm"]]).astype(np.float32)
-        return RtSpectra(flux, d["labels"], d["vmic"], d["vmac"], d["vsini"], d["R"], d["names"])
+        keep = [i for i, name in enumerate(d["names"]) if names is None or str(name) in names]
+        norm = d["norm"]
+        flux = np.stack([from_turbospectrum(d["wave_air"], norm[i], grid) for i in keep]) if keep \
+            else np.empty((0, (grid or rt_grid()).n_pixels))
+        return RtSpectra(flux.astype(np.float32), d["labels"][keep], d["vmic"][keep], d["vmac"][keep],
+                         d["vsini"][keep], d["R"][keep], d["names"][keep])
 
 
 def load_any(paths, grid: RtGrid | None = None) -> RtSpectra:
@@ -183,8 +196,7 @@ def load_any(paths, grid: RtGrid | None = None) -> RtSpectra:
         parts.append(load_chunks([path], grid) if is_chunk else load_turbospectrum_grid(path, grid))
     if not parts:
         raise ValueError("no RT grid files given")
-    return RtSpectra(*(np.concatenate([getattr(p, f) for p in parts]) for f in
-                       ("flux", "labels", "vmic", "vmac", "vsini", "resolution", "names")))
+    return RtSpectra.concatenate(parts)
 
 
 def load_directory(directory: str | Path) -> RtSpectra:
