@@ -114,7 +114,10 @@ def fit_summary(fit, model, row: int = 0) -> FitSummary | None:
     """The fit quality of one spectrum (None when it was not judged)."""
     if fit is None or row >= len(fit.fit_chi2):
         return None
-    thresholds = getattr(model, "quality", None)
+    # The engine decides whether the model's thresholds apply (a calibration made against
+    # another world's model spectra counts as none): the same answer the rows got.
+    from spemr_engine.fit_quality import thresholds_of
+    thresholds = thresholds_of(model)
     chi2, spread = float(fit.fit_chi2[row]), float(fit.member_spread[row])
     poor = bool(fit.poor_fit[row])
     inflation = float(fit.sigma_inflation[row]) if math.isfinite(fit.sigma_inflation[row]) else 1.0
