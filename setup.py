@@ -4,6 +4,7 @@ emulator) inside the wheel as `spemr_engine/_assets/`, where `config.assets_dir(
 Everything else is declared in pyproject.toml. Editable installs (`pip install -e .`) copy
 nothing: there `config.assets_dir()` falls back to the repository's `assets/`.
 """
+
 from __future__ import annotations
 
 import shutil

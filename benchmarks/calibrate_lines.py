@@ -14,6 +14,7 @@ real spectrum at R ~ 7500 is full of blends no short line list explains. This sc
 Usage: python benchmarks/calibrate_lines.py [--iterations 6] [--stars 600]
 Needs ../shared/data/spemr_dr8_label_config.pkl (development only).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -83,15 +84,27 @@ def write_rows(header: list[str], rows: list[dict]) -> None:
 
 def add_blends(rows: list[dict], target_depth: np.ndarray, wave: np.ndarray) -> int:
     listed = linemod.air_to_vacuum(np.array([float(r["wave_air"]) for r in rows]))
-    minima = (target_depth > BLEND_MIN_DEPTH) & (target_depth >= np.roll(target_depth, 1)) \
+    minima = (
+        (target_depth > BLEND_MIN_DEPTH)
+        & (target_depth >= np.roll(target_depth, 1))
         & (target_depth >= np.roll(target_depth, -1))
+    )
     added = 0
     step = wave[1] - wave[0]
     for i in np.flatnonzero(minima):
         if np.min(np.abs(listed - wave[i])) > MATCH_PIXELS * step:
-            rows.append({"element": "Fe", "ion": "1", "chi": "3.00", "loggf": "-1.50",
-                         "wave_air": f"{float(linemod.vacuum_to_air(wave[i])):.2f}",
-                         "gf_offset": "0.00", "strong": "0", "origin": "blend"})
+            rows.append(
+                {
+                    "element": "Fe",
+                    "ion": "1",
+                    "chi": "3.00",
+                    "loggf": "-1.50",
+                    "wave_air": f"{float(linemod.vacuum_to_air(wave[i])):.2f}",
+                    "gf_offset": "0.00",
+                    "strong": "0",
+                    "origin": "blend",
+                }
+            )
             added += 1
     return added
 
@@ -102,8 +115,11 @@ def update_offsets(rows, target_depth, model_depth, wave, gain=0.8) -> float:
         if r["element"] in FIXED_ELEMENTS:
             continue
         w = float(linemod.air_to_vacuum(float(r["wave_air"])))
-        i = int(round((w - wave[0]) / (wave[1] - wave[0]))) if w < 6000 else \
-            3600 + int(round((w - wave[3600]) / (wave[3601] - wave[3600])))
+        i = (
+            int(round((w - wave[0]) / (wave[1] - wave[0])))
+            if w < 6000
+            else 3600 + int(round((w - wave[3600]) / (wave[3601] - wave[3600])))
+        )
         if not (0 <= i < wave.size) or abs(wave[i] - w) > 0.2:
             continue
         lo, hi = max(i - 1, 0), min(i + 2, wave.size)

@@ -18,6 +18,7 @@ and how often rows were flagged poor_fit / region_mismatch. Last line:
 Usage: python benchmarks/domain_shift.py [--model DIR] [--world rt-pure] [--rt data/rt_testset]
                                          [--n 120] [--out /tmp/ds] [--seed 11]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -44,8 +45,12 @@ SNR_RANGE = (15.0, 90.0)
 
 def observe_world(spectra, world: str, seed: int):
     """One Observation (coadd only) per star, conditions fixed by (seed, index)."""
-    broadening = sp.Broadening(spectra.vmic.astype(float), spectra.vmac.astype(float),
-                               spectra.vsini.astype(float), spectra.resolution.astype(float))
+    broadening = sp.Broadening(
+        spectra.vmic.astype(float),
+        spectra.vmac.astype(float),
+        spectra.vsini.astype(float),
+        spectra.resolution.astype(float),
+    )
     labels = spectra.labels.astype(np.float64)
     for start in range(0, len(spectra), 32):
         part = slice(start, start + 32)
@@ -59,7 +64,7 @@ def observe_world(spectra, world: str, seed: int):
             rng = np.random.default_rng([seed, k])
             cond = sample_conditions(rng, labels[k], snr_range=SNR_RANGE, n_exp=1)
             cond.snr_red = float(rng.uniform(*SNR_RANGE))
-            one = {name: flux[j:j + 1] for name, flux in fine.items()}
+            one = {name: flux[j : j + 1] for name, flux in fine.items()}
             obs = observe(one, float(labels[k, 0]), cond, np.random.default_rng([seed, k, 3]), exposures=False)
             obs.meta["generator"] = world
             yield k, obs
@@ -85,8 +90,10 @@ def summarise(rows: list[dict], truth: np.ndarray, rvs: np.ndarray) -> None:
         ok = np.isfinite(pred)
         err = pred[ok] - truth[ok, j]
         within = np.mean(np.abs(err) < sig[ok]) if ok.any() else float("nan")
-        print(f"{name:6} {ok.sum():4d} {np.mean(np.abs(err)):8.3f} {np.mean(err):8.3f} {np.std(err):8.3f} "
-              f"{100 * within:8.0f}%")
+        print(
+            f"{name:6} {ok.sum():4d} {np.mean(np.abs(err)):8.3f} {np.mean(err):8.3f} {np.std(err):8.3f} "
+            f"{100 * within:8.0f}%"
+        )
     rv = np.array([float(r.get("rv") or "nan") for r in rows])
     print(f"RV MAE {np.nanmean(np.abs(rv - rvs)):.2f} km/s")
     flags = [str(r.get("flags", "")) for r in rows]

@@ -10,6 +10,7 @@ Last line: ``ratio: <worst per-window median / 0.003>``.
 
 Usage: python benchmarks/emulator.py [--emulator assets/emulator] [--extra data/rt_testset]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -38,6 +39,7 @@ def held_out_spectra(names: set[str]) -> RtSpectra:
 def at_lamost_resolution(flux: np.ndarray) -> np.ndarray:
     """Apply the rest of a R = 7500 Gaussian LSF on the RT grid (pixels are uniform in log)."""
     from scipy.ndimage import gaussian_filter1d
+
     grid = rt_grid()
     sigma_px = grid.remaining_sigma_kms(np.array([7500.0]))[0] / (2.99792458e5 * np.log(10) * grid.log_step)
     out = np.empty_like(flux)
@@ -55,9 +57,11 @@ def report(name: str, emulator: emu.Emulator, spectra: RtSpectra) -> float:
     for arm, part in emulator.grid.arm_slices().items():
         e, c = error[:, part], coarse[:, part]
         per_star = np.percentile(e, 99, axis=1)
-        print(f"  {arm:4}: median |error| {np.median(e):.4f} (goal <= 0.003), 99th pct {np.percentile(e, 99):.4f} "
-              f"(goal <= 0.02), max {e.max():.3f}; at R=7500: median {np.median(c):.4f}, 99th {np.percentile(c, 99):.4f}; "
-              f"worst star {spectra.names[int(np.argmax(per_star))]} (Teff {spectra.labels[int(np.argmax(per_star)), 0]:.0f})")
+        print(
+            f"  {arm:4}: median |error| {np.median(e):.4f} (goal <= 0.003), 99th pct {np.percentile(e, 99):.4f} "
+            f"(goal <= 0.02), max {e.max():.3f}; at R=7500: median {np.median(c):.4f}, 99th {np.percentile(c, 99):.4f}; "
+            f"worst star {spectra.names[int(np.argmax(per_star))]} (Teff {spectra.labels[int(np.argmax(per_star)), 0]:.0f})"
+        )
         worst = max(worst, float(np.median(e)))
     return worst
 

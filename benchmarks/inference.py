@@ -13,6 +13,7 @@ It prints spectra/s of both, the largest difference between them (standardised u
 and the fused labels in physical units), peak memory of the engine per 1,000 spectra,
 and last `ratio: X` (engine speed / original speed).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -60,7 +61,7 @@ def synchronise(device: torch.device) -> None:
 
 def run_engine(predictor: SpemrPredictor, flux: np.ndarray, device: torch.device, repeat: int):
     """(best seconds, standardised outputs, prediction, working-memory MB)."""
-    predictor.predict(flux[:predictor.batch_size])  # warm-up: allocations, kernel selection
+    predictor.predict(flux[: predictor.batch_size])  # warm-up: allocations, kernel selection
     gc.collect()
     before = rss_mb()
     if device.type == "cuda":
@@ -86,8 +87,12 @@ def run_engine(predictor: SpemrPredictor, flux: np.ndarray, device: torch.device
 def run_original(bundle, flux: np.ndarray, device: torch.device, batch_size: int, repeat: int):
     """One separate full network per member x network x region, each run over all input."""
     regions = [r.name for r in bundle.regions]
-    networks = {(k, net, region): bundle.build_network(k, net, region=region, device=device)
-                for k in range(bundle.members) for net in bundle.networks for region in regions}
+    networks = {
+        (k, net, region): bundle.build_network(k, net, region=region, device=device)
+        for k in range(bundle.members)
+        for net in bundle.networks
+        for region in regions
+    }
     x = standardise(flux, bundle.flux_mean, bundle.flux_std)
     n, shape = len(x), (bundle.members, len(regions), len(x), len(bundle.labels))
     means, variances = np.empty(shape, np.float32), np.empty(shape, np.float32)
@@ -101,10 +106,10 @@ def run_original(bundle, flux: np.ndarray, device: torch.device, batch_size: int
                 columns = bundle.label_indices(net)
                 s = regions.index(region)
                 for first in range(0, n, batch_size):
-                    batch = torch.from_numpy(x[first:first + batch_size]).to(device)
+                    batch = torch.from_numpy(x[first : first + batch_size]).to(device)
                     mu, var = model(batch)
-                    means[k, s, first:first + batch_size][:, columns] = mu.cpu().numpy()
-                    variances[k, s, first:first + batch_size][:, columns] = var.cpu().numpy()
+                    means[k, s, first : first + batch_size][:, columns] = mu.cpu().numpy()
+                    variances[k, s, first : first + batch_size][:, columns] = var.cpu().numpy()
             fused = _original_combination(bundle, means, variances)
             synchronise(device)
             times.append(time.perf_counter() - start)
@@ -113,8 +118,7 @@ def run_original(bundle, flux: np.ndarray, device: torch.device, batch_size: int
 
 def _original_combination(bundle, means, variances):
     std, mean = bundle.label_std, bundle.label_mean
-    sub = [ensemble_combine(means[:, s] * std + mean, variances[:, s] * std ** 2)
-           for s in range(means.shape[1])]
+    sub = [ensemble_combine(means[:, s] * std + mean, variances[:, s] * std**2) for s in range(means.shape[1])]
     fused_mean, _, _ = fuse_min_variance(np.stack([m for m, _ in sub]), np.stack([v for _, v in sub]))
     return fused_mean
 
@@ -123,14 +127,16 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=256, help="spectra")
     parser.add_argument("--batch-size", type=int, default=256)
-    parser.add_argument("--baseline-batch-size", type=int, default=None,
-                        help="batch size of the original way (default: the engine's)")
+    parser.add_argument(
+        "--baseline-batch-size", type=int, default=None, help="batch size of the original way (default: the engine's)"
+    )
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--architecture", default="paper")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--repeat", type=int, default=2, help="timed runs of each; the best counts")
-    parser.add_argument("--bundle", default=None,
-                        help="reuse (or create) the random bundle in this folder instead of a temporary one")
+    parser.add_argument(
+        "--bundle", default=None, help="reuse (or create) the random bundle in this folder instead of a temporary one"
+    )
     args = parser.parse_args()
     device = resolve_device(args.device)
     baseline_batch = args.baseline_batch_size or args.batch_size
@@ -142,23 +148,30 @@ def main() -> None:
         path = Path(args.bundle) if args.bundle else Path(folder) / "model"
         if not (path / "manifest.json").exists():  # in a child: keep this process's heap clean
             child = multiprocessing.get_context("spawn").Process(
-                target=create_random_bundle, args=(path, args.architecture, args.seed))
+                target=create_random_bundle, args=(path, args.architecture, args.seed)
+            )
             child.start()
             child.join()
         bundle = load_bundle(path)
-        print(f"bundle: {args.architecture}, {bundle.members} members, networks {list(bundle.networks)}, "
-              f"regions {[r.name for r in bundle.regions]} (built in {time.perf_counter() - start:.1f} s)")
-        print(f"device: {device}, torch threads: {torch.get_num_threads()}, n = {args.n}, "
-              f"batch {args.batch_size} (original: {baseline_batch}), best of {args.repeat}")
+        print(
+            f"bundle: {args.architecture}, {bundle.members} members, networks {list(bundle.networks)}, "
+            f"regions {[r.name for r in bundle.regions]} (built in {time.perf_counter() - start:.1f} s)"
+        )
+        print(
+            f"device: {device}, torch threads: {torch.get_num_threads()}, n = {args.n}, "
+            f"batch {args.batch_size} (original: {baseline_batch}), best of {args.repeat}"
+        )
         predictor = SpemrPredictor(bundle, device=device, batch_size=args.batch_size)
         weights_mb = weight_bytes(predictor) / 2**20
         engine_s, (e_means, e_vars), prediction, working_mb = run_engine(predictor, flux, device, args.repeat)
         del predictor
         gc.collect()
-        original_s, (o_means, o_vars), original_fused, passes = run_original(bundle, flux, device, baseline_batch, args.repeat)
+        original_s, (o_means, o_vars), original_fused, passes = run_original(
+            bundle, flux, device, baseline_batch, args.repeat
+        )
 
     regions = slice(1, None)  # the engine also returns the base model; the original does not
-    engine_means = np.moveaxis(e_means[:, regions], (2, 1), (0, 1))   # (M, S, n, L)
+    engine_means = np.moveaxis(e_means[:, regions], (2, 1), (0, 1))  # (M, S, n, L)
     engine_vars = np.moveaxis(e_vars[:, regions], (2, 1), (0, 1))
     diff = max(np.abs(engine_means - o_means).max(), np.abs(engine_vars - o_vars).max())
     fused_diff = np.abs(prediction.mean - original_fused).max(axis=0)
@@ -167,8 +180,10 @@ def main() -> None:
     print(f"original: {original_rate:8.1f} spectra/s ({original_s:.2f} s, {passes} full passes per spectrum)")
     print(f"max abs difference, standardised mean/variance: {diff:.2e}")
     print(f"max abs difference, fused labels: Teff {fused_diff[0]:.2e} K, others {fused_diff[1:].max():.2e} dex")
-    print(f"engine memory: weights {weights_mb:.0f} MB (held once per predictor); working peak {working_mb:.1f} MB for {args.n} spectra "
-          f"= {working_mb * 1000 / args.n:.0f} MB per 1,000 spectra")
+    print(
+        f"engine memory: weights {weights_mb:.0f} MB (held once per predictor); working peak {working_mb:.1f} MB for {args.n} spectra "
+        f"= {working_mb * 1000 / args.n:.0f} MB per 1,000 spectra"
+    )
     print(f"ratio: {engine_rate / original_rate:.2f}")
 
 

@@ -6,6 +6,7 @@ published iterative polynomial continuum one spectrum at a time.
 np.polyfit (the engine's vectorised one is spemr_engine.preprocess.fit_continuum); they
 live here, not in the engine, because only this baseline and tests/test_preprocess.py
 (which holds the engine against them) use them."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -22,8 +23,7 @@ from spemr_engine.preprocess import _EXACT_FIT_SCATTER, divide_by_continuum
 def read_arms(path: Path, blue: str, red: str) -> list[tuple[np.ndarray, np.ndarray]]:
     """(wavelength, flux) of the two extensions, read the plain astropy way."""
     with fits.open(path) as hdul:
-        return [(10 ** hdul[e].data["LOGLAM"].astype(float), hdul[e].data["FLUX"].astype(float))
-                for e in (blue, red)]
+        return [(10 ** hdul[e].data["LOGLAM"].astype(float), hdul[e].data["FLUX"].astype(float)) for e in (blue, red)]
 
 
 def original_spectrum(arms: list[tuple[np.ndarray, np.ndarray]], rv: float) -> np.ndarray:
@@ -69,16 +69,14 @@ def _continuum_reference_clean(wave: np.ndarray, clean: np.ndarray, config: Prep
     return fit * scale + mean
 
 
-def continuum_reference(wave: np.ndarray, flux: np.ndarray,
-                        config: PreprocessConfig | None = None) -> np.ndarray:
+def continuum_reference(wave: np.ndarray, flux: np.ndarray, config: PreprocessConfig | None = None) -> np.ndarray:
     """Continuum of ONE spectrum, the published algorithm step by step with np.polyfit.
     Takes the raw (not yet de-spiked) flux; returns the continuum of its de-spiked flux."""
     config = config or preprocess_config()
     return _continuum_reference_clean(wave, _despike_reference(flux, config), config)
 
 
-def normalise_reference(wave: np.ndarray, flux: np.ndarray,
-                        config: PreprocessConfig | None = None) -> np.ndarray:
+def normalise_reference(wave: np.ndarray, flux: np.ndarray, config: PreprocessConfig | None = None) -> np.ndarray:
     """One spectrum of one arm normalised the literal way (for tests and the benchmark)."""
     config = config or preprocess_config()
     clean = _despike_reference(flux, config)

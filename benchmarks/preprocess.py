@@ -13,12 +13,13 @@ resample + normalise. Everything runs on one core (BLAS threads pinned to 1 belo
 Inputs: the real MRS files in ../shared/data/lamost_mrs when present, otherwise
 MRS-like files generated here (the project must not need ../shared).
 """
+
 from __future__ import annotations
 
 import os
 
 for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
-    os.environ[_var] = "1"   # one core, before numpy loads its BLAS
+    os.environ[_var] = "1"  # one core, before numpy loads its BLAS
 
 import argparse
 import tempfile
@@ -64,14 +65,17 @@ def _arm_table(name: str, side: str, rv: float, c: float, lines, rng) -> fits.Bi
     low, high = COVERAGE[side]
     wave = np.logspace(np.log10(low), np.log10(high), 4000)
     t = (wave - wave.mean()) / (high - low)
-    continuum = 900.0 * (1 + 0.4 * t - 0.6 * t ** 2)
+    continuum = 900.0 * (1 + 0.4 * t - 0.6 * t**2)
     flux = line_spectrum(wave / (1 + rv / c), lines) * continuum
     flux += rng.normal(0, 1, wave.size) * continuum / 60.0
     ivar = np.full(wave.size, (60.0 / 900.0) ** 2)
     coadd = name == "COADD"
     extname = f"COADD_{side}" if coadd else f"{side}-{name}"
-    columns = [fits.Column("FLUX", "E", array=flux), fits.Column("IVAR", "E", array=ivar),
-               fits.Column("LOGLAM", "E", array=np.log10(wave))]
+    columns = [
+        fits.Column("FLUX", "E", array=flux),
+        fits.Column("IVAR", "E", array=ivar),
+        fits.Column("LOGLAM", "E", array=np.log10(wave)),
+    ]
     masks = ("ANDMASK", "ORMASK") if coadd else ("PIXMASK",)
     columns += [fits.Column(m, "I", array=np.zeros(wave.size, np.int16)) for m in masks]
     hdu = fits.BinTableHDU.from_columns(columns, name=extname)
@@ -83,12 +87,10 @@ def _arm_table(name: str, side: str, rv: float, c: float, lines, rng) -> fits.Bi
 def reference_read(path: Path) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """Every arm's wavelength and flux, read with plain astropy (no checks, no masks)."""
     with fits.open(path) as hdul:
-        return {h.name: (10 ** h.data["LOGLAM"].astype(float), h.data["FLUX"].astype(float))
-                for h in hdul[1:]}
+        return {h.name: (10 ** h.data["LOGLAM"].astype(float), h.data["FLUX"].astype(float)) for h in hdul[1:]}
 
 
-def reference_spectrum(path: Path, blue: str, red: str, rv: float, read: bool = True,
-                       arrays=None) -> np.ndarray:
+def reference_spectrum(path: Path, blue: str, red: str, rv: float, read: bool = True, arrays=None) -> np.ndarray:
     """One spectrum the original way (benchmarks/original_way.py), from the file or from arrays."""
     return original_spectrum(read_arms(path, blue, red) if read else arrays, rv)
 
@@ -124,28 +126,38 @@ def run_benchmark(paths: list[Path], repeat: int) -> None:
     rv = 0.0
     print(f"spectra (arm pairs): {len(pairs)}")
 
-    reading = best_rates({"spemr": lambda: [read_mrs(p) for p in paths],
-                          "astropy": lambda: [reference_read(p) for p in paths]},
-                         {"spemr": len(paths), "astropy": len(paths)}, repeat)
+    reading = best_rates(
+        {"spemr": lambda: [read_mrs(p) for p in paths], "astropy": lambda: [reference_read(p) for p in paths]},
+        {"spemr": len(paths), "astropy": len(paths)},
+        repeat,
+    )
     print(f"FITS reading, spemr read_mrs:       {reading['spemr']:8.1f} files/s")
     print(f"FITS reading, plain astropy:        {reading['astropy']:8.1f} files/s")
 
     batch = [pair for _, pair in pairs] * max(1, 200 // len(pairs))
     arrays = [[(a.wave, a.flux) for a in (pair.blue, pair.red)] for _, pair in pairs]
     core = best_rates(
-        {"project": lambda: preprocess_pairs(batch, rv=rv),
-         "reference": lambda: [reference_spectrum(None, "", "", rv, read=False, arrays=a)
-                               for a in arrays]},
-        {"project": len(batch), "reference": len(arrays)}, repeat)
+        {
+            "project": lambda: preprocess_pairs(batch, rv=rv),
+            "reference": lambda: [reference_spectrum(None, "", "", rv, read=False, arrays=a) for a in arrays],
+        },
+        {"project": len(batch), "reference": len(arrays)},
+        repeat,
+    )
     print(f"resample + normalise, project:      {core['project']:8.1f} spectra/s")
     print(f"resample + normalise, reference:    {core['reference']:8.1f} spectra/s")
 
     full = best_rates(
-        {"project": lambda: [preprocess_pairs(f.pairs, rv=rv) for f in map(read_mrs, paths)],
-         "reference": lambda: [reference_spectrum(path, pair.extname_blue, pair.extname_red, rv)
-                               for path, pair in pairs],
-         "with_rv": lambda: preprocess_pairs([pair for _, pair in pairs])},
-        {"project": len(pairs), "reference": len(pairs), "with_rv": len(pairs)}, max(1, repeat // 2))
+        {
+            "project": lambda: [preprocess_pairs(f.pairs, rv=rv) for f in map(read_mrs, paths)],
+            "reference": lambda: [
+                reference_spectrum(path, pair.extname_blue, pair.extname_red, rv) for path, pair in pairs
+            ],
+            "with_rv": lambda: preprocess_pairs([pair for _, pair in pairs]),
+        },
+        {"project": len(pairs), "reference": len(pairs), "with_rv": len(pairs)},
+        max(1, repeat // 2),
+    )
     print(f"read + resample + normalise, project (per file):       {full['project']:8.1f} spectra/s")
     print(f"read + resample + normalise, reference (per spectrum): {full['reference']:8.1f} spectra/s")
     print(f"project incl. RV measured by CCF (no read):            {full['with_rv']:8.1f} spectra/s")

@@ -6,6 +6,7 @@ Default folder: ../shared/data/lamost_mrs (development data). Prints files/s for
 ``ratio: X`` (spemr time / plain time; the reader also decompresses-and-checks the whole
 file, sorts, builds masks and pairs, so about 1 is the goal, not less).
 """
+
 from __future__ import annotations
 
 import argparse

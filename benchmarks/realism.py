@@ -14,6 +14,7 @@ Last line: ``ratio: <median std ratio>``.
 Usage: python benchmarks/realism.py [--spectra 5000] [--seed 2026] [--rv given|ccf] [--generator 2]
 Needs ../shared/data/spemr_dr8_label_config.pkl.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -29,16 +30,19 @@ from spemr_engine.synth.generate import GENERATOR_VERSION, make_stars, observe_s
 from spemr_engine.synth.lines import line_table
 
 LABEL_CONFIG = Path(__file__).resolve().parents[2] / "shared" / "data" / "spemr_dr8_label_config.pkl"
-WINDOW = 20          # pixels (2 A) per reported window
+WINDOW = 20  # pixels (2 A) per reported window
 # Windows of the issue's goals (vacuum A, rest frame) and the line cores reported.
-GOAL_WINDOWS = {"Mg b 5167-5185": (5167.0, 5185.0), "Fe 5270 (5265-5275)": (5265.0, 5275.0),
-                "H-alpha 6550-6580": (6550.0, 6580.0)}
+GOAL_WINDOWS = {
+    "Mg b 5167-5185": (5167.0, 5185.0),
+    "Fe 5270 (5265-5275)": (5265.0, 5275.0),
+    "H-alpha 6550-6580": (6550.0, 6580.0),
+}
 CORES = {"Mg b2 5174.1": 5174.1, "Mg b1 5185.0": 5185.0, "Fe 5271.0": 5271.0, "H-alpha 6564.6": 6564.6}
 
 
 def generate(n_spectra: int, seed: int, rv_mode: str, version: int = GENERATOR_VERSION):
     """Preprocessed fluxes of ~n_spectra usable spectra (coadd + up to 3 exposures per star)."""
-    stars = make_stars(max(n_spectra // 2, 10), seed)     # ~2.5 usable spectra per star
+    stars = make_stars(max(n_spectra // 2, 10), seed)  # ~2.5 usable spectra per star
     fluxes, total, started = [], 0, time.monotonic()
     batch = 64
     for start in range(0, len(stars), batch):
@@ -66,13 +70,15 @@ def nearest_line(wave: float) -> str:
 
 def report_windows(wave, diff, n=8) -> None:
     n_win = diff.size // WINDOW
-    score = np.abs(diff[:n_win * WINDOW]).reshape(n_win, WINDOW).mean(axis=1)
+    score = np.abs(diff[: n_win * WINDOW]).reshape(n_win, WINDOW).mean(axis=1)
     print(f"largest mean differences (synthetic - real), {WINDOW // 10} A windows:")
     for w in np.argsort(score)[::-1][:n]:
         part = slice(w * WINDOW, (w + 1) * WINDOW)
         peak = part.start + int(np.argmax(np.abs(diff[part])))
-        print(f"  {wave[part.start]:7.1f}-{wave[part.stop - 1]:7.1f} A  mean |diff| {score[w]:.3f}"
-              f"  peak {diff[peak]:+.3f} at {wave[peak]:.1f}  nearest: {nearest_line(wave[peak])}")
+        print(
+            f"  {wave[part.start]:7.1f}-{wave[part.stop - 1]:7.1f} A  mean |diff| {score[w]:.3f}"
+            f"  peak {diff[peak]:+.3f} at {wave[peak]:.1f}  nearest: {nearest_line(wave[peak])}"
+        )
 
 
 def main() -> None:
@@ -80,8 +86,12 @@ def main() -> None:
     parser.add_argument("--spectra", type=int, default=5000)
     parser.add_argument("--seed", type=int, default=2026)
     parser.add_argument("--rv", choices=("given", "ccf"), default="ccf")
-    parser.add_argument("--generator", type=int, default=GENERATOR_VERSION,
-                        help=f"synthetic world (generator version, default {GENERATOR_VERSION})")
+    parser.add_argument(
+        "--generator",
+        type=int,
+        default=GENERATOR_VERSION,
+        help=f"synthetic world (generator version, default {GENERATOR_VERSION})",
+    )
     args = parser.parse_args()
     published = safe_load(LABEL_CONFIG)
     real_mean = np.asarray(published["flux_mean"], dtype=np.float64)
@@ -91,22 +101,28 @@ def main() -> None:
     flux = np.clip(flux.astype(np.float64), -0.5, 2.5)
     mean, std = flux.mean(axis=0), flux.std(axis=0)
     wave = default_grid().wave
-    print(f"spectra: {len(flux)} usable, generated + preprocessed in {seconds:.0f} s "
-          f"({len(flux) / seconds:.1f} spectra/s, rv {args.rv})")
+    print(
+        f"spectra: {len(flux)} usable, generated + preprocessed in {seconds:.0f} s "
+        f"({len(flux) / seconds:.1f} spectra/s, rv {args.rv})"
+    )
     print(f"generator v{args.generator}")
     print(f"correlation of means: {np.corrcoef(mean, real_mean)[0, 1]:.4f} (goal >= 0.96)")
     for name, (lo, hi) in GOAL_WINDOWS.items():
         part = (wave >= lo) & (wave <= hi)
         rms = float(np.sqrt(np.mean((mean[part] - real_mean[part]) ** 2)))
-        print(f"  {name}: rms of the mean difference {rms:.3f} (goal <= 0.04), "
-              f"corr {np.corrcoef(mean[part], real_mean[part])[0, 1]:.3f}")
+        print(
+            f"  {name}: rms of the mean difference {rms:.3f} (goal <= 0.04), "
+            f"corr {np.corrcoef(mean[part], real_mean[part])[0, 1]:.3f}"
+        )
     for name, centre in CORES.items():
         part = np.abs(wave - centre) <= 1.0
         print(f"  core minimum {name}: synthetic {mean[part].min():.3f} real {real_mean[part].min():.3f}")
     for arm, part in default_grid().arm_slices().items():
-        print(f"  {arm}: corr {np.corrcoef(mean[part], real_mean[part])[0, 1]:.4f}, "
-              f"median mean synthetic {np.median(mean[part]):.4f} real {np.median(real_mean[part]):.4f}, "
-              f"median std ratio {np.median(std[part] / real_std[part]):.3f}")
+        print(
+            f"  {arm}: corr {np.corrcoef(mean[part], real_mean[part])[0, 1]:.4f}, "
+            f"median mean synthetic {np.median(mean[part]):.4f} real {np.median(real_mean[part]):.4f}, "
+            f"median std ratio {np.median(std[part] / real_std[part]):.3f}"
+        )
     print(f"correlation of stds: {np.corrcoef(std, real_std)[0, 1]:.4f}")
     report_windows(wave, mean - real_mean)
     ratio = float(np.median(std / real_std))

@@ -19,6 +19,7 @@ Per run it prints, in seconds from the launch:
 then the median and range over the runs. Figures move with machine load; the machine
 this was written on has 2 cores shared with other jobs.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -38,16 +39,21 @@ DEFAULT_FILE = ROOT / "assets" / "samples" / "med-58800-SYNTHGIANT_sp01-001.fits
 def one_run(file: Path, inferences: int, model: str | None, timeout: float) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         trace = Path(tmp) / "trace.jsonl"
-        env = dict(os.environ, SPEMR_GUI_TRACE=str(trace), SPEMR_GUI_TRACE_INFER=str(inferences),
-                   XDG_CONFIG_HOME=str(Path(tmp) / "config"))
+        env = dict(
+            os.environ,
+            SPEMR_GUI_TRACE=str(trace),
+            SPEMR_GUI_TRACE_INFER=str(inferences),
+            XDG_CONFIG_HOME=str(Path(tmp) / "config"),
+        )
         if not env.get("DISPLAY"):
             env["QT_QPA_PLATFORM"] = "offscreen"
         command = [sys.executable, "-m", "spemr_gui.app", str(file)]
         if model:
             command += ["--model", model]
         t0 = time.time()
-        process = subprocess.Popen(command, env=env, cwd=ROOT, stdout=subprocess.DEVNULL,
-                                   stderr=subprocess.PIPE, text=True)
+        process = subprocess.Popen(
+            command, env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
+        )
         try:
             _out, err = process.communicate(timeout=timeout)
         except subprocess.TimeoutExpired:
@@ -78,29 +84,37 @@ def one_run(file: Path, inferences: int, model: str | None, timeout: float) -> d
 def summary(name: str, values: list[float]) -> str:
     if not values:
         return f"{name}: -"
-    return (f"{name}: median {statistics.median(values):.2f} s "
-            f"(min {min(values):.2f}, max {max(values):.2f}, n={len(values)})")
+    return (
+        f"{name}: median {statistics.median(values):.2f} s "
+        f"(min {min(values):.2f}, max {max(values):.2f}, n={len(values)})"
+    )
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("file", nargs="?", default=str(DEFAULT_FILE))
     parser.add_argument("--runs", type=int, default=5)
-    parser.add_argument("--inferences", type=int, default=3,
-                        help="single-spectrum inferences per run, after the model is loaded")
+    parser.add_argument(
+        "--inferences", type=int, default=3, help="single-spectrum inferences per run, after the model is loaded"
+    )
     parser.add_argument("--model", help="model bundle folder (default: the shipped default)")
     parser.add_argument("--timeout", type=float, default=180.0)
     args = parser.parse_args(argv)
-    print(f"spemr-gui {args.file} on {os.environ.get('DISPLAY') or 'offscreen'}, "
-          f"{os.cpu_count()} cores, load {os.getloadavg()[0]:.1f}")
+    print(
+        f"spemr-gui {args.file} on {os.environ.get('DISPLAY') or 'offscreen'}, "
+        f"{os.cpu_count()} cores, load {os.getloadavg()[0]:.1f}"
+    )
     runs = []
     for i in range(args.runs):
         r = one_run(Path(args.file), args.inferences, args.model, args.timeout)
         runs.append(r)
         infer = ", ".join(f"{s:.2f}" for s in r["infer"]) or "-"
-        print(f"run {i + 1}: window {r.get('window', float('nan')):.2f} s, "
-              f"model {r.get('model', float('nan')):.2f} s, stall {r.get('stall', float('nan')):.2f} s, "
-              f"infer [{infer}] s" + (f"  errors: {r['errors']}" if r["errors"] else ""), flush=True)
+        print(
+            f"run {i + 1}: window {r.get('window', float('nan')):.2f} s, "
+            f"model {r.get('model', float('nan')):.2f} s, stall {r.get('stall', float('nan')):.2f} s, "
+            f"infer [{infer}] s" + (f"  errors: {r['errors']}" if r["errors"] else ""),
+            flush=True,
+        )
     print(summary("launch-to-window", [r["window"] for r in runs if "window" in r]))
     print(summary("launch-to-model-ready", [r["model"] for r in runs if "model" in r]))
     print(summary("longest GUI stall while loading", [r["stall"] for r in runs if "stall" in r]))

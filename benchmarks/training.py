@@ -6,6 +6,7 @@
 Prints per-stage seconds and spectra/s, and the loader alone (reading + standardising),
 so one can see whether the data path or the network limits training on a device.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -35,8 +36,13 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         refset = make_refset(Path(tmp) / "rs", n_stars=args.n // 2, repeats=2)
         stats = usable_statistics(refset.statistics)
-        data = _Data(refset, _Normaliser(stats["flux_mean"], stats["flux_std"], stats["label_mean"],
-                                         stats["label_std"]), [0, 1, 2], device, args.batch_size)
+        data = _Data(
+            refset,
+            _Normaliser(stats["flux_mean"], stats["flux_std"], stats["label_mean"], stats["label_std"]),
+            [0, 1, 2],
+            device,
+            args.batch_size,
+        )
         start = time.perf_counter()
         for _x, _y in data.batches(np.arange(len(refset)), order_seed=0):
             pass
@@ -60,8 +66,17 @@ def main() -> None:
             last.update(job=job, time=now)
 
         start = time.perf_counter()
-        train_model(refset, Path(tmp) / "model", architecture=args.config, members=1, epochs=args.epochs,
-                    finetune_epochs=1, batch_size=args.batch_size, device=str(device), progress=progress)
+        train_model(
+            refset,
+            Path(tmp) / "model",
+            architecture=args.config,
+            members=1,
+            epochs=args.epochs,
+            finetune_epochs=1,
+            batch_size=args.batch_size,
+            device=str(device),
+            progress=progress,
+        )
         total = time.perf_counter() - start
         print(f"whole run (1 member, {args.epochs} epoch(s) + 1 fine-tune epoch per region, evaluation): {total:.1f} s")
         for stage in seconds:

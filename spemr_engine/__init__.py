@@ -4,6 +4,7 @@ The public API that the CLI, the GUI and the tests call lives in ``spemr_engine.
 Heavy modules (torch) are imported only where needed so that reading and
 preprocessing stay fast to start.
 """
+
 import os as _os
 
 # Torch's OpenMP threads spin while they wait by default. Sharing cores with the

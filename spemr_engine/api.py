@@ -13,6 +13,7 @@
 Rows and columns are the catalog's (spemr_engine.catalog_rows), so `spemr predict`, the
 batch catalog and the GUI export agree column for column.
 """
+
 from __future__ import annotations
 
 import math
@@ -67,6 +68,7 @@ class FileAnalysis:
     """One file read, preprocessed and labelled. ``prediction`` has one row per pair
     (NaN labels, winner -1 for spectra that fail the quality selection) and is None when
     no pair is usable; ``spectra.quality`` says why."""
+
     path: Path
     mrs: MRSFile
     pairs: list[ArmPair]
@@ -114,6 +116,7 @@ def label_values(labelled: Sequence[tuple[str, str]], prediction, index: int | N
 class PreparedInput:
     """One file read and preprocessed for a model: ``spectra.flux`` (its usable rows) is
     exactly what the model is given."""
+
     path: Path
     mrs: MRSFile
     pairs: list[ArmPair]
@@ -121,19 +124,23 @@ class PreparedInput:
     model: ModelBundle
 
 
-def preprocess_for_model(pairs: Sequence[ArmPair], model: ModelBundle,
-                         rv: float | Sequence[float] | None = None) -> PreprocessedSpectra:
+def preprocess_for_model(
+    pairs: Sequence[ArmPair], model: ModelBundle, rv: float | Sequence[float] | None = None
+) -> PreprocessedSpectra:
     """The one preprocessing path for a model (predict, preprocess, the GUI): the model's
     grid, and RV by cross-correlation against the model's mean training spectrum (a
     rest-frame mean star), or the shipped line template when the model has only
     placeholder statistics, for pairs without a given rv."""
-    return preprocess_pairs(pairs, rv=rv, rv_template=catalog_rows.rv_template_for(model),
-                            grid=model.grid)
+    return preprocess_pairs(pairs, rv=rv, rv_template=catalog_rows.rv_template_for(model), grid=model.grid)
 
 
-def preprocess_file(path: str | Path, model: "ModelBundle | str | Path | None" = None,
-                    exposure: str = "coadd", rv: float | Sequence[float] | None = None,
-                    rv_catalog: "RVCatalog | str | Path | None" = None) -> PreparedInput:
+def preprocess_file(
+    path: str | Path,
+    model: "ModelBundle | str | Path | None" = None,
+    exposure: str = "coadd",
+    rv: float | Sequence[float] | None = None,
+    rv_catalog: "RVCatalog | str | Path | None" = None,
+) -> PreparedInput:
     """Read one LAMOST MRS file and preprocess the chosen pairs as ``analyse_file`` does.
 
     rv: km/s for every pair (or one per pair); otherwise the RV catalog's value for the
@@ -147,34 +154,55 @@ def preprocess_file(path: str | Path, model: "ModelBundle | str | Path | None" =
         raise InputFileError(path, "has no complete blue+red pair to analyse")
     if rv is None and rv_catalog is not None:
         rv = _catalog_rv(rv_catalog, mrs.meta)
-    return PreparedInput(path=path, mrs=mrs, pairs=list(pairs),
-                         spectra=preprocess_for_model(pairs, bundle, rv), model=bundle)
+    return PreparedInput(
+        path=path, mrs=mrs, pairs=list(pairs), spectra=preprocess_for_model(pairs, bundle, rv), model=bundle
+    )
 
 
-def analyse_file(path: str | Path, model: "ModelBundle | str | Path | None" = None,
-                 exposure: str = "coadd", rv: float | Sequence[float] | None = None,
-                 rv_catalog: "RVCatalog | str | Path | None" = None, device: str = "auto",
-                 batch_size: int = 256) -> FileAnalysis:
+def analyse_file(
+    path: str | Path,
+    model: "ModelBundle | str | Path | None" = None,
+    exposure: str = "coadd",
+    rv: float | Sequence[float] | None = None,
+    rv_catalog: "RVCatalog | str | Path | None" = None,
+    device: str = "auto",
+    batch_size: int = 256,
+) -> FileAnalysis:
     """Read one LAMOST MRS file, preprocess the chosen pairs (``preprocess_file``) and
     label the usable ones. Raises InputFileError for unreadable files."""
     prepared = preprocess_file(path, model, exposure, rv, rv_catalog)
-    path, mrs, pairs, spectra, bundle = (prepared.path, prepared.mrs, prepared.pairs,
-                                         prepared.spectra, prepared.model)
+    path, mrs, pairs, spectra, bundle = (prepared.path, prepared.mrs, prepared.pairs, prepared.spectra, prepared.model)
     usable = np.flatnonzero(spectra.quality.usable)
     prediction = fit = None
     if usable.size:
-        prediction, fit = predict_with_quality(bundle, spectra.flux[usable], spectra.ivar[usable],
-                                               device=device, batch_size=batch_size)
+        prediction, fit = predict_with_quality(
+            bundle, spectra.flux[usable], spectra.ivar[usable], device=device, batch_size=batch_size
+        )
         prediction, fit = prediction.expand(usable, len(pairs)), fit.expand(usable, len(pairs))
-    return FileAnalysis(path=path, mrs=mrs, pairs=list(pairs), spectra=spectra,
-                        prediction=prediction, model=bundle, warnings=list(mrs.warnings), fit=fit)
+    return FileAnalysis(
+        path=path,
+        mrs=mrs,
+        pairs=list(pairs),
+        spectra=spectra,
+        prediction=prediction,
+        model=bundle,
+        warnings=list(mrs.warnings),
+        fit=fit,
+    )
 
 
-def predict_with_quality(model: ModelBundle, flux: np.ndarray, ivar: np.ndarray,
-                         device: str = "auto", batch_size: int = 256, keep_model_flux: bool = True):
+def predict_with_quality(
+    model: ModelBundle,
+    flux: np.ndarray,
+    ivar: np.ndarray,
+    device: str = "auto",
+    batch_size: int = 256,
+    keep_model_flux: bool = True,
+):
     """Predict (n, n_pixels) normalised flux and judge the fit (fit_quality.assess):
     returns (prediction with poor_fit rows' sigmas inflated, FitQuality)."""
     from .fit_quality import assess, inflate
+
     raw = _predictor(model, device, batch_size).predict(flux)
     fit = assess(raw, flux, ivar, model, keep_model_flux=keep_model_flux)
     return inflate(raw, fit), fit
@@ -199,6 +227,7 @@ def _predictor(bundle: ModelBundle, device: str, batch_size: int):
     key = (str(Path(bundle.path).resolve()), stamp, str(device), int(batch_size))
     if key not in _PREDICTORS:
         from .inference import SpemrPredictor
+
         while len(_PREDICTORS) >= _MAX_PREDICTORS:
             _PREDICTORS.pop(next(iter(_PREDICTORS)))
         _PREDICTORS[key] = SpemrPredictor(bundle, device=device, batch_size=batch_size)

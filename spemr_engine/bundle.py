@@ -11,6 +11,7 @@ Weights are safetensors (never pickle) and are read lazily through a memory map,
 loading a bundle only validates names and shapes; tensors are read when a network is
 built. Every problem becomes a one-line ModelBundleError naming the folder.
 """
+
 from __future__ import annotations
 
 import datetime as _dt
@@ -70,6 +71,7 @@ def expected_shapes(architecture: RRNetConfig, n_labels: int) -> dict[str, tuple
 @dataclass(frozen=True)
 class Statistics:
     """Standardisation statistics: per pixel for flux, per label (bundle order) for labels."""
+
     flux_mean: np.ndarray
     flux_std: np.ndarray
     label_mean: np.ndarray
@@ -80,8 +82,10 @@ class Statistics:
     def coerce(cls, data: "Statistics | Mapping") -> "Statistics":
         if isinstance(data, Statistics):
             return data
-        arrays = {name: np.asarray(data[name], dtype=np.float64)
-                  for name in ("flux_mean", "flux_std", "label_mean", "label_std")}
+        arrays = {
+            name: np.asarray(data[name], dtype=np.float64)
+            for name in ("flux_mean", "flux_std", "label_mean", "label_std")
+        }
         return cls(**arrays, source=str(data.get("source", "training set")))
 
 
@@ -93,15 +97,20 @@ def placeholder_statistics(labels: Sequence[str], n_pixels: int) -> Statistics:
     on a typical LAMOST giant, so random predictions at least look like stellar numbers.
     Marked source="placeholder" so nothing uses the flat flux_mean as an RV template."""
     pairs = [_PLACEHOLDER_LABELS.get(name, (-0.2, 0.3)) for name in labels]
-    return Statistics(flux_mean=np.ones(n_pixels), flux_std=np.full(n_pixels, 0.1),
-                      label_mean=np.array([p[0] for p in pairs]),
-                      label_std=np.array([p[1] for p in pairs]), source="placeholder")
+    return Statistics(
+        flux_mean=np.ones(n_pixels),
+        flux_std=np.full(n_pixels, 0.1),
+        label_mean=np.array([p[0] for p in pairs]),
+        label_std=np.array([p[1] for p in pairs]),
+        source="placeholder",
+    )
 
 
 # --------------------------------------------------------------------- bundle
 @dataclass
 class ModelBundle:
     """A validated model folder. Networks are built on demand from the memory-mapped weights."""
+
     path: Path
     manifest: dict
     architecture: RRNetConfig
@@ -112,7 +121,7 @@ class ModelBundle:
     grid: InputGrid
     statistics: Statistics
     template_library_path: Path | None = None
-    quality: "QualityThresholds | None" = None     # fit-quality thresholds (calibrate-quality)
+    quality: "QualityThresholds | None" = None  # fit-quality thresholds (calibrate-quality)
 
     flux_mean = property(lambda self: self.statistics.flux_mean)
     flux_std = property(lambda self: self.statistics.flux_std)
@@ -156,8 +165,9 @@ class ModelBundle:
         """State dict of the region's fc1 as an nn.Sequential (keys 0.weight, 0.bias)."""
         return self._read({region_key(member, network, region, p): f"0.{p}" for p in ("weight", "bias")})
 
-    def build_network(self, member: int, network: str, region: str | None = None,
-                      device: str | torch.device = "cpu") -> RRNet:
+    def build_network(
+        self, member: int, network: str, region: str | None = None, device: str | torch.device = "cpu"
+    ) -> RRNet:
         """The full RRNet of one member/network; ``region`` swaps in that region's fc1."""
         with torch.device("meta"):  # skip random initialisation: every weight is loaded
             net = RRNet(self.architecture, len(self.networks[network]))
@@ -166,8 +176,7 @@ class ModelBundle:
             net.fc1.load_state_dict(self.region_state_dict(member, network, region), assign=True)
         return net.to(device).eval()
 
-    def build_region_fc1(self, member: int, network: str, region: str,
-                         device: str | torch.device = "cpu") -> nn.Module:
+    def build_region_fc1(self, member: int, network: str, region: str, device: str | torch.device = "cpu") -> nn.Module:
         """A region's fc1 alone (Linear + ReLU + Dropout), for RRNet.head(features, fc1=...)."""
         with torch.device("meta"):
             fc1 = RRNet(self.architecture, len(self.networks[network])).fc1
@@ -184,9 +193,12 @@ class ModelBundle:
             if tensor.numel() and not bool(torch.isfinite(tensor).all()):
                 raise ModelBundleError(self.path, f"{WEIGHTS}: tensor {full} has NaN or infinite values")
             if tensor.numel() and float(tensor.abs().max()) > MAX_WEIGHT:
-                raise ModelBundleError(self.path, f"{WEIGHTS}: tensor {full} has values of "
-                                                  f"{float(tensor.abs().max()):.3g} (over {MAX_WEIGHT:g}: "
-                                                  "not a trained network's weights)")
+                raise ModelBundleError(
+                    self.path,
+                    f"{WEIGHTS}: tensor {full} has values of "
+                    f"{float(tensor.abs().max()):.3g} (over {MAX_WEIGHT:g}: "
+                    "not a trained network's weights)",
+                )
         return {names[full]: tensor for full, tensor in tensors.items()}
 
 
@@ -203,11 +215,19 @@ def load_bundle(path: str | Path) -> ModelBundle:
     _check_weights(path, architecture, networks, regions)
     templates = path / TEMPLATES
     quality = manifest.get(QUALITY_KEY)
-    return ModelBundle(path=path, manifest=manifest, architecture=architecture, labels=labels,
-                       networks=networks, members=architecture.members, regions=regions,
-                       grid=grid, statistics=statistics,
-                       template_library_path=templates if templates.is_file() else None,
-                       quality=None if quality is None else QualityThresholds.from_manifest(path, quality))
+    return ModelBundle(
+        path=path,
+        manifest=manifest,
+        architecture=architecture,
+        labels=labels,
+        networks=networks,
+        members=architecture.members,
+        regions=regions,
+        grid=grid,
+        statistics=statistics,
+        template_library_path=templates if templates.is_file() else None,
+        quality=None if quality is None else QualityThresholds.from_manifest(path, quality),
+    )
 
 
 def _read_manifest(path: Path) -> dict:
@@ -218,8 +238,9 @@ def _read_manifest(path: Path) -> dict:
         raise ModelBundleError(path, f"no {MANIFEST} (not a spemr model folder)")
     try:
         if manifest_path.stat().st_size > MAX_MANIFEST_BYTES:
-            raise ModelBundleError(path, f"{MANIFEST} is larger than {MAX_MANIFEST_BYTES // 2**20} MB "
-                                         "(a manifest is a few kB)")
+            raise ModelBundleError(
+                path, f"{MANIFEST} is larger than {MAX_MANIFEST_BYTES // 2**20} MB (a manifest is a few kB)"
+            )
         manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
         raise ModelBundleError(path, f"{MANIFEST} is not valid JSON ({error})") from None
@@ -228,18 +249,29 @@ def _read_manifest(path: Path) -> dict:
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
         raise ModelBundleError(path, f"{MANIFEST} does not describe a {FORMAT} bundle")
     if manifest.get("version") != VERSION:
-        raise ModelBundleError(path, f"unknown model bundle version {manifest.get('version')!r} "
-                                     f"(this spemr {__version__} reads version {VERSION})")
+        raise ModelBundleError(
+            path,
+            f"unknown model bundle version {manifest.get('version')!r} "
+            f"(this spemr {__version__} reads version {VERSION})",
+        )
     return manifest
 
 
 def bundle_file(path: Path, name, what: str) -> Path:
     """A file the manifest names: a plain file name inside the bundle folder (no
     folders, no "..", no absolute path, no link leading out of the folder)."""
-    if not isinstance(name, str) or not name or name in (".", "..") or "/" in name \
-            or "\\" in name or "\0" in name or Path(name).is_absolute():
-        raise ModelBundleError(path, f"{MANIFEST}: {what} must be a file name inside the bundle "
-                                     f"folder, not {name!r:.80}")
+    if (
+        not isinstance(name, str)
+        or not name
+        or name in (".", "..")
+        or "/" in name
+        or "\\" in name
+        or "\0" in name
+        or Path(name).is_absolute()
+    ):
+        raise ModelBundleError(
+            path, f"{MANIFEST}: {what} must be a file name inside the bundle folder, not {name!r:.80}"
+        )
     file = path / name
     try:
         inside = file.resolve().parent == path.resolve()
@@ -254,17 +286,22 @@ def _validate_manifest(path: Path, manifest: dict) -> None:
     """Every value the loader uses, checked for type and range before use, so a tampered
     or broken manifest is one line naming the key (never a crash deeper in, or a
     message blaming the input files)."""
+
     def fail(key: str, value, wanted: str) -> NoReturn:
-        raise ModelBundleError(path, f"{MANIFEST}: {key} = {json.dumps(value, default=str)[:60]} "
-                                     f"is not {wanted}")
+        raise ModelBundleError(path, f"{MANIFEST}: {key} = {json.dumps(value, default=str)[:60]} is not {wanted}")
 
     def integer(key: str, value, low: int, high: int) -> None:
         if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
             fail(key, value, f"an integer from {low} to {high}")
 
     def number(key: str, value, low: float, high: float, low_open: bool = False, high_open: bool = False) -> None:
-        ok = (not isinstance(value, bool) and isinstance(value, (int, float)) and np.isfinite(value)
-              and (value > low if low_open else value >= low) and (value < high if high_open else value <= high))
+        ok = (
+            not isinstance(value, bool)
+            and isinstance(value, (int, float))
+            and np.isfinite(value)
+            and (value > low if low_open else value >= low)
+            and (value < high if high_open else value <= high)
+        )
         if not ok:
             fail(key, value, f"a number in {'(' if low_open else '['}{low:g}, {high:g}{')' if high_open else ']'}")
 
@@ -283,6 +320,7 @@ def _validate_manifest(path: Path, manifest: dict) -> None:
     if not isinstance(arch, dict):
         fail("architecture", arch, "a mapping")
     from .rrnet import MODES
+
     if arch.get("mode") not in MODES:
         fail("architecture.mode", arch.get("mode"), f"one of {', '.join(MODES)}")
     channels = arch.get("resblock_channels")
@@ -318,7 +356,8 @@ def _validate_manifest(path: Path, manifest: dict) -> None:
     for key in ("label_mean", "label_std"):
         values = statistics.get(key)
         if not isinstance(values, list) or not all(
-                not isinstance(v, bool) and isinstance(v, (int, float)) for v in values):
+            not isinstance(v, bool) and isinstance(v, (int, float)) for v in values
+        ):
             fail(f"statistics.{key}", values, "a list of numbers")
     bundle_file(path, statistics.get("file", STATISTICS), "statistics.file")
     if "templates" in manifest:
@@ -328,8 +367,9 @@ def _validate_manifest(path: Path, manifest: dict) -> None:
 def _parse_model(path: Path, manifest: dict) -> tuple[RRNetConfig, list[str], dict[str, tuple[str, ...]]]:
     try:
         networks = {str(k): tuple(str(x) for x in v) for k, v in manifest["networks"].items()}
-        architecture = replace(RRNetConfig.from_dict(manifest["architecture"]),
-                               members=int(manifest["members"]), networks=networks)
+        architecture = replace(
+            RRNetConfig.from_dict(manifest["architecture"]), members=int(manifest["members"]), networks=networks
+        )
         labels = [str(x) for x in manifest["labels"]]
     except (KeyError, TypeError, ValueError, AttributeError) as error:
         raise ModelBundleError(path, f"{MANIFEST}: bad or missing model description ({error!r})") from None
@@ -361,8 +401,9 @@ def _parse_regions(path: Path, manifest: dict) -> tuple[Region, ...]:
         raise ModelBundleError(path, f"{MANIFEST}: bad region definition ({error})") from None
     names = [region.name for region in regions]
     if len(set(names)) != len(names) or BASE in names or any("." in n or not n for n in names):
-        raise ModelBundleError(path, f"{MANIFEST}: region names {names} must be unique, non-empty, "
-                                     f"without dots and not {BASE!r}")
+        raise ModelBundleError(
+            path, f"{MANIFEST}: region names {names} must be unique, non-empty, without dots and not {BASE!r}"
+        )
     return regions
 
 
@@ -372,8 +413,9 @@ def _parse_grid(path: Path, manifest: dict, architecture: RRNetConfig) -> InputG
     except (KeyError, TypeError, ValueError) as error:
         raise ModelBundleError(path, f"{MANIFEST}: bad input grid ({error!r})") from None
     if grid.n_pixels != architecture.len_spectrum:
-        raise ModelBundleError(path, f"input grid has {grid.n_pixels} pixels but the network "
-                                     f"expects {architecture.len_spectrum}")
+        raise ModelBundleError(
+            path, f"input grid has {grid.n_pixels} pixels but the network expects {architecture.len_spectrum}"
+        )
     return grid
 
 
@@ -389,20 +431,26 @@ def _read_statistics(path: Path, manifest: dict, labels: list[str], n_pixels: in
         raise ModelBundleError(path, f"statistics missing or malformed ({error!r})") from None
     except Exception as error:  # missing or corrupt safetensors file
         raise ModelBundleError(path, f"cannot read {file.name}: {error}") from None
-    for name, array, size in (("flux_mean", flux["flux_mean"], n_pixels), ("flux_std", flux["flux_std"], n_pixels),
-                              ("label_mean", label_mean, len(labels)), ("label_std", label_std, len(labels))):
+    for name, array, size in (
+        ("flux_mean", flux["flux_mean"], n_pixels),
+        ("flux_std", flux["flux_std"], n_pixels),
+        ("label_mean", label_mean, len(labels)),
+        ("label_std", label_std, len(labels)),
+    ):
         if array.shape != (size,):
             raise ModelBundleError(path, f"statistics {name} has shape {array.shape}, expected ({size},)")
         if not np.all(np.isfinite(array)):
             raise ModelBundleError(path, f"statistics {name} has non-finite values")
     if np.any(label_std <= 0):
         raise ModelBundleError(path, "statistics label_std must be positive")
-    return Statistics(flux["flux_mean"], flux["flux_std"], label_mean, label_std,
-                      source=str(entry.get("source", "training set")))
+    return Statistics(
+        flux["flux_mean"], flux["flux_std"], label_mean, label_std, source=str(entry.get("source", "training set"))
+    )
 
 
-def _check_weights(path: Path, architecture: RRNetConfig, networks: Mapping[str, Sequence[str]],
-                   regions: Sequence[Region]) -> None:
+def _check_weights(
+    path: Path, architecture: RRNetConfig, networks: Mapping[str, Sequence[str]], regions: Sequence[Region]
+) -> None:
     """Every expected tensor is present with the expected shape (read from the header only)."""
     weights = path / WEIGHTS
     if not weights.is_file():
@@ -417,9 +465,12 @@ def _check_weights(path: Path, architecture: RRNetConfig, networks: Mapping[str,
         raise ModelBundleError(path, f"{WEIGHTS} is corrupt or truncated ({error})") from None
     wrong = sorted(key for key, dtype in dtypes.items() if dtype.upper() not in _FLOAT_DTYPES)
     if wrong:
-        raise ModelBundleError(path, f"{WEIGHTS}: tensor {wrong[0]} has dtype {dtypes[wrong[0]]}; "
-                                     f"weights must be floating point ({', '.join(_FLOAT_DTYPES)})"
-                                     + (f" ({len(wrong) - 1} more)" if len(wrong) > 1 else ""))
+        raise ModelBundleError(
+            path,
+            f"{WEIGHTS}: tensor {wrong[0]} has dtype {dtypes[wrong[0]]}; "
+            f"weights must be floating point ({', '.join(_FLOAT_DTYPES)})"
+            + (f" ({len(wrong) - 1} more)" if len(wrong) > 1 else ""),
+        )
     for network, names in networks.items():
         try:
             expected = expected_shapes(architecture, len(names))
@@ -438,21 +489,29 @@ def _compare_shapes(path: Path, wanted: Mapping[str, tuple], found: Mapping[str,
         if key not in found:
             raise ModelBundleError(path, f"{WEIGHTS} lacks tensor {key}")
         if found[key] != tuple(shape):
-            raise ModelBundleError(path, f"{WEIGHTS}: tensor {key} has shape {list(found[key])}, "
-                                         f"expected {list(shape)}")
+            raise ModelBundleError(
+                path, f"{WEIGHTS}: tensor {key} has shape {list(found[key])}, expected {list(shape)}"
+            )
 
 
 # ---------------------------------------------------------------------- save
 Weights: TypeAlias = "RRNet | nn.Module | Mapping[str, torch.Tensor]"
 
 
-def save_bundle(path: str | Path, architecture: RRNetConfig | str,
-                members: Sequence[Mapping[str, "RRNet | Mapping[str, torch.Tensor]"]],
-                statistics: Statistics | Mapping, provenance: Mapping, *,
-                region_heads: Sequence[Mapping[str, Mapping[str, Weights]]] | None = None,
-                regions: Sequence[Region] | None = None, labels: Sequence[str] | None = None,
-                metrics: Mapping | None = None, grid: InputGrid | None = None,
-                templates: str | Path | None = None) -> Path:
+def save_bundle(
+    path: str | Path,
+    architecture: RRNetConfig | str,
+    members: Sequence[Mapping[str, "RRNet | Mapping[str, torch.Tensor]"]],
+    statistics: Statistics | Mapping,
+    provenance: Mapping,
+    *,
+    region_heads: Sequence[Mapping[str, Mapping[str, Weights]]] | None = None,
+    regions: Sequence[Region] | None = None,
+    labels: Sequence[str] | None = None,
+    metrics: Mapping | None = None,
+    grid: InputGrid | None = None,
+    templates: str | Path | None = None,
+) -> Path:
     """Write a model folder and return its path (the folder is created or updated in place).
 
     members[k][NET]: the base RRNet of member k for network NET (module or state dict).
@@ -466,7 +525,9 @@ def save_bundle(path: str | Path, architecture: RRNetConfig | str,
     architecture = config.architecture(architecture) if isinstance(architecture, str) else architecture
     architecture = replace(architecture, members=len(members))
     networks = dict(architecture.networks)
-    labels = list(labels) if labels is not None else [n for n in config.LABELS if any(n in v for v in networks.values())]
+    labels = (
+        list(labels) if labels is not None else [n for n in config.LABELS if any(n in v for v in networks.values())]
+    )
     _check_labels(path, labels, networks)
     if regions is None:
         regions = config.default_regions() if region_heads else ()
@@ -477,21 +538,32 @@ def save_bundle(path: str | Path, architecture: RRNetConfig | str,
     path.mkdir(parents=True, exist_ok=True)
     (path / MANIFEST).unlink(missing_ok=True)  # a half-written folder must not look valid
     _atomic_save(tensors, path / WEIGHTS)
-    _atomic_save({"flux_mean": torch.as_tensor(np.asarray(statistics.flux_mean, dtype=np.float64)),
-                  "flux_std": torch.as_tensor(np.asarray(statistics.flux_std, dtype=np.float64))},
-                 path / STATISTICS)
+    _atomic_save(
+        {
+            "flux_mean": torch.as_tensor(np.asarray(statistics.flux_mean, dtype=np.float64)),
+            "flux_std": torch.as_tensor(np.asarray(statistics.flux_std, dtype=np.float64)),
+        },
+        path / STATISTICS,
+    )
     if templates is not None:
         shutil.copyfile(templates, path / TEMPLATES)
     manifest = {
-        "format": FORMAT, "version": VERSION,
-        "architecture": architecture.to_dict(), "labels": labels,
-        "networks": {k: list(v) for k, v in networks.items()}, "members": architecture.members,
+        "format": FORMAT,
+        "version": VERSION,
+        "architecture": architecture.to_dict(),
+        "labels": labels,
+        "networks": {k: list(v) for k, v in networks.items()},
+        "members": architecture.members,
         "regions": [region.to_dict() for region in regions],
         "grid": (grid or config.default_grid()).to_dict(),
-        "statistics": {"file": STATISTICS, "source": statistics.source,
-                       "label_mean": [float(x) for x in statistics.label_mean],
-                       "label_std": [float(x) for x in statistics.label_std]},
-        "provenance": plain(provenance), "metrics": plain(dict(metrics or {})),
+        "statistics": {
+            "file": STATISTICS,
+            "source": statistics.source,
+            "label_mean": [float(x) for x in statistics.label_mean],
+            "label_std": [float(x) for x in statistics.label_std],
+        },
+        "provenance": plain(provenance),
+        "metrics": plain(dict(metrics or {})),
     }
     if (path / TEMPLATES).is_file():
         manifest["templates"] = TEMPLATES
@@ -500,8 +572,13 @@ def save_bundle(path: str | Path, architecture: RRNetConfig | str,
     return path
 
 
-def update_manifest(path: str | Path, *, provenance: Mapping | None = None,
-                    metrics: Mapping | None = None, quality: Mapping | None = None) -> Path:
+def update_manifest(
+    path: str | Path,
+    *,
+    provenance: Mapping | None = None,
+    metrics: Mapping | None = None,
+    quality: Mapping | None = None,
+) -> Path:
     """Replace a saved bundle's provenance, metrics and/or fit-quality thresholds without
     rewriting its weights (a paper-size model is 1.7 GB), e.g. to add the evaluation or
     the calibration made after saving it. Thresholds are validated before writing."""
@@ -526,8 +603,9 @@ def _write_manifest(path: Path, manifest: dict) -> None:
 def _complete_provenance(path: Path, provenance: Mapping) -> dict:
     out = dict(provenance)
     if out.get("trained_on") not in TRAINED_ON:
-        raise ModelBundleError(path, f"provenance trained_on must be one of {TRAINED_ON}, "
-                                     f"not {out.get('trained_on')!r}")
+        raise ModelBundleError(
+            path, f"provenance trained_on must be one of {TRAINED_ON}, not {out.get('trained_on')!r}"
+        )
     out.setdefault("date", _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"))
     out.setdefault("spemr_version", __version__)
     return out
@@ -547,8 +625,9 @@ def _collect_tensors(path: Path, members, region_heads, networks, regions) -> di
                 try:
                     head = region_heads[member][network][region.name]
                 except (IndexError, KeyError):
-                    raise ModelBundleError(path, f"member {member} network {network} lacks the fc1 "
-                                                 f"of region {region.name}") from None
+                    raise ModelBundleError(
+                        path, f"member {member} network {network} lacks the fc1 of region {region.name}"
+                    ) from None
                 for param, value in _fc1_state(head).items():
                     tensors[region_key(member, network, region.name, param)] = value
     return _unshare(tensors)
@@ -588,9 +667,13 @@ def _atomic_save(tensors: dict[str, torch.Tensor], target: Path) -> None:
 
 
 # ----------------------------------------------------------- random bundles
-def create_random_bundle(path: str | Path, architecture: RRNetConfig | str = "tiny", seed: int = 0,
-                         regions: Sequence[Region] | None = None,
-                         statistics: Statistics | Mapping | None = None) -> Path:
+def create_random_bundle(
+    path: str | Path,
+    architecture: RRNetConfig | str = "tiny",
+    seed: int = 0,
+    regions: Sequence[Region] | None = None,
+    statistics: Statistics | Mapping | None = None,
+) -> Path:
     """A bundle of randomly initialised networks for tests, benchmarks and demos.
 
     Region heads are the base fc1 plus noise, so sub-models disagree a little and fusion
@@ -608,11 +691,17 @@ def create_random_bundle(path: str | Path, architecture: RRNetConfig | str = "ti
         for _ in range(architecture.members):
             nets = {name: RRNet(architecture, len(names)) for name, names in architecture.networks.items()}
             members.append(nets)
-            heads.append({name: {region.name: _perturbed_fc1(net) for region in regions}
-                          for name, net in nets.items()})
-    return save_bundle(path, architecture, members, statistics,
-                       {"trained_on": "random", "seed": seed, "command": "create_random_bundle"},
-                       region_heads=heads, regions=regions, labels=labels)
+            heads.append({name: {region.name: _perturbed_fc1(net) for region in regions} for name, net in nets.items()})
+    return save_bundle(
+        path,
+        architecture,
+        members,
+        statistics,
+        {"trained_on": "random", "seed": seed, "command": "create_random_bundle"},
+        region_heads=heads,
+        regions=regions,
+        labels=labels,
+    )
 
 
 def _perturbed_fc1(net: RRNet) -> dict[str, torch.Tensor]:

@@ -15,6 +15,7 @@ NaN labels and its quality flags. Nothing is dropped silently.
 This module must stay importable without torch (worker processes import it); torch
 arrives only through the lazily imported inference code in the main process.
 """
+
 from __future__ import annotations
 
 import glob
@@ -32,8 +33,15 @@ from pathlib import Path
 from typing import Callable, Iterator, Sequence
 
 from . import catalog_rows
-from .catalog_store import (RunFolder, TableSchema, atomic_write_binary,
-                            fingerprint, output_format, require_pyarrow, write_table)
+from .catalog_store import (
+    RunFolder,
+    TableSchema,
+    atomic_write_binary,
+    fingerprint,
+    output_format,
+    require_pyarrow,
+    write_table,
+)
 from .errors import Cancelled, SpemrError
 
 FITS_NAME = re.compile(r"\.(fits|fit|fts)(\.gz|\.bz2|\.fz)?$", re.IGNORECASE)
@@ -73,8 +81,7 @@ def _expand(item: str) -> list[str]:
     if path.is_file():
         return [str(path.resolve())] if FITS_NAME.search(path.name) else _read_list(path)
     if GLOB_CHARS.search(item):
-        matches = [str(Path(m).resolve()) for m in glob.glob(str(path), recursive=True)
-                   if Path(m).is_file()]
+        matches = [str(Path(m).resolve()) for m in glob.glob(str(path), recursive=True) if Path(m).is_file()]
         if not matches:
             raise SpemrError(f"{item}: no files match this pattern")
         return matches
@@ -85,8 +92,10 @@ def _read_list(path: Path) -> list[str]:
     try:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as error:
-        raise SpemrError(f"{path.name}: neither a FITS file nor a readable text list of paths "
-                         f"({getattr(error, 'strerror', None) or error})") from None
+        raise SpemrError(
+            f"{path.name}: neither a FITS file nor a readable text list of paths "
+            f"({getattr(error, 'strerror', None) or error})"
+        ) from None
     entries = [line.strip() for line in text.splitlines()]
     entries = [e for e in entries if e and not e.startswith("#")]
     if not entries:
@@ -135,6 +144,7 @@ class Control:
 @dataclass
 class CatalogSummary:
     """What a run did. ``nothing_to_do`` is True when the catalog was already finished."""
+
     output: str
     n_inputs: int
     n_files_done_now: int
@@ -155,10 +165,12 @@ class CatalogSummary:
         if self.nothing_to_do:
             return [f"{self.output}: already complete ({self.n_rows} rows); nothing to do"]
         flags = ", ".join(f"{k}: {v}" for k, v in sorted(self.flag_counts.items())) or "none"
-        return [f"{self.output}: {self.n_rows} rows from {self.n_inputs} files "
-                f"({self.n_files_done_now} labelled now, {self.n_files_resumed} resumed)",
-                f"flags: {flags}",
-                f"time: {self.elapsed_s:.1f} s, {self.spectra_per_s:.1f} spectra/s"]
+        return [
+            f"{self.output}: {self.n_rows} rows from {self.n_inputs} files "
+            f"({self.n_files_done_now} labelled now, {self.n_files_resumed} resumed)",
+            f"flags: {flags}",
+            f"time: {self.elapsed_s:.1f} s, {self.spectra_per_s:.1f} spectra/s",
+        ]
 
 
 # ================================================================= the run
@@ -178,13 +190,25 @@ class _Settings:
     threads: int | None
 
 
-def run_catalog(inputs: Sequence[str | os.PathLike], output: str | os.PathLike, model=None,
-                exposures: str = "coadd", rv_catalog: str | os.PathLike | None = None,
-                device: str = "auto", workers: int | None = None, resume: bool = False,
-                chunk_size: int = DEFAULT_CHUNK_ROWS, batch_size: int = DEFAULT_BATCH_SIZE,
-                files_per_task: int = 4, progress=None, cancel=None, pause=None,
-                cluster: str | None = None, overwrite: bool = False,
-                threads: int | None = None) -> CatalogSummary:
+def run_catalog(
+    inputs: Sequence[str | os.PathLike],
+    output: str | os.PathLike,
+    model=None,
+    exposures: str = "coadd",
+    rv_catalog: str | os.PathLike | None = None,
+    device: str = "auto",
+    workers: int | None = None,
+    resume: bool = False,
+    chunk_size: int = DEFAULT_CHUNK_ROWS,
+    batch_size: int = DEFAULT_BATCH_SIZE,
+    files_per_task: int = 4,
+    progress=None,
+    cancel=None,
+    pause=None,
+    cluster: str | None = None,
+    overwrite: bool = False,
+    threads: int | None = None,
+) -> CatalogSummary:
     """Label every spectrum of ``inputs`` into ``output`` (.fits, .parquet or .csv).
 
     model: a bundle folder, a loaded ModelBundle, or None for the default model.
@@ -212,13 +236,19 @@ def run_catalog(inputs: Sequence[str | os.PathLike], output: str | os.PathLike, 
     if workers is None:
         workers = 0 if len(found) < SMALL_RUN_FILES else default_workers(device)
     settings = _Settings(
-        inputs=found, output=output, fmt=fmt, exposures=exposures,
+        inputs=found,
+        output=output,
+        fmt=fmt,
+        exposures=exposures,
         rv_catalog=str(Path(rv_catalog).resolve()) if rv_catalog else None,
-        model_path=str(bundle.path), device=device,
+        model_path=str(bundle.path),
+        device=device,
         workers=max(0, int(workers)),
-        chunk_rows=max(1, int(chunk_size)), batch_size=max(1, int(batch_size)),
+        chunk_rows=max(1, int(chunk_size)),
+        batch_size=max(1, int(batch_size)),
         files_per_task=max(1, int(files_per_task)),
-        threads=None if threads is None else max(1, int(threads)))
+        threads=None if threads is None else max(1, int(threads)),
+    )
     control = Control(progress, cancel, pause)
     columns = catalog_rows.columns(bundle)
     run_print = fingerprint(_content_settings(settings, bundle, columns))
@@ -249,6 +279,7 @@ def default_workers(device: str = "auto") -> int:
     and the model's threads take the rest (and any core a worker leaves idle). With CUDA
     the model needs no cores: all but one preprocess."""
     from .inference import resolve_device
+
     cores = usable_cores()
     if resolve_device(device).type == "cuda":
         return max(1, cores - 1)
@@ -269,6 +300,7 @@ def resolve_model(model):
     ModelBundleError (one line) when there is none."""
     from .api import load_model
     from .bundle import ModelBundle
+
     return model if isinstance(model, ModelBundle) else load_model(model)
 
 
@@ -277,11 +309,19 @@ def _content_settings(settings: _Settings, bundle, columns: list[str]) -> dict:
     shape and the device change the last bits of torch's results (see Labeller); the
     number of workers and the chunking do not."""
     from .inference import resolve_device
+
     listing = os.fsencode("\n".join(settings.inputs))  # names need not be UTF-8
-    return {"inputs_sha256": hashlib.sha256(listing).hexdigest(), "n_inputs": len(settings.inputs),
-            "format": settings.fmt, "exposures": settings.exposures, "columns": columns,
-            "rv_catalog": _file_identity(settings.rv_catalog), "model": _model_identity(bundle),
-            "batch_size": settings.batch_size, "device": resolve_device(settings.device).type}
+    return {
+        "inputs_sha256": hashlib.sha256(listing).hexdigest(),
+        "n_inputs": len(settings.inputs),
+        "format": settings.fmt,
+        "exposures": settings.exposures,
+        "columns": columns,
+        "rv_catalog": _file_identity(settings.rv_catalog),
+        "model": _model_identity(bundle),
+        "batch_size": settings.batch_size,
+        "device": resolve_device(settings.device).type,
+    }
 
 
 def _file_identity(path: str | None) -> str | None:
@@ -290,8 +330,7 @@ def _file_identity(path: str | None) -> str | None:
     try:
         return hashlib.sha256(Path(path).read_bytes()).hexdigest()
     except OSError as error:
-        raise SpemrError(f"{Path(path).name}: cannot read the RV catalog "
-                         f"({error.strerror or error})") from None
+        raise SpemrError(f"{Path(path).name}: cannot read the RV catalog ({error.strerror or error})") from None
 
 
 def _model_identity(bundle) -> dict:
@@ -305,54 +344,80 @@ def _model_identity(bundle) -> dict:
     return {"path": str(bundle.path), "manifest": manifest, "weights": weights_id}
 
 
-def _check_start(folder: RunFolder, output: Path, resume: bool, overwrite: bool,
-                 run_print: str) -> None:
+def _check_start(folder: RunFolder, output: Path, resume: bool, overwrite: bool, run_print: str) -> None:
     """Refuse to mix runs: an interrupted run needs --resume, a foreign output --overwrite."""
     if folder.in_use():
-        raise SpemrError(f"{output.name}: another spemr catalog run is writing it now "
-                         f"(its run folder {folder.root.name} is locked); wait for it to finish")
+        raise SpemrError(
+            f"{output.name}: another spemr catalog run is writing it now "
+            f"(its run folder {folder.root.name} is locked); wait for it to finish"
+        )
     if overwrite:
         return
     run = folder.read_run() or {}
     has_chunks = bool(folder.chunk_infos()) if folder.chunks_dir.exists() else False
     same_run = bool(run) and run.get("fingerprint") == run_print
     if resume and has_chunks and not same_run:
-        raise SpemrError(f"{output.name}: cannot resume: the interrupted run used other "
-                         "inputs or settings (same inputs, --exposures, --model, --rv-catalog "
-                         "and --batch-size are needed; or start again with --overwrite)")
+        raise SpemrError(
+            f"{output.name}: cannot resume: the interrupted run used other "
+            "inputs or settings (same inputs, --exposures, --model, --rv-catalog "
+            "and --batch-size are needed; or start again with --overwrite)"
+        )
     if not resume and has_chunks:
-        raise SpemrError(f"{output.name}: an interrupted run exists in {folder.root.name}; "
-                         "continue it with --resume or start again with --overwrite")
+        raise SpemrError(
+            f"{output.name}: an interrupted run exists in {folder.root.name}; "
+            "continue it with --resume or start again with --overwrite"
+        )
     if output.exists():
-        raise SpemrError(f"{output.name}: exists (from another run); choose another name or "
-                         "pass --overwrite")
+        raise SpemrError(f"{output.name}: exists (from another run); choose another name or pass --overwrite")
 
 
 def _already_done(folder: RunFolder, settings: _Settings, bundle, columns) -> CatalogSummary:
     run = folder.read_run() or {}
     summary = run.get("summary", {})
-    return CatalogSummary(output=str(settings.output), n_inputs=len(settings.inputs),
-                          n_files_done_now=0, n_files_resumed=len(settings.inputs),
-                          n_rows=int(summary.get("n_rows", 0)),
-                          flag_counts=dict(summary.get("flag_counts", {})), elapsed_s=0.0,
-                          spectra_per_s=0.0, model_trained_on=bundle.trained_on,
-                          nothing_to_do=True, columns=columns)
+    return CatalogSummary(
+        output=str(settings.output),
+        n_inputs=len(settings.inputs),
+        n_files_done_now=0,
+        n_files_resumed=len(settings.inputs),
+        n_rows=int(summary.get("n_rows", 0)),
+        flag_counts=dict(summary.get("flag_counts", {})),
+        elapsed_s=0.0,
+        spectra_per_s=0.0,
+        model_trained_on=bundle.trained_on,
+        nothing_to_do=True,
+        columns=columns,
+    )
 
 
-def _run(folder: RunFolder, settings: _Settings, bundle, columns, run_print, control: Control,
-         resume: bool, cluster: str | None) -> CatalogSummary:
+def _run(
+    folder: RunFolder,
+    settings: _Settings,
+    bundle,
+    columns,
+    run_print,
+    control: Control,
+    resume: bool,
+    cluster: str | None,
+) -> CatalogSummary:
     started = time.monotonic()
-    record = {"fingerprint": run_print, "state": "running", "output": str(settings.output),
-              "n_inputs": len(settings.inputs), "model": settings.model_path,
-              "exposures": settings.exposures}
+    record = {
+        "fingerprint": run_print,
+        "state": "running",
+        "output": str(settings.output),
+        "n_inputs": len(settings.inputs),
+        "model": settings.model_path,
+        "exposures": settings.exposures,
+    }
     existing = folder.read_run() or {}
     continuing = resume and bool(existing) and existing.get("fingerprint") == run_print
     recorded_threads = existing.get("inference_threads") if continuing else None
     if recorded_threads and settings.threads is not None and int(recorded_threads) != settings.threads:
-        raise SpemrError(f"{settings.output.name}: cannot resume with --threads {settings.threads}: "
-                         f"the interrupted run used {recorded_threads}, and torch's float results "
-                         f"depend on it (resume with --threads {recorded_threads} or without "
-                         "--threads, or start again with --overwrite)")
+        raise SpemrError(
+            f"{settings.output.name}: cannot resume with --threads {settings.threads}: "
+            f"the interrupted run used {recorded_threads}, and torch's float results "
+            f"depend on it (resume with --threads {recorded_threads} or without "
+            "--threads, or start again with --overwrite)"
+        )
     if not continuing:
         folder.clear()
     if settings.threads is None:
@@ -361,8 +426,11 @@ def _run(folder: RunFolder, settings: _Settings, bundle, columns, run_print, con
     record["inference_threads"] = settings.threads
     folder.write_run(record)
     done = folder.done_inputs() if resume else set()
-    pending = [unit for unit in work_units(settings.inputs, settings.exposures, settings.batch_size)
-               if not all(path in done for path in unit)]
+    pending = [
+        unit
+        for unit in work_units(settings.inputs, settings.exposures, settings.batch_size)
+        if not all(path in done for path in unit)
+    ]
     n_resumed = len(settings.inputs) - sum(len(unit) for unit in pending)
     tracker = _Tracker(control, len(settings.inputs), n_resumed, started)
     committer = _Committer(folder, columns, settings.chunk_rows, tracker)
@@ -377,8 +445,10 @@ def _run(folder: RunFolder, settings: _Settings, bundle, columns, run_print, con
         finally:
             results.close()
         if control.cancelled():
-            raise Cancelled(f"{settings.output.name}: cancelled; {tracker.files_committed} of "
-                            f"{len(settings.inputs)} files committed (continue with --resume)")
+            raise Cancelled(
+                f"{settings.output.name}: cancelled; {tracker.files_committed} of "
+                f"{len(settings.inputs)} files committed (continue with --resume)"
+            )
     return _assemble(folder, settings, bundle, columns, record, tracker, n_resumed)
 
 
@@ -391,30 +461,39 @@ def work_units(inputs: Sequence[str], exposures: str, batch_size: int) -> list[l
     run is split (resumed, cancelled, distributed). A unit is about four inference
     blocks, so padding wastes at most a quarter block of work per unit."""
     size = max(1, batch_size * (4 if exposures == "coadd" else 1))
-    return [list(inputs[i:i + size]) for i in range(0, len(inputs), size)]
+    return [list(inputs[i : i + size]) for i in range(0, len(inputs), size)]
 
 
-def _results(units: list[list[str]], settings: _Settings, bundle, control: Control,
-             cluster: str | None) -> Iterator[tuple[dict[str, list[dict]], bool]]:
+def _results(
+    units: list[list[str]], settings: _Settings, bundle, control: Control, cluster: str | None
+) -> Iterator[tuple[dict[str, list[dict]], bool]]:
     """(rows by input file, whether a unit just completed), unit after unit."""
     if cluster:
         from .distributed import dask_results
+
         return dask_results(units, settings, bundle, control, cluster)
     return _local_results(units, settings, bundle, control)
 
 
 # ================================================================ local pipeline
-def _local_results(units: list[list[str]], settings: _Settings, bundle,
-                   control: Control) -> Iterator[tuple[dict[str, list[dict]], bool]]:
+def _local_results(
+    units: list[list[str]], settings: _Settings, bundle, control: Control
+) -> Iterator[tuple[dict[str, list[dict]], bool]]:
     """Workers read and preprocess; this process runs batched inference, in input order."""
     options = catalog_rows.PrepareOptions.from_settings(settings, bundle)
-    tasks = [(unit[i:i + settings.files_per_task], i + settings.files_per_task >= len(unit))
-             for unit in units for i in range(0, len(unit), settings.files_per_task)]
+    tasks = [
+        (unit[i : i + settings.files_per_task], i + settings.files_per_task >= len(unit))
+        for unit in units
+        for i in range(0, len(unit), settings.files_per_task)
+    ]
     # While this process runs an inference block the workers keep preparing: enough
     # tasks in flight for about two blocks of spectra (memory: ~30 kB per spectrum).
     window = 2 * settings.workers + -(-2 * settings.batch_size // settings.files_per_task)
-    prepared_stream = (_inline_prepared(tasks, options, control) if settings.workers == 0
-                       else _pool_prepared(tasks, options, settings.workers, window, control))
+    prepared_stream = (
+        _inline_prepared(tasks, options, control)
+        if settings.workers == 0
+        else _pool_prepared(tasks, options, settings.workers, window, control)
+    )
     labeller = None
     previous_threads = _set_torch_threads(settings.threads)
     try:
@@ -438,6 +517,7 @@ def _local_results(units: list[list[str]], settings: _Settings, bundle,
 def _set_torch_threads(threads: int) -> int:
     """Set torch's intra-op threads (process-wide); returns the previous count."""
     import torch
+
     previous = torch.get_num_threads()
     if threads and threads != previous:
         torch.set_num_threads(threads)
@@ -460,12 +540,14 @@ def _pool_prepared(tasks, options, workers: int, window: int, control: Control):
     every task in flight fails; those tasks are re-run one at a time in a fresh pool,
     so the one that kills its worker again is identified and gets worker_crashed rows."""
     import multiprocessing
+
     context = multiprocessing.get_context("spawn")  # never fork a process holding torch
     queue = deque((paths, ends, False) for paths, ends in tasks)
     in_flight: deque = deque()
+
     def new_pool():
-        return ProcessPoolExecutor(workers, mp_context=context, initializer=exit_with_parent,
-                                   initargs=(os.getpid(),))
+        return ProcessPoolExecutor(workers, mp_context=context, initializer=exit_with_parent, initargs=(os.getpid(),))
+
     pool = new_pool()
     try:
         while queue or in_flight:
@@ -483,9 +565,13 @@ def _pool_prepared(tasks, options, workers: int, window: int, control: Control):
                 pool = new_pool()
                 if solo:
                     in_flight.popleft()
-                    yield [catalog_rows.failed_file(p, "worker_crashed",
-                                                    "the worker process died reading this file")
-                           for p in paths], ends
+                    yield (
+                        [
+                            catalog_rows.failed_file(p, "worker_crashed", "the worker process died reading this file")
+                            for p in paths
+                        ],
+                        ends,
+                    )
                 for _, p, e, _ in reversed(in_flight):
                     queue.appendleft((p, e, True))
                 in_flight.clear()
@@ -506,6 +592,7 @@ def exit_with_parent(parent: int, interval_s: float = 1.0) -> None:
             time.sleep(interval_s)
             if os.getppid() != parent:
                 os._exit(0)
+
     threading.Thread(target=watch, name="spemr-exit-with-parent", daemon=True).start()
 
 
@@ -553,10 +640,17 @@ class _Tracker:
         files_now = self.files_done - self.n_resumed
         left = self.n_inputs - self.files_done
         eta = (elapsed / files_now * left) if files_now else None
-        return {"phase": phase, "files_done": self.files_done, "files_total": self.n_inputs,
-                "files_resumed": self.n_resumed, "files_committed": self.files_committed,
-                "spectra_done": self.spectra_done_now,
-                "elapsed_s": elapsed, "spectra_per_s": self.rate(), "eta_s": eta}
+        return {
+            "phase": phase,
+            "files_done": self.files_done,
+            "files_total": self.n_inputs,
+            "files_resumed": self.n_resumed,
+            "files_committed": self.files_committed,
+            "spectra_done": self.spectra_done_now,
+            "elapsed_s": elapsed,
+            "spectra_per_s": self.rate(),
+            "eta_s": eta,
+        }
 
 
 class _Committer:
@@ -569,8 +663,8 @@ class _Committer:
         self.columns = columns
         self.chunk_rows = chunk_rows
         self.tracker = tracker
-        self.ready: dict[str, list[dict]] = {}     # rows of completed units
-        self.unit: dict[str, list[dict]] = {}      # rows of the unit in progress
+        self.ready: dict[str, list[dict]] = {}  # rows of completed units
+        self.unit: dict[str, list[dict]] = {}  # rows of the unit in progress
         self.n_ready_rows = 0
         self.last_commit = time.monotonic()
 
@@ -597,8 +691,9 @@ class _Committer:
 
 
 # ================================================================= assembly
-def _assemble(folder: RunFolder, settings: _Settings, bundle, columns, record: dict,
-              tracker: _Tracker, n_resumed: int) -> CatalogSummary:
+def _assemble(
+    folder: RunFolder, settings: _Settings, bundle, columns, record: dict, tracker: _Tracker, n_resumed: int
+) -> CatalogSummary:
     """Stream every chunk, in input order, into the final table, then tidy up."""
     tracker.control.report(tracker.snapshot("assembling"))
     infos = folder.chunk_infos()
@@ -609,18 +704,30 @@ def _assemble(folder: RunFolder, settings: _Settings, bundle, columns, record: d
             flags[flag] = flags.get(flag, 0) + count
     metadata = catalog_rows.table_metadata(bundle)
     rows = folder.ordered_rows(settings.inputs, infos)
-    atomic_write_binary(settings.output, lambda tmp: write_table(tmp, settings.fmt, schema, rows, metadata),
-                        what=f"{settings.output.name}: cannot write the catalog; the committed "
-                             f"chunks in {folder.root.name} are kept (re-run with --resume)")
+    atomic_write_binary(
+        settings.output,
+        lambda tmp: write_table(tmp, settings.fmt, schema, rows, metadata),
+        what=f"{settings.output.name}: cannot write the catalog; the committed "
+        f"chunks in {folder.root.name} are kept (re-run with --resume)",
+    )
     elapsed = time.monotonic() - tracker.started
     summary = CatalogSummary(
-        output=str(settings.output), n_inputs=len(settings.inputs),
-        n_files_done_now=len(settings.inputs) - n_resumed, n_files_resumed=n_resumed,
-        n_rows=schema.n_rows, flag_counts=flags, elapsed_s=elapsed,
+        output=str(settings.output),
+        n_inputs=len(settings.inputs),
+        n_files_done_now=len(settings.inputs) - n_resumed,
+        n_files_resumed=n_resumed,
+        n_rows=schema.n_rows,
+        flag_counts=flags,
+        elapsed_s=elapsed,
         spectra_per_s=tracker.spectra_done_now / max(elapsed, 1e-9),
-        model_trained_on=bundle.trained_on, columns=columns)
-    record.update(state="finished", output_size=settings.output.stat().st_size,
-                  summary={"n_rows": summary.n_rows, "flag_counts": flags})
+        model_trained_on=bundle.trained_on,
+        columns=columns,
+    )
+    record.update(
+        state="finished",
+        output_size=settings.output.stat().st_size,
+        summary={"n_rows": summary.n_rows, "flag_counts": flags},
+    )
     folder.write_run(record)
     folder.remove_chunks()
     tracker.control.report(tracker.snapshot("done"))

@@ -12,6 +12,7 @@ exposure), in the file's pair order; a file that cannot be read gets one row wit
 ``flags`` = ``file_error`` and the reason in ``error``. ``flags`` is a ``|``-separated
 list of short tokens (empty = nothing to report), see FLAG_DOC.
 """
+
 from __future__ import annotations
 
 import math
@@ -35,17 +36,28 @@ FLAG_DOC = {
     "rv_unreliable": "the RV cross-correlation peak is too weak to trust",
     "no_good_pixels": "an arm has no good pixel",
     "poor_fit": "fit_chi2 or member_spread above the model's calibrated threshold (the training "
-                "world's 99th percentile): the spectrum is unlike the training world; every sigma "
-                "is multiplied by sigma_inflation",
+    "world's 99th percentile): the spectrum is unlike the training world; every sigma "
+    "is multiplied by sigma_inflation",
     "region_mismatch": "the fused labels lie > 2 sigma outside the region of a winning sub-model "
-                       "(listed in region_mismatch)",
+    "(listed in region_mismatch)",
 }
 # Metadata columns before the labels; the first eight are the published catalog's.
-META_COLUMNS = ["obsid", "filename", "ra", "dec", "extname_blue", "extname_red",
-                "snr_blue", "snr_red"]
+META_COLUMNS = ["obsid", "filename", "ra", "dec", "extname_blue", "extname_red", "snr_blue", "snr_red"]
 FIT_COLUMNS = ["fit_chi2", "member_spread", "sigma_inflation", "region_mismatch"]
-EXTRA_COLUMNS = ["source", "spectrum", "designation", "rv", "rv_err", "rv_source",
-                 "ccf_peak", "n_bad", "usable", *FIT_COLUMNS, "flags", "error"]
+EXTRA_COLUMNS = [
+    "source",
+    "spectrum",
+    "designation",
+    "rv",
+    "rv_err",
+    "rv_source",
+    "ccf_peak",
+    "n_bad",
+    "usable",
+    *FIT_COLUMNS,
+    "flags",
+    "error",
+]
 SUBMODEL_SUFFIX = "_submodel"
 
 
@@ -66,8 +78,11 @@ def columns(bundle) -> list[str]:
 
 def table_metadata(bundle) -> dict[str, object]:
     """Header keywords / Parquet metadata saying where the numbers come from."""
-    meta = {"SPEMRMOD": Path(bundle.path).name, "TRAINED": bundle.trained_on,
-            "SYNTHET": bool(bundle.trained_on_synthetic)}
+    meta = {
+        "SPEMRMOD": Path(bundle.path).name,
+        "TRAINED": bundle.trained_on,
+        "SYNTHET": bool(bundle.trained_on_synthetic),
+    }
     caveat = model_caveat(bundle)
     if caveat:
         meta["CAVEAT"] = caveat[:68]
@@ -91,15 +106,20 @@ def model_caveat(bundle) -> str | None:
 @dataclass(frozen=True)
 class PrepareOptions:
     """What a worker needs to prepare a file (small and picklable)."""
+
     exposures: str
     rv_catalog: str | None
-    grid: object                      # config.InputGrid (a frozen dataclass: pickles)
+    grid: object  # config.InputGrid (a frozen dataclass: pickles)
     rv_template: tuple | None = None
 
     @classmethod
     def from_settings(cls, settings, bundle) -> "PrepareOptions":
-        return cls(exposures=settings.exposures, rv_catalog=settings.rv_catalog,
-                   grid=bundle.grid, rv_template=rv_template_for(bundle))
+        return cls(
+            exposures=settings.exposures,
+            rv_catalog=settings.rv_catalog,
+            grid=bundle.grid,
+            rv_template=rv_template_for(bundle),
+        )
 
 
 def rv_template_for(bundle):
@@ -114,11 +134,12 @@ def rv_template_for(bundle):
 @dataclass
 class PreparedFile:
     """One input file, preprocessed: rows without labels, and the grid flux to label."""
+
     source: str
     rows: list[dict]
-    flux: np.ndarray | None = None            # (k, n_pixels) float32
+    flux: np.ndarray | None = None  # (k, n_pixels) float32
     infer_rows: list[int] = field(default_factory=list)
-    ivar: np.ndarray | None = None            # (k, n_pixels) float32, for the fit quality
+    ivar: np.ndarray | None = None  # (k, n_pixels) float32, for the fit quality
 
     @property
     def n_to_infer(self) -> int:
@@ -137,8 +158,15 @@ def source_path(path) -> str:
 def failed_file(path: str, flag: str, message: str) -> PreparedFile:
     """One row for a file that produced no spectra."""
     from .lamost import fits_name
-    row = {"source": source_path(path), "filename": fits_name(Path(path)), "spectrum": "file",
-           "usable": False, "flags": flag, "error": message}
+
+    row = {
+        "source": source_path(path),
+        "filename": fits_name(Path(path)),
+        "spectrum": "file",
+        "usable": False,
+        "flags": flag,
+        "error": message,
+    }
     return PreparedFile(source=str(path), rows=[row])
 
 
@@ -151,6 +179,7 @@ def prepare_file(path: str, options: PrepareOptions) -> PreparedFile:
     """Read and preprocess one file; never raises for a bad file (it becomes a row)."""
     from .errors import SpemrError
     from .lamost import read_mrs
+
     try:
         mrs = read_mrs(path)
         pairs = mrs.select(options.exposures)
@@ -169,9 +198,9 @@ def prepare_file(path: str, options: PrepareOptions) -> PreparedFile:
 
 def _preprocess_file(path: str, mrs, pairs, options: PrepareOptions) -> PreparedFile:
     from .preprocess import preprocess_pairs
+
     rv = _catalog_rv(options.rv_catalog, mrs.meta)
-    spectra = preprocess_pairs(pairs, rv=rv, rv_template=options.rv_template,
-                               grid=options.grid)
+    spectra = preprocess_pairs(pairs, rv=rv, rv_template=options.rv_template, grid=options.grid)
     rows, infer = [], []
     for index, pair in enumerate(pairs):
         row, labelled = spectrum_row(path, mrs.meta, pair, spectra, index)
@@ -186,6 +215,7 @@ def _preprocess_file(path: str, mrs, pairs, options: PrepareOptions) -> Prepared
 @lru_cache(maxsize=2)
 def _rv_catalog(path: str):
     from .rv import load_rv_catalog
+
     return load_rv_catalog(path)
 
 
@@ -202,21 +232,35 @@ def spectrum_row(path: str, meta: dict, pair, spectra, index: int) -> tuple[dict
     spectra passing the paper's selection (quality.usable) are labelled; the others keep
     their row, NaN labels, flags and the reason in ``error``."""
     quality = spectra.quality
-    flags = quality.flags(index)        # why it fails the paper's selection (preprocess.FLAG_NAMES)
+    flags = quality.flags(index)  # why it fails the paper's selection (preprocess.FLAG_NAMES)
     usable = bool(quality.usable[index])
     from .lamost import fits_name
-    row = {"obsid": meta.get("obsid"), "filename": meta.get("filename") or fits_name(Path(path)),
-           "ra": meta.get("ra"), "dec": meta.get("dec"),
-           "extname_blue": pair.extname_blue, "extname_red": pair.extname_red,
-           "snr_blue": _finite_or_none(quality.snr_blue[index]),
-           "snr_red": _finite_or_none(quality.snr_red[index]),
-           "source": source_path(path), "spectrum": pair.label, "designation": meta.get("designation"),
-           "rv": float(spectra.rv[index]), "rv_err": float(spectra.rv_err[index]),
-           "rv_source": spectra.rv_source[index],
-           "ccf_peak": _finite_or_none(quality.ccf_peak[index]),
-           "n_bad": int(quality.n_bad[index]), "usable": usable,
-           "fit_chi2": None, "member_spread": None, "sigma_inflation": None, "region_mismatch": "",
-           "flags": "|".join(flags), "error": "" if usable else quality.reason[index]}
+
+    row = {
+        "obsid": meta.get("obsid"),
+        "filename": meta.get("filename") or fits_name(Path(path)),
+        "ra": meta.get("ra"),
+        "dec": meta.get("dec"),
+        "extname_blue": pair.extname_blue,
+        "extname_red": pair.extname_red,
+        "snr_blue": _finite_or_none(quality.snr_blue[index]),
+        "snr_red": _finite_or_none(quality.snr_red[index]),
+        "source": source_path(path),
+        "spectrum": pair.label,
+        "designation": meta.get("designation"),
+        "rv": float(spectra.rv[index]),
+        "rv_err": float(spectra.rv_err[index]),
+        "rv_source": spectra.rv_source[index],
+        "ccf_peak": _finite_or_none(quality.ccf_peak[index]),
+        "n_bad": int(quality.n_bad[index]),
+        "usable": usable,
+        "fit_chi2": None,
+        "member_spread": None,
+        "sigma_inflation": None,
+        "region_mismatch": "",
+        "flags": "|".join(flags),
+        "error": "" if usable else quality.reason[index],
+    }
     return row, usable
 
 
@@ -238,6 +282,7 @@ def _finite_or_none(value) -> float | None:
 @dataclass
 class _Waiting:
     """A file whose labelled spectra are not all back from the model yet."""
+
     rows: list[dict]
     missing: int
 
@@ -253,12 +298,13 @@ class Labeller:
 
     def __init__(self, bundle, device: str = "auto", batch_size: int = 256):
         from .inference import SpemrPredictor
+
         self.bundle = bundle
         self.batch_size = max(1, int(batch_size))
         self.predictor = SpemrPredictor(bundle, device=device, batch_size=self.batch_size)
         self.labelled = label_columns(bundle)
         self._waiting: dict[str, _Waiting] = {}
-        self._queue: list[tuple] = []   # (source, row index, flux, ivar)
+        self._queue: list[tuple] = []  # (source, row index, flux, ivar)
         self._done: dict[str, list[dict]] = {}
 
     # ------------------------------------------------------------- streaming
@@ -269,8 +315,7 @@ class Labeller:
             return
         self._waiting[prepared.source] = _Waiting(rows, prepared.n_to_infer)
         ivar = prepared.ivar if prepared.ivar is not None else np.zeros_like(prepared.flux)
-        self._queue.extend((prepared.source, r, prepared.flux[k], ivar[k])
-                           for k, r in enumerate(prepared.infer_rows))
+        self._queue.extend((prepared.source, r, prepared.flux[k], ivar[k]) for k, r in enumerate(prepared.infer_rows))
 
     @property
     def n_queued(self) -> int:
@@ -302,12 +347,13 @@ class Labeller:
         return done
 
     def _run_block(self) -> None:
-        block, self._queue = self._queue[:self.batch_size], self._queue[self.batch_size:]
+        block, self._queue = self._queue[: self.batch_size], self._queue[self.batch_size :]
         flux = np.stack([item[2] for item in block])
         if len(flux) < self.batch_size:
             pad = np.ones((self.batch_size - len(flux), flux.shape[1]), dtype=flux.dtype)
             flux = np.concatenate([flux, pad])
         from .fit_quality import assess, inflate
+
         prediction = self.predictor.predict(flux)
         real = np.arange(len(block))
         prediction = _take(prediction, real)
@@ -344,6 +390,13 @@ class Labeller:
 def _take(prediction, rows: np.ndarray):
     """The prediction of ``rows`` only (drops the padding of a fixed-size block)."""
     from dataclasses import replace
-    return replace(prediction, mean=prediction.mean[rows], sigma=prediction.sigma[rows],
-                   winner=prediction.winner[rows], sub_mean=prediction.sub_mean[rows],
-                   sub_sigma=prediction.sub_sigma[rows], member_mean=prediction.member_mean[rows])
+
+    return replace(
+        prediction,
+        mean=prediction.mean[rows],
+        sigma=prediction.sigma[rows],
+        winner=prediction.winner[rows],
+        sub_mean=prediction.sub_mean[rows],
+        sub_sigma=prediction.sub_sigma[rows],
+        member_mean=prediction.member_mean[rows],
+    )

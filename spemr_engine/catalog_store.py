@@ -18,6 +18,7 @@ Layout, next to ``CATALOG.ext``::
         lock              held (flock) by the run in progress
         chunks/chunk-*.jsonl
 """
+
 from __future__ import annotations
 
 import csv
@@ -41,11 +42,10 @@ from .io_utils import atomic_path, atomic_write
 CHUNK_FORMAT = "spemr-catalog-chunk"
 RUN_FORMAT = "spemr-catalog-run"
 FORMAT_VERSION = 1
-OUTPUT_FORMATS = {".csv": "csv", ".parquet": "parquet", ".pq": "parquet",
-                  ".fits": "fits", ".fit": "fits"}
+OUTPUT_FORMATS = {".csv": "csv", ".parquet": "parquet", ".pq": "parquet", ".fits": "fits", ".fit": "fits"}
 # Value kinds, from narrowest to widest: a column takes the widest kind it holds.
 _KIND_ORDER = ("none", "bool", "int", "float", "str")
-_FITS_INT_NULL = -(2 ** 63)
+_FITS_INT_NULL = -(2**63)
 
 
 class CatalogWriteError(SpemrError):
@@ -56,8 +56,9 @@ def output_format(output: str | Path) -> str:
     """'csv' | 'parquet' | 'fits' from the output name, or a clear error."""
     suffix = Path(output).suffix.lower()
     if suffix not in OUTPUT_FORMATS:
-        raise SpemrError(f"{Path(output).name}: unknown catalog format {suffix or '(none)'!r} "
-                         "(use .fits, .parquet or .csv)")
+        raise SpemrError(
+            f"{Path(output).name}: unknown catalog format {suffix or '(none)'!r} (use .fits, .parquet or .csv)"
+        )
     return OUTPUT_FORMATS[suffix]
 
 
@@ -136,6 +137,7 @@ def wider_kind(a: str, b: str) -> str:
 @dataclass
 class ChunkInfo:
     """The first line of a chunk: what it covers and the shape of its values."""
+
     path: Path
     inputs: list[str]
     n_rows: int
@@ -158,9 +160,16 @@ def _chunk_header(columns: Sequence[str], groups: dict[str, list[list]]) -> dict
             if flag_index is not None:
                 for flag in (row[flag_index] or "ok").split("|"):
                     flags[flag] = flags.get(flag, 0) + 1
-    return {"format": CHUNK_FORMAT, "version": FORMAT_VERSION, "inputs": list(groups),
-            "n_rows": sum(len(r) for r in groups.values()), "kinds": kinds,
-            "widths": widths, "flags": flags, "columns": list(columns)}
+    return {
+        "format": CHUNK_FORMAT,
+        "version": FORMAT_VERSION,
+        "inputs": list(groups),
+        "n_rows": sum(len(r) for r in groups.values()),
+        "kinds": kinds,
+        "widths": widths,
+        "flags": flags,
+        "columns": list(columns),
+    }
 
 
 def _read_chunk_header(path: Path) -> ChunkInfo | None:
@@ -171,8 +180,14 @@ def _read_chunk_header(path: Path) -> ChunkInfo | None:
         return None
     if head.get("format") != CHUNK_FORMAT:
         return None
-    return ChunkInfo(path=path, inputs=head["inputs"], n_rows=head["n_rows"],
-                     kinds=head["kinds"], widths=head["widths"], flags=head["flags"])
+    return ChunkInfo(
+        path=path,
+        inputs=head["inputs"],
+        n_rows=head["n_rows"],
+        kinds=head["kinds"],
+        widths=head["widths"],
+        flags=head["flags"],
+    )
 
 
 def _read_chunk_groups(path: Path) -> dict[str, list[list]]:
@@ -206,8 +221,9 @@ class RunFolder:
 
     def write_run(self, record: dict) -> None:
         record = {"format": RUN_FORMAT, "version": FORMAT_VERSION, **record}
-        self._guard(lambda: atomic_write(self.run_file, lambda f: json.dump(record, f, indent=1)),
-                    "cannot write the run record")
+        self._guard(
+            lambda: atomic_write(self.run_file, lambda f: json.dump(record, f, indent=1)), "cannot write the run record"
+        )
 
     def is_finished(self, run_fingerprint: str) -> bool:
         """True when a finished run with the same fingerprint made the output present now."""
@@ -226,17 +242,18 @@ class RunFolder:
             self.chunks_dir.mkdir(parents=True, exist_ok=True)
             handle = open(self.root / "lock", "a+")
         except OSError as error:
-            raise CatalogWriteError(f"{self.output.name}: cannot create the run folder "
-                                    f"{self.root} ({_write_problem(error)})") from None
+            raise CatalogWriteError(
+                f"{self.output.name}: cannot create the run folder {self.root} ({_write_problem(error)})"
+            ) from None
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
             handle.close()
-            raise SpemrError(f"{self.output.name}: another spemr catalog run is writing "
-                             f"{self.root}") from None
+            raise SpemrError(f"{self.output.name}: another spemr catalog run is writing {self.root}") from None
         self._lock_handle = handle
-        existing = [int(p.stem.split("-")[1]) for p in self.chunks_dir.glob("chunk-*.jsonl")
-                    if p.stem.split("-")[1].isdigit()]
+        existing = [
+            int(p.stem.split("-")[1]) for p in self.chunks_dir.glob("chunk-*.jsonl") if p.stem.split("-")[1].isdigit()
+        ]
         self._next_chunk = max(existing, default=-1) + 1
 
     def in_use(self) -> bool:
@@ -280,8 +297,7 @@ class RunFolder:
 
     def commit(self, columns: Sequence[str], groups: dict[str, list[dict]]) -> Path:
         """Atomically write one chunk holding every row of the given inputs."""
-        plain = {name: [[to_plain(row.get(c)) for c in columns] for row in rows]
-                 for name, rows in groups.items()}
+        plain = {name: [[to_plain(row.get(c)) for c in columns] for row in rows] for name, rows in groups.items()}
         header = _chunk_header(list(columns), plain)
         path = self.chunks_dir / f"chunk-{self._next_chunk:07d}.jsonl"
 
@@ -290,9 +306,11 @@ class RunFolder:
             for name, rows in plain.items():
                 handle.write(json.dumps({"input": name, "rows": rows}) + "\n")
 
-        self._guard(lambda: atomic_write(path, write),
-                    f"cannot write chunk {path.name}; the {len(self.done_inputs())} input "
-                    "files committed before it are kept (re-run with --resume)")
+        self._guard(
+            lambda: atomic_write(path, write),
+            f"cannot write chunk {path.name}; the {len(self.done_inputs())} input "
+            "files committed before it are kept (re-run with --resume)",
+        )
         self._next_chunk += 1
         return path
 
@@ -306,8 +324,7 @@ class RunFolder:
         shutil.rmtree(self.chunks_dir, ignore_errors=True)
 
     # ------------------------------------------------------------- assembly
-    def ordered_rows(self, order: Sequence[str], infos: Sequence[ChunkInfo],
-                     cache_size: int = 8) -> Iterator[list]:
+    def ordered_rows(self, order: Sequence[str], infos: Sequence[ChunkInfo], cache_size: int = 8) -> Iterator[list]:
         """Rows of ``order``'s inputs, in that order, reading chunks through a small
         LRU cache: memory stays bounded by ``cache_size`` chunks."""
         where: dict[str, Path] = {}
@@ -350,8 +367,9 @@ class TableSchema:
         return cls(list(columns), kinds, widths, n_rows)
 
 
-def write_table(path: Path, fmt: str, schema: TableSchema, rows: Iterator[list],
-                metadata: dict[str, str], batch_rows: int = 4096) -> None:
+def write_table(
+    path: Path, fmt: str, schema: TableSchema, rows: Iterator[list], metadata: dict[str, str], batch_rows: int = 4096
+) -> None:
     """Stream rows into ``path`` (a temp name; the caller renames it into place)."""
     writer = {"csv": _write_csv, "parquet": _write_parquet, "fits": _write_fits}[fmt]
     writer(path, schema, rows, metadata, batch_rows)
@@ -420,14 +438,17 @@ def _write_csv(path: Path, schema: TableSchema, rows, metadata, batch_rows) -> N
 def _write_parquet(path: Path, schema: TableSchema, rows, metadata, batch_rows) -> None:
     pa, pq = require_pyarrow(path)
     types = {"bool": pa.bool_(), "int": pa.int64(), "float": pa.float64(), "str": pa.string()}
-    arrow_schema = pa.schema([(c, types[schema.kinds[c]]) for c in schema.columns],
-                             metadata={k.encode(): str(v).encode() for k, v in metadata.items()})
+    arrow_schema = pa.schema(
+        [(c, types[schema.kinds[c]]) for c in schema.columns],
+        metadata={k.encode(): str(v).encode() for k, v in metadata.items()},
+    )
     with pq.ParquetWriter(str(path), arrow_schema) as writer:
         for batch in _batches(rows, batch_rows):
             columns = list(zip(*batch))
-            arrays = [pa.array([_coerce(v, schema.kinds[c]) for v in values],
-                               type=types[schema.kinds[c]])
-                      for c, values in zip(schema.columns, columns)]
+            arrays = [
+                pa.array([_coerce(v, schema.kinds[c]) for v in values], type=types[schema.kinds[c]])
+                for c, values in zip(schema.columns, columns)
+            ]
             writer.write_table(pa.Table.from_arrays(arrays, schema=arrow_schema))
 
 
@@ -436,8 +457,9 @@ def require_pyarrow(output: Path):
         import pyarrow as pa
         import pyarrow.parquet as pq
     except ImportError:
-        raise SpemrError(f"{Path(output).name}: Parquet output needs pyarrow "
-                         "(pip install 'spemr[parquet]'), or choose .fits or .csv") from None
+        raise SpemrError(
+            f"{Path(output).name}: Parquet output needs pyarrow (pip install 'spemr[parquet]'), or choose .fits or .csv"
+        ) from None
     return pa, pq
 
 
@@ -459,6 +481,7 @@ _FITS_FORMATS = {"bool": ("L", "i1"), "int": ("K", ">i8"), "float": ("D", ">f8")
 
 def _fits_columns(schema: TableSchema):
     from astropy.io import fits
+
     columns, dtype = [], []
     for name in schema.columns:
         kind = schema.kinds[name]
@@ -491,6 +514,7 @@ def _fits_record(row: list, schema: TableSchema) -> tuple:
 
 def _write_fits(path: Path, schema: TableSchema, rows, metadata, batch_rows) -> None:
     from astropy.io import fits
+
     columns, dtype = _fits_columns(schema)
     table = fits.BinTableHDU.from_columns(columns, nrows=0, name="CATALOG")
     header = table.header
@@ -525,6 +549,7 @@ def read_table(path: str | Path) -> dict[str, list]:
         _, pq = require_pyarrow(path)
         return pq.read_table(str(path)).to_pydict()
     from astropy.table import Table
+
     table = Table.read(path, format="ascii.csv" if fmt == "csv" else "fits")
     out = {}
     for name in table.colnames:

@@ -4,6 +4,7 @@ an exit code. Errors meant for users (SpemrError) become one stderr line and exi
 
 A command ``foo-bar`` lives in module ``foo_bar`` or ``foo``; when the command line names
 one, only that module is imported, so ``spemr info`` does not pay for torch."""
+
 from __future__ import annotations
 
 import argparse
@@ -16,7 +17,7 @@ from . import __version__, commands
 from .errors import SpemrError, display_name, one_line
 
 EXIT_USER_ERROR = 2
-EXIT_BROKEN_PIPE = 141   # 128 + SIGPIPE, as for any tool whose reader went away
+EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE, as for any tool whose reader went away
 
 
 def _command_modules() -> list[str]:

@@ -1,5 +1,6 @@
 """The project's constants, read from the JSON presets: one place each for grid,
 preprocessing parameters, labels, regions and architectures."""
+
 from __future__ import annotations
 
 import json
@@ -61,8 +62,7 @@ class InputGrid:
 
     @classmethod
     def from_dict(cls, data: Mapping) -> "InputGrid":
-        return cls(tuple(ArmGrid(**{k: a[k] for k in ("name", "start", "step", "n_pixels")})
-                         for a in data["arms"]))
+        return cls(tuple(ArmGrid(**{k: a[k] for k in ("name", "start", "step", "n_pixels")}) for a in data["arms"]))
 
 
 def default_grid() -> InputGrid:
@@ -127,14 +127,14 @@ def published_to_label() -> dict[str, str]:
 
 
 # ----------------------------------------------------------------- regions
-_OPS = {"<": operator.lt, "<=": operator.le, ">": operator.gt, ">=": operator.ge,
-        "==": operator.eq, "!=": operator.ne}
+_OPS = {"<": operator.lt, "<=": operator.le, ">": operator.gt, ">=": operator.ge, "==": operator.eq, "!=": operator.ne}
 
 
 @dataclass(frozen=True)
 class Region:
     """A named part of label space: any_of is a list of clauses, each a list of
     (label, op, value) conditions that must all hold."""
+
     name: str
     any_of: tuple[tuple[tuple[str, str, float], ...], ...]
     description: str = ""
@@ -152,8 +152,7 @@ class Region:
             member |= ok
         return member
 
-    def outside_sigma(self, labels: np.ndarray, sigma: np.ndarray,
-                      label_names: Sequence[str]) -> np.ndarray:
+    def outside_sigma(self, labels: np.ndarray, sigma: np.ndarray, label_names: Sequence[str]) -> np.ndarray:
         """How far (n, n_labels) labels with 1-sigma errors lie outside the region, in
         sigma: per clause the largest violation of its conditions (0 when it holds), then
         the smallest over clauses. NaN where a needed label or sigma is not finite."""
@@ -165,8 +164,9 @@ class Region:
             worst = np.zeros(len(labels))
             for label, op, value in clause:
                 x, s = labels[:, index[label]], sigma[:, index[label]]
-                gap = {">=": value - x, ">": value - x, "<=": x - value, "<": x - value,
-                       "==": np.abs(x - value)}.get(op, np.zeros_like(x))
+                gap = {">=": value - x, ">": value - x, "<=": x - value, "<": x - value, "==": np.abs(x - value)}.get(
+                    op, np.zeros_like(x)
+                )
                 with np.errstate(divide="ignore", invalid="ignore"):
                     worst = np.maximum(worst, np.where(gap > 0, gap / np.where(s > 0, s, np.nan), 0.0))
                 worst = np.where(np.isfinite(x) & np.isfinite(s), worst, np.nan)
@@ -174,8 +174,11 @@ class Region:
         return np.where(np.isinf(best), np.nan, best)
 
     def to_dict(self) -> dict:
-        return {"name": self.name, "description": self.description,
-                "any_of": [[list(c) for c in clause] for clause in self.any_of]}
+        return {
+            "name": self.name,
+            "description": self.description,
+            "any_of": [[list(c) for c in clause] for clause in self.any_of],
+        }
 
     @classmethod
     def from_dict(cls, data: Mapping) -> "Region":
@@ -183,10 +186,8 @@ class Region:
             for _label, op, _value in clause:
                 if op not in _OPS:
                     raise ValueError(f"region {data['name']}: unknown operator {op!r}")
-        any_of = tuple(tuple((str(l), str(o), float(v)) for l, o, v in clause)
-                       for clause in data["any_of"])
-        return cls(name=str(data["name"]), any_of=any_of,
-                   description=str(data.get("description", "")))
+        any_of = tuple(tuple((str(l), str(o), float(v)) for l, o, v in clause) for clause in data["any_of"])
+        return cls(name=str(data["name"]), any_of=any_of, description=str(data.get("description", "")))
 
 
 def default_regions() -> tuple[Region, ...]:
@@ -202,9 +203,11 @@ class FitQualityConfig:
 
 def fit_quality_config() -> FitQualityConfig:
     data = _preset("fit_quality")
-    return FitQualityConfig(spread_labels=tuple(str(x) for x in data["spread_labels"]),
-                            percentile=float(data["percentile"]),
-                            region_sigma=float(data["region_sigma"]))
+    return FitQualityConfig(
+        spread_labels=tuple(str(x) for x in data["spread_labels"]),
+        percentile=float(data["percentile"]),
+        region_sigma=float(data["region_sigma"]),
+    )
 
 
 # ------------------------------------------------------------ architectures
@@ -252,6 +255,7 @@ class TrainingRecipe:
     """Defaults of a training run (presets/training.json): the one place the recipe's
     numbers are written; TrainSettings, train_model, finetune_bundle, the train and
     finetune commands and the GUI wizard all read them from here."""
+
     architecture: str
     epochs: int
     finetune_epochs: int
@@ -303,6 +307,7 @@ def assets_dir() -> Path:
     """Shipped assets (default model, emulator, samples, line lists): SPEMR_ASSETS, else
     the ones packaged with an installed wheel, else the repository's `assets/`."""
     import os
+
     override = os.environ.get("SPEMR_ASSETS")
     if override:
         return Path(override)

@@ -13,6 +13,7 @@ Resuming: every processed file gets one line in ``build_log.jsonl`` (written and
 never reached the reference set, the line is dropped and the file redone. The summary is
 computed from that log, so it is complete after any number of interruptions.
 """
+
 from __future__ import annotations
 
 import json
@@ -53,12 +54,12 @@ SAME_TARGET_DEG = 1e-6
 @dataclass
 class BuildOptions:
     match_radius_arcsec: float = 3.0
-    min_snr: float | None = None          # None: the preprocessing preset's reject_min_snr
-    exposures: str = "coadd"              # "coadd" | "all"
+    min_snr: float | None = None  # None: the preprocessing preset's reject_min_snr
+    exposures: str = "coadd"  # "coadd" | "all"
     catalog_format: str = "auto"
     mapping_file: str | None = None
-    keep_ambiguous: bool = False          # take the nearest star even when ambiguous
-    rv_catalog: str | None = None         # RVs by obsid/filename (else measured by CCF)
+    keep_ambiguous: bool = False  # take the nearest star even when ambiguous
+    rv_catalog: str | None = None  # RVs by obsid/filename (else measured by CCF)
 
     def resolved_min_snr(self) -> float:
         return preprocess_config().reject_min_snr if self.min_snr is None else float(self.min_snr)
@@ -109,14 +110,16 @@ def _is_fits_name(path: Path) -> bool:
 @dataclass
 class SkyMatch:
     """Per input position: catalog index (-1 when none), separation, status, detail."""
+
     index: np.ndarray
     sep_arcsec: np.ndarray
     status: list[str]
     detail: list[str]
 
 
-def match_positions(ra: np.ndarray, dec: np.ndarray, catalog: LabelCatalog,
-                    radius_arcsec: float, keep_ambiguous: bool = False) -> SkyMatch:
+def match_positions(
+    ra: np.ndarray, dec: np.ndarray, catalog: LabelCatalog, radius_arcsec: float, keep_ambiguous: bool = False
+) -> SkyMatch:
     """Nearest catalog star within the radius for each position (NaN position: no match).
 
     Ambiguous: a second catalog star also lies within the radius, or the matched star is
@@ -134,8 +137,7 @@ def match_positions(ra: np.ndarray, dec: np.ndarray, catalog: LabelCatalog,
     _, first, inverse = np.unique(keys, axis=0, return_index=True, return_inverse=True)
     inverse = inverse.ravel()
     targets = np.column_stack([ra[valid][first], dec[valid][first]])
-    t_index, t_sep, t_status, t_detail = _match_targets(targets, catalog, radius_arcsec,
-                                                        keep_ambiguous)
+    t_index, t_sep, t_status, t_detail = _match_targets(targets, catalog, radius_arcsec, keep_ambiguous)
     for k, i in enumerate(valid):
         target = inverse[k]
         index[i], sep[i] = t_index[target], t_sep[target]
@@ -145,6 +147,7 @@ def match_positions(ra: np.ndarray, dec: np.ndarray, catalog: LabelCatalog,
 
 def _match_targets(positions: np.ndarray, catalog: LabelCatalog, radius: float, keep: bool):
     from astropy.coordinates import SkyCoord  # slow to import; only needed here
+
     targets = SkyCoord(positions[:, 0] * u.deg, positions[:, 1] * u.deg)
     stars = SkyCoord(catalog.ra * u.deg, catalog.dec * u.deg)
     nearest, sep, _ = targets.match_to_catalog_sky(stars)
@@ -158,8 +161,10 @@ def _match_targets(positions: np.ndarray, catalog: LabelCatalog, radius: float, 
         sep2 = sep2.to(u.arcsec).value
         for t in np.flatnonzero(within & (sep2 <= radius)):
             status[t] = "ambiguous"
-            detail[t] = (f"2+ catalog stars within {radius:g} arcsec: {catalog.star_id[nearest[t]]} "
-                         f"at {sep[t]:.2f}, {catalog.star_id[second[t]]} at {sep2[t]:.2f}")
+            detail[t] = (
+                f"2+ catalog stars within {radius:g} arcsec: {catalog.star_id[nearest[t]]} "
+                f"at {sep[t]:.2f}, {catalog.star_id[second[t]]} at {sep2[t]:.2f}"
+            )
     _mark_shared_stars(nearest, sep, within, catalog, status, detail)
     index = np.where(within, nearest, -1)
     if not keep:
@@ -176,8 +181,10 @@ def _mark_shared_stars(nearest, sep, within, catalog, status, detail) -> None:
         closest = sharing[np.argmin(sep[sharing])]
         for t in sharing[sharing != closest]:
             status[t] = "ambiguous"
-            detail[t] = (f"catalog star {catalog.star_id[star]} ({sep[t]:.2f} arcsec) is nearer "
-                         f"to another LAMOST target ({sep[closest]:.2f} arcsec)")
+            detail[t] = (
+                f"catalog star {catalog.star_id[star]} ({sep[t]:.2f} arcsec) is nearer "
+                f"to another LAMOST target ({sep[closest]:.2f} arcsec)"
+            )
 
 
 # -------------------------------------------------------------- build log
@@ -199,8 +206,10 @@ class BuildLog:
             previous = json.loads(path.read_text())
             if previous != params:
                 changed = sorted(k for k in set(previous) | set(params) if previous.get(k) != params.get(k))
-                raise SpemrError(f"{path.parent}: unfinished build was started with other settings "
-                                 f"({', '.join(changed)}); rerun with those or use a new output folder")
+                raise SpemrError(
+                    f"{path.parent}: unfinished build was started with other settings "
+                    f"({', '.join(changed)}); rerun with those or use a new output folder"
+                )
         else:
             atomic_write_text(path, json.dumps(params, indent=1))
 
@@ -211,8 +220,10 @@ class BuildLog:
             self.entries.pop()
             self._rewrite()
         elif logged != committed:
-            raise SpemrError(f"{self.path}: log lists {logged} kept spectra but the reference set "
-                             f"holds {committed}; start a new output folder")
+            raise SpemrError(
+                f"{self.path}: log lists {logged} kept spectra but the reference set "
+                f"holds {committed}; start a new output folder"
+            )
 
     def _rewrite(self) -> None:
         atomic_write_text(self.path, "".join(json.dumps(e) + "\n" for e in self.entries))
@@ -235,10 +246,14 @@ class _FileResult:
     rows: list[dict] = field(default_factory=list)
 
 
-def build_reference_set(inputs: Sequence[str | Path], catalog_path: str | Path, out: str | Path,
-                        options: BuildOptions | None = None,
-                        progress: Callable[[dict], None] | None = None,
-                        cancel: Callable[[], bool] | threading.Event | None = None) -> dict:
+def build_reference_set(
+    inputs: Sequence[str | Path],
+    catalog_path: str | Path,
+    out: str | Path,
+    options: BuildOptions | None = None,
+    progress: Callable[[dict], None] | None = None,
+    cancel: Callable[[], bool] | threading.Event | None = None,
+) -> dict:
     """Cross-match the files with the catalog, cut, and write the reference set at ``out``.
 
     Returns the summary (also written to ``out/build_summary.json``). Raises Cancelled
@@ -254,16 +269,14 @@ def build_reference_set(inputs: Sequence[str | Path], catalog_path: str | Path, 
     writer = ReferenceSetWriter(out, source=f"crossmatch:{catalog.mapping}:{catalog.path.name}")
     log = BuildLog(out, options.fingerprint(catalog.path), writer.n_spectra)
     scan = _scan(files, progress, cancel)
-    match = match_positions(scan["ra"], scan["dec"], catalog, options.match_radius_arcsec,
-                            options.keep_ambiguous)
+    match = match_positions(scan["ra"], scan["dec"], catalog, options.match_radius_arcsec, options.keep_ambiguous)
     config = replace(preprocess_config(), reject_min_snr=options.resolved_min_snr())
     for i, path in enumerate(files):
         key = str(path.resolve())
         if key in log.done:
             continue
         if _stop_requested(cancel):
-            raise Cancelled(f"build-refset cancelled after {len(log.done)} of {len(files)} files; "
-                            "run again to resume")
+            raise Cancelled(f"build-refset cancelled after {len(log.done)} of {len(files)} files; run again to resume")
         result = _process_file(path, key, scan["error"][i], match, i, catalog, options, config, rv_lookup)
         log.append(result.entry)
         if result.rows and result.flux is not None and result.labels is not None:
@@ -273,8 +286,7 @@ def build_reference_set(inputs: Sequence[str | Path], catalog_path: str | Path, 
     summary = summarise(log.entries, catalog, options, files_now=len(files))
     atomic_write_text(out / SUMMARY_FILE, json.dumps(summary, indent=1))
     if writer.n_spectra == 0:
-        raise SpemrError(f"{out}: no spectrum passed the match and the cuts "
-                         f"({_one_line(summary)}); see {SUMMARY_FILE}")
+        raise SpemrError(f"{out}: no spectrum passed the match and the cuts ({_one_line(summary)}); see {SUMMARY_FILE}")
     writer.close()
     return summary
 
@@ -290,6 +302,7 @@ def _rv_lookup(path: str | None):
     if path is None:
         return None
     from .rv import load_rv_catalog  # only needed when an RV catalog is given
+
     return load_rv_catalog(path)
 
 
@@ -313,8 +326,17 @@ def _scan(files: list[Path], progress, cancel) -> dict:
     return {"ra": ra, "dec": dec, "error": errors}
 
 
-def _process_file(path: Path, key: str, scan_error: str | None, match: SkyMatch, i: int,
-                  catalog: LabelCatalog, options: BuildOptions, config, rv_lookup) -> _FileResult:
+def _process_file(
+    path: Path,
+    key: str,
+    scan_error: str | None,
+    match: SkyMatch,
+    i: int,
+    catalog: LabelCatalog,
+    options: BuildOptions,
+    config,
+    rv_lookup,
+) -> _FileResult:
     entry: dict = {"file": key, "outcome": "", "detail": "", "star_id": None, "spectra": [], "kept": 0}
     star = int(match.index[i])
     if star >= 0:
@@ -341,12 +363,11 @@ def _process_file(path: Path, key: str, scan_error: str | None, match: SkyMatch,
     return _cut_and_collect(entry, mrs, pairs, labels, float(match.sep_arcsec[i]), config, rv_lookup)
 
 
-def _cut_and_collect(entry: dict, mrs, pairs, labels: np.ndarray, sep: float, config,
-                     rv_lookup) -> _FileResult:
+def _cut_and_collect(entry: dict, mrs, pairs, labels: np.ndarray, sep: float, config, rv_lookup) -> _FileResult:
     """Header S/N first (saves preprocessing hopeless spectra), then the grid-based cuts."""
     from .preprocess import preprocess_pairs  # heavy; keeps `spemr info` etc. light
-    results = ["low_snr" if _below(p.snr_blue, config) or _below(p.snr_red, config) else ""
-               for p in pairs]
+
+    results = ["low_snr" if _below(p.snr_blue, config) or _below(p.snr_red, config) else "" for p in pairs]
     whys = ["header S/N below the minimum" if r else "" for r in results]
     todo = [k for k, r in enumerate(results) if not r]
     kept_rows, kept_flux = [], []
@@ -392,11 +413,19 @@ def _file_rv(rv_lookup, meta: dict):
 
 
 def _row(star_id: str, mrs, pair, spectra, j: int, sep: float) -> dict:
-    return {"star_id": star_id, "obsid": mrs.meta.get("obsid"), "filename": mrs.meta.get("filename"),
-            "extname_blue": pair.extname_blue, "extname_red": pair.extname_red,
-            "snr_blue": _rounded(spectra.quality.snr_blue[j]), "snr_red": _rounded(spectra.quality.snr_red[j]),
-            "lmjm": "" if pair.lmjm is None else pair.lmjm, "sep_arcsec": round(sep, 3),
-            "rv": _rounded(spectra.rv[j], 3), "rv_source": spectra.rv_source[j]}
+    return {
+        "star_id": star_id,
+        "obsid": mrs.meta.get("obsid"),
+        "filename": mrs.meta.get("filename"),
+        "extname_blue": pair.extname_blue,
+        "extname_red": pair.extname_red,
+        "snr_blue": _rounded(spectra.quality.snr_blue[j]),
+        "snr_red": _rounded(spectra.quality.snr_red[j]),
+        "lmjm": "" if pair.lmjm is None else pair.lmjm,
+        "sep_arcsec": round(sep, 3),
+        "rv": _rounded(spectra.rv[j], 3),
+        "rv_source": spectra.rv_source[j],
+    }
 
 
 def _rounded(value, digits: int = 2):
@@ -405,8 +434,7 @@ def _rounded(value, digits: int = 2):
 
 
 # ---------------------------------------------------------------- summary
-def summarise(entries: list[dict], catalog: LabelCatalog, options: BuildOptions,
-              files_now: int | None = None) -> dict:
+def summarise(entries: list[dict], catalog: LabelCatalog, options: BuildOptions, files_now: int | None = None) -> dict:
     """Counts per outcome and cut (files, spectra, stars), masked labels and regions."""
     files = {name: 0 for name in FILE_OUTCOMES}
     spectra = {name: 0 for name in ("considered", *SPECTRUM_CUTS, KEPT)}
@@ -426,10 +454,14 @@ def summarise(entries: list[dict], catalog: LabelCatalog, options: BuildOptions,
     summary = {
         "files": {"total": files_now if files_now is not None else len(entries), **files},
         "spectra": spectra,
-        "stars": {"matched": len({e["star_id"] for e in entries if e["outcome"] == "matched"}),
-                  "removed_by": stars_removed, KEPT: len(star_kept)},
+        "stars": {
+            "matched": len({e["star_id"] for e in entries if e["outcome"] == "matched"}),
+            "removed_by": stars_removed,
+            KEPT: len(star_kept),
+        },
         "no_label_stars": len({e["star_id"] for e in entries if e["outcome"] == "no_labels"}),
-        "masked_labels": {}, "regions": {},
+        "masked_labels": {},
+        "regions": {},
         "catalog": catalog.summary(),
         "options": {**asdict(options), "min_snr": options.resolved_min_snr()},
         "ambiguous": [e["detail"] for e in entries if e["outcome"] == "ambiguous"][:MAX_LISTED],
@@ -448,16 +480,21 @@ def _label_and_region_counts(star_kept: dict[str, int], catalog: LabelCatalog) -
     regions = {}
     for region in default_regions():
         inside = region.contains(labels, LABELS) if stars else np.zeros(0, dtype=bool)
-        regions[region.name] = {"spectra": int(weights[inside].sum()), "stars": int(inside.sum()),
-                                "description": region.description}
+        regions[region.name] = {
+            "spectra": int(weights[inside].sum()),
+            "stars": int(inside.sum()),
+            "description": region.description,
+        }
     return {"masked_labels": masked, "regions": regions}
 
 
 def _one_line(summary: dict) -> str:
     files, spectra = summary["files"], summary["spectra"]
-    return (f"{files['total']} files, {files['matched']} matched, {files['no_match']} unmatched, "
-            f"{files['ambiguous']} ambiguous, {files['unreadable']} unreadable; "
-            f"{spectra['considered']} spectra considered, {spectra[KEPT]} kept")
+    return (
+        f"{files['total']} files, {files['matched']} matched, {files['no_match']} unmatched, "
+        f"{files['ambiguous']} ambiguous, {files['unreadable']} unreadable; "
+        f"{spectra['considered']} spectra considered, {spectra[KEPT]} kept"
+    )
 
 
 def format_summary(summary: dict) -> str:
@@ -468,8 +505,9 @@ def format_summary(summary: dict) -> str:
         lines.append(f"  cut {cut:<20} {spectra[cut]:>8} spectra {removed[cut]:>7} stars")
     lines.append(f"  kept {'':<19} {spectra[KEPT]:>8} spectra {summary['stars'][KEPT]:>7} stars")
     for name, counts in summary["regions"].items():
-        lines.append(f"  region {name:<4} {counts['spectra']:>8} spectra {counts['stars']:>7} stars"
-                     f"  ({counts['description']})")
+        lines.append(
+            f"  region {name:<4} {counts['spectra']:>8} spectra {counts['stars']:>7} stars  ({counts['description']})"
+        )
     masked = {k: v for k, v in summary["masked_labels"].items() if v}
     if masked:
         lines.append("  masked labels (kept spectra): " + ", ".join(f"{k} {v}" for k, v in masked.items()))

@@ -14,6 +14,7 @@ the same paths (a shared file system, as on any cluster).
 Nothing here is imported by the base install: spemr_engine.catalog imports this module
 only when a cluster is asked for, and it works (with a clear error) without Dask.
 """
+
 from __future__ import annotations
 
 import threading
@@ -47,25 +48,25 @@ def connect(address: str):
     "file://SCHEDULER.json"; returns (client, cluster we started or None)."""
     distributed = _dask()
     if not address.startswith(SCHEMES):
-        raise SpemrError(f"--cluster {address}: expected dask://HOST:PORT, local:N or "
-                         "file://SCHEDULER.json")
+        raise SpemrError(f"--cluster {address}: expected dask://HOST:PORT, local:N or file://SCHEDULER.json")
     try:
         if address.startswith("local:"):
             return _local_cluster(distributed, address)
         if address.startswith("file://"):
-            return distributed.Client(scheduler_file=address[len("file://"):], timeout="30s"), None
-        target = "tcp://" + address[len("dask://"):] if address.startswith("dask://") else address
+            return distributed.Client(scheduler_file=address[len("file://") :], timeout="30s"), None
+        target = "tcp://" + address[len("dask://") :] if address.startswith("dask://") else address
         return distributed.Client(target, timeout="30s"), None
     except (OSError, TimeoutError, ValueError) as error:
         raise SpemrError(f"--cluster {address}: cannot connect ({error})") from None
 
 
 def _local_cluster(distributed, address: str):
-    text = address[len("local:"):]
+    text = address[len("local:") :]
     if not text.isdigit() or int(text) < 1:
         raise SpemrError(f"--cluster {address}: local:N needs a worker count N >= 1")
-    cluster = distributed.LocalCluster(n_workers=int(text), processes=True, threads_per_worker=1,
-                                       dashboard_address=None, silence_logs=40)
+    cluster = distributed.LocalCluster(
+        n_workers=int(text), processes=True, threads_per_worker=1, dashboard_address=None, silence_logs=40
+    )
     return distributed.Client(cluster), cluster
 
 
@@ -82,12 +83,12 @@ class ModelPlugin(_WorkerPluginBase):
         self.batch_size = batch_size
         self.labeller = None
         self.lock = threading.Lock()
-        self.n_tasks = 0          # tasks this worker labelled with its one model
+        self.n_tasks = 0  # tasks this worker labelled with its one model
 
     def setup(self, worker=None):
         from .bundle import load_bundle
-        self.labeller = catalog_rows.Labeller(load_bundle(self.model_path), self.device,
-                                              self.batch_size)
+
+        self.labeller = catalog_rows.Labeller(load_bundle(self.model_path), self.device, self.batch_size)
 
     def teardown(self, worker=None):
         self.labeller = None
@@ -102,6 +103,7 @@ class ModelPlugin(_WorkerPluginBase):
 def label_files(paths: list[str], options: catalog_rows.PrepareOptions) -> dict[str, list[dict]]:
     """Dask task: read, preprocess and label a batch of files on this worker."""
     from distributed import get_worker
+
     prepared = catalog_rows.prepare_batch(paths, options)
     plugin: Any = get_worker().plugins[PLUGIN_NAME]  # this module's ModelPlugin
     with plugin.lock:
@@ -110,8 +112,9 @@ def label_files(paths: list[str], options: catalog_rows.PrepareOptions) -> dict[
 
 
 # ------------------------------------------------------------------ client side
-def dask_results(units: list[list[str]], settings, bundle, control,
-                 address: str) -> Iterator[tuple[dict[str, list[dict]], bool]]:
+def dask_results(
+    units: list[list[str]], settings, bundle, control, address: str
+) -> Iterator[tuple[dict[str, list[dict]], bool]]:
     """(rows by input file, True) for each work unit, in completion order, computed on
     the cluster: one task per unit (see catalog.work_units), so a unit's inference
     blocks are the same as on one machine.
@@ -147,13 +150,14 @@ def dask_results(units: list[list[str]], settings, bundle, control,
 
 def _register_model(client, model_path: str, settings, address: str) -> None:
     try:
-        client.register_plugin(ModelPlugin(model_path, settings.device, settings.batch_size),
-                               name=PLUGIN_NAME)
+        client.register_plugin(ModelPlugin(model_path, settings.device, settings.batch_size), name=PLUGIN_NAME)
     except SpemrError as error:
         raise SpemrError(f"--cluster {address}: a worker cannot load the model ({error})") from None
     except Exception as error:  # raised remotely: any type
-        raise SpemrError(f"--cluster {address}: a worker cannot load the model "
-                         f"{Path(model_path).name} ({type(error).__name__}: {error})") from None
+        raise SpemrError(
+            f"--cluster {address}: a worker cannot load the model "
+            f"{Path(model_path).name} ({type(error).__name__}: {error})"
+        ) from None
 
 
 def _task_rows(distributed, future, paths: list[str]) -> dict[str, list[dict]]:
@@ -161,8 +165,10 @@ def _task_rows(distributed, future, paths: list[str]) -> dict[str, list[dict]]:
         return future.result()
     error = future.exception()
     if isinstance(error, distributed.KilledWorker):
-        return {p: catalog_rows.failed_file(p, "worker_crashed",
-                                            "the Dask worker died while labelling this file").rows
-                for p in paths}
-    raise SpemrError(f"Dask task failed on {Path(paths[0]).name} and {len(paths) - 1} more files: "
-                     f"{type(error).__name__}: {error}")
+        return {
+            p: catalog_rows.failed_file(p, "worker_crashed", "the Dask worker died while labelling this file").rows
+            for p in paths
+        }
+    raise SpemrError(
+        f"Dask task failed on {Path(paths[0]).name} and {len(paths) - 1} more files: {type(error).__name__}: {error}"
+    )

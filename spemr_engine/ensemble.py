@@ -3,6 +3,7 @@
 Pure numpy so that the trainer, the evaluator and the inference engine share one
 definition of how members and sub-models become one answer.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -26,8 +27,7 @@ def ensemble_combine(means: np.ndarray, variances: np.ndarray) -> tuple[np.ndarr
     return mean, variance
 
 
-def fuse_min_variance(sub_means: np.ndarray, sub_variances: np.ndarray
-                      ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def fuse_min_variance(sub_means: np.ndarray, sub_variances: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Per spectrum and label, keep the sub-model with the smallest variance (eqs. 2-3).
 
     Arrays (S, n, L) -> mean, variance (n, L) and winner (n, L), the index of the chosen
@@ -37,8 +37,7 @@ def fuse_min_variance(sub_means: np.ndarray, sub_variances: np.ndarray
     sub_means = np.asarray(sub_means, dtype=np.float64)
     sub_variances = np.asarray(sub_variances, dtype=np.float64)
     if sub_means.shape != sub_variances.shape or sub_means.ndim != 3:
-        raise ValueError(f"sub_means {sub_means.shape} and sub_variances {sub_variances.shape} "
-                         "must both be (S, n, L)")
+        raise ValueError(f"sub_means {sub_means.shape} and sub_variances {sub_variances.shape} must both be (S, n, L)")
     if sub_means.shape[0] == 0:
         raise ValueError("fusion needs at least one sub-model")
     ranked = np.where(np.isnan(sub_variances), np.inf, sub_variances)

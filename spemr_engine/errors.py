@@ -1,4 +1,5 @@
 """Error types: every user-facing failure is one line that names the file and the problem."""
+
 from __future__ import annotations
 
 import os
@@ -13,7 +14,7 @@ _UNPRINTABLE = re.compile("[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
 def _escape_char(match: re.Match) -> str:
     char = match.group()
     code = ord(char)
-    if 0xDC80 <= code <= 0xDCFF:          # surrogateescape: the original byte
+    if 0xDC80 <= code <= 0xDCFF:  # surrogateescape: the original byte
         return f"\\x{code - 0xDC00:02x}"
     if code > 0xFFFF or 0xD800 <= code <= 0xDFFF:
         return f"\\u{code:04x}"
@@ -57,6 +58,7 @@ def require_regular_file(path: str | os.PathLike, what: str = "file") -> None:
     """Raise InputFileError unless ``path`` is a regular file: opening a FIFO blocks
     forever and a device (a symlink to /dev/zero) never ends."""
     import stat
+
     try:
         mode = os.stat(path).st_mode
     except FileNotFoundError:

@@ -6,6 +6,7 @@ regions, stacked into one matrix) are applied to them; fc2, mu and sigma are sha
 Members are then combined per sub-model (paper eq. 1) and the regions fused per label by
 smallest variance (eqs. 2-3).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -26,7 +27,7 @@ CPU_CONV_CHUNK = 32  # spectra per convolution call on CPU: keeps activations in
 
 
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
-    """"auto" -> CUDA when available, else CPU; asking for absent CUDA is a user error."""
+    """ "auto" -> CUDA when available, else CPU; asking for absent CUDA is a user error."""
     if str(device) == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     device = torch.device(device)
@@ -38,15 +39,16 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
 @dataclass
 class Prediction:
     """Fused labels with 1-sigma errors plus everything behind them (physical units)."""
+
     labels: list[str]
     submodels: list[str]
     fused_over: list[str]
-    mean: np.ndarray          # (n, L)
-    sigma: np.ndarray         # (n, L)
-    winner: np.ndarray        # (n, L) int, index into submodels (-1: no prediction)
-    sub_mean: np.ndarray      # (n, S, L)
-    sub_sigma: np.ndarray     # (n, S, L)
-    member_mean: np.ndarray   # (n, S, M, L)
+    mean: np.ndarray  # (n, L)
+    sigma: np.ndarray  # (n, L)
+    winner: np.ndarray  # (n, L) int, index into submodels (-1: no prediction)
+    sub_mean: np.ndarray  # (n, S, L)
+    sub_sigma: np.ndarray  # (n, S, L)
+    member_mean: np.ndarray  # (n, S, M, L)
 
     def __len__(self) -> int:
         return len(self.mean)
@@ -59,22 +61,32 @@ class Prediction:
     def expand(self, rows: np.ndarray, n: int) -> "Prediction":
         """A prediction for n spectra where ``rows`` hold this one and the rest are NaN
         (winner -1): unusable spectra keep their place instead of being dropped."""
+
         def spread(array: np.ndarray, fill) -> np.ndarray:
             out = np.full((n, *array.shape[1:]), fill, dtype=array.dtype)
             out[rows] = array
             return out
-        return Prediction(self.labels, self.submodels, self.fused_over,
-                          spread(self.mean, np.nan), spread(self.sigma, np.nan),
-                          spread(self.winner, -1), spread(self.sub_mean, np.nan),
-                          spread(self.sub_sigma, np.nan), spread(self.member_mean, np.nan))
+
+        return Prediction(
+            self.labels,
+            self.submodels,
+            self.fused_over,
+            spread(self.mean, np.nan),
+            spread(self.sigma, np.nan),
+            spread(self.winner, -1),
+            spread(self.sub_mean, np.nan),
+            spread(self.sub_sigma, np.nan),
+            spread(self.member_mean, np.nan),
+        )
 
 
 def full_precision():
     """Context without TF32 convolutions (cuDNN's default): labels should not depend on
     the GPU generation, and CPU and GPU results agree to float32 rounding."""
     cudnn = torch.backends.cudnn
-    return cudnn.flags(enabled=cudnn.enabled, benchmark=cudnn.benchmark,
-                       deterministic=cudnn.deterministic, allow_tf32=False)
+    return cudnn.flags(
+        enabled=cudnn.enabled, benchmark=cudnn.benchmark, deterministic=cudnn.deterministic, allow_tf32=False
+    )
 
 
 def recurrent_features(net: RRNet, convolved: torch.Tensor) -> torch.Tensor:
@@ -123,29 +135,33 @@ class _SharedHeads(nn.Module):
 class SpemrPredictor:
     """Runs a model bundle on continuum-normalised spectra; build once, predict many times."""
 
-    def __init__(self, bundle: ModelBundle | str | Path, device: str | torch.device = "auto",
-                 batch_size: int = 256):
+    def __init__(self, bundle: ModelBundle | str | Path, device: str | torch.device = "auto", batch_size: int = 256):
         self.bundle = bundle if isinstance(bundle, ModelBundle) else load_bundle(bundle)
         self.device = resolve_device(device)
         self.batch_size = max(1, int(batch_size))
         self.conv_chunk = CPU_CONV_CHUNK if self.device.type == "cpu" else self.batch_size
         self.submodels = self.bundle.submodels
         self.fused_over = [r.name for r in self.bundle.regions] or [BASE]
-        self._heads = [{network: self._load(member, network) for network in self.bundle.networks}
-                       for member in range(self.bundle.members)]
+        self._heads = [
+            {network: self._load(member, network) for network in self.bundle.networks}
+            for member in range(self.bundle.members)
+        ]
 
     def _load(self, member: int, network: str) -> _SharedHeads:
         net = self.bundle.build_network(member, network, device=self.device)
-        layers = [net.fc1[0]] + [self.bundle.build_region_fc1(member, network, r.name, self.device)[0]  # type: ignore[index]
-                                 for r in self.bundle.regions]
+        layers = [net.fc1[0]] + [
+            self.bundle.build_region_fc1(member, network, r.name, self.device)[0]  # type: ignore[index]
+            for r in self.bundle.regions
+        ]
         fc1_layers = [layer for layer in layers if isinstance(layer, nn.Linear)]
         if len(fc1_layers) != len(layers):
             raise TypeError(f"{self.bundle.path}: fc1 heads are not linear layers")
         return _SharedHeads(net, fc1_layers).eval()  # built in place: .to() would unshare fc1
 
     # ------------------------------------------------------------------ public
-    def predict(self, flux: np.ndarray, progress: Callable[[dict], None] | None = None,
-                cancel: Callable[[], bool] | None = None) -> Prediction:
+    def predict(
+        self, flux: np.ndarray, progress: Callable[[dict], None] | None = None, cancel: Callable[[], bool] | None = None
+    ) -> Prediction:
         """(n, n_pixels) continuum-normalised flux -> Prediction. A row with non-finite
         flux gives NaN labels for that row only."""
         flux = self._check_input(flux)
@@ -153,8 +169,9 @@ class SpemrPredictor:
         means, variances = self.standardised_outputs(x, progress, cancel)
         return self.combine(means, variances)
 
-    def standardised_outputs(self, x: np.ndarray, progress: Callable[[dict], None] | None = None,
-                             cancel: Callable[[], bool] | None = None) -> tuple[np.ndarray, np.ndarray]:
+    def standardised_outputs(
+        self, x: np.ndarray, progress: Callable[[dict], None] | None = None, cancel: Callable[[], bool] | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
         """Standardised model input (n, n_pixels) -> every member's mean and variance in
         standardised label units, each (n, S, M, L) float32 (S: base then regions)."""
         n, n_labels = len(x), len(self.bundle.labels)
@@ -202,19 +219,28 @@ class SpemrPredictor:
         """Standardised (n, S, M, L) member outputs -> Prediction: destandardise, combine
         members per sub-model (eq. 1), fuse the regions per label (eqs. 2-3)."""
         scale, offset = self.bundle.label_std, self.bundle.label_mean
-        member_mean = means.astype(np.float64) * scale + offset          # (n, S, M, L)
-        member_var = variances.astype(np.float64) * scale ** 2
+        member_mean = means.astype(np.float64) * scale + offset  # (n, S, M, L)
+        member_var = variances.astype(np.float64) * scale**2
         n, n_sub, n_members, n_labels = member_mean.shape
-        flat = (n_members, n * n_sub, n_labels)                          # members first, as eq. 1 wants
-        sub_mean, sub_var = ensemble_combine(np.moveaxis(member_mean, 2, 0).reshape(flat),
-                                             np.moveaxis(member_var, 2, 0).reshape(flat))
+        flat = (n_members, n * n_sub, n_labels)  # members first, as eq. 1 wants
+        sub_mean, sub_var = ensemble_combine(
+            np.moveaxis(member_mean, 2, 0).reshape(flat), np.moveaxis(member_var, 2, 0).reshape(flat)
+        )
         sub_mean = sub_mean.reshape(n, n_sub, n_labels)
         sub_var = sub_var.reshape(n, n_sub, n_labels)
         first = self.submodels.index(self.fused_over[0])
-        mean, var, winner = fuse_min_variance(np.moveaxis(sub_mean[:, first:], 1, 0),
-                                              np.moveaxis(sub_var[:, first:], 1, 0))
+        mean, var, winner = fuse_min_variance(
+            np.moveaxis(sub_mean[:, first:], 1, 0), np.moveaxis(sub_var[:, first:], 1, 0)
+        )
         winner = np.where(np.isnan(mean), -1, winner + first)
-        return Prediction(labels=list(self.bundle.labels), submodels=list(self.submodels),
-                          fused_over=list(self.fused_over), mean=mean, sigma=np.sqrt(var),
-                          winner=winner, sub_mean=sub_mean, sub_sigma=np.sqrt(sub_var),
-                          member_mean=member_mean)
+        return Prediction(
+            labels=list(self.bundle.labels),
+            submodels=list(self.submodels),
+            fused_over=list(self.fused_over),
+            mean=mean,
+            sigma=np.sqrt(var),
+            winner=winner,
+            sub_mean=sub_mean,
+            sub_sigma=np.sqrt(sub_var),
+            member_mean=member_mean,
+        )

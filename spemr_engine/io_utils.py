@@ -7,6 +7,7 @@
 - ``plain``: a plain-Python copy of a value (numpy scalars and arrays, paths, tuples) that
   ``json.dumps(..., allow_nan=False)`` writes, for manifests, reports and progress files.
 """
+
 from __future__ import annotations
 
 import json
@@ -65,8 +66,7 @@ def atomic_path(path: str | Path, suffix: str | None = None) -> Iterator[Path]:
     fsync_dir(path.parent)
 
 
-def atomic_write(path: str | Path, write: Callable[[IO], Any], binary: bool = False,
-                 suffix: str | None = None) -> None:
+def atomic_write(path: str | Path, write: Callable[[IO], Any], binary: bool = False, suffix: str | None = None) -> None:
     """Have ``write(handle)`` write ``path``'s new content to an open temporary file
     (text, UTF-8, no newline translation; or binary), then put it in place atomically."""
     with atomic_path(path, suffix) as tmp:

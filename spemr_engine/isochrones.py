@@ -4,6 +4,7 @@ and `spemr report` overlay them.
 Accepted layout: pairs of columns ``teff<suffix>`` / ``logg<suffix>`` (e.g. MIST
 exports with ``teff_0``, ``logg_0``, ``teff_-0.5``...), Teff in K or as log10(Teff).
 Display only: no label or catalog value depends on it."""
+
 from __future__ import annotations
 
 import csv
@@ -14,7 +15,7 @@ import numpy as np
 
 from spemr_engine.errors import InputFileError
 
-LOG_TEFF_LIMIT = 10.0   # a "Teff" column below this is log10(Teff)
+LOG_TEFF_LIMIT = 10.0  # a "Teff" column below this is log10(Teff)
 
 
 @dataclass
@@ -35,8 +36,9 @@ def read_isochrones(path: str | Path) -> list[Isochrone]:
         raise InputFileError(path, "isochrone file has no data rows")
     header = [h.strip().lower() for h in rows[0]]
     try:
-        data = np.array([[float(v) if v.strip() else np.nan for v in row] for row in rows[1:]
-                         if len(row) == len(header)])
+        data = np.array(
+            [[float(v) if v.strip() else np.nan for v in row] for row in rows[1:] if len(row) == len(header)]
+        )
     except ValueError:
         raise InputFileError(path, "isochrone file has non-numeric values") from None
     curves = []
@@ -49,7 +51,7 @@ def read_isochrones(path: str | Path) -> list[Isochrone]:
             continue
         teff, logg = data[:, i], data[:, header.index(partner)]
         if np.nanmax(teff) < LOG_TEFF_LIMIT:
-            teff = 10.0 ** teff
+            teff = 10.0**teff
         name = suffix.strip("_ ") or "isochrone"
         curves.append(Isochrone(f"[Fe/H] = {name}" if _is_number(name) else name, teff, logg))
     if not curves:

@@ -6,6 +6,7 @@ How a catalog's columns become model labels is data, not code: the mappings live
 layout. Labels that are flagged, missing or sentinel-valued become NaN per label, so a
 star with a bad [N/Fe] still teaches the other labels.
 """
+
 from __future__ import annotations
 
 import gzip
@@ -33,6 +34,7 @@ PUBLISHED_CATALOG_LABELS = "published_catalog"
 class LabelSource:
     """Where one model label comes from: a column, an optional per-label flag column
     (non-zero = masked) and an optional label added to it ([X/H] = [X/Fe] + [Fe/H])."""
+
     label: str
     columns: tuple[str, ...]
     flag: tuple[str, ...] = ()
@@ -68,14 +70,20 @@ class CatalogMapping:
         labels = _label_sources(name, data.get("labels", {}))
         missing = data.get("missing_at_or_below")
         return cls(
-            name=name, description=str(data.get("description", "")),
-            detect=_names(data.get("detect", ())), id=_names(data.get("id", ())),
-            ra=_names(data.get("ra", ())), dec=_names(data.get("dec", ())),
+            name=name,
+            description=str(data.get("description", "")),
+            detect=_names(data.get("detect", ())),
+            id=_names(data.get("id", ())),
+            ra=_names(data.get("ra", ())),
+            dec=_names(data.get("dec", ())),
             snr=_names(data.get("snr", ())),
             missing_at_or_below=None if missing is None else float(missing),
-            star_flags=tuple(StarFlag(str(f["column"]), tuple(int(b) for b in f["bits"]),
-                                      str(f.get("why", ""))) for f in data.get("star_flags", ())),
-            labels=labels)
+            star_flags=tuple(
+                StarFlag(str(f["column"]), tuple(int(b) for b in f["bits"]), str(f.get("why", "")))
+                for f in data.get("star_flags", ())
+            ),
+            labels=labels,
+        )
 
 
 def _names(value) -> tuple[str, ...]:
@@ -93,16 +101,18 @@ def _label_sources(mapping_name: str, labels) -> tuple[LabelSource, ...]:
     sources = []
     for label, spec in labels.items():
         if label not in LABELS:
-            raise ValueError(f"catalog mapping {mapping_name}: unknown label {label!r} "
-                             f"(model labels: {', '.join(LABELS)})")
+            raise ValueError(
+                f"catalog mapping {mapping_name}: unknown label {label!r} (model labels: {', '.join(LABELS)})"
+            )
         spec = {"column": spec} if isinstance(spec, str) else spec
-        sources.append(LabelSource(label, _names(spec["column"]), _names(spec.get("flag")),
-                                   spec.get("plus")))
+        sources.append(LabelSource(label, _names(spec["column"]), _names(spec.get("flag")), spec.get("plus")))
     for source in sources:
         target = next((s for s in sources if s.label == source.plus), None)
         if source.plus is not None and (target is None or target.plus is not None):
-            raise ValueError(f"catalog mapping {mapping_name}: label {source.label} adds "
-                             f"{source.plus!r}, which must be a mapped label without 'plus' itself")
+            raise ValueError(
+                f"catalog mapping {mapping_name}: label {source.label} adds "
+                f"{source.plus!r}, which must be a mapped label without 'plus' itself"
+            )
     return tuple(sources)
 
 
@@ -193,6 +203,7 @@ def _fits_table(path: Path) -> _Table:
                 return {c: np.array(data.field(c)) for c in columns}
         except (OSError, ValueError) as error:
             raise InputFileError(path, f"unreadable FITS catalog ({error})") from None
+
     return _Table(path, names, reader)
 
 
@@ -211,11 +222,11 @@ def _csv_table(path: Path) -> _Table:
 
     def reader(columns: list[str]) -> dict[str, np.ndarray]:
         try:
-            table = astropy_ascii.read(str(path), format="csv", include_names=columns,
-                                       fast_reader=True)
+            table = astropy_ascii.read(str(path), format="csv", include_names=columns, fast_reader=True)
         except (OSError, ValueError, UnicodeDecodeError) as error:
             raise InputFileError(path, f"unreadable CSV catalog ({error})") from None
         return {c: _filled(table[c]) for c in columns}
+
     return _Table(path, names, reader)
 
 
@@ -231,12 +242,13 @@ def _filled(column) -> np.ndarray:
 @dataclass
 class LabelCatalog:
     """Stars of a label catalog with positions and model labels (NaN = masked)."""
+
     path: Path
     mapping: str
-    star_id: np.ndarray       # str
-    ra: np.ndarray            # deg
-    dec: np.ndarray           # deg
-    labels: np.ndarray        # (n, len(LABELS)) float32, physical units, NaN = masked
+    star_id: np.ndarray  # str
+    ra: np.ndarray  # deg
+    dec: np.ndarray  # deg
+    labels: np.ndarray  # (n, len(LABELS)) float32, physical units, NaN = masked
     counts: dict = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
 
@@ -245,26 +257,34 @@ class LabelCatalog:
 
     def summary(self) -> dict:
         masked = {name: int(np.isnan(self.labels[:, j]).sum()) for j, name in enumerate(LABELS)}
-        return {"path": str(self.path), "mapping": self.mapping, "stars": len(self),
-                **self.counts, "masked_labels": masked, "notes": list(self.notes)}
+        return {
+            "path": str(self.path),
+            "mapping": self.mapping,
+            "stars": len(self),
+            **self.counts,
+            "masked_labels": masked,
+            "notes": list(self.notes),
+        }
 
 
 def choose_mapping(table: _Table, mappings: Mapping[str, CatalogMapping], requested: str) -> CatalogMapping:
     if requested != "auto":
         if requested not in mappings:
-            raise InputFileError(table.path, f"unknown catalog format {requested!r} "
-                                             f"(known: {', '.join(mappings)})")
+            raise InputFileError(table.path, f"unknown catalog format {requested!r} (known: {', '.join(mappings)})")
         return mappings[requested]
     for mapping in mappings.values():
         if mapping.detect and all(table.find([c]) for c in mapping.detect):
             return mapping
     shown = ", ".join(table.names[:12]) + (" ..." if len(table.names) > 12 else "")
-    raise InputFileError(table.path, f"columns match no known catalog format ({', '.join(mappings)}); "
-                                     f"columns: {shown}; add one with --mapping")
+    raise InputFileError(
+        table.path,
+        f"columns match no known catalog format ({', '.join(mappings)}); columns: {shown}; add one with --mapping",
+    )
 
 
-def read_label_catalog(path: str | Path, catalog_format: str = "auto",
-                       mapping_file: str | Path | None = None) -> LabelCatalog:
+def read_label_catalog(
+    path: str | Path, catalog_format: str = "auto", mapping_file: str | Path | None = None
+) -> LabelCatalog:
     """Read a label catalog (FITS or CSV) into model labels, one entry per star.
 
     Duplicate star ids keep the entry with the highest S/N (APOGEE lists some stars
@@ -284,19 +304,32 @@ def read_label_catalog(path: str | Path, catalog_format: str = "auto",
     snr = _numbers(data[columns["snr"]]) if columns.get("snr") else np.zeros(n_rows)
     keep = np.isfinite(ra) & np.isfinite(dec) & (np.abs(dec) <= 90)
     keep_index = _best_per_id(star_id, snr, keep)
-    counts = {"rows": n_rows, "without_position": int((~keep).sum()),
-              "duplicates_removed": int(keep.sum() - len(keep_index)),
-              "star_flagged": n_star_flagged}
-    return LabelCatalog(path=path, mapping=mapping.name, star_id=star_id[keep_index],
-                        ra=ra[keep_index] % 360.0, dec=dec[keep_index],
-                        labels=labels[keep_index].astype(np.float32), counts=counts, notes=notes)
+    counts = {
+        "rows": n_rows,
+        "without_position": int((~keep).sum()),
+        "duplicates_removed": int(keep.sum() - len(keep_index)),
+        "star_flagged": n_star_flagged,
+    }
+    return LabelCatalog(
+        path=path,
+        mapping=mapping.name,
+        star_id=star_id[keep_index],
+        ra=ra[keep_index] % 360.0,
+        dec=dec[keep_index],
+        labels=labels[keep_index].astype(np.float32),
+        counts=counts,
+        notes=notes,
+    )
 
 
 def _resolve_columns(table: _Table, mapping: CatalogMapping) -> tuple[dict, list[str]]:
     """Actual column names for everything the mapping asks for; notes for what is absent."""
-    columns: dict = {"ra": table.require(mapping.ra, "right ascension"),
-                     "dec": table.require(mapping.dec, "declination"),
-                     "id": table.find(mapping.id), "snr": table.find(mapping.snr)}
+    columns: dict = {
+        "ra": table.require(mapping.ra, "right ascension"),
+        "dec": table.require(mapping.dec, "declination"),
+        "id": table.find(mapping.id),
+        "snr": table.find(mapping.snr),
+    }
     notes = [] if columns["id"] else ["no star id column: row numbers used as star ids"]
     found_labels = 0
     for source in mapping.labels:
@@ -311,8 +344,7 @@ def _resolve_columns(table: _Table, mapping: CatalogMapping) -> tuple[dict, list
     for star_flag in mapping.star_flags:
         columns[f"star:{star_flag.column}"] = table.find([star_flag.column])
     if not found_labels:
-        raise InputFileError(table.path, f"none of the label columns of format {mapping.name} "
-                                         "are present")
+        raise InputFileError(table.path, f"none of the label columns of format {mapping.name} are present")
     return {k: v for k, v in columns.items() if v is not None}, notes
 
 

@@ -13,6 +13,7 @@ only regular files (no FIFO, device or socket), at most MAX_FILE_BYTES on disk a
 MAX_FITS_BYTES once decompressed (decompression stops at the limit), and headers are
 checked against the FITS standard's limits before any table is built from them.
 """
+
 from __future__ import annotations
 
 import bz2
@@ -37,9 +38,9 @@ _BZIP2_MAGIC = b"BZh"
 # (astropy needs a few times the file size) whatever a file declares.
 MAX_FILE_BYTES = 64 * 2**20
 MAX_FITS_BYTES = 64 * 2**20
-_MAX_TFIELDS = 999        # FITS standard, section 7.2.1
+_MAX_TFIELDS = 999  # FITS standard, section 7.2.1
 _MAX_NAXIS = 999
-_MAX_PRIMARY_BYTES = 4 * 2**20   # MRS: none; LRS (refused with its own message): ~80 kB
+_MAX_PRIMARY_BYTES = 4 * 2**20  # MRS: none; LRS (refused with its own message): ~80 kB
 _COADD_RE = re.compile(r"^COADD_([BR])$")
 _EXPOSURE_RE = re.compile(r"^([BR])-(\d+)$")
 # Plausible optical range (Angstrom): a wavelength column outside it was misread.
@@ -47,25 +48,40 @@ _WAVE_RANGE = (3000.0, 11000.0)
 
 # meta key -> (header keyword, converter)
 _META_KEYS = {
-    "obsid": ("OBSID", int), "filename": ("FILENAME", str),
-    "ra": ("RA", float), "dec": ("DEC", float),
-    "designation": ("DESIG", str), "objname": ("OBJNAME", str), "objtype": ("OBJTYPE", str),
-    "lmjd": ("LMJD", int), "mjd": ("MJD", int), "planid": ("PLANID", str),
-    "spid": ("SPID", int), "fiberid": ("FIBERID", int), "data_release": ("DATA_V", str),
-    "helio": ("HELIO", bool), "helio_rv": ("HELIO_RV", float), "vacuum": ("VACUUM", bool),
-    "nexp_b": ("NEXP_B", int), "nexp_r": ("NEXP_R", int),
-    "combin_b": ("COMBIN_B", bool), "combin_r": ("COMBIN_R", bool),
-    "magtype": ("MAGTYPE", str), "mag": ("MAG1", float),
+    "obsid": ("OBSID", int),
+    "filename": ("FILENAME", str),
+    "ra": ("RA", float),
+    "dec": ("DEC", float),
+    "designation": ("DESIG", str),
+    "objname": ("OBJNAME", str),
+    "objtype": ("OBJTYPE", str),
+    "lmjd": ("LMJD", int),
+    "mjd": ("MJD", int),
+    "planid": ("PLANID", str),
+    "spid": ("SPID", int),
+    "fiberid": ("FIBERID", int),
+    "data_release": ("DATA_V", str),
+    "helio": ("HELIO", bool),
+    "helio_rv": ("HELIO_RV", float),
+    "vacuum": ("VACUUM", bool),
+    "nexp_b": ("NEXP_B", int),
+    "nexp_r": ("NEXP_R", int),
+    "combin_b": ("COMBIN_B", bool),
+    "combin_r": ("COMBIN_R", bool),
+    "magtype": ("MAGTYPE", str),
+    "mag": ("MAG1", float),
 }
 _NO_MAGNITUDE = 99.0
-LRS_PROBLEM = ("is a LAMOST low-resolution (LRS) spectrum, not a medium-resolution (MRS) "
-               "file: SPEMR needs med-*.fits files")
+LRS_PROBLEM = (
+    "is a LAMOST low-resolution (LRS) spectrum, not a medium-resolution (MRS) file: SPEMR needs med-*.fits files"
+)
 
 
 # ------------------------------------------------------------------ data types
 @dataclass
 class Arm:
     """One arm (blue or red) of one spectrum: coadd or a single exposure."""
+
     extname: str
     side: str
     wave: np.ndarray
@@ -86,6 +102,7 @@ class Arm:
 @dataclass
 class ArmPair:
     """A blue and a red arm taken together: the unit the model reads."""
+
     blue: Arm
     red: Arm
     lmjm: int | None
@@ -118,6 +135,7 @@ class ArmPair:
 @dataclass
 class MRSFile:
     """Everything read from one MRS file."""
+
     path: Path
     meta: dict
     pairs: list[ArmPair]
@@ -146,8 +164,7 @@ class MRSFile:
             return [self.coadd]
         chosen = [p for p in self.exposures if p.label == choice]
         if not chosen:
-            available = ", ".join(["coadd"] * (self.coadd is not None)
-                                  + [p.label for p in self.exposures]) or "none"
+            available = ", ".join(["coadd"] * (self.coadd is not None) + [p.label for p in self.exposures]) or "none"
             raise InputFileError(self.path, f"has no exposure {exposure!r} (available: {available})")
         return chosen
 
@@ -165,11 +182,11 @@ def read_mrs(path: str | Path) -> MRSFile:
         except InputFileError:
             raise
         except (MemoryError, RecursionError):
-            raise InputFileError(path, "cannot be read as FITS (its headers describe more "
-                                       "data than an MRS file holds)") from None
+            raise InputFileError(
+                path, "cannot be read as FITS (its headers describe more data than an MRS file holds)"
+            ) from None
         except Exception as error:  # astropy's VerifyError, ValueError, ... on hostile headers
-            problem = (_truncation_problem(caught, len(raw), error)
-                       or f"cannot be read as FITS ({_short(error)})")
+            problem = _truncation_problem(caught, len(raw), error) or f"cannot be read as FITS ({_short(error)})"
             raise InputFileError(path, problem) from None
 
 
@@ -195,7 +212,7 @@ def read_mrs_meta(path: str | Path) -> dict:
 
 
 # ------------------------------------------------------------------- file bytes
-_META_BYTES = 64 * FITS_BLOCK   # a primary header is a few blocks; enough to find END
+_META_BYTES = 64 * FITS_BLOCK  # a primary header is a few blocks; enough to find END
 
 
 def _read_bytes(path: Path, limit: int = MAX_FITS_BYTES, whole: bool = True) -> bytes:
@@ -211,11 +228,13 @@ def _read_bytes(path: Path, limit: int = MAX_FITS_BYTES, whole: bool = True) -> 
     if stat.S_ISDIR(info.st_mode):
         raise InputFileError(path, "is a folder, not a FITS file")
     if not stat.S_ISREG(info.st_mode):
-        raise InputFileError(path, f"is not a regular file ({_file_kind(info.st_mode)}); "
-                                   "refusing to read it")
+        raise InputFileError(path, f"is not a regular file ({_file_kind(info.st_mode)}); refusing to read it")
     if whole and info.st_size > MAX_FILE_BYTES:
-        raise InputFileError(path, f"is too large for an MRS file ({info.st_size / 2**20:.0f} MB; "
-                                   f"MRS files are a few MB, the limit is {MAX_FILE_BYTES // 2**20} MB)")
+        raise InputFileError(
+            path,
+            f"is too large for an MRS file ({info.st_size / 2**20:.0f} MB; "
+            f"MRS files are a few MB, the limit is {MAX_FILE_BYTES // 2**20} MB)",
+        )
     try:
         # O_NONBLOCK: a FIFO swapped in after the check above cannot block the open.
         descriptor = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
@@ -243,8 +262,12 @@ def _os_problem(error: Exception) -> str:
 
 
 def _file_kind(mode: int) -> str:
-    for test, kind in ((stat.S_ISFIFO, "a FIFO"), (stat.S_ISCHR, "a character device"),
-                       (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket")):
+    for test, kind in (
+        (stat.S_ISFIFO, "a FIFO"),
+        (stat.S_ISCHR, "a character device"),
+        (stat.S_ISBLK, "a block device"),
+        (stat.S_ISSOCK, "a socket"),
+    ):
         if test(mode):
             return kind
     return "not a plain file"
@@ -272,18 +295,18 @@ def _decompress(path: Path, raw: bytes, kind: str, limit: int, whole: bool) -> b
             if len(out) > limit or pending:
                 if not whole:
                     return bytes(out[:limit])
-                raise InputFileError(path, f"decompresses to more than {limit // 2**20} MB "
-                                           "(MRS files are a few MB): refusing to read it")
+                raise InputFileError(
+                    path, f"decompresses to more than {limit // 2**20} MB (MRS files are a few MB): refusing to read it"
+                )
             if not finished:
                 if not whole:
                     return bytes(out)
                 raise InputFileError(path, f"truncated {kind} file (compressed data ends early)")
-            if not data.strip(b"\0"):   # trailing zero padding, as gzip tolerates
+            if not data.strip(b"\0"):  # trailing zero padding, as gzip tolerates
                 break
             magic = _GZIP_MAGIC if kind == "gzip" else _BZIP2_MAGIC
             if not data.startswith(magic):
-                raise InputFileError(path, f"corrupt {kind} data (unexpected bytes after the "
-                                           "compressed stream)")
+                raise InputFileError(path, f"corrupt {kind} data (unexpected bytes after the compressed stream)")
     except (OSError, ValueError, EOFError, zlib.error) as error:
         raise InputFileError(path, f"corrupt {kind} data ({_short(error)})") from None
     return bytes(out)
@@ -292,8 +315,8 @@ def _decompress(path: Path, raw: bytes, kind: str, limit: int, whole: bool) -> b
 def _first_header(path: Path, head: bytes) -> str:
     """The primary header's text (up to END) from the first bytes of a file."""
     for start in range(0, len(head) - 79, 80):
-        if head[start:start + 8] == b"END     ":
-            return head[:start + 80].decode("ascii", errors="replace")
+        if head[start : start + 8] == b"END     ":
+            return head[: start + 80].decode("ascii", errors="replace")
     raise InputFileError(path, "truncated or corrupt FITS file (the primary header has no END card)")
 
 
@@ -322,8 +345,7 @@ def _truncation_problem(caught: list, size: int, error: Exception) -> str | None
 # ------------------------------------------------------------------ FITS parsing
 def _parse(path: Path, hdul: fits.HDUList, raw: bytes) -> MRSFile:
     if not isinstance(hdul[0], fits.PrimaryHDU):
-        raise InputFileError(path, "is not a standard FITS file (primary header has SIMPLE = F "
-                                   "or is malformed)")
+        raise InputFileError(path, "is not a standard FITS file (primary header has SIMPLE = F or is malformed)")
     _check_headers(path, hdul)
     _check_complete(path, hdul, len(raw))
     hdul.readall()
@@ -339,8 +361,7 @@ def _parse(path: Path, hdul: fits.HDUList, raw: bytes) -> MRSFile:
     arms = [_read_arm(path, hdu, raw, side, lmjm, air, notes) for hdu, (side, lmjm) in arm_hdus]
     pairs, unpaired = _pair_arms(arms, notes)
     notes.extend(_exposure_count_notes(header, arms))
-    return MRSFile(path=path, meta=_metadata(header, path), pairs=pairs,
-                   unpaired=unpaired, warnings=notes)
+    return MRSFile(path=path, meta=_metadata(header, path), pairs=pairs, unpaired=unpaired, warnings=notes)
 
 
 def _check_headers(path: Path, hdul: fits.HDUList) -> None:
@@ -351,20 +372,22 @@ def _check_headers(path: Path, hdul: fits.HDUList) -> None:
         for keyword, top in (("NAXIS", _MAX_NAXIS), ("TFIELDS", _MAX_TFIELDS)):
             value = header.get(keyword, 0)
             if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= top:
-                raise InputFileError(path, f"extension {name}: {keyword} = {value!r} is outside "
-                                           f"the FITS standard's 0-{top}")
+                raise InputFileError(
+                    path, f"extension {name}: {keyword} = {value!r} is outside the FITS standard's 0-{top}"
+                )
         for keyword in [f"NAXIS{i}" for i in range(1, header.get("NAXIS", 0) + 1)] + ["PCOUNT", "GCOUNT"]:
             value = header.get(keyword, 1 if keyword == "GCOUNT" else 0)
             if not isinstance(value, int) or isinstance(value, bool) or value < 0:
-                raise InputFileError(path, f"extension {name}: {keyword} = {value!r} is not a "
-                                           "non-negative integer")
+                raise InputFileError(path, f"extension {name}: {keyword} = {value!r} is not a non-negative integer")
         if header.get("BITPIX", 8) not in (8, 16, 32, 64, -32, -64):
-            raise InputFileError(path, f"extension {name}: BITPIX = {header.get('BITPIX')!r} is "
-                                       "not a FITS value")
+            raise InputFileError(path, f"extension {name}: BITPIX = {header.get('BITPIX')!r} is not a FITS value")
     primary = _data_bytes(hdul[0].header)
     if primary > _MAX_PRIMARY_BYTES:
-        raise InputFileError(path, f"primary HDU holds {primary / 2**20:.0f} MB of image data: not an "
-                                   "MRS file (MRS spectra are table extensions; primary has no data)")
+        raise InputFileError(
+            path,
+            f"primary HDU holds {primary / 2**20:.0f} MB of image data: not an "
+            "MRS file (MRS spectra are table extensions; primary has no data)",
+        )
 
 
 def _check_complete(path: Path, hdul: fits.HDUList, raw_size: int) -> None:
@@ -376,12 +399,12 @@ def _check_complete(path: Path, hdul: fits.HDUList, raw_size: int) -> None:
             continue
         end = info["datLoc"] + _data_bytes(hdu.header)
         if end > raw_size:
-            raise InputFileError(path, f"truncated FITS file (extension {hdu.name or 0} "
-                                       f"needs {end} bytes, file has {raw_size})")
+            raise InputFileError(
+                path, f"truncated FITS file (extension {hdu.name or 0} needs {end} bytes, file has {raw_size})"
+            )
     declared = hdul[0].header.get("N_EXTEN")
     if isinstance(declared, int) and 0 < len(hdul) < declared:
-        raise InputFileError(path, f"truncated FITS file (header N_EXTEN = {declared}, "
-                                   f"found only {len(hdul)} HDUs)")
+        raise InputFileError(path, f"truncated FITS file (header N_EXTEN = {declared}, found only {len(hdul)} HDUs)")
 
 
 def _data_bytes(header) -> int:
@@ -414,8 +437,7 @@ def _not_mrs_reason(hdul: fits.HDUList) -> str:
     if filename.startswith("spec-") or (lamost and lrs_layout):
         return LRS_PROBLEM
     names = ", ".join(h.name or "?" for h in hdul) or "none"
-    return ("is not a LAMOST MRS file: no COADD_B/COADD_R or B-<lmjm>/R-<lmjm> "
-            f"extensions (found HDUs: {names})")
+    return f"is not a LAMOST MRS file: no COADD_B/COADD_R or B-<lmjm>/R-<lmjm> extensions (found HDUs: {names})"
 
 
 # ------------------------------------------------------------------ table bytes
@@ -462,14 +484,18 @@ def _records_from_bytes(hdu, raw: bytes) -> np.ndarray | None:
     fields = []
     for i in range(1, int(header.get("TFIELDS", 0)) + 1):
         match = _TFORM_RE.match(str(header.get(f"TFORM{i}", "")))
-        if (not match or match.group(2) not in _TFORM_TYPES or f"TSCAL{i}" in header
-                or f"TZERO{i}" in header):
+        if not match or match.group(2) not in _TFORM_TYPES or f"TSCAL{i}" in header or f"TZERO{i}" in header:
             return None
         repeat = int(match.group(1) or 1)
         if repeat < 1:
             return None
-        fields.append((str(header.get(f"TTYPE{i}", f"COL{i}")).strip(), _TFORM_TYPES[match.group(2)],
-                       (repeat,) if repeat > 1 else ()))
+        fields.append(
+            (
+                str(header.get(f"TTYPE{i}", f"COL{i}")).strip(),
+                _TFORM_TYPES[match.group(2)],
+                (repeat,) if repeat > 1 else (),
+            )
+        )
     names = [f[0] for f in fields]
     if not fields or len(set(n.upper() for n in names)) != len(names):
         return None
@@ -480,8 +506,9 @@ def _records_from_bytes(hdu, raw: bytes) -> np.ndarray | None:
 
 
 # ------------------------------------------------------------------- one arm
-def _read_arm(path: Path, hdu, raw: bytes, side: str, lmjm: int | None, air: bool,
-              notes: list[str] | None = None) -> Arm:
+def _read_arm(
+    path: Path, hdu, raw: bytes, side: str, lmjm: int | None, air: bool, notes: list[str] | None = None
+) -> Arm:
     table = _ArmTable(path, hdu, raw)
     flux = _column(table, "FLUX")
     ivar = _column(table, "IVAR")
@@ -496,14 +523,17 @@ def _read_arm(path: Path, hdu, raw: bytes, side: str, lmjm: int | None, air: boo
         wave = air_to_vacuum(wave)
     order = _ascending_order(wave)
     if order is _ZIGZAG:
-        step = int(np.flatnonzero(np.diff(wave) <= 0)[0] if wave[-1] > wave[0]
-                   else np.flatnonzero(np.diff(wave) >= 0)[0])
-        raise InputFileError(path, f"extension {table.extname}: wavelengths are neither ascending nor "
-                                   f"descending (pixel {step + 1} goes from {wave[step]:.3f} to "
-                                   f"{wave[step + 1]:.3f} A): the pixels cannot be trusted")
+        step = int(
+            np.flatnonzero(np.diff(wave) <= 0)[0] if wave[-1] > wave[0] else np.flatnonzero(np.diff(wave) >= 0)[0]
+        )
+        raise InputFileError(
+            path,
+            f"extension {table.extname}: wavelengths are neither ascending nor "
+            f"descending (pixel {step + 1} goes from {wave[step]:.3f} to "
+            f"{wave[step + 1]:.3f} A): the pixels cannot be trusted",
+        )
     if order is not None:
-        wave, flux, ivar, bits, no_data_bits = (wave[order], flux[order], ivar[order], bits[order],
-                                                no_data_bits[order])
+        wave, flux, ivar, bits, no_data_bits = (wave[order], flux[order], ivar[order], bits[order], no_data_bits[order])
     mask, unusable = pixel_masks(flux, ivar, bits, no_data_bits)
     good = flux[~unusable]
     if good.size and float(good.max()) == float(good.min()):
@@ -512,16 +542,27 @@ def _read_arm(path: Path, hdu, raw: bytes, side: str, lmjm: int | None, air: boo
         # flagged (no good pixels) and never labelled as usable.
         mask, unusable = np.ones_like(mask), np.ones_like(unusable)
         if notes is not None:
-            notes.append(f"{table.extname}: flux is constant ({float(good[0]):.6g}) over every "
-                         "pixel: no spectrum, all pixels treated as no data")
-    return Arm(extname=table.extname, side=side, wave=wave, flux=flux, ivar=ivar, mask=mask,
-               snr=_header_float(hdu.header, "SNR", np.nan),
-               exptime=_header_float(hdu.header, "EXPTIME", None),
-               lmjm=lmjm, unusable=unusable)
+            notes.append(
+                f"{table.extname}: flux is constant ({float(good[0]):.6g}) over every "
+                "pixel: no spectrum, all pixels treated as no data"
+            )
+    return Arm(
+        extname=table.extname,
+        side=side,
+        wave=wave,
+        flux=flux,
+        ivar=ivar,
+        mask=mask,
+        snr=_header_float(hdu.header, "SNR", np.nan),
+        exptime=_header_float(hdu.header, "EXPTIME", None),
+        lmjm=lmjm,
+        unusable=unusable,
+    )
 
 
-def pixel_masks(flux: np.ndarray, ivar: np.ndarray, flag_bits: np.ndarray,
-                no_data_bits: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def pixel_masks(
+    flux: np.ndarray, ivar: np.ndarray, flag_bits: np.ndarray, no_data_bits: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
     """(mask, unusable) for one arm.
 
     ``mask``: flagged (ORMASK for coadds, PIXMASK for exposures) or without data:
@@ -548,9 +589,12 @@ def _cells(table: _ArmTable, name: str) -> np.ndarray:
         return values
     if values.ndim == 2 and values.shape[0] == 1:
         return values[0]
-    raise InputFileError(table.path, f"extension {table.extname}: unrecognised table layout "
-                                     f"({values.shape[0]} rows of {values.shape[1:]}-element cells; "
-                                     "expected one pixel per row or one row of arrays)")
+    raise InputFileError(
+        table.path,
+        f"extension {table.extname}: unrecognised table layout "
+        f"({values.shape[0]} rows of {values.shape[1:]}-element cells; "
+        "expected one pixel per row or one row of arrays)",
+    )
 
 
 def _column(table: _ArmTable, name: str) -> np.ndarray:
@@ -558,10 +602,10 @@ def _column(table: _ArmTable, name: str) -> np.ndarray:
         raise table.missing(f"no {name} column")
     values = _cells(table, name)
     if values.dtype.kind not in "iuf":
-        kind = {"b": "logical (boolean)", "S": "text", "U": "text", "c": "complex"}.get(values.dtype.kind,
-                                                                                    values.dtype.kind)
-        raise InputFileError(table.path, f"extension {table.extname}: the {name} column is {kind}, "
-                                         "not numbers")
+        kind = {"b": "logical (boolean)", "S": "text", "U": "text", "c": "complex"}.get(
+            values.dtype.kind, values.dtype.kind
+        )
+        raise InputFileError(table.path, f"extension {table.extname}: the {name} column is {kind}, not numbers")
     return values.astype(np.float64)
 
 
@@ -579,8 +623,11 @@ def _wavelength(table: _ArmTable) -> np.ndarray:
         raise InputFileError(table.path, f"extension {name} has non-finite wavelengths")
     low, high = float(wave.min()), float(wave.max())
     if low < _WAVE_RANGE[0] or high > _WAVE_RANGE[1]:
-        raise InputFileError(table.path, f"extension {name}: wavelengths {low:.4g}-{high:.4g} are "
-                                         "not optical Angstrom (is LOGLAM really log10 of wavelength?)")
+        raise InputFileError(
+            table.path,
+            f"extension {name}: wavelengths {low:.4g}-{high:.4g} are "
+            "not optical Angstrom (is LOGLAM really log10 of wavelength?)",
+        )
     return wave
 
 
@@ -646,8 +693,10 @@ def _exposure_count_notes(header, arms: list[Arm]) -> list[str]:
         declared = _header_value(header, f"NEXP_{side}", int)
         found = sum(1 for arm in arms if arm.side == side and arm.lmjm is not None)
         if declared is not None and declared != found:
-            notes.append(f"header NEXP_{side} = {declared} but the file has {found} "
-                         f"{side}-<lmjm> exposures (file may be incomplete)")
+            notes.append(
+                f"header NEXP_{side} = {declared} but the file has {found} "
+                f"{side}-<lmjm> exposures (file may be incomplete)"
+            )
     return notes
 
 
@@ -696,5 +745,5 @@ def fits_name(path: Path) -> str:
     name = Path(path).name
     for suffix in (".gz", ".bz2"):
         if name.lower().endswith(suffix):
-            return name[:-len(suffix)]
+            return name[: -len(suffix)]
     return name

@@ -12,6 +12,7 @@ against each other.
 
 This module never imports torch (and not Qt).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -45,17 +46,18 @@ class QualityFlags:
     The one vocabulary of the selection: a boolean array per criterion (named as in
     FLAG_NAMES, the catalog's flag tokens); usable, reason, the catalog's flags and the
     cross-match's cuts all derive from them."""
+
     snr_blue: np.ndarray
     snr_red: np.ndarray
     bad_fraction: np.ndarray
     longest_bad_run: np.ndarray
     n_bad: np.ndarray
     ccf_peak: np.ndarray
-    low_snr: np.ndarray          # S/N < reject_min_snr (or unknown) in either arm
-    bad_pixels: np.ndarray       # more than reject_max_bad_pixels bad grid pixels
-    bad_run: np.ndarray          # a bad run longer than reject_max_bad_run in an arm
-    rv_unreliable: np.ndarray    # RV measured by CCF, its peak below the minimum
-    no_good_pixels: np.ndarray   # an arm without one good pixel
+    low_snr: np.ndarray  # S/N < reject_min_snr (or unknown) in either arm
+    bad_pixels: np.ndarray  # more than reject_max_bad_pixels bad grid pixels
+    bad_run: np.ndarray  # a bad run longer than reject_max_bad_run in an arm
+    rv_unreliable: np.ndarray  # RV measured by CCF, its peak below the minimum
+    no_good_pixels: np.ndarray  # an arm without one good pixel
     usable: np.ndarray
     reason: list[str] = field(default_factory=list)
 
@@ -68,8 +70,7 @@ class QualityFlags:
 
     def columns(self) -> dict[str, np.ndarray]:
         """The flags as named arrays (reason as a string array), e.g. for an .npz."""
-        names = ("snr_blue", "snr_red", "bad_fraction", "longest_bad_run", "n_bad",
-                 "ccf_peak", "usable")
+        names = ("snr_blue", "snr_red", "bad_fraction", "longest_bad_run", "n_bad", "ccf_peak", "usable")
         out = {name: np.asarray(getattr(self, name)) for name in names}
         out["reason"] = np.asarray(self.reason, dtype=str)
         return out
@@ -77,12 +78,12 @@ class QualityFlags:
 
 @dataclass
 class PreprocessedSpectra:
-    wave: np.ndarray           # (7200,) grid, vacuum Angstrom, rest frame
-    flux: np.ndarray           # (n, 7200) float32, continuum-normalised (not clipped/standardised)
-    mask: np.ndarray           # (n, 7200) bool, True = bad pixel carried onto the grid
-    rv: np.ndarray             # (n,) km/s used for the rest-frame shift
-    rv_err: np.ndarray         # (n,) km/s (0 when given)
-    rv_source: list[str]       # "given" | "ccf"
+    wave: np.ndarray  # (7200,) grid, vacuum Angstrom, rest frame
+    flux: np.ndarray  # (n, 7200) float32, continuum-normalised (not clipped/standardised)
+    mask: np.ndarray  # (n, 7200) bool, True = bad pixel carried onto the grid
+    rv: np.ndarray  # (n,) km/s used for the rest-frame shift
+    rv_err: np.ndarray  # (n,) km/s (0 when given)
+    rv_source: list[str]  # "given" | "ccf"
     quality: QualityFlags
     extname_blue: list[str]
     extname_red: list[str]
@@ -108,11 +109,17 @@ class PreprocessedSpectra:
 
     def arrays(self) -> dict[str, np.ndarray]:
         """Everything as named arrays: what `spemr preprocess` writes to its .npz."""
-        out = {"wave": self.wave, "flux": self.flux, "mask": self.mask, "ivar": self.ivar,
-               "rv": self.rv,
-               "rv_err": self.rv_err, "rv_source": np.asarray(self.rv_source, dtype=str),
-               "extname_blue": np.asarray(self.extname_blue, dtype=str),
-               "extname_red": np.asarray(self.extname_red, dtype=str)}
+        out = {
+            "wave": self.wave,
+            "flux": self.flux,
+            "mask": self.mask,
+            "ivar": self.ivar,
+            "rv": self.rv,
+            "rv_err": self.rv_err,
+            "rv_source": np.asarray(self.rv_source, dtype=str),
+            "extname_blue": np.asarray(self.extname_blue, dtype=str),
+            "extname_red": np.asarray(self.extname_red, dtype=str),
+        }
         out.update(self.quality.columns())
         return out
 
@@ -160,7 +167,7 @@ def _median_of_three(a, b, c, out=None):
     return np.maximum(out, np.minimum(np.maximum(a, b), c), out=out)
 
 
-_NO_DATA_VARIANCE = 1e30     # stands for infinite variance (ivar 0) in resample_ivar
+_NO_DATA_VARIANCE = 1e30  # stands for infinite variance (ivar 0) in resample_ivar
 
 
 def resample_ivar(wave: np.ndarray, ivar: np.ndarray, grid_wave: np.ndarray) -> np.ndarray:
@@ -178,7 +185,7 @@ def resample_ivar(wave: np.ndarray, ivar: np.ndarray, grid_wave: np.ndarray) -> 
     f = position - left
     var = np.divide(1.0, ivar, out=np.full(n, _NO_DATA_VARIANCE), where=ivar > 0)
     total = (1.0 - f) ** 2 * var[left]
-    total += f ** 2 * var[left + 1]
+    total += f**2 * var[left + 1]
     out = np.divide(1.0, total, out=np.zeros(total.shape), where=total < 0.1 * _NO_DATA_VARIANCE)
     out[(grid_wave < wave[0]) | (grid_wave > wave[-1])] = 0.0
     return out
@@ -204,12 +211,16 @@ def median_filter(flux: np.ndarray, width: int) -> np.ndarray:
     """scipy.signal.medfilt(row, width) on every row (zero-padded ends)."""
     if width == 3:
         return median3(flux)
-    return ndimage.median_filter(np.asarray(flux, dtype=np.float64), size=(1, width),
-                                 mode="constant", cval=0.0)
+    return ndimage.median_filter(np.asarray(flux, dtype=np.float64), size=(1, width), mode="constant", cval=0.0)
 
 
-def _outliers(residual: np.ndarray, sigma: np.ndarray, config: PreprocessConfig,
-              out: np.ndarray | None = None, scratch: np.ndarray | None = None) -> np.ndarray:
+def _outliers(
+    residual: np.ndarray,
+    sigma: np.ndarray,
+    config: PreprocessConfig,
+    out: np.ndarray | None = None,
+    scratch: np.ndarray | None = None,
+) -> np.ndarray:
     """Pixels not strictly inside (-low sigma, +high sigma), per row (sigma (n, 1)), as the
     authors keep only low < r < high; none when the scatter is ~0 (an exact fit, where
     their loop would never end). out/scratch: optional boolean buffers of residual's shape."""
@@ -260,8 +271,9 @@ def _polynomial_basis(wave: np.ndarray, order: int) -> np.ndarray:
     return basis
 
 
-def fit_continuum(wave: np.ndarray, flux: np.ndarray, config: PreprocessConfig | None = None,
-                  chunk_rows: int = _CHUNK_ROWS):
+def fit_continuum(
+    wave: np.ndarray, flux: np.ndarray, config: PreprocessConfig | None = None, chunk_rows: int = _CHUNK_ROWS
+):
     """Continuum of a batch of de-spiked spectra sharing one wavelength grid (n, m).
 
     Each spectrum's continuum is its last fit: the one with no outliers left, or the fit
@@ -299,14 +311,14 @@ def _fit_chunk(flux: np.ndarray, basis: np.ndarray, config: PreprocessConfig):
         _outliers(r, sigma, config, out=o, scratch=scratch[:k])
         going = o.any(axis=1)
         if iteration == config.continuum_max_iterations:
-            going[:] = False                       # cap reached: keep the last fit
+            going[:] = False  # cap reached: keep the last fit
         if not going.all():
             done = ~going
             fit[active[done]] = y[done] + r[done]
             iterations[active[done]] = iteration
             if not going.any():
                 break
-        np.add(y, r, out=y, where=o)               # outliers take the fit's value
+        np.add(y, r, out=y, where=o)  # outliers take the fit's value
         if not going.all():
             keep = int(going.sum())
             work[:keep], active = y[going], active[going]
@@ -327,8 +339,13 @@ def divide_by_continuum(flux: np.ndarray, continuum: np.ndarray):
     return normalised, bad
 
 
-def normalise(wave: np.ndarray, flux: np.ndarray, config: PreprocessConfig | None = None,
-              chunk_rows: int = _CHUNK_ROWS, continuum_out: np.ndarray | None = None):
+def normalise(
+    wave: np.ndarray,
+    flux: np.ndarray,
+    config: PreprocessConfig | None = None,
+    chunk_rows: int = _CHUNK_ROWS,
+    continuum_out: np.ndarray | None = None,
+):
     """Continuum-normalise a batch (n, m) of one arm: de-spike, fit, divide the de-spiked
     flux by the continuum (the de-spiking is there to keep cosmic rays out of the input).
     Works through the batch a few rows at a time so every pass stays in cache.
@@ -356,8 +373,12 @@ def normalised_ivar(ivar: np.ndarray, continuum: np.ndarray, bad: np.ndarray) ->
     return out
 
 
-def normalise_grid(flux: np.ndarray, grid: InputGrid | None = None,
-                   config: PreprocessConfig | None = None, continuum_out: np.ndarray | None = None):
+def normalise_grid(
+    flux: np.ndarray,
+    grid: InputGrid | None = None,
+    config: PreprocessConfig | None = None,
+    continuum_out: np.ndarray | None = None,
+):
     """Normalise (n, 7200) grid flux arm by arm. Returns (normalised, bad);
     ``continuum_out`` (n, 7200), when given, receives the continuum."""
     grid = grid or default_grid()
@@ -365,14 +386,15 @@ def normalise_grid(flux: np.ndarray, grid: InputGrid | None = None,
     out, bad = np.empty_like(flux), np.zeros(flux.shape, dtype=bool)
     for arm, part in zip(grid.arms, grid.arm_slices().values()):
         out[:, part], bad[:, part] = normalise(
-            arm.wave, flux[:, part], config,
-            continuum_out=None if continuum_out is None else continuum_out[:, part])
+            arm.wave, flux[:, part], config, continuum_out=None if continuum_out is None else continuum_out[:, part]
+        )
     return out, bad
 
 
 # --------------------------------------------------------------- model input
-def standardise(flux: np.ndarray, flux_mean: np.ndarray, flux_std: np.ndarray,
-                config: PreprocessConfig | None = None) -> np.ndarray:
+def standardise(
+    flux: np.ndarray, flux_mean: np.ndarray, flux_std: np.ndarray, config: PreprocessConfig | None = None
+) -> np.ndarray:
     """Model input: clip normalised flux to [clip_min, clip_max], then (x - mean) / std
     per pixel with the training set's statistics. float32."""
     config = config or preprocess_config()
@@ -397,30 +419,45 @@ def longest_run(bad: np.ndarray) -> np.ndarray:
     return out
 
 
-def quality_flags(mask: np.ndarray, snr_blue, snr_red, ccf_peak, rv_measured,
-                  grid: InputGrid | None = None, config: PreprocessConfig | None = None,
-                  ccf_settings: rvmod.CCFSettings | None = None) -> QualityFlags:
+def quality_flags(
+    mask: np.ndarray,
+    snr_blue,
+    snr_red,
+    ccf_peak,
+    rv_measured,
+    grid: InputGrid | None = None,
+    config: PreprocessConfig | None = None,
+    ccf_settings: rvmod.CCFSettings | None = None,
+) -> QualityFlags:
     """The paper's selection rule per spectrum, with the reasons spelled out."""
     grid, config = grid or default_grid(), config or preprocess_config()
     min_peak = (ccf_settings or rvmod.CCFSettings()).min_peak
     mask = np.atleast_2d(mask)
     n_bad = mask.sum(axis=1)
-    runs = np.max([longest_run(mask[:, part]) for part in grid.arm_slices().values()], axis=0) \
-        if len(mask) else np.zeros(0, dtype=np.int64)
+    runs = (
+        np.max([longest_run(mask[:, part]) for part in grid.arm_slices().values()], axis=0)
+        if len(mask)
+        else np.zeros(0, dtype=np.int64)
+    )
     snr_blue, snr_red = np.asarray(snr_blue, float), np.asarray(snr_red, float)
     ccf_peak, rv_measured = np.asarray(ccf_peak, float), np.asarray(rv_measured, bool)
     dead = {arm: mask[:, part].all(axis=1) for arm, part in grid.arm_slices().items()}
     low = {"blue": ~(snr_blue >= config.reject_min_snr), "red": ~(snr_red >= config.reject_min_snr)}
-    criteria = {"low_snr": low["blue"] | low["red"],
-                "bad_pixels": n_bad > config.reject_max_bad_pixels,
-                "bad_run": runs > config.reject_max_bad_run,
-                "rv_unreliable": rv_measured & ~(ccf_peak >= min_peak),
-                "no_good_pixels": np.any(list(dead.values()), axis=0) if dead else np.zeros(len(mask), bool)}
+    criteria = {
+        "low_snr": low["blue"] | low["red"],
+        "bad_pixels": n_bad > config.reject_max_bad_pixels,
+        "bad_run": runs > config.reject_max_bad_run,
+        "rv_unreliable": rv_measured & ~(ccf_peak >= min_peak),
+        "no_good_pixels": np.any(list(dead.values()), axis=0) if dead else np.zeros(len(mask), bool),
+    }
     reasons = []
     for i in range(len(mask)):
         why = [f"{arm} arm has no good pixels" for arm in dead if dead[arm][i]]
-        why += [f"{arm} S/N {snr:.1f} < {config.reject_min_snr:g}"
-                for arm, snr in (("blue", snr_blue[i]), ("red", snr_red[i])) if low[arm][i]]
+        why += [
+            f"{arm} S/N {snr:.1f} < {config.reject_min_snr:g}"
+            for arm, snr in (("blue", snr_blue[i]), ("red", snr_red[i]))
+            if low[arm][i]
+        ]
         if criteria["bad_pixels"][i]:
             why.append(f"{n_bad[i]} bad pixels > {config.reject_max_bad_pixels}")
         if criteria["bad_run"][i]:
@@ -429,10 +466,17 @@ def quality_flags(mask: np.ndarray, snr_blue, snr_red, ccf_peak, rv_measured,
             why.append(f"RV cross-correlation peak {ccf_peak[i]:.2f} < {min_peak:g} (RV unreliable)")
         reasons.append("; ".join(why) if why else "ok")
     usable = ~np.any([criteria[name] for name in FLAG_NAMES], axis=0) if len(mask) else np.zeros(0, bool)
-    return QualityFlags(snr_blue=snr_blue, snr_red=snr_red,
-                        bad_fraction=n_bad / max(mask.shape[1], 1), longest_bad_run=runs,
-                        n_bad=n_bad.astype(np.int64), ccf_peak=ccf_peak, usable=usable,
-                        reason=reasons, **{name: np.asarray(criteria[name], dtype=bool) for name in FLAG_NAMES})
+    return QualityFlags(
+        snr_blue=snr_blue,
+        snr_red=snr_red,
+        bad_fraction=n_bad / max(mask.shape[1], 1),
+        longest_bad_run=runs,
+        n_bad=n_bad.astype(np.int64),
+        ccf_peak=ccf_peak,
+        usable=usable,
+        reason=reasons,
+        **{name: np.asarray(criteria[name], dtype=bool) for name in FLAG_NAMES},
+    )
 
 
 def estimate_snr(flux: np.ndarray, ivar: np.ndarray | None, bad: np.ndarray) -> float:
@@ -452,7 +496,7 @@ class _CleanArm:
     flux: np.ndarray
     bad: np.ndarray
     snr: float
-    ivar: np.ndarray | None = None    # the arm's ivar as read (None when it has none)
+    ivar: np.ndarray | None = None  # the arm's ivar as read (None when it has none)
 
 
 def _clean_arm(arm) -> _CleanArm:
@@ -467,8 +511,12 @@ def _clean_arm(arm) -> _CleanArm:
     return _CleanArm(wave, flux, bad, snr, raw_ivar)
 
 
-def _resample_batch(arms: Sequence[tuple[_CleanArm, _CleanArm]], rv: np.ndarray,
-                    arm_waves: Sequence[np.ndarray], config: PreprocessConfig):
+def _resample_batch(
+    arms: Sequence[tuple[_CleanArm, _CleanArm]],
+    rv: np.ndarray,
+    arm_waves: Sequence[np.ndarray],
+    config: PreprocessConfig,
+):
     """Shift each pair by its rv and resample both arms onto arm_waves (blue, red)."""
     n, m = len(arms), sum(w.size for w in arm_waves)
     flux, bad = np.empty((n, m)), np.empty((n, m), dtype=bool)
@@ -476,15 +524,19 @@ def _resample_batch(arms: Sequence[tuple[_CleanArm, _CleanArm]], rv: np.ndarray,
         start = 0
         for arm, target in zip(pair, arm_waves):
             part = slice(start, start + target.size)
-            flux[i, part], bad[i, part] = resample(rest_frame(arm.wave, rv[i], config),
-                                                   arm.flux, arm.bad, target)
+            flux[i, part], bad[i, part] = resample(rest_frame(arm.wave, rv[i], config), arm.flux, arm.bad, target)
             start += target.size
     return flux, bad
 
 
-def _grid_ivar(arms: Sequence[tuple[_CleanArm, _CleanArm]], rv: np.ndarray,
-               arm_waves: Sequence[np.ndarray], config: PreprocessConfig, continuum: np.ndarray,
-               mask: np.ndarray) -> np.ndarray:
+def _grid_ivar(
+    arms: Sequence[tuple[_CleanArm, _CleanArm]],
+    rv: np.ndarray,
+    arm_waves: Sequence[np.ndarray],
+    config: PreprocessConfig,
+    continuum: np.ndarray,
+    mask: np.ndarray,
+) -> np.ndarray:
     """PreprocessedSpectra.ivar: each arm's ivar (0 at its bad pixels) resampled like the
     flux, then normalised by the continuum; 0 where ``mask``. float32 (n, m)."""
     n, m = len(arms), sum(w.size for w in arm_waves)
@@ -526,9 +578,13 @@ def _observation_waves(grid: InputGrid, settings: rvmod.CCFSettings, c_kms: floa
     return waves
 
 
-def measure_pairs_rv(cleaned, template=None, grid: InputGrid | None = None,
-                     config: PreprocessConfig | None = None,
-                     settings: rvmod.CCFSettings | None = None) -> rvmod.RVResult:
+def measure_pairs_rv(
+    cleaned,
+    template=None,
+    grid: InputGrid | None = None,
+    config: PreprocessConfig | None = None,
+    settings: rvmod.CCFSettings | None = None,
+) -> rvmod.RVResult:
     """RV by CCF for cleaned arm pairs: normalise in the observed frame on the widened
     grid (same continuum algorithm), then cross-correlate with the template."""
     grid, config = grid or default_grid(), config or preprocess_config()
@@ -544,9 +600,14 @@ def measure_pairs_rv(cleaned, template=None, grid: InputGrid | None = None,
     return rvmod.measure_rv(np.concatenate(waves), flux, bad, template, settings)
 
 
-def preprocess_pairs(pairs, rv=None, rv_template=None, config: PreprocessConfig | None = None,
-                     grid: InputGrid | None = None,
-                     ccf_settings: rvmod.CCFSettings | None = None) -> PreprocessedSpectra:
+def preprocess_pairs(
+    pairs,
+    rv=None,
+    rv_template=None,
+    config: PreprocessConfig | None = None,
+    grid: InputGrid | None = None,
+    ccf_settings: rvmod.CCFSettings | None = None,
+) -> PreprocessedSpectra:
     """Arm pairs (spemr_engine.lamost.ArmPair or anything with .blue/.red arms having
     wave, flux, mask, snr, extname) -> the SPEMR input on the grid, with flags.
 
@@ -570,12 +631,18 @@ def preprocess_pairs(pairs, rv=None, rv_template=None, config: PreprocessConfig 
     continuum = np.empty_like(flux)
     flux, continuum_bad = normalise_grid(flux, grid, config, continuum_out=continuum)
     bad |= continuum_bad
-    quality = quality_flags(bad, [b.snr for b, _ in cleaned], [r.snr for _, r in cleaned],
-                            ccf_peak, measure, grid, config, ccf_settings)
+    quality = quality_flags(
+        bad, [b.snr for b, _ in cleaned], [r.snr for _, r in cleaned], ccf_peak, measure, grid, config, ccf_settings
+    )
     return PreprocessedSpectra(
-        wave=grid.wave, flux=flux.astype(np.float32).reshape(n, grid.n_pixels),
-        mask=bad.reshape(n, grid.n_pixels), rv=rv_used, rv_err=rv_err,
-        rv_source=[RV_CCF if m else RV_GIVEN for m in measure], quality=quality,
+        wave=grid.wave,
+        flux=flux.astype(np.float32).reshape(n, grid.n_pixels),
+        mask=bad.reshape(n, grid.n_pixels),
+        rv=rv_used,
+        rv_err=rv_err,
+        rv_source=[RV_CCF if m else RV_GIVEN for m in measure],
+        quality=quality,
         extname_blue=[str(getattr(p.blue, "extname", "")) for p in pairs],
         extname_red=[str(getattr(p.red, "extname", "")) for p in pairs],
-        _ivar_source=(cleaned, rv_used, arm_waves, config, continuum))
+        _ivar_source=(cleaned, rv_used, arm_waves, config, continuum),
+    )

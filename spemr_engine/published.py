@@ -25,6 +25,7 @@ architecture's networks. A label_config whose label_mean contradicts its label_l
 (e.g. a Teff mean of -0.1: names permuted against the values) is refused. Weights are
 read with torch.load(weights_only=True); label_config.pkl with the restricted unpickler.
 """
+
 from __future__ import annotations
 
 import os
@@ -59,20 +60,30 @@ def import_published(run_dir: str | Path, output: str | Path, command: str | Non
     reference = config.architecture("paper")
     # The authors' output order, fixed in their code; never label_config's list order.
     networks = {name: tuple(reference.networks[name]) for name in folders}
-    architecture = replace(infer_architecture(load_state_dict(first_file), reference, first_file),
-                           networks=networks)
+    architecture = replace(infer_architecture(load_state_dict(first_file), reference, first_file), networks=networks)
 
-    members = [{name: _checked(load_state_dict(files[k]), architecture, networks[name], files[k])
-                for name, files in folders.items()} for k in range(len(next(iter(folders.values()))))]
+    members = [
+        {
+            name: _checked(load_state_dict(files[k]), architecture, networks[name], files[k])
+            for name, files in folders.items()
+        }
+        for k in range(len(next(iter(folders.values()))))
+    ]
     regions = [r for r in config.default_regions() if (run_dir / r.name).is_dir()]
     for region in regions:
         _require_base_statistics(run_dir / region.name / LABEL_CONFIG, region.name, statistics)
     heads = _region_heads(run_dir, regions, members, architecture, networks, len(members))
-    provenance = {"trained_on": "published", "source": str(run_dir.resolve()),
-                  "command": command or f"spemr import-published {run_dir}"}
-    return _save_atomically(Path(output), lambda folder: save_bundle(
-        folder, architecture, members, statistics, provenance, region_heads=heads or None,
-        regions=regions))
+    provenance = {
+        "trained_on": "published",
+        "source": str(run_dir.resolve()),
+        "command": command or f"spemr import-published {run_dir}",
+    }
+    return _save_atomically(
+        Path(output),
+        lambda folder: save_bundle(
+            folder, architecture, members, statistics, provenance, region_heads=heads or None, regions=regions
+        ),
+    )
 
 
 def _save_atomically(output: Path, save) -> Path:
@@ -105,11 +116,13 @@ def read_label_config(path: Path) -> tuple[list[str], Statistics]:
     data = safe_load(path)
     try:
         names = [str(n) for n in data["label_list"]]
-        arrays = {key: np.asarray(data[key], dtype=np.float64)
-                  for key in ("label_mean", "label_std", "flux_mean", "flux_std")}
+        arrays = {
+            key: np.asarray(data[key], dtype=np.float64) for key in ("label_mean", "label_std", "flux_mean", "flux_std")
+        }
     except (KeyError, TypeError, ValueError) as error:
-        raise InputFileError(path, f"not a label_config (needs label_list, label_mean, label_std, "
-                                   f"flux_mean, flux_std): {error!r}") from None
+        raise InputFileError(
+            path, f"not a label_config (needs label_list, label_mean, label_std, flux_mean, flux_std): {error!r}"
+        ) from None
     to_label = config.published_to_label()
     unknown = [n for n in names if n not in to_label and n not in config.LABELS]
     if unknown:
@@ -122,9 +135,13 @@ def read_label_config(path: Path) -> tuple[list[str], Statistics]:
     _check_label_statistics(path, ours, arrays["label_mean"], arrays["label_std"])
     position = {name: i for i, name in enumerate(ours)}
     order = [position[name] for name in config.LABELS]
-    statistics = Statistics(flux_mean=arrays["flux_mean"], flux_std=arrays["flux_std"],
-                            label_mean=arrays["label_mean"][order], label_std=arrays["label_std"][order],
-                            source=f"published {path.name}")
+    statistics = Statistics(
+        flux_mean=arrays["flux_mean"],
+        flux_std=arrays["flux_std"],
+        label_mean=arrays["label_mean"][order],
+        label_std=arrays["label_std"][order],
+        source=f"published {path.name}",
+    )
     return ours, statistics
 
 
@@ -132,11 +149,13 @@ def _check_label_statistics(path: Path, names: list[str], mean: np.ndarray, std:
     """Refuse statistics that contradict their names: a mean outside the label's plausible
     range, or a std that is not positive and finite."""
     ranges = config.plausible_training_mean()
-    wrong = [f"{name} mean {m:.4g}" for name, m in zip(names, mean)
-             if not ranges[name][0] <= m <= ranges[name][1]]
+    wrong = [f"{name} mean {m:.4g}" for name, m in zip(names, mean) if not ranges[name][0] <= m <= ranges[name][1]]
     if wrong:
-        raise InputFileError(path, f"label_list contradicts label_mean ({', '.join(wrong[:4])}"
-                                   f"{', ...' if len(wrong) > 4 else ''}): names and values out of step")
+        raise InputFileError(
+            path,
+            f"label_list contradicts label_mean ({', '.join(wrong[:4])}"
+            f"{', ...' if len(wrong) > 4 else ''}): names and values out of step",
+        )
     bad_std = [name for name, s in zip(names, std) if not (np.isfinite(s) and s > 0)]
     if bad_std:
         raise InputFileError(path, f"label_std is not positive and finite for {', '.join(bad_std)}")
@@ -150,19 +169,24 @@ def _require_base_statistics(path: Path, region: str, base: Statistics) -> None:
     if not path.is_file():
         raise InputFileError(path, "not a file (expected the region's label_config.pkl)")
     _, own = read_label_config(path)
-    differs = [name for name in ("flux_mean", "flux_std")
-               if not np.allclose(getattr(own, name), getattr(base, name), rtol=1e-6, atol=0)]
+    differs = [
+        name
+        for name in ("flux_mean", "flux_std")
+        if not np.allclose(getattr(own, name), getattr(base, name), rtol=1e-6, atol=0)
+    ]
     for name in ("label_mean", "label_std"):
         mine, theirs = getattr(own, name), getattr(base, name)
-        labels = [label for label, a, b in zip(config.LABELS, mine, theirs)
-                  if not np.isclose(a, b, rtol=1e-6, atol=0)]
+        labels = [label for label, a, b in zip(config.LABELS, mine, theirs) if not np.isclose(a, b, rtol=1e-6, atol=0)]
         if labels:
             differs.append(f"{name} of {', '.join(labels[:3])}{', ...' if len(labels) > 3 else ''}")
     if differs:
-        raise InputFileError(path, f"region {region} was standardised with its own statistics "
-                                   f"({'; '.join(differs)} differ from the base label_config.pkl), "
-                                   "which a spemr bundle cannot hold: not imported (remove the "
-                                   f"{region} folder to import the base and the other regions)")
+        raise InputFileError(
+            path,
+            f"region {region} was standardised with its own statistics "
+            f"({'; '.join(differs)} differ from the base label_config.pkl), "
+            "which a spemr bundle cannot hold: not imported (remove the "
+            f"{region} folder to import the base and the other regions)",
+        )
 
 
 def find_member_folders(folder: Path) -> dict[str, list[Path]]:
@@ -187,8 +211,9 @@ def load_state_dict(path: Path) -> dict[str, torch.Tensor]:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # corrupt file, or objects weights_only refuses
-        raise InputFileError(path, f"cannot load weights ({type(error).__name__}: "
-                                   f"{str(error).splitlines()[0] if str(error) else ''})") from None
+        raise InputFileError(
+            path, f"cannot load weights ({type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''})"
+        ) from None
     if isinstance(state, Mapping) and "state_dict" in state and isinstance(state["state_dict"], Mapping):
         state = state["state_dict"]
     if not isinstance(state, Mapping) or not all(isinstance(v, torch.Tensor) for v in state.values()):
@@ -196,8 +221,9 @@ def load_state_dict(path: Path) -> dict[str, torch.Tensor]:
     return {key.removeprefix("module."): value for key, value in state.items()}
 
 
-def infer_architecture(state: Mapping[str, torch.Tensor], reference: RRNetConfig,
-                       path: Path | str = "weights") -> RRNetConfig:
+def infer_architecture(
+    state: Mapping[str, torch.Tensor], reference: RRNetConfig, path: Path | str = "weights"
+) -> RRNetConfig:
     """Read block widths, RNN steps and head widths off the tensor shapes; the rest
     (mode post-RNN, input length, dropout) comes from ``reference``."""
     try:
@@ -207,9 +233,13 @@ def infer_architecture(state: Mapping[str, torch.Tensor], reference: RRNetConfig
             i += 1
         n_flat = int(state["fc1.0.weight"].shape[1])
         rnn_input = int(state["rnn.weight_ih_l0"].shape[1])
-        return replace(reference, resblock_channels=tuple(channels), n_rnn_steps=n_flat // rnn_input,
-                       fc1_width=int(state["fc1.0.weight"].shape[0]),
-                       fc2_width=int(state["fc2.0.weight"].shape[0]))
+        return replace(
+            reference,
+            resblock_channels=tuple(channels),
+            n_rnn_steps=n_flat // rnn_input,
+            fc1_width=int(state["fc1.0.weight"].shape[0]),
+            fc2_width=int(state["fc2.0.weight"].shape[0]),
+        )
     except (KeyError, IndexError, ZeroDivisionError) as error:
         raise InputFileError(path, f"not the published RRNet key layout (missing {error})") from None
 
@@ -220,13 +250,22 @@ def _checked(state: dict, architecture: RRNetConfig, labels: tuple[str, ...], pa
         if key not in state:
             raise InputFileError(path, f"missing tensor {key} (not the published RRNet layout)")
         if tuple(state[key].shape) != shape:
-            raise InputFileError(path, f"tensor {key} has shape {list(state[key].shape)}, expected {list(shape)} "
-                                       f"({len(labels)} labels: {', '.join(labels)})")
+            raise InputFileError(
+                path,
+                f"tensor {key} has shape {list(state[key].shape)}, expected {list(shape)} "
+                f"({len(labels)} labels: {', '.join(labels)})",
+            )
     return {key: state[key] for key in expected}
 
 
-def _region_heads(run_dir: Path, regions: list[Region], members: list[dict], architecture: RRNetConfig,
-                  networks: Mapping[str, tuple[str, ...]], n_members: int) -> list[dict]:
+def _region_heads(
+    run_dir: Path,
+    regions: list[Region],
+    members: list[dict],
+    architecture: RRNetConfig,
+    networks: Mapping[str, tuple[str, ...]],
+    n_members: int,
+) -> list[dict]:
     if not regions:
         return []
     heads: list[dict] = [{name: {} for name in networks} for _ in range(n_members)]
@@ -247,5 +286,7 @@ def _require_fc1_only(region_state: Mapping, base_state: Mapping, path: Path) ->
     represented by one shared feature pass, so refuse it rather than import it wrongly."""
     for key, value in base_state.items():
         if not key.startswith("fc1.") and not torch.allclose(region_state[key], value, rtol=0, atol=1e-6):
-            raise InputFileError(path, f"differs from the base model in {key}: only fc1 may differ "
-                                       "between a region sub-model and its base")
+            raise InputFileError(
+                path,
+                f"differs from the base model in {key}: only fc1 may differ between a region sub-model and its base",
+            )

@@ -9,6 +9,7 @@ that count and carries on. ``close()`` computes NaN-aware statistics in one stre
 
 This module reads and writes files only; it never imports torch (training wraps it).
 """
+
 from __future__ import annotations
 
 import csv
@@ -37,7 +38,7 @@ PROGRESS_FILE = "progress.json"
 PARTIAL_LABELS_FILE = "labels.f32.partial"
 ROW_COLUMNS = ("star_id", "obsid", "filename", "extname_blue", "extname_red", "snr_blue", "snr_red")
 SPLIT_NAMES = ("train", "valid", "test")
-DEFAULT_SPLIT = training_recipe().split_fractions     # train/valid/test fractions, presets/training.json
+DEFAULT_SPLIT = training_recipe().split_fractions  # train/valid/test fractions, presets/training.json
 STATS_CHUNK_ROWS = 2048
 
 
@@ -97,7 +98,7 @@ class _StreamingMoments:
         with np.errstate(invalid="ignore", divide="ignore"):
             weight = np.where(total > 0, n / np.maximum(total, 1), 0.0)
         self.mean = self.mean + delta * weight
-        self.m2 = self.m2 + chunk_m2 + delta ** 2 * self.count * weight
+        self.m2 = self.m2 + chunk_m2 + delta**2 * self.count * weight
         self.count = total
 
     def result(self) -> tuple[np.ndarray, np.ndarray]:
@@ -117,8 +118,14 @@ class ReferenceSetWriter:
     ``split``) become extra columns fixed by the first append.
     """
 
-    def __init__(self, path: str | Path, labels: Sequence[str] = LABELS, grid: InputGrid | None = None,
-                 synthetic: bool = False, source: str = ""):
+    def __init__(
+        self,
+        path: str | Path,
+        labels: Sequence[str] = LABELS,
+        grid: InputGrid | None = None,
+        synthetic: bool = False,
+        source: str = "",
+    ):
         self.path = Path(path)
         self.labels = list(labels)
         self.grid = grid or default_grid()
@@ -141,9 +148,17 @@ class ReferenceSetWriter:
 
     # -- progress file: the single source of truth for what is committed
     def _progress(self) -> dict:
-        return {"format": FORMAT, "version": VERSION, "n_spectra": self.n_spectra,
-                "labels": self.labels, "grid": self.grid.to_dict(), "synthetic": self.synthetic,
-                "source": self.source, "columns": self.columns, "sizes": self._sizes}
+        return {
+            "format": FORMAT,
+            "version": VERSION,
+            "n_spectra": self.n_spectra,
+            "labels": self.labels,
+            "grid": self.grid.to_dict(),
+            "synthetic": self.synthetic,
+            "source": self.source,
+            "columns": self.columns,
+            "sizes": self._sizes,
+        }
 
     def _commit(self) -> None:
         _write_json_atomic(self.path / PROGRESS_FILE, self._progress())
@@ -184,7 +199,7 @@ class ReferenceSetWriter:
             return
         self._check_rows(rows)
         columns = self.columns
-        if columns is None:          # _check_rows fixes the columns on the first append
+        if columns is None:  # _check_rows fixes the columns on the first append
             raise ValueError("reference set columns are not fixed")
         row_bytes = b"".join(_csv_line(columns, row) for row in rows)
         if self._sizes[ROWS_FILE] == 0:
@@ -222,16 +237,22 @@ class ReferenceSetWriter:
             raise InputFileError(self.path, "reference set has no spectra")
         labels = np.fromfile(self.path / PARTIAL_LABELS_FILE, dtype="<f4").reshape(-1, len(self.labels))
         np.save(self.path / LABELS_FILE, labels)
-        stats = dict(statistics) if statistics is not None else compute_statistics(
-            self._flux_memmap(), labels)
-        arrays: dict = {k: np.asarray(stats[k], dtype=np.float64)
-                        for k in ("flux_mean", "flux_std", "label_mean", "label_std")}
+        stats = dict(statistics) if statistics is not None else compute_statistics(self._flux_memmap(), labels)
+        arrays: dict = {
+            k: np.asarray(stats[k], dtype=np.float64) for k in ("flux_mean", "flux_std", "label_mean", "label_std")
+        }
         np.savez(self.path / STATS_FILE, **arrays)
-        manifest = {"format": FORMAT, "version": VERSION, "n_spectra": self.n_spectra,
-                    "labels": self.labels, "grid": self.grid.to_dict(), "synthetic": self.synthetic,
-                    "source": self.source, "columns": self.columns,
-                    "files": {"flux": FLUX_FILE, "labels": LABELS_FILE, "rows": ROWS_FILE,
-                              "statistics": STATS_FILE}}
+        manifest = {
+            "format": FORMAT,
+            "version": VERSION,
+            "n_spectra": self.n_spectra,
+            "labels": self.labels,
+            "grid": self.grid.to_dict(),
+            "synthetic": self.synthetic,
+            "source": self.source,
+            "columns": self.columns,
+            "files": {"flux": FLUX_FILE, "labels": LABELS_FILE, "rows": ROWS_FILE, "statistics": STATS_FILE},
+        }
         _write_json_atomic(self.path / MANIFEST_FILE, manifest)
         (self.path / PROGRESS_FILE).unlink()
         (self.path / PARTIAL_LABELS_FILE).unlink()
@@ -250,8 +271,9 @@ class ReferenceSetWriter:
             self.close()
 
 
-def compute_statistics(flux: np.ndarray, labels: np.ndarray, chunk_rows: int = STATS_CHUNK_ROWS,
-                       clip: tuple[float, float] | None = None) -> dict[str, np.ndarray]:
+def compute_statistics(
+    flux: np.ndarray, labels: np.ndarray, chunk_rows: int = STATS_CHUNK_ROWS, clip: tuple[float, float] | None = None
+) -> dict[str, np.ndarray]:
     """NaN-aware per-pixel and per-label mean/std in one chunked pass over ``flux``.
 
     Flux is clipped as before the network (config clip range) so the statistics describe
@@ -262,7 +284,7 @@ def compute_statistics(flux: np.ndarray, labels: np.ndarray, chunk_rows: int = S
         clip = (cfg.clip_min, cfg.clip_max)
     flux_moments = _StreamingMoments(flux.shape[1])
     for start in range(0, len(flux), chunk_rows):
-        flux_moments.update(np.clip(np.asarray(flux[start:start + chunk_rows]), *clip))
+        flux_moments.update(np.clip(np.asarray(flux[start : start + chunk_rows]), *clip))
     label_moments = _StreamingMoments(labels.shape[1])
     label_moments.update(labels)
     flux_mean, flux_std = flux_moments.result()
@@ -274,6 +296,7 @@ def compute_statistics(flux: np.ndarray, labels: np.ndarray, chunk_rows: int = S
 @dataclass(frozen=True)
 class Split:
     """Spectrum indices of the three splits, each sorted."""
+
     train: np.ndarray
     valid: np.ndarray
     test: np.ndarray
@@ -287,8 +310,15 @@ class Split:
 class ReferenceSet:
     """A finished reference set; ``flux`` is a read-only memory map, never loaded whole."""
 
-    def __init__(self, path: Path, manifest: dict, flux: np.memmap, labels: np.ndarray,
-                 columns: dict[str, np.ndarray], statistics: dict[str, np.ndarray]):
+    def __init__(
+        self,
+        path: Path,
+        manifest: dict,
+        flux: np.memmap,
+        labels: np.ndarray,
+        columns: dict[str, np.ndarray],
+        statistics: dict[str, np.ndarray],
+    ):
         self.path = path
         self.manifest = manifest
         self.flux = flux
@@ -312,8 +342,11 @@ class ReferenceSet:
         path = Path(path)
         manifest_path = path / MANIFEST_FILE
         if not manifest_path.exists():
-            problem = ("reference set is unfinished (resume writing it, then close it)"
-                       if (path / PROGRESS_FILE).exists() else "not a reference set (no manifest.json)")
+            problem = (
+                "reference set is unfinished (resume writing it, then close it)"
+                if (path / PROGRESS_FILE).exists()
+                else "not a reference set (no manifest.json)"
+            )
             raise InputFileError(path, problem)
         try:
             manifest = json.loads(manifest_path.read_text())
@@ -375,20 +408,21 @@ class ReferenceSet:
             return Split(*(np.flatnonzero(names == s) for s in SPLIT_NAMES))
         return split_by_star(self.star_id, fractions, seed)
 
-    def iter_batches(self, indices: np.ndarray, batch_size: int, shuffle: bool = False,
-                     rng: np.random.Generator | None = None) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    def iter_batches(
+        self, indices: np.ndarray, batch_size: int, shuffle: bool = False, rng: np.random.Generator | None = None
+    ) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
         """Yield (indices, flux, labels) batches read from the memory map one batch at a time."""
         indices = np.asarray(indices, dtype=np.int64)
         if shuffle:
             indices = (rng or np.random.default_rng()).permutation(indices)
         for start in range(0, len(indices), batch_size):
-            batch = indices[start:start + batch_size]
+            batch = indices[start : start + batch_size]
             yield batch, self.read_flux(batch), self.labels[batch]
 
 
-def split_by_star(star_id: Sequence | np.ndarray,
-                  fractions: Sequence[float] | np.ndarray = DEFAULT_SPLIT,
-                  seed: int = 0) -> Split:
+def split_by_star(
+    star_id: Sequence | np.ndarray, fractions: Sequence[float] | np.ndarray = DEFAULT_SPLIT, seed: int = 0
+) -> Split:
     """Shuffle the stars (not the spectra) and cut the shuffled list where the cumulative
     spectrum count crosses each fraction, so repeat spectra of one star never leak."""
     fractions = np.asarray(fractions, dtype=np.float64)
@@ -412,7 +446,9 @@ def _open_flux(path: Path, n: int, n_pixels: int) -> np.memmap:
     if not path.exists():
         raise InputFileError(path, "flux file missing")
     if path.stat().st_size != expected:
-        raise InputFileError(path, f"size {path.stat().st_size} bytes, expected {expected} for {n} x {n_pixels} float32")
+        raise InputFileError(
+            path, f"size {path.stat().st_size} bytes, expected {expected} for {n} x {n_pixels} float32"
+        )
     return np.memmap(path, dtype="<f4", mode="r", shape=(n, n_pixels))
 
 
@@ -439,9 +475,13 @@ STAR_ID_COLUMNS = ("star_id", "APOGEE_ID", "apogee_id", "obsid", "OBSID")
 IMPORT_CHUNK_ROWS = 4096
 
 
-def import_published(source_dir: str | Path, out_path: str | Path, synthetic: bool = False,
-                     progress: Callable[[dict], None] | None = None,
-                     cancel: Callable[[], bool] | None = None) -> ReferenceSet:
+def import_published(
+    source_dir: str | Path,
+    out_path: str | Path,
+    synthetic: bool = False,
+    progress: Callable[[dict], None] | None = None,
+    cancel: Callable[[], bool] | None = None,
+) -> ReferenceSet:
     """Convert the published layout (``{train,valid,test}_flux.pkl``, ``*_label.csv`` with
     ``ASPCAP_*`` columns, ``label_config.pkl``) into a reference set.
 
@@ -489,15 +529,24 @@ def _published_statistics(config: dict, n_pixels: int) -> dict[str, np.ndarray] 
         label_std = dict(zip(names, np.asarray(config["label_std"], dtype=np.float64)))
         if flux_mean.shape != (n_pixels,) or flux_std.shape != (n_pixels,) or set(names) != set(LABELS):
             return None
-        return {"flux_mean": flux_mean, "flux_std": flux_std,
-                "label_mean": np.array([label_mean[n] for n in LABELS]),
-                "label_std": np.array([label_std[n] for n in LABELS])}
+        return {
+            "flux_mean": flux_mean,
+            "flux_std": flux_std,
+            "label_mean": np.array([label_mean[n] for n in LABELS]),
+            "label_std": np.array([label_std[n] for n in LABELS]),
+        }
     except (KeyError, TypeError, ValueError):
         return None
 
 
-def _import_split(source_dir: Path, split: str, writer: ReferenceSetWriter, already: int,
-                  progress: Callable[[dict], None] | None, cancel: Callable[[], bool] | None) -> None:
+def _import_split(
+    source_dir: Path,
+    split: str,
+    writer: ReferenceSetWriter,
+    already: int,
+    progress: Callable[[dict], None] | None,
+    cancel: Callable[[], bool] | None,
+) -> None:
     flux_path = source_dir / f"{split}_flux.pkl"
     label_path = source_dir / f"{split}_label.csv"
     if not flux_path.exists() and not label_path.exists():
@@ -546,8 +595,14 @@ def _published_labels(path: Path, split: str) -> tuple[np.ndarray, list[dict]]:
             if name in column_of:
                 labels[i, j] = _to_float(record[column_of[name]])
         star = record.get(star_column) if star_column else None
-        rows.append({"star_id": star or f"{split}-{i}", "obsid": record.get("obsid", record.get("OBSID", "")),
-                     "filename": record.get("filename", ""), "split": split})
+        rows.append(
+            {
+                "star_id": star or f"{split}-{i}",
+                "obsid": record.get("obsid", record.get("OBSID", "")),
+                "filename": record.get("filename", ""),
+                "split": split,
+            }
+        )
     return labels, rows
 
 

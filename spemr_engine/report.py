@@ -9,6 +9,7 @@ flag distributions. A header says which model made the catalog and what it was t
 S/N is the blue arm's (``snr_blue``), as the LAMOST MRS catalogs quote it.
 matplotlib is an optional dependency (``pip install "spemr[report]"``), imported only
 here and only when a report is made; no pyplot, so no global backend and no Qt."""
+
 from __future__ import annotations
 
 import base64
@@ -32,8 +33,8 @@ FORMATS = ("html", "pdf", "png")
 SIGMA_LABELS = ("Teff", "Logg", "FeH")
 KIEL_SNR_EDGES = (0.0, 20.0, 40.0, 80.0, math.inf)
 SIGMA_SNR_EDGES = (0.0, 10.0, 15.0, 20.0, 30.0, 40.0, 60.0, 80.0, 120.0, 200.0, math.inf)
-KIEL_TEFF_RANGE = (3200.0, 7500.0)   # K, the x range shown at least
-MIN_REPEATS_PER_BIN = 2       # repeat-scatter points from fewer residuals are not drawn
+KIEL_TEFF_RANGE = (3200.0, 7500.0)  # K, the x range shown at least
+MIN_REPEATS_PER_BIN = 2  # repeat-scatter points from fewer residuals are not drawn
 ISOCHRONE_FILE = "mist_iso_7gyr.csv"
 FLAGS_ALWAYS_SHOWN = ("poor_fit", "region_mismatch")
 
@@ -112,15 +113,20 @@ def _metadata(path: Path) -> dict[str, str]:
         fmt = output_format(path)
         if fmt == "fits":
             from astropy.io import fits
+
             with fits.open(path, memmap=False) as hdus:
                 header = hdus[1].header if len(hdus) > 1 else hdus[0].header
-                return {key: str(header[key]) for key in ("SPEMRMOD", "TRAINED", "SYNTHET", "CAVEAT",
-                                                          "FITCHI2", "FITSPRD") if key in header}
+                return {
+                    key: str(header[key])
+                    for key in ("SPEMRMOD", "TRAINED", "SYNTHET", "CAVEAT", "FITCHI2", "FITSPRD")
+                    if key in header
+                }
         if fmt == "parquet":
             import pyarrow.parquet as pq
+
             meta = pq.read_schema(str(path)).metadata or {}
             return {k.decode(): v.decode() for k, v in meta.items() if not k.startswith(b"ARROW")}
-    except Exception:   # metadata is a nicety: the table itself was read
+    except Exception:  # metadata is a nicety: the table itself was read
         return {}
     return {}
 
@@ -149,11 +155,11 @@ def repeat_groups(catalog: Catalog) -> list[str]:
 
 @dataclass
 class BinnedScatter:
-    edges: np.ndarray        # (k+1,)
-    centre: np.ndarray       # (k,) median S/N of the residuals in the bin (NaN when empty)
-    scatter: np.ndarray      # (k,) rms of the de-biased residuals (NaN with < MIN_REPEATS_PER_BIN)
-    n_obs: np.ndarray        # (k,) residuals in the bin
-    n_stars: int             # stars with >= 2 observations
+    edges: np.ndarray  # (k+1,)
+    centre: np.ndarray  # (k,) median S/N of the residuals in the bin (NaN when empty)
+    scatter: np.ndarray  # (k,) rms of the de-biased residuals (NaN with < MIN_REPEATS_PER_BIN)
+    n_obs: np.ndarray  # (k,) residuals in the bin
+    n_stars: int  # stars with >= 2 observations
 
 
 def repeat_scatter(groups: Sequence[str], snr, values, edges=SIGMA_SNR_EDGES) -> BinnedScatter:
@@ -220,8 +226,7 @@ def _matplotlib():
         import matplotlib
         from matplotlib.figure import Figure
     except ImportError:
-        raise SpemrError('spemr report needs matplotlib, which is not installed: pip install "spemr[report]"'
-                         ) from None
+        raise SpemrError('spemr report needs matplotlib, which is not installed: pip install "spemr[report]"') from None
     return matplotlib, Figure
 
 
@@ -251,17 +256,35 @@ def kiel_figure(catalog: Catalog, isochrones=()):
     fig = Figure(figsize=(4.2 * len(panels) + 1.0, 4.4), layout="constrained")
     axes = fig.subplots(1, len(panels), sharex=True, sharey=True, squeeze=False)[0]
     finite_feh = feh[ok & np.isfinite(feh)]
-    vmin, vmax = (np.percentile(finite_feh, [2, 98]) if finite_feh.size else (-1.0, 0.5))
+    vmin, vmax = np.percentile(finite_feh, [2, 98]) if finite_feh.size else (-1.0, 0.5)
     if vmax <= vmin:
         vmin, vmax = vmin - 0.1, vmax + 0.1
     mappable = None
     for ax, (title, chosen) in zip(axes, panels):
         for k, iso in enumerate(isochrones):
             ax.plot(iso.teff, iso.logg, lw=1.0, color=f"C{k % 10}", alpha=0.8, label=iso.name, zorder=1)
-        ax.errorbar(teff[chosen], logg[chosen], xerr=np.nan_to_num(teff_err[chosen]),
-                    yerr=np.nan_to_num(logg_err[chosen]), fmt="none", ecolor="0.75", elinewidth=0.6, zorder=2)
-        mappable = ax.scatter(teff[chosen], logg[chosen], c=feh[chosen], cmap="viridis", vmin=vmin, vmax=vmax,
-                              s=14, edgecolors="k", linewidths=0.3, zorder=3)
+        ax.errorbar(
+            teff[chosen],
+            logg[chosen],
+            xerr=np.nan_to_num(teff_err[chosen]),
+            yerr=np.nan_to_num(logg_err[chosen]),
+            fmt="none",
+            ecolor="0.75",
+            elinewidth=0.6,
+            zorder=2,
+        )
+        mappable = ax.scatter(
+            teff[chosen],
+            logg[chosen],
+            c=feh[chosen],
+            cmap="viridis",
+            vmin=vmin,
+            vmax=vmax,
+            s=14,
+            edgecolors="k",
+            linewidths=0.3,
+            zorder=3,
+        )
         n = int(chosen.sum())
         ax.set_title(f"{title} ({n} {'spectrum' if n == 1 else 'spectra'})", fontsize=10)
         ax.set_xlabel(_label("Teff"))
@@ -298,17 +321,23 @@ def uncertainty_figure(catalog: Catalog, labels=SIGMA_LABELS):
         repeats = repeat_scatter(groups, snr, value)
         shown = np.isfinite(repeats.scatter)
         if shown.any():
-            ax.plot(repeats.centre[shown], repeats.scatter[shown], "s--", color="C3", ms=5,
-                    label=f"repeat-observation scatter ({repeats.n_stars} stars)")
+            ax.plot(
+                repeats.centre[shown],
+                repeats.scatter[shown],
+                "s--",
+                color="C3",
+                ms=5,
+                label=f"repeat-observation scatter ({repeats.n_stars} stars)",
+            )
             for cx, cy, n in zip(repeats.centre[shown], repeats.scatter[shown], repeats.n_obs[shown]):
                 ax.annotate(str(n), (cx, cy), textcoords="offset points", xytext=(3, 4), fontsize=7, color="C3")
         else:
-            ax.text(0.5, 0.92, "no repeat observations", transform=ax.transAxes, ha="center", fontsize=8,
-                    color="C3")
+            ax.text(0.5, 0.92, "no repeat observations", transform=ax.transAxes, ha="center", fontsize=8, color="C3")
         if ok.any():
             ax.set_xscale("log")
             # plain numbers, and no labels on minor ticks: 3x10^1 and 4x10^1 ran into each other
             from matplotlib.ticker import LogLocator, NullFormatter, ScalarFormatter
+
             ax.xaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
             ax.xaxis.set_major_formatter(ScalarFormatter())
             ax.xaxis.set_minor_formatter(NullFormatter())
@@ -324,8 +353,10 @@ def quality_figure(catalog: Catalog):
     _, Figure = _matplotlib()
     fig = Figure(figsize=(14.0, 3.8), layout="constrained")
     axes = fig.subplots(1, 4)
-    thresholds = {"fit_chi2": _number(catalog.metadata.get("FITCHI2")),
-                  "member_spread": _number(catalog.metadata.get("FITSPRD"))}
+    thresholds = {
+        "fit_chi2": _number(catalog.metadata.get("FITCHI2")),
+        "member_spread": _number(catalog.metadata.get("FITSPRD")),
+    }
     for ax, name in zip(axes[:3], ("fit_chi2", "member_spread", "sigma_inflation")):
         values = catalog.numbers(name)
         values = values[np.isfinite(values)]
@@ -346,8 +377,9 @@ def quality_figure(catalog: Catalog):
     counts = flag_counts(catalog)
     names = sorted(counts, key=lambda k: (-counts[k], k))
     ax = axes[3]
-    ax.barh(range(len(names)), [counts[k] for k in names], color=["C3" if k in FLAGS_ALWAYS_SHOWN else "C1"
-                                                                   for k in names])
+    ax.barh(
+        range(len(names)), [counts[k] for k in names], color=["C3" if k in FLAGS_ALWAYS_SHOWN else "C1" for k in names]
+    )
     ax.set_yticks(range(len(names)), names, fontsize=8)
     for k, name in enumerate(names):
         ax.annotate(str(counts[name]), (counts[name], k), textcoords="offset points", xytext=(3, -3), fontsize=8)
@@ -376,22 +408,28 @@ def _short(text) -> str:
 def header_lines(catalog: Catalog) -> list[str]:
     """What made the catalog: the model, its training data, the fit-quality calibration."""
     meta = catalog.metadata
-    trained = sorted({t for t in catalog.texts("model_trained_on") if t}) or ([meta["TRAINED"]] if "TRAINED" in meta
-                                                                             else [])
-    lines = [f"catalog: {display_name(catalog.path)} ({catalog.n_rows} spectra, "
-             f"{len({k for k in star_keys(catalog) if k})} stars)"]
+    trained = sorted({t for t in catalog.texts("model_trained_on") if t}) or (
+        [meta["TRAINED"]] if "TRAINED" in meta else []
+    )
+    lines = [
+        f"catalog: {display_name(catalog.path)} ({catalog.n_rows} spectra, "
+        f"{len({k for k in star_keys(catalog) if k})} stars)"
+    ]
     lines.append(f"model: {meta.get('SPEMRMOD', 'not recorded (a CSV catalog has no header; FITS and Parquet do)')}")
     lines.append(f"trained on: {', '.join(trained) if trained else 'not recorded'}")
     if "random" in trained:
         lines.append("caveat: the model has random weights: its labels mean nothing")
     elif "synthetic" in trained or str(meta.get("SYNTHET", "")).lower() in ("true", "t"):
-        lines.append("caveat: the model was trained on synthetic spectra: its labels are plausible, "
-                     "not calibrated on real stars")
+        lines.append(
+            "caveat: the model was trained on synthetic spectra: its labels are plausible, not calibrated on real stars"
+        )
     elif meta.get("CAVEAT"):
         lines.append(f"caveat: {meta['CAVEAT']}")
     if "FITCHI2" in meta:
-        lines.append(f"fit-quality thresholds (poor_fit above): fit_chi2 {_short(meta['FITCHI2'])}"
-                     + (f", member_spread {_short(meta['FITSPRD'])}" if "FITSPRD" in meta else ""))
+        lines.append(
+            f"fit-quality thresholds (poor_fit above): fit_chi2 {_short(meta['FITCHI2'])}"
+            + (f", member_spread {_short(meta['FITSPRD'])}" if "FITSPRD" in meta else "")
+        )
     usable = catalog.texts("usable")
     if any(usable):
         lines.append(f"usable spectra: {sum(u.lower() in ('true', '1') for u in usable)} of {catalog.n_rows}")
@@ -400,22 +438,33 @@ def header_lines(catalog: Catalog) -> list[str]:
 
 # ================================================================= writing
 FIGURES = (
-    ("kiel", "Kiel diagrams by S/N",
-     "Teff against log g coloured by [Fe/H], 1-sigma error bars, one panel per S/N (blue arm) bin"),
-    ("uncertainty", "Predicted uncertainty against S/N",
-     "Grey: each spectrum's predicted 1-sigma; blue: its median per S/N bin; red: the scatter of repeat "
-     "observations of the same star (exposures against exposures, coadds of different files against "
-     "each other; residuals from the star's mean scaled by sqrt(n/(n-1))), with the number of "
-     "observations per bin. Where the network is calibrated the red and blue curves agree."),
-    ("quality", "Fit quality and flags",
-     "fit_chi2, member_spread, sigma_inflation and the flags raised (poor_fit and region_mismatch always "
-     "listed)"),
+    (
+        "kiel",
+        "Kiel diagrams by S/N",
+        "Teff against log g coloured by [Fe/H], 1-sigma error bars, one panel per S/N (blue arm) bin",
+    ),
+    (
+        "uncertainty",
+        "Predicted uncertainty against S/N",
+        "Grey: each spectrum's predicted 1-sigma; blue: its median per S/N bin; red: the scatter of repeat "
+        "observations of the same star (exposures against exposures, coadds of different files against "
+        "each other; residuals from the star's mean scaled by sqrt(n/(n-1))), with the number of "
+        "observations per bin. Where the network is calibrated the red and blue curves agree.",
+    ),
+    (
+        "quality",
+        "Fit quality and flags",
+        "fit_chi2, member_spread, sigma_inflation and the flags raised (poor_fit and region_mismatch always listed)",
+    ),
 )
 
 
 def make_figures(catalog: Catalog, isochrones=()) -> dict:
-    return {"kiel": kiel_figure(catalog, isochrones), "uncertainty": uncertainty_figure(catalog),
-            "quality": quality_figure(catalog)}
+    return {
+        "kiel": kiel_figure(catalog, isochrones),
+        "uncertainty": uncertainty_figure(catalog),
+        "quality": quality_figure(catalog),
+    }
 
 
 def _png(fig) -> bytes:
@@ -424,12 +473,13 @@ def _png(fig) -> bytes:
     return buffer.getvalue()
 
 
-def write_report(catalog_path: str | Path, output: str | Path, fmt: str | None = None,
-                 isochrones_path: str | Path | None = None) -> list[Path]:
+def write_report(
+    catalog_path: str | Path, output: str | Path, fmt: str | None = None, isochrones_path: str | Path | None = None
+) -> list[Path]:
     """Write the report; returns the files written. fmt: html (default, or from the
     output's suffix), pdf, or png (one file per figure: OUTPUT_STEM-<figure>.png)."""
     output = Path(output)
-    fmt = (fmt or (output.suffix.lstrip(".").lower() if output.suffix.lower() in (".pdf", ".png") else "html"))
+    fmt = fmt or (output.suffix.lstrip(".").lower() if output.suffix.lower() in (".pdf", ".png") else "html")
     if fmt not in FORMATS:
         raise SpemrError(f"report format must be one of {', '.join(FORMATS)}, not {fmt!r}")
     _matplotlib()
@@ -437,6 +487,7 @@ def write_report(catalog_path: str | Path, output: str | Path, fmt: str | None =
     isochrones = []
     if isochrones_path is not None:
         from .isochrones import read_isochrones
+
         isochrones = read_isochrones(isochrones_path)
     figures = make_figures(catalog, isochrones)
     header = header_lines(catalog)
@@ -450,6 +501,7 @@ def write_report(catalog_path: str | Path, output: str | Path, fmt: str | None =
             return written
         if fmt == "pdf":
             from matplotlib.backends.backend_pdf import PdfPages
+
             with PdfPages(output) as pdf:
                 pdf.savefig(_header_figure(header))
                 for fig in figures.values():
@@ -472,21 +524,27 @@ def _header_figure(lines: list[str]):
 
 def _html(header: list[str], figures: dict, isochrones_path) -> str:
     stamp = datetime.datetime.now().strftime("%Y-%m-%d %H:%M")
-    parts = ["<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">',
-             "<title>spemr catalog report</title>",
-             "<style>body{font-family:sans-serif;margin:1.5em;max-width:1500px}"
-             "img{max-width:100%;border:1px solid #ddd}.caveat{color:#7a4b00;font-weight:bold}"
-             "p.note{color:#444;font-size:90%}</style></head><body>",
-             "<h1>spemr catalog report</h1>", '<section id="header"><ul>']
+    parts = [
+        "<!DOCTYPE html>",
+        '<html lang="en"><head><meta charset="utf-8">',
+        "<title>spemr catalog report</title>",
+        "<style>body{font-family:sans-serif;margin:1.5em;max-width:1500px}"
+        "img{max-width:100%;border:1px solid #ddd}.caveat{color:#7a4b00;font-weight:bold}"
+        "p.note{color:#444;font-size:90%}</style></head><body>",
+        "<h1>spemr catalog report</h1>",
+        '<section id="header"><ul>',
+    ]
     for line in header:
         css = ' class="caveat"' if line.startswith("caveat:") else ""
         parts.append(f"<li{css}>{html.escape(line)}</li>")
-    iso = (f"isochrones: {display_name(isochrones_path)}" if isochrones_path is not None else "no isochrones")
+    iso = f"isochrones: {display_name(isochrones_path)}" if isochrones_path is not None else "no isochrones"
     parts.append(f"<li>{html.escape(iso)}; made {stamp}</li></ul></section>")
     for key, title, note in FIGURES:
         data = base64.b64encode(_png(figures[key])).decode("ascii")
-        parts.append(f'<section id="{key}"><h2>{html.escape(title)}</h2>'
-                     f'<p class="note">{html.escape(note)}</p>'
-                     f'<img alt="{html.escape(title)}" src="data:image/png;base64,{data}"></section>')
+        parts.append(
+            f'<section id="{key}"><h2>{html.escape(title)}</h2>'
+            f'<p class="note">{html.escape(note)}</p>'
+            f'<img alt="{html.escape(title)}" src="data:image/png;base64,{data}"></section>'
+        )
     parts.append("</body></html>")
     return "\n".join(parts) + "\n"

@@ -1,5 +1,6 @@
 """RRNet backbone as published (reference doc section 3), with the published
 state_dict key layout so published weights load unchanged."""
+
 from __future__ import annotations
 
 import torch
@@ -18,8 +19,9 @@ class ResidualBlock(nn.Module):
             nn.ReLU(),
             nn.Conv1d(out_channels, out_channels, kernel_size=3, padding=1),
         )
-        self.downsample = (nn.Sequential(nn.Conv1d(in_channels, out_channels, kernel_size=1))
-                           if in_channels != out_channels else None)
+        self.downsample = (
+            nn.Sequential(nn.Conv1d(in_channels, out_channels, kernel_size=1)) if in_channels != out_channels else None
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         shortcut = x if self.downsample is None else self.downsample(x)
@@ -66,8 +68,7 @@ class RRNet(nn.Module):
             size = config.len_spectrum // steps
             self.rnn = nn.RNN(size, size, num_layers=1, nonlinearity="tanh", batch_first=True)
         self.fc1 = nn.Sequential(nn.Linear(n_flat, config.fc1_width), nn.ReLU(), nn.Dropout(config.dropout))
-        self.fc2 = nn.Sequential(nn.Linear(config.fc1_width, config.fc2_width), nn.ReLU(),
-                                 nn.Dropout(config.dropout))
+        self.fc2 = nn.Sequential(nn.Linear(config.fc1_width, config.fc2_width), nn.ReLU(), nn.Dropout(config.dropout))
         self.mu = nn.Linear(config.fc2_width, n_labels)
         self.sigma = nn.Sequential(nn.Linear(config.fc2_width, n_labels), nn.Softplus())
 
@@ -105,8 +106,9 @@ class RRNet(nn.Module):
         return self.head(self.features(x))
 
 
-def gaussian_nll(mean: torch.Tensor, var: torch.Tensor, target: torch.Tensor,
-                 mask: torch.Tensor | None = None, min_var: float = 1e-6) -> torch.Tensor:
+def gaussian_nll(
+    mean: torch.Tensor, var: torch.Tensor, target: torch.Tensor, mask: torch.Tensor | None = None, min_var: float = 1e-6
+) -> torch.Tensor:
     """Published loss: mean of log(var)/2 + (y - mu)^2 / (2 var) + 5 over labels that are present.
 
     ``mask`` (same shape, True = label known) lets a spectrum with a missing label

@@ -11,6 +11,7 @@ uncertainty follows Zucker (2003, MNRAS 342, 1291) from the peak's height and cu
 
 This module never imports torch.
 """
+
 from __future__ import annotations
 
 import csv
@@ -43,8 +44,10 @@ def require_finite_rv(value: float | None, source: str = "--rv") -> float | None
         return None
     value = float(value)
     if not np.isfinite(value):
-        raise SpemrError(f"{source} {value}: not a finite radial velocity in km/s "
-                         "(leave it out to measure the RV by cross-correlation)")
+        raise SpemrError(
+            f"{source} {value}: not a finite radial velocity in km/s "
+            "(leave it out to measure the RV by cross-correlation)"
+        )
     return value
 
 
@@ -55,6 +58,7 @@ class CCFSettings:
     log-wavelength sampling of the CCF (finer than a pixel, so the sub-step peak fit
     has little bias); min_peak is the normalised CCF height below which a measured RV
     is not trusted (the spectrum is then flagged unusable)."""
+
     search_kms: float = 500.0
     step_kms: float = 1.0
     min_peak: float = 0.2
@@ -63,8 +67,8 @@ class CCFSettings:
 
 @dataclass
 class RVResult:
-    rv: np.ndarray        # (n,) km/s
-    rv_err: np.ndarray    # (n,) km/s, 1 sigma (inf when the peak is at the search edge)
+    rv: np.ndarray  # (n,) km/s
+    rv_err: np.ndarray  # (n,) km/s, 1 sigma (inf when the peak is at the search edge)
     ccf_peak: np.ndarray  # (n,) normalised CCF height at the peak (a correlation coefficient)
 
 
@@ -99,8 +103,7 @@ def _load_line_list(path: str) -> tuple[Line, ...]:
     if not rows or any(col not in rows[0] for col in _LINE_COLUMNS):
         raise InputFileError(path, f"line list needs columns {', '.join(_LINE_COLUMNS)}")
     try:
-        return tuple(Line(row["species"].strip(), *(float(row[c]) for c in _LINE_COLUMNS[1:]))
-                     for row in rows)
+        return tuple(Line(row["species"].strip(), *(float(row[c]) for c in _LINE_COLUMNS[1:])) for row in rows)
     except ValueError as error:
         raise InputFileError(path, f"line list has a non-numeric value ({error})") from None
 
@@ -141,8 +144,13 @@ def as_template(template) -> Template:
 
 
 # ------------------------------------------------------------- measurement
-def measure_rv(wave: np.ndarray, flux: np.ndarray, mask: np.ndarray | None = None,
-               template=None, settings: CCFSettings | None = None) -> RVResult:
+def measure_rv(
+    wave: np.ndarray,
+    flux: np.ndarray,
+    mask: np.ndarray | None = None,
+    template=None,
+    settings: CCFSettings | None = None,
+) -> RVResult:
     """Measure RVs of continuum-normalised, observed-frame spectra.
 
     wave (m,) is a grid shared by the batch (it may hold both arms: a gap of more than
@@ -154,8 +162,10 @@ def measure_rv(wave: np.ndarray, flux: np.ndarray, mask: np.ndarray | None = Non
     model = as_template(template)
     c_kms = preprocess_config().speed_of_light_kms
     correlator = _Correlator(wave, model, settings, c_kms)
-    results = [correlator.run(flux[i:i + settings.batch_size], mask[i:i + settings.batch_size])
-               for i in range(0, len(flux), max(settings.batch_size, 1))]
+    results = [
+        correlator.run(flux[i : i + settings.batch_size], mask[i : i + settings.batch_size])
+        for i in range(0, len(flux), max(settings.batch_size, 1))
+    ]
     if not results:
         empty = np.zeros(0)
         return RVResult(empty, empty.copy(), empty.copy())
@@ -167,7 +177,7 @@ class _Correlator:
 
     def __init__(self, wave, model: Template, settings: CCFSettings, c_kms: float):
         self.c_kms = c_kms
-        self.step = np.log1p(settings.step_kms / c_kms)            # ln-lambda step
+        self.step = np.log1p(settings.step_kms / c_kms)  # ln-lambda step
         self.max_lag = int(np.ceil(np.log1p(settings.search_kms / c_kms) / self.step))
         self.segments = [self._segment(wave, part, model) for part in _segments(wave)]
 
@@ -177,12 +187,18 @@ class _Correlator:
         lag = self.max_lag
         u_ext = u[0] + self.step * np.arange(-lag, u.size + lag)
         depth = 1.0 - model(np.exp(u_ext))
-        core = depth[lag:lag + u.size]
+        core = depth[lag : lag + u.size]
         depth = depth - core.mean()
         n_fft = sp_fft.next_fast_len(u.size + 2 * lag)
-        return {"wave": w, "part": part, "log_wave": np.exp(u), "n": u.size, "n_fft": n_fft,
-                "template_fft": sp_fft.rfft(depth, n_fft),
-                "template_core": depth[lag:lag + u.size]}
+        return {
+            "wave": w,
+            "part": part,
+            "log_wave": np.exp(u),
+            "n": u.size,
+            "n_fft": n_fft,
+            "template_fft": sp_fft.rfft(depth, n_fft),
+            "template_core": depth[lag : lag + u.size],
+        }
 
     def run(self, flux: np.ndarray, mask: np.ndarray):
         n_lags = 2 * self.max_lag + 1
@@ -195,11 +211,11 @@ class _Correlator:
             spectrum = np.conj(sp_fft.rfft(signal, seg["n_fft"], axis=1)) * seg["template_fft"]
             cross += sp_fft.irfft(spectrum, seg["n_fft"], axis=1)[:, :n_lags]
             signal_power += np.einsum("ij,ij->i", signal, signal)
-            template_power += weight @ seg["template_core"] ** 2   # where the signal counts
+            template_power += weight @ seg["template_core"] ** 2  # where the signal counts
             n_good += np.sum(~mask[:, seg["part"]], axis=1)
         with np.errstate(invalid="ignore", divide="ignore"):
             ccf = cross / np.sqrt(signal_power * template_power)[:, None]
-        ccf = np.nan_to_num(ccf, nan=0.0)[:, ::-1]        # index j <-> lag j - max_lag
+        ccf = np.nan_to_num(ccf, nan=0.0)[:, ::-1]  # index j <-> lag j - max_lag
         return self._peaks(ccf, n_good)
 
     def _signal(self, seg: dict, flux: np.ndarray, mask: np.ndarray):
@@ -213,8 +229,7 @@ class _Correlator:
             weight[i] = np.interp(grid, src, mask[i].astype(np.float64)) == 0
         depth = (1.0 - rows) * weight
         total = weight.sum(axis=1, keepdims=True)
-        mean = np.divide(depth.sum(axis=1, keepdims=True), total,
-                         out=np.zeros_like(total), where=total > 0)
+        mean = np.divide(depth.sum(axis=1, keepdims=True), total, out=np.zeros_like(total), where=total > 0)
         return (depth - mean) * weight, weight
 
     def _peaks(self, ccf: np.ndarray, n_good: np.ndarray):
@@ -253,8 +268,8 @@ def _parabola_peak(left, mid, right):
 def _zucker_error(peak, curvature, n_good, step_kms):
     """Zucker (2003) eq. 8: sigma^2 = -[N C''/C * C^2/(1 - C^2)]^-1, C'' per km/s^2."""
     with np.errstate(divide="ignore", invalid="ignore"):
-        second = curvature / step_kms ** 2
-        c2 = np.minimum(peak ** 2, 1.0 - 1e-12)
+        second = curvature / step_kms**2
+        c2 = np.minimum(peak**2, 1.0 - 1e-12)
         inverse = -n_good * second / peak * c2 / (1.0 - c2)
         return np.where((inverse > 0) & (peak > 0), 1.0 / np.sqrt(inverse), np.inf)
 
@@ -273,6 +288,7 @@ def _segments(wave: np.ndarray) -> list[slice]:
 @dataclass(frozen=True)
 class RVCatalog:
     """RVs keyed by obsid (str of the integer) and by bare file name (no .fits/.gz)."""
+
     path: str
     by_obsid: Mapping[str, tuple[float, float]]
     by_filename: Mapping[str, tuple[float, float]]
@@ -307,8 +323,9 @@ def load_rv_catalog(path: str | Path) -> RVCatalog:
     err_col = next((fields[c] for c in _RV_ERR_COLUMNS if c in fields), None)
     key_cols = [fields[c] for c in ("obsid", "filename") if c in fields]
     if rv_col is None or not key_cols:
-        raise InputFileError(path, "RV catalog needs an obsid or filename column and an rv "
-                                   f"column (one of {', '.join(_RV_COLUMNS)})")
+        raise InputFileError(
+            path, f"RV catalog needs an obsid or filename column and an rv column (one of {', '.join(_RV_COLUMNS)})"
+        )
     by_obsid, by_filename = {}, {}
     for number, row in enumerate(rows, start=2):
         value = (_number(path, row[rv_col], number), _number(path, row.get(err_col), number, 0.0))
@@ -337,7 +354,7 @@ def _obsid_key(obsid) -> str:
     except ValueError:
         pass
     try:
-        return str(int(float(text)))   # "1.23e8" as some tables write it
+        return str(int(float(text)))  # "1.23e8" as some tables write it
     except (ValueError, OverflowError):  # "1e400": no such obsid, kept as text
         return text
 

@@ -7,6 +7,7 @@ array of a huge shape) are refused above MAX_ALLOCATION bytes, and what was load
 measured as the tree that printing or walking it would visit (containers shared through
 the pickle memo can make that exponential in the file size): above MAX_TREE_WEIGHT or
 MAX_DEPTH it is refused."""
+
 from __future__ import annotations
 
 import io
@@ -19,9 +20,9 @@ import numpy as np
 
 from .errors import InputFileError
 
-MAX_ALLOCATION = 2**30        # bytes one constructor may allocate beyond the file's own data
-MAX_TREE_WEIGHT = 10**8       # elements (+ characters of strings) when walked as a tree
-MAX_DEPTH = 200               # nesting of containers
+MAX_ALLOCATION = 2**30  # bytes one constructor may allocate beyond the file's own data
+MAX_TREE_WEIGHT = 10**8  # elements (+ characters of strings) when walked as a tree
+MAX_DEPTH = 200  # nesting of containers
 
 _ALLOWED = {
     ("numpy.core.multiarray", "_reconstruct"),
@@ -30,8 +31,13 @@ _ALLOWED = {
     ("numpy._core.multiarray", "scalar"),
     ("numpy", "ndarray"),
     ("numpy", "dtype"),
-    ("builtins", "list"), ("builtins", "dict"), ("builtins", "tuple"), ("builtins", "set"),
-    ("builtins", "frozenset"), ("builtins", "bytearray"), ("builtins", "complex"),
+    ("builtins", "list"),
+    ("builtins", "dict"),
+    ("builtins", "tuple"),
+    ("builtins", "set"),
+    ("builtins", "frozenset"),
+    ("builtins", "bytearray"),
+    ("builtins", "complex"),
     ("collections", "OrderedDict"),
     ("_codecs", "encode"),
 }
@@ -50,8 +56,7 @@ def _check_allocation(shape, dtype) -> None:
     except (TypeError, ValueError, OverflowError):
         return  # numpy itself refuses it below
     if any(n < 0 for n in dims) or math.prod(dims) * max(itemsize, 1) > MAX_ALLOCATION:
-        raise pickle.UnpicklingError(f"refusing an array of shape {tuple(dims)[:8]}: over "
-                                     f"{MAX_ALLOCATION} bytes")
+        raise pickle.UnpicklingError(f"refusing an array of shape {tuple(dims)[:8]}: over {MAX_ALLOCATION} bytes")
 
 
 def _bounded_ndarray(shape, dtype=float, *args, **kwargs):
@@ -60,7 +65,7 @@ def _bounded_ndarray(shape, dtype=float, *args, **kwargs):
 
 
 def _bounded_reconstruct(subtype, shape, dtype):
-    if subtype is _bounded_ndarray:   # what find_class hands out for numpy.ndarray
+    if subtype is _bounded_ndarray:  # what find_class hands out for numpy.ndarray
         subtype = np.ndarray
     if subtype is not np.ndarray:
         raise pickle.UnpicklingError(f"refusing to reconstruct {subtype!r:.60}")
@@ -71,15 +76,19 @@ def _bounded_reconstruct(subtype, shape, dtype):
 def _latin1_encode(text, encoding="utf-8", errors="strict"):
     """numpy's protocol-2 pickles store bytes as ``_codecs.encode(text, 'latin1')``."""
     import codecs
+
     if str(encoding).lower().replace("-", "").replace("_", "") not in ("latin1", "iso88591"):
         raise pickle.UnpicklingError(f"refusing _codecs.encode with encoding {encoding!r}")
     return codecs.encode(text, encoding, errors)
 
 
-_BOUNDED = {("builtins", "bytearray"): _bounded_bytearray, ("numpy", "ndarray"): _bounded_ndarray,
-            ("numpy.core.multiarray", "_reconstruct"): _bounded_reconstruct,
-            ("numpy._core.multiarray", "_reconstruct"): _bounded_reconstruct,
-            ("_codecs", "encode"): _latin1_encode}
+_BOUNDED = {
+    ("builtins", "bytearray"): _bounded_bytearray,
+    ("numpy", "ndarray"): _bounded_ndarray,
+    ("numpy.core.multiarray", "_reconstruct"): _bounded_reconstruct,
+    ("numpy._core.multiarray", "_reconstruct"): _bounded_reconstruct,
+    ("_codecs", "encode"): _latin1_encode,
+}
 
 
 class _RestrictedUnpickler(pickle.Unpickler):
@@ -92,7 +101,7 @@ class _RestrictedUnpickler(pickle.Unpickler):
 
 
 _UMATH_MODULES = {"numpy.core._multiarray_umath", "numpy._core._multiarray_umath"}
-_UMATH_TOKEN = object()      # what the dill import below hands out instead of a module
+_UMATH_TOKEN = object()  # what the dill import below hands out instead of a module
 
 
 def _numpy_reconstruct():
@@ -146,14 +155,15 @@ def tree_problem(value) -> str | None:
         if depth > MAX_DEPTH:
             return f"containers nested more than {MAX_DEPTH} deep"
         if not expanded:
-            weight.setdefault(key, -1)   # in progress
+            weight.setdefault(key, -1)  # in progress
             stack.append((obj, depth, True))
             stack.extend((child, depth + 1, False) for child in children if id(child) not in weight)
             continue
         total = 1 + sum(max(weight.get(id(child), 1), 1) for child in children)
         if total > MAX_TREE_WEIGHT:
-            return (f"its containers unfold into over {MAX_TREE_WEIGHT:.0e} elements "
-                    "(nested containers shared many times)")
+            return (
+                f"its containers unfold into over {MAX_TREE_WEIGHT:.0e} elements (nested containers shared many times)"
+            )
         weight[key] = total
     return None
 
@@ -180,8 +190,17 @@ def safe_loads(data: bytes, name: str = "<pickle>"):
         return _checked(_RestrictedUnpickler(io.BytesIO(data)).load(), name)
     except pickle.UnpicklingError as error:
         raise InputFileError(name, f"not a safe pickle: {error}") from None
-    except (EOFError, ValueError, TypeError, AttributeError, IndexError, KeyError,
-            OverflowError, MemoryError, RecursionError) as error:
+    except (
+        EOFError,
+        ValueError,
+        TypeError,
+        AttributeError,
+        IndexError,
+        KeyError,
+        OverflowError,
+        MemoryError,
+        RecursionError,
+    ) as error:
         raise InputFileError(name, f"corrupt or truncated pickle ({type(error).__name__}: {error})") from None
 
 
@@ -194,6 +213,7 @@ def safe_load(path: str | Path, dill_arrays: bool = False):
     classes, truncated or corrupt data, a folder or device instead of a file, data too
     large or too deeply shared to walk)."""
     import stat
+
     path = Path(path)
     unpickler = _DillArrayUnpickler if dill_arrays else _RestrictedUnpickler
     try:
@@ -210,7 +230,16 @@ def safe_load(path: str | Path, dill_arrays: bool = False):
         raise InputFileError(path, f"not a safe pickle: {error}") from None
     except OSError as error:
         raise InputFileError(path, f"cannot be read ({error.strerror or error})") from None
-    except (EOFError, ValueError, TypeError, AttributeError, IndexError, KeyError,
-            OverflowError, MemoryError, RecursionError) as error:
+    except (
+        EOFError,
+        ValueError,
+        TypeError,
+        AttributeError,
+        IndexError,
+        KeyError,
+        OverflowError,
+        MemoryError,
+        RecursionError,
+    ) as error:
         raise InputFileError(path, f"corrupt or truncated pickle ({type(error).__name__}: {error})") from None
     return _checked(value, path)

@@ -11,6 +11,7 @@ space). A library holds the training labels (n, 16) and, per entry, either
 
 Stored as ``templates.npz`` inside a model bundle folder.
 """
+
 from __future__ import annotations
 
 from collections import OrderedDict
@@ -31,11 +32,18 @@ _CACHE_SIZE = 64
 class TemplateLibrary:
     """Labels of training spectra and a way to get each one's spectrum."""
 
-    def __init__(self, labels: np.ndarray, label_names: Sequence[str] = LABELS,
-                 seeds: np.ndarray | None = None, flux: np.ndarray | None = None,
-                 star_id: Sequence[str] | np.ndarray | None = None, scale: np.ndarray | None = None,
-                 generator_version: int | None = None, wave: np.ndarray | None = None,
-                 world_id: str | None = None):
+    def __init__(
+        self,
+        labels: np.ndarray,
+        label_names: Sequence[str] = LABELS,
+        seeds: np.ndarray | None = None,
+        flux: np.ndarray | None = None,
+        star_id: Sequence[str] | np.ndarray | None = None,
+        scale: np.ndarray | None = None,
+        generator_version: int | None = None,
+        wave: np.ndarray | None = None,
+        world_id: str | None = None,
+    ):
         self._labels = np.atleast_2d(np.asarray(labels, dtype=np.float32))
         self.label_names = list(label_names)
         if (seeds is None) == (flux is None):
@@ -49,7 +57,7 @@ class TemplateLibrary:
         self.star_id = np.asarray(star_id if star_id is not None else [str(i) for i in range(n)])
         self.scale = np.asarray(scale if scale is not None else _nan_std(self._labels), dtype=np.float64)
         self.generator_version = generator_version
-        self.world_id = world_id          # synth.generate.world_id at build time (None: not recorded)
+        self.world_id = world_id  # synth.generate.world_id at build time (None: not recorded)
         self.wave = np.asarray(wave if wave is not None else default_grid().wave, dtype=np.float64)
         self._cache: OrderedDict[int, np.ndarray] = OrderedDict()
 
@@ -96,9 +104,11 @@ class TemplateLibrary:
             return self.wave, self.flux[i].astype(np.float32)
         if i not in self._cache and self.seeds is not None:
             from .preprocess import normalise_grid
-            from .synth.generate import noiseless_grid   # heavy; only for seed libraries
-            _wave, flux = noiseless_grid(self._labels[i:i + 1].astype(np.float64), self.seeds[i:i + 1],
-                                         version=self.generator_version or 1)
+            from .synth.generate import noiseless_grid  # heavy; only for seed libraries
+
+            _wave, flux = noiseless_grid(
+                self._labels[i : i + 1].astype(np.float64), self.seeds[i : i + 1], version=self.generator_version or 1
+            )
             # The generator divides by the true continuum; observed spectra are divided by
             # the pipeline's polynomial pseudo-continuum, which sits a few per cent lower
             # where lines crowd (blue arm). Normalising the same way makes them comparable.
@@ -116,6 +126,7 @@ class TemplateLibrary:
         if self.seeds is None:
             return True
         from .synth.generate import WORLDS, world_id
+
         version = self.generator_version or 1
         return version in WORLDS and (self.world_id is None or self.world_id == world_id(version))
 
@@ -123,9 +134,15 @@ class TemplateLibrary:
     def save(self, path: str | Path) -> Path:
         path = _npz_path(Path(path))
         path.parent.mkdir(parents=True, exist_ok=True)
-        arrays: dict = {"format": np.array(FORMAT), "version": np.array(VERSION),
-                  "labels": self._labels, "label_names": np.array(self.label_names),
-                  "star_id": self.star_id.astype(str), "scale": self.scale, "wave": self.wave}
+        arrays: dict = {
+            "format": np.array(FORMAT),
+            "version": np.array(VERSION),
+            "labels": self._labels,
+            "label_names": np.array(self.label_names),
+            "star_id": self.star_id.astype(str),
+            "scale": self.scale,
+            "wave": self.wave,
+        }
         if self.seeds is not None:
             arrays["seeds"] = self.seeds
             arrays["generator_version"] = np.array(self.generator_version if self.generator_version is not None else -1)
@@ -147,28 +164,41 @@ class TemplateLibrary:
                 if str(data.get("format", "")) != FORMAT:
                     raise InputFileError(path, "not a spemr template library")
                 version = data.get("generator_version")
-                return cls(labels=data["labels"], label_names=[str(s) for s in data["label_names"]],
-                           seeds=data["seeds"] if "seeds" in data else None,
-                           flux=data["flux"] if "flux" in data else None,
-                           star_id=[str(s) for s in data["star_id"]], scale=data["scale"],
-                           generator_version=None if version is None else int(version),
-                           wave=data["wave"], world_id=str(data["world_id"]) if "world_id" in data else None)
+                return cls(
+                    labels=data["labels"],
+                    label_names=[str(s) for s in data["label_names"]],
+                    seeds=data["seeds"] if "seeds" in data else None,
+                    flux=data["flux"] if "flux" in data else None,
+                    star_id=[str(s) for s in data["star_id"]],
+                    scale=data["scale"],
+                    generator_version=None if version is None else int(version),
+                    wave=data["wave"],
+                    world_id=str(data["world_id"]) if "world_id" in data else None,
+                )
         except InputFileError:
             raise
         except Exception as error:  # truncated zip (BadZipFile, EOFError, zlib.error), bad arrays
-            raise InputFileError(path, f"unreadable template library ({type(error).__name__}: "
-                                       f"{error})") from None
+            raise InputFileError(path, f"unreadable template library ({type(error).__name__}: {error})") from None
 
     @classmethod
-    def from_refset(cls, refset, max_entries: int | None = None, one_per_star: bool = True,
-                    indices: np.ndarray | None = None, seed: int = 0) -> "TemplateLibrary":
+    def from_refset(
+        cls,
+        refset,
+        max_entries: int | None = None,
+        one_per_star: bool = True,
+        indices: np.ndarray | None = None,
+        seed: int = 0,
+    ) -> "TemplateLibrary":
         """A library from a reference set (spemr_engine.refset.ReferenceSet): seeds when
         the set is synthetic and has them, else float16 fluxes. ``indices`` restricts it
         (e.g. to the training split); one spectrum per star by default."""
         rows = refset.rows if hasattr(refset, "rows") else None
         chosen = np.arange(len(refset)) if indices is None else np.asarray(indices)
-        star = np.array([str(rows[i]["star_id"]) for i in range(len(refset))]) if rows is not None \
+        star = (
+            np.array([str(rows[i]["star_id"]) for i in range(len(refset))])
+            if rows is not None
             else np.arange(len(refset)).astype(str)
+        )
         if one_per_star:
             _, first = np.unique(star[chosen], return_index=True)
             chosen = chosen[np.sort(first)]
@@ -182,10 +212,23 @@ class TemplateLibrary:
             # Reference sets written before the "generator" column were made by version 1.
             version = int(rows[chosen[0]].get("generator") or 1) if len(chosen) else 1
             from .synth.generate import world_id
-            return cls(labels, getattr(refset, "label_names", LABELS), seeds=seeds, star_id=star[chosen], scale=refset.label_std,
-                       generator_version=version, world_id=world_id(version))
-        return cls(labels, getattr(refset, "label_names", LABELS), flux=refset.read_flux(chosen), star_id=star[chosen],
-                   scale=refset.label_std)
+
+            return cls(
+                labels,
+                getattr(refset, "label_names", LABELS),
+                seeds=seeds,
+                star_id=star[chosen],
+                scale=refset.label_std,
+                generator_version=version,
+                world_id=world_id(version),
+            )
+        return cls(
+            labels,
+            getattr(refset, "label_names", LABELS),
+            flux=refset.read_flux(chosen),
+            star_id=star[chosen],
+            scale=refset.label_std,
+        )
 
 
 def _npz_path(path: Path) -> Path:

@@ -12,6 +12,7 @@ Every (member, network, stage) is one *job* with its own checkpoint in
 on CPU, ends with the same weights as an uninterrupted run. Checkpoints are plain state
 dicts (torch.save, read back with weights_only=True).
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -29,8 +30,15 @@ import numpy as np
 import torch
 
 from . import bundle as bundle_io
-from .config import (LABELS, Region, RRNetConfig, architecture as named_architecture, default_regions,
-                     preprocess_config, training_recipe)
+from .config import (
+    LABELS,
+    Region,
+    RRNetConfig,
+    architecture as named_architecture,
+    default_regions,
+    preprocess_config,
+    training_recipe,
+)
 from .errors import Cancelled, SpemrError
 from .evaluate import evaluate
 from .inference import resolve_device
@@ -42,13 +50,14 @@ CHECKPOINT_DIR = ".checkpoints"
 RUN_FILE = "run.json"
 PRETRAIN, FINETUNE = "pretrain", "finetune"
 Progress = Callable[[dict], None]
-RECIPE = training_recipe()      # presets/training.json: every default below comes from it
+RECIPE = training_recipe()  # presets/training.json: every default below comes from it
 
 
 # ------------------------------------------------------------------ settings
 @dataclass(frozen=True)
 class TrainSettings:
     """Everything that decides the result of a run (and so must match on resume)."""
+
     epochs: int = RECIPE.epochs
     finetune_epochs: int = RECIPE.finetune_epochs
     lr: float = RECIPE.lr
@@ -68,9 +77,10 @@ class TrainSettings:
 @dataclass
 class _Normaliser:
     """Standardisation of inputs and labels with fixed statistics (those of the bundle)."""
+
     flux_mean: np.ndarray
     flux_std: np.ndarray
-    label_mean: np.ndarray      # all LABELS
+    label_mean: np.ndarray  # all LABELS
     label_std: np.ndarray
 
     def flux_on(self, device: torch.device) -> Callable[[torch.Tensor], torch.Tensor]:
@@ -79,12 +89,14 @@ class _Normaliser:
         Bad (NaN) pixels become 0, the training mean, so one cannot poison a batch."""
         cfg = preprocess_config()
         mean = torch.as_tensor(self.flux_mean, dtype=torch.float32, device=device)
-        scale = torch.as_tensor(1.0 / np.where(self.flux_std > 0, self.flux_std, 1.0), dtype=torch.float32,
-                                device=device)
+        scale = torch.as_tensor(
+            1.0 / np.where(self.flux_std > 0, self.flux_std, 1.0), dtype=torch.float32, device=device
+        )
 
         def standardise(flux: torch.Tensor) -> torch.Tensor:
             x = (flux.clamp(cfg.clip_min, cfg.clip_max) - mean) * scale
             return torch.nan_to_num(x, nan=0.0, posinf=0.0, neginf=0.0)
+
         return standardise
 
     def labels(self, labels: np.ndarray, columns: Sequence[int]) -> np.ndarray:
@@ -161,9 +173,10 @@ def _prefetch(items: Iterable, depth: int = 2) -> Iterator:
 @dataclass
 class _Data:
     """Batches of one network's standardised inputs and labels, straight from the memmap."""
+
     refset: ReferenceSet
     normaliser: _Normaliser
-    columns: list[int]              # label positions (in the refset) this network predicts
+    columns: list[int]  # label positions (in the refset) this network predicts
     device: torch.device
     batch_size: int
 
@@ -182,7 +195,7 @@ class _Data:
 
         def read():
             for start in starts:
-                batch = indices[start:start + self.batch_size]
+                batch = indices[start : start + self.batch_size]
                 y = self.normaliser.labels(self.refset.labels[batch].astype(np.float64), self.columns)
                 yield torch.from_numpy(self.refset.read_flux(batch)), torch.from_numpy(y)
 
@@ -205,6 +218,7 @@ def augment(x: torch.Tensor) -> torch.Tensor:
 @dataclass
 class _Job:
     """One network trained in one stage: pre-training, or fc1 fine-tuning for a region."""
+
     stage: str
     member: int
     network: str
@@ -215,7 +229,7 @@ class _Job:
     epochs: int
     lr: float
     data: _Data
-    labels: list[str] = field(default_factory=list)     # the network's outputs, in order
+    labels: list[str] = field(default_factory=list)  # the network's outputs, in order
     history: list = field(default_factory=list)
 
     @property
@@ -248,8 +262,14 @@ class _Job:
         return self.model(x)
 
     def event(self, **values) -> dict:
-        return {"stage": self.stage, "member": self.member, "network": self.network,
-                "region": self.region, "n_epochs": self.epochs, **values}
+        return {
+            "stage": self.stage,
+            "member": self.member,
+            "network": self.network,
+            "region": self.region,
+            "n_epochs": self.epochs,
+            **values,
+        }
 
 
 class _Checkpoints:
@@ -294,8 +314,9 @@ def _set_rng_state(state: dict, device: torch.device) -> None:
         torch.cuda.set_rng_state(state["cuda"], device)
 
 
-def run_job(job: _Job, settings: TrainSettings, checkpoints: _Checkpoints, progress: Progress | None,
-            cancel: Callable[[], bool]) -> dict[str, torch.Tensor]:
+def run_job(
+    job: _Job, settings: TrainSettings, checkpoints: _Checkpoints, progress: Progress | None, cancel: Callable[[], bool]
+) -> dict[str, torch.Tensor]:
     """Train one job to the end (or resume it) and return its best state dict."""
     device = job.data.device
     saved = checkpoints.load(job)
@@ -321,11 +342,23 @@ def run_job(job: _Job, settings: TrainSettings, checkpoints: _Checkpoints, progr
         _set_rng_state(saved["rng"], device)
 
     def checkpoint(epoch: int, step: int, loss: float) -> None:
-        checkpoints.save(job, {"done": False, "model": _state_copy(job.model),
-                               "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                               "best_state": best["state"], "best_val": best["val"], "best_epoch": best["epoch"],
-                               "epoch": epoch, "step": step, "loss_sum": loss, "history": job.history,
-                               "rng": _rng_state(device)})
+        checkpoints.save(
+            job,
+            {
+                "done": False,
+                "model": _state_copy(job.model),
+                "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(),
+                "best_state": best["state"],
+                "best_val": best["val"],
+                "best_epoch": best["epoch"],
+                "epoch": epoch,
+                "step": step,
+                "loss_sum": loss,
+                "history": job.history,
+                "rng": _rng_state(device),
+            },
+        )
 
     n_steps = job.data.n_batches(len(job.train_idx))
     augment_after = preprocess_config().augment_after_epoch
@@ -337,9 +370,10 @@ def run_job(job: _Job, settings: TrainSettings, checkpoints: _Checkpoints, progr
         for x, y in job.data.batches(job.train_idx, order_seed, skip=step):
             if cancel():
                 checkpoint(epoch, step, loss_sum)
-                raise Cancelled(f"training cancelled at {job.name} epoch {epoch + 1} step {step}; "
-                                "run again with resume to continue")
-            if epoch + 1 > augment_after:      # epochs count from 1, as in the paper
+                raise Cancelled(
+                    f"training cancelled at {job.name} epoch {epoch + 1} step {step}; run again with resume to continue"
+                )
+            if epoch + 1 > augment_after:  # epochs count from 1, as in the paper
                 x = augment(x)
             mean, var = job.forward(x)
             loss = gaussian_nll(mean, var, y)
@@ -357,11 +391,28 @@ def run_job(job: _Job, settings: TrainSettings, checkpoints: _Checkpoints, progr
         if val_loss < best["val"] or not np.isfinite(best["val"]):
             best = {"state": _state_copy(job.model), "val": val_loss, "epoch": epoch + 1}
         if progress:
-            progress(job.event(epoch=epoch + 1, step=step, n_steps=n_steps, train_loss=train_loss,
-                               val_loss=val_loss, val_mae=val_mae, best_epoch=best["epoch"]))
+            progress(
+                job.event(
+                    epoch=epoch + 1,
+                    step=step,
+                    n_steps=n_steps,
+                    train_loss=train_loss,
+                    val_loss=val_loss,
+                    val_mae=val_mae,
+                    best_epoch=best["epoch"],
+                )
+            )
         checkpoint(epoch + 1, 0, 0.0)
-    checkpoints.save(job, {"done": True, "best_state": best["state"], "best_val": best["val"],
-                           "best_epoch": best["epoch"], "history": job.history})
+    checkpoints.save(
+        job,
+        {
+            "done": True,
+            "best_state": best["state"],
+            "best_val": best["val"],
+            "best_epoch": best["epoch"],
+            "history": job.history,
+        },
+    )
     return best["state"]
 
 
@@ -394,15 +445,27 @@ def validate(job: _Job) -> tuple[float, dict[str, float]]:
 
 
 # ----------------------------------------------------------------- training
-def train_model(refset: ReferenceSet | str | Path, out_dir: str | Path,
-                architecture: str | RRNetConfig = RECIPE.architecture, members: int | None = None,
-                epochs: int = RECIPE.epochs, finetune_epochs: int = RECIPE.finetune_epochs,
-                lr: float = RECIPE.lr, finetune_lr: float = RECIPE.finetune_lr,
-                batch_size: int = RECIPE.batch_size, step_size: int = RECIPE.step_size,
-                gamma: float = RECIPE.gamma, seed: int = RECIPE.seed,
-                device: str = "auto", regions: Sequence[Region] | None = None,
-                progress: Progress | None = None, cancel=None, resume: bool = True,
-                split_fractions: Sequence[float] = RECIPE.split_fractions, command: str | None = None) -> Path:
+def train_model(
+    refset: ReferenceSet | str | Path,
+    out_dir: str | Path,
+    architecture: str | RRNetConfig = RECIPE.architecture,
+    members: int | None = None,
+    epochs: int = RECIPE.epochs,
+    finetune_epochs: int = RECIPE.finetune_epochs,
+    lr: float = RECIPE.lr,
+    finetune_lr: float = RECIPE.finetune_lr,
+    batch_size: int = RECIPE.batch_size,
+    step_size: int = RECIPE.step_size,
+    gamma: float = RECIPE.gamma,
+    seed: int = RECIPE.seed,
+    device: str = "auto",
+    regions: Sequence[Region] | None = None,
+    progress: Progress | None = None,
+    cancel=None,
+    resume: bool = True,
+    split_fractions: Sequence[float] = RECIPE.split_fractions,
+    command: str | None = None,
+) -> Path:
     """Pre-train an ensemble, fine-tune each region's fc1, evaluate, and save a model bundle.
 
     Returns the bundle folder (``out_dir``). Raises Cancelled (after checkpointing) when
@@ -412,8 +475,9 @@ def train_model(refset: ReferenceSet | str | Path, out_dir: str | Path,
     refset = refset if isinstance(refset, ReferenceSet) else ReferenceSet.open(refset)
     config = resolve_architecture(architecture, members)
     regions = default_regions() if regions is None else tuple(regions)
-    settings = TrainSettings(epochs, finetune_epochs, lr, finetune_lr, batch_size, step_size, gamma, seed,
-                             _three(split_fractions))
+    settings = TrainSettings(
+        epochs, finetune_epochs, lr, finetune_lr, batch_size, step_size, gamma, seed, _three(split_fractions)
+    )
     out_dir = Path(out_dir)
     device_t = resolve_device(device)
     checkpoints = _prepare_checkpoints(out_dir, refset, config, regions, settings, resume)
@@ -422,19 +486,27 @@ def train_model(refset: ReferenceSet | str | Path, out_dir: str | Path,
         raise SpemrError(f"{refset.path}: no training spectra after the split (too few stars)")
     stats = usable_statistics(refset.statistics)
     normaliser = _Normaliser(stats["flux_mean"], stats["flux_std"], stats["label_mean"], stats["label_std"])
-    trainer = _EnsembleTrainer(refset, normaliser, config, regions, settings, device_t, checkpoints,
-                               progress, _as_cancel(cancel))
+    trainer = _EnsembleTrainer(
+        refset, normaliser, config, regions, settings, device_t, checkpoints, progress, _as_cancel(cancel)
+    )
     base_states, region_heads, notes = trainer.run(split)
     labels = [name for name in LABELS if any(name in v for v in config.networks.values())]
     statistics = _bundle_statistics(stats, refset.label_names, labels, refset.source)
     provenance: dict[str, Any] = {
         "trained_on": "synthetic" if refset.synthetic else "real",
         "command": command or "spemr_engine.training.train_model",
-        "seed": seed, "reference_set": str(refset.path), "reference_source": refset.source,
-        "n_spectra": len(refset), "n_stars": int(len(set(refset.star_id))),
-        "n_train": int(len(split.train)), "n_valid": int(len(split.valid)), "n_test": int(len(split.test)),
+        "seed": seed,
+        "reference_set": str(refset.path),
+        "reference_source": refset.source,
+        "n_spectra": len(refset),
+        "n_stars": int(len(set(refset.star_id))),
+        "n_train": int(len(split.train)),
+        "n_valid": int(len(split.valid)),
+        "n_test": int(len(split.test)),
         "split": {"by": "star", "seed": seed, "fractions": list(settings.split_fractions)},
-        "settings": settings.to_dict(), "device": str(device_t), "notes": notes,
+        "settings": settings.to_dict(),
+        "device": str(device_t),
+        "notes": notes,
         "history": trainer.histories,
     }
     _save(out_dir, config, base_states, region_heads, statistics, provenance, regions, labels, metrics={})
@@ -449,19 +521,32 @@ def train_model(refset: ReferenceSet | str | Path, out_dir: str | Path,
 
 def _bundle_statistics(stats: dict, refset_labels: Sequence[str], labels: Sequence[str], source: str) -> dict:
     index = [list(refset_labels).index(name) for name in labels]
-    return {"flux_mean": stats["flux_mean"], "flux_std": stats["flux_std"],
-            "label_mean": stats["label_mean"][index], "label_std": stats["label_std"][index],
-            "source": f"reference set {source}".strip()}
+    return {
+        "flux_mean": stats["flux_mean"],
+        "flux_std": stats["flux_std"],
+        "label_mean": stats["label_mean"][index],
+        "label_std": stats["label_std"][index],
+        "source": f"reference set {source}".strip(),
+    }
 
 
 def _save(out_dir, config, base_states, region_heads, statistics, provenance, regions, labels, metrics) -> Path:
-    return bundle_io.save_bundle(out_dir, config, base_states, statistics, plain(provenance),
-                                 region_heads=region_heads if regions else None, regions=regions,
-                                 labels=labels, metrics=plain(metrics))
+    return bundle_io.save_bundle(
+        out_dir,
+        config,
+        base_states,
+        statistics,
+        plain(provenance),
+        region_heads=region_heads if regions else None,
+        regions=regions,
+        labels=labels,
+        metrics=plain(metrics),
+    )
 
 
-def _evaluate_quietly(bundle_path: Path, refset: ReferenceSet, indices: np.ndarray, device: str,
-                      progress: Progress | None) -> dict:
+def _evaluate_quietly(
+    bundle_path: Path, refset: ReferenceSet, indices: np.ndarray, device: str, progress: Progress | None
+) -> dict:
     """Test-split metrics for the manifest; none when the test split is empty."""
     if len(indices) == 0:
         return {"note": "no test spectra"}
@@ -475,21 +560,33 @@ def _three(fractions) -> tuple[float, float, float]:
     return train, valid, test
 
 
-def _prepare_checkpoints(out_dir: Path, refset: ReferenceSet, config: RRNetConfig, regions: Sequence[Region],
-                         settings: TrainSettings, resume: bool) -> _Checkpoints:
+def _prepare_checkpoints(
+    out_dir: Path,
+    refset: ReferenceSet,
+    config: RRNetConfig,
+    regions: Sequence[Region],
+    settings: TrainSettings,
+    resume: bool,
+) -> _Checkpoints:
     """Checkpoints are reused only for the very same run; anything else is an error, not a mix."""
     folder = out_dir / CHECKPOINT_DIR
-    run = {"reference_set": str(Path(refset.path).resolve()), "n_spectra": len(refset),
-           "architecture": config.to_dict(), "regions": [r.to_dict() for r in regions],
-           "settings": settings.to_dict()}
+    run = {
+        "reference_set": str(Path(refset.path).resolve()),
+        "n_spectra": len(refset),
+        "architecture": config.to_dict(),
+        "regions": [r.to_dict() for r in regions],
+        "settings": settings.to_dict(),
+    }
     run = json.loads(json.dumps(run))
     if folder.exists() and not resume:
         shutil.rmtree(folder)
     if folder.exists():
         previous = json.loads((folder / RUN_FILE).read_text()) if (folder / RUN_FILE).exists() else None
         if previous != run:
-            raise SpemrError(f"{folder}: checkpoints belong to a run with other settings; "
-                             "train without resume (--no-resume) to start over")
+            raise SpemrError(
+                f"{folder}: checkpoints belong to a run with other settings; "
+                "train without resume (--no-resume) to start over"
+            )
     folder.mkdir(parents=True, exist_ok=True)
     atomic_write_text(folder / RUN_FILE, json.dumps(run, indent=1))
     return _Checkpoints(folder)
@@ -528,14 +625,26 @@ class _EnsembleTrainer:
         return RRNet(self.config, len(self.config.networks[network]))
 
     def pretrain(self, member: int, network: str, split) -> dict:
-        job = _Job(PRETRAIN, member, network, None, self.new_model(member, network), split.train, split.valid,
-                   self.settings.epochs, self.settings.lr, self.data(network), list(self.config.networks[network]))
+        job = _Job(
+            PRETRAIN,
+            member,
+            network,
+            None,
+            self.new_model(member, network),
+            split.train,
+            split.valid,
+            self.settings.epochs,
+            self.settings.lr,
+            self.data(network),
+            list(self.config.networks[network]),
+        )
         state = run_job(job, self.settings, self.checkpoints, self.progress, self.cancel)
         self.histories[job.name] = job.history
         return state
 
-    def finetune_regions(self, member: int, network: str, base_state: dict, split,
-                         regions: Sequence[Region]) -> tuple[dict, list[str]]:
+    def finetune_regions(
+        self, member: int, network: str, base_state: dict, split, regions: Sequence[Region]
+    ) -> tuple[dict, list[str]]:
         """fc1 state per region; a region without training spectra keeps the base fc1."""
         heads, notes = {}, []
         labels = self.refset.labels.astype(np.float64)
@@ -543,27 +652,48 @@ class _EnsembleTrainer:
             inside = region.contains(labels, self.refset.label_names)
             train_idx, valid_idx = split.train[inside[split.train]], split.valid[inside[split.valid]]
             if len(train_idx) == 0:
-                heads[region.name] = {k[len("fc1."):]: v for k, v in base_state.items() if k.startswith("fc1.")}
+                heads[region.name] = {k[len("fc1.") :]: v for k, v in base_state.items() if k.startswith("fc1.")}
                 notes.append(f"region {region.name}: no training spectra, base fc1 kept")
                 continue
             model = RRNet(self.config, len(self.config.networks[network]))
             model.load_state_dict(base_state)
-            job = _Job(FINETUNE, member, network, region.name, model, train_idx, valid_idx,
-                       self.settings.finetune_epochs, self.settings.finetune_lr, self.data(network),
-                       list(self.config.networks[network]))
+            job = _Job(
+                FINETUNE,
+                member,
+                network,
+                region.name,
+                model,
+                train_idx,
+                valid_idx,
+                self.settings.finetune_epochs,
+                self.settings.finetune_lr,
+                self.data(network),
+                list(self.config.networks[network]),
+            )
             state = run_job(job, self.settings, self.checkpoints, self.progress, self.cancel)
             self.histories[job.name] = job.history
-            heads[region.name] = {k[len("fc1."):]: v for k, v in state.items() if k.startswith("fc1.")}
+            heads[region.name] = {k[len("fc1.") :]: v for k, v in state.items() if k.startswith("fc1.")}
         return heads, notes
 
 
 # -------------------------------------------------------------- fine-tuning
-def finetune_bundle(model_path: str | Path, refset: ReferenceSet | str | Path, out_dir: str | Path,
-                    regions: Sequence[Region] | None = None, epochs: int = RECIPE.finetune_epochs,
-                    lr: float = RECIPE.finetune_lr, batch_size: int = RECIPE.batch_size,
-                    step_size: int = RECIPE.step_size, gamma: float = RECIPE.gamma, seed: int = RECIPE.seed,
-                    device: str = "auto", progress: Progress | None = None, cancel=None,
-                    resume: bool = True, command: str | None = None) -> Path:
+def finetune_bundle(
+    model_path: str | Path,
+    refset: ReferenceSet | str | Path,
+    out_dir: str | Path,
+    regions: Sequence[Region] | None = None,
+    epochs: int = RECIPE.finetune_epochs,
+    lr: float = RECIPE.finetune_lr,
+    batch_size: int = RECIPE.batch_size,
+    step_size: int = RECIPE.step_size,
+    gamma: float = RECIPE.gamma,
+    seed: int = RECIPE.seed,
+    device: str = "auto",
+    progress: Progress | None = None,
+    cancel=None,
+    resume: bool = True,
+    command: str | None = None,
+) -> Path:
     """Fine-tune (or add) region fc1 heads of an existing bundle on a reference set.
 
     Inputs and labels are standardised with the bundle's statistics (those its base
@@ -577,14 +707,32 @@ def finetune_bundle(model_path: str | Path, refset: ReferenceSet | str | Path, o
     if missing:
         raise SpemrError(f"{refset.path}: reference set lacks labels {missing} of the model")
     split_info = source.provenance.get("split") or {}
-    settings = TrainSettings(0, epochs, lr, lr, batch_size, step_size, gamma, seed,
-                             tuple(split_info.get("fractions", RECIPE.split_fractions)))
+    settings = TrainSettings(
+        0,
+        epochs,
+        lr,
+        lr,
+        batch_size,
+        step_size,
+        gamma,
+        seed,
+        tuple(split_info.get("fractions", RECIPE.split_fractions)),
+    )
     split = refset.split_by_star(settings.split_fractions, seed=int(split_info.get("seed", seed)))
     normaliser = _bundle_normaliser(source, refset)
     out_dir = Path(out_dir)
     checkpoints = _prepare_checkpoints(out_dir, refset, source.architecture, regions, settings, resume)
-    trainer = _EnsembleTrainer(refset, normaliser, source.architecture, regions, settings,
-                               resolve_device(device), checkpoints, progress, _as_cancel(cancel))
+    trainer = _EnsembleTrainer(
+        refset,
+        normaliser,
+        source.architecture,
+        regions,
+        settings,
+        resolve_device(device),
+        checkpoints,
+        progress,
+        _as_cancel(cancel),
+    )
     kept = [r for r in source.regions if r.name not in {n.name for n in regions}]
     base_states: list = []
     region_heads: list = []
@@ -601,17 +749,36 @@ def finetune_bundle(model_path: str | Path, refset: ReferenceSet | str | Path, o
             region_heads[member][network] = heads
             notes.extend(n for n in job_notes if n not in notes)
     provenance = dict(source.provenance)
-    provenance["finetuned"] = {"command": command or "spemr_engine.training.finetune_bundle",
-                               "reference_set": str(refset.path), "regions": [r.name for r in regions],
-                               "settings": settings.to_dict(), "notes": notes, "history": trainer.histories,
-                               "trained_on": "synthetic" if refset.synthetic else "real"}
+    provenance["finetuned"] = {
+        "command": command or "spemr_engine.training.finetune_bundle",
+        "reference_set": str(refset.path),
+        "regions": [r.name for r in regions],
+        "settings": settings.to_dict(),
+        "notes": notes,
+        "history": trainer.histories,
+        "trained_on": "synthetic" if refset.synthetic else "real",
+    }
     retuned = {r.name: r for r in regions}
     all_regions = tuple(retuned.pop(r.name, r) for r in source.regions) + tuple(retuned.values())
-    statistics = {"flux_mean": source.flux_mean, "flux_std": source.flux_std, "label_mean": source.label_mean,
-                  "label_std": source.label_std, "source": source.statistics.source}
+    statistics = {
+        "flux_mean": source.flux_mean,
+        "flux_std": source.flux_std,
+        "label_mean": source.label_mean,
+        "label_std": source.label_std,
+        "source": source.statistics.source,
+    }
     metrics = dict(source.metrics)
-    _save(out_dir, source.architecture, base_states, region_heads, statistics, provenance, all_regions,
-          source.labels, metrics)
+    _save(
+        out_dir,
+        source.architecture,
+        base_states,
+        region_heads,
+        statistics,
+        provenance,
+        all_regions,
+        source.labels,
+        metrics,
+    )
     if len(split.test):
         metrics = _evaluate_quietly(out_dir, refset, split.test, device, progress)
         bundle_io.update_manifest(out_dir, metrics=plain(metrics))
@@ -631,6 +798,7 @@ def _bundle_normaliser(source, refset: ReferenceSet) -> _Normaliser:
 
 def print_progress(stream=None) -> Progress:
     """A text progress display for the CLI: one line per epoch, a rewritten line per step."""
+
     def show(event: dict) -> None:
         out = stream or sys.stderr
         stage = event.get("stage")
@@ -639,13 +807,21 @@ def print_progress(stream=None) -> Progress:
             head = f"{stage:8s} {where:12s} epoch {event['epoch']}/{event['n_epochs']}"
             if "val_loss" in event:
                 mae = " ".join(f"{k}={v:.3g}" for k, v in list(event.get("val_mae", {}).items())[:4])
-                print(f"\r{head} train {event['train_loss']:.4f} val {event['val_loss']:.4f} {mae}".ljust(100),
-                      file=out, flush=True)
+                print(
+                    f"\r{head} train {event['train_loss']:.4f} val {event['val_loss']:.4f} {mae}".ljust(100),
+                    file=out,
+                    flush=True,
+                )
             else:
-                print(f"\r{head} step {event['step']}/{event['n_steps']} loss {event['train_loss']:.4f}",
-                      end="", file=out, flush=True)
+                print(
+                    f"\r{head} step {event['step']}/{event['n_steps']} loss {event['train_loss']:.4f}",
+                    end="",
+                    file=out,
+                    flush=True,
+                )
         elif stage == "evaluate":
             print(f"evaluating on {event['n_spectra']} test spectra", file=out, flush=True)
         elif stage == "done":
             print(f"saved {event['path']} ({event['seconds']} s)", file=out, flush=True)
+
     return show

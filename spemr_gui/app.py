@@ -1,4 +1,5 @@
 """Entry point of ``spemr-gui [FILE...]``: the desktop app over spemr_engine."""
+
 from __future__ import annotations
 
 import argparse
@@ -6,9 +7,9 @@ import sys
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="spemr-gui",
-                                     description="Inspect LAMOST MRS spectra and estimate stellar "
-                                                 "parameters with SPEMR")
+    parser = argparse.ArgumentParser(
+        prog="spemr-gui", description="Inspect LAMOST MRS spectra and estimate stellar parameters with SPEMR"
+    )
     parser.add_argument("files", nargs="*", help="MRS FITS files to open")
     parser.add_argument("--model", help="model bundle folder (default: the shipped default model)")
     parser.add_argument("--device", choices=["auto", "cpu", "cuda"], help="inference device")
@@ -27,7 +28,7 @@ def create_window(args, settings=None):
     if args.device:
         settings.device = args.device
     window = MainWindow(settings=settings)
-    window.session_model_path = args.model or ""   # this launch only: never saved
+    window.session_model_path = args.model or ""  # this launch only: never saved
     install_views(window)
     if args.normalised:
         window.spectrum_view.set_normalised(True)
@@ -42,12 +43,14 @@ def main(argv: list[str] | None = None) -> int:
     from PySide6.QtWidgets import QApplication
 
     import pyqtgraph as pg
+
     pg.setConfigOptions(antialias=False, background="w", foreground="k")
     app = QApplication.instance() or QApplication(["spemr-gui"])
     app.setApplicationName("spemr-gui")
     app.setOrganizationName("spemr")
     window = create_window(args)
     from .timing import install_from_environment
+
     trace = install_from_environment(window)
     window.show()
     if trace is not None:

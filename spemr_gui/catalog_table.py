@@ -1,6 +1,7 @@
 """The batch results as a plain table (Qt-free): rows from the engine's catalog (as
 they stream from run_catalog's progress, or read back from the finished file), the
 columns to show, and CSV export."""
+
 from __future__ import annotations
 
 import csv

@@ -4,6 +4,7 @@ These are thin: the reading, preprocessing, inference and batch logic all live i
 spemr_engine; this module only picks the arguments the GUI's state implies, so the
 app shows exactly what the CLI would produce for the same input.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -109,15 +110,17 @@ def prepare_pair(opened: OpenFile, pair_index: int, model=None, rv: float | None
     return preprocess_for_model([opened.pairs[pair_index]], model, rv=rv)
 
 
-def infer_pair(opened: OpenFile, pair_index: int, model, model_key: str,
-               rv: float | None = None, device: str = "auto") -> PairResult:
+def infer_pair(
+    opened: OpenFile, pair_index: int, model, model_key: str, rv: float | None = None, device: str = "auto"
+) -> PairResult:
     """Fused SPEMR for one arm pair through the engine's high-level API."""
     from spemr_engine import api
 
     exposure = opened.exposure_of(pair_index)
     analysis = api.analyse_file(opened.path, model=model, exposure=exposure, rv=rv, device=device)
-    return PairResult(spectra=analysis.spectra, prediction=analysis.prediction,
-                      model_key=model_key, device=device, fit=analysis.fit)
+    return PairResult(
+        spectra=analysis.spectra, prediction=analysis.prediction, model_key=model_key, device=device, fit=analysis.fit
+    )
 
 
 # ------------------------------------------------------------------ templates
@@ -126,8 +129,8 @@ class TemplateMatches:
     """The k nearest library templates to one estimate, nearest first."""
 
     indices: list[int]
-    labels: list[np.ndarray]                        # each aligned with the prediction's labels
-    spectra: list[tuple[np.ndarray, np.ndarray]]    # (wave, normalised flux) on the grid
+    labels: list[np.ndarray]  # each aligned with the prediction's labels
+    spectra: list[tuple[np.ndarray, np.ndarray]]  # (wave, normalised flux) on the grid
     # The model spectrum at the fused labels (synth.model_spectra: what fit_chi2 measures
     # against), on the same grid; None when the fused Teff/log g/[Fe/H] are missing.
     model_flux: np.ndarray | None = None
@@ -148,13 +151,13 @@ def find_templates(model, prediction, k: int = 10) -> TemplateMatches:
 
     path = getattr(model, "template_library_path", None)
     if path is None:
-        raise SpemrError(f"{getattr(model, 'path', 'model')}: this model bundle ships no "
-                         "template library (templates.npz)")
+        raise SpemrError(
+            f"{getattr(model, 'path', 'model')}: this model bundle ships no template library (templates.npz)"
+        )
     library = _template_library(str(path))
     estimate = _in_order(prediction.mean[0], prediction.labels, LABELS)
     indices = [int(i) for i in np.atleast_1d(library.nearest(estimate, k=k))]
-    labels = [_in_order(np.asarray(library.labels(i), dtype=float), LABELS, prediction.labels)
-              for i in indices]
+    labels = [_in_order(np.asarray(library.labels(i), dtype=float), LABELS, prediction.labels) for i in indices]
     spectra = [tuple(np.asarray(a, dtype=np.float64) for a in library.spectrum(i)) for i in indices]
     return TemplateMatches(indices, labels, spectra, model_flux=fused_model_spectrum(prediction))
 
@@ -197,12 +200,10 @@ def read_headers(path: str | Path) -> list[tuple[str, str]]:
                 for index, hdu in enumerate(hdul):
                     header = hdu.header
                     name = str(header.get("EXTNAME", "PRIMARY" if index == 0 else "")).strip()
-                    kind = "image" if index == 0 or header.get("XTENSION", "").strip() == "IMAGE" \
-                        else "table"
+                    kind = "image" if index == 0 or header.get("XTENSION", "").strip() == "IMAGE" else "table"
                     title = f"{index}: {name or '(no EXTNAME)'} ({kind}, {len(header)} cards)"
                     cards = [str(card) for card in header.cards]
                     out.append((title, "\n".join(cards + ["END"])))
         except Exception as error:  # astropy's VerifyError, ValueError, ... on hostile headers
-            raise InputFileError(path, f"cannot read its headers ({type(error).__name__}: {error})") \
-                from None
+            raise InputFileError(path, f"cannot read its headers ({type(error).__name__}: {error})") from None
     return out

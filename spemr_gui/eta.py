@@ -7,6 +7,7 @@ epoch has finished, a fine-tuning epoch is assumed to cost a pre-training one (t
 run on a region's subset and train fc1 only, so the first estimate is on the high
 side). A resumed run counts only what it sees done, so its first estimate is high too.
 """
+
 from __future__ import annotations
 
 import time
@@ -14,16 +15,23 @@ from typing import Callable
 
 
 class TrainingEta:
-    def __init__(self, members: int, networks: int, regions: int, epochs: int, finetune_epochs: int,
-                 clock: Callable[[], float] = time.monotonic):
+    def __init__(
+        self,
+        members: int,
+        networks: int,
+        regions: int,
+        epochs: int,
+        finetune_epochs: int,
+        clock: Callable[[], float] = time.monotonic,
+    ):
         self.jobs = members * networks
         self.total = {"pretrain": self.jobs * epochs, "finetune": self.jobs * regions * finetune_epochs}
         self.clock = clock
         self.started = clock()
         self.last_end = self.started
-        self.done: dict[tuple, int] = {}                  # job -> epochs finished
-        self.seconds = {"pretrain": [], "finetune": []}    # wall time of finished epochs
-        self.current: tuple | None = None                  # (stage, fraction of its epoch done)
+        self.done: dict[tuple, int] = {}  # job -> epochs finished
+        self.seconds = {"pretrain": [], "finetune": []}  # wall time of finished epochs
+        self.current: tuple | None = None  # (stage, fraction of its epoch done)
 
     def update(self, event: dict) -> None:
         stage = event.get("stage")
@@ -32,7 +40,7 @@ class TrainingEta:
         job = (stage, event.get("member"), event.get("network"), event.get("region"))
         epoch = int(event.get("epoch") or 0)
         now = self.clock()
-        if "val_loss" in event:   # an epoch finished
+        if "val_loss" in event:  # an epoch finished
             if epoch > self.done.get(job, 0):
                 self.seconds[stage].append(now - self.last_end)
             self.done[job] = max(self.done.get(job, 0), epoch)
@@ -47,7 +55,7 @@ class TrainingEta:
         measured = self.seconds[stage] or self.seconds["pretrain"]
         if measured:
             return sum(measured[-5:]) / len(measured[-5:])
-        if self.current is not None and self.current[1] > 0:   # within the first epoch
+        if self.current is not None and self.current[1] > 0:  # within the first epoch
             return (self.clock() - self.last_end) / self.current[1]
         return None
 

@@ -2,6 +2,7 @@
 
 SVG is rendered with Qt's own QSvgGenerator rather than pyqtgraph's SVGExporter, which
 fails to re-parse the path data Qt 6.11 writes for some items."""
+
 from __future__ import annotations
 
 from pathlib import Path

@@ -11,6 +11,7 @@ spemr never uses ``from __feature__ import ...`` (snake_case / true_property), s
 answer only matters for Qt-using modules; they are recognised by name instead.
 Harmless when the private hook is absent (another PySide6 version).
 """
+
 from __future__ import annotations
 
 import sys

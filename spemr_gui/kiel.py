@@ -3,6 +3,7 @@ region definitions in the engine's config rather than re-typed: each clause beco
 box bounded by its Teff/log g conditions; conditions on other labels (e.g. [Fe/H])
 cannot be drawn in this plane and are returned as text for the legend.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -24,7 +25,7 @@ class RegionBox:
     x1: float
     y0: float
     y1: float
-    other_conditions: str    # e.g. "FeH >= -1" ("" when none)
+    other_conditions: str  # e.g. "FeH >= -1" ("" when none)
 
 
 def region_boxes(region: Region, x_extent=TEFF_EXTENT, y_extent=LOGG_EXTENT) -> list[RegionBox]:
@@ -63,8 +64,7 @@ def off_plane_conditions(region: Region) -> str:
     """The region's conditions on labels other than Teff/log g, as text ("" if none)."""
     parts = []
     for clause in region.any_of:
-        others = [f"{label} {op} {value:g}" for label, op, value in clause
-                  if label not in (X_LABEL, Y_LABEL)]
+        others = [f"{label} {op} {value:g}" for label, op, value in clause if label not in (X_LABEL, Y_LABEL)]
         if others:
             parts.append(" and ".join(others))
     return " or ".join(parts)

@@ -1,5 +1,6 @@
 """Spectral line markers from the engine's shipped line list (spemr_engine.rv), with
 a choice of which markers get a text label so ~50 lines per arm stay readable."""
+
 from __future__ import annotations
 
 from spemr_engine.errors import SpemrError

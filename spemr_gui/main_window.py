@@ -5,14 +5,14 @@ Rule: nothing that can take more than ~100 ms runs on the GUI thread. Files are 
 spectra preprocessed, models loaded and inference run in :class:`TaskRunner` tasks;
 results are applied only if they still match what the user is looking at.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
 
 from PySide6.QtCore import QEvent, Qt, QTimer, Signal
 from PySide6.QtGui import QAction, QActionGroup, QKeySequence
-from PySide6.QtWidgets import (QDockWidget, QFileDialog, QLabel, QMainWindow, QMessageBox,
-                               QTabWidget)
+from PySide6.QtWidgets import QDockWidget, QFileDialog, QLabel, QMainWindow, QMessageBox, QTabWidget
 
 from . import engine_calls
 from .import_speed import skip_source_scan
@@ -34,11 +34,11 @@ FITS_FILTER = "LAMOST MRS spectra (*.fits *.fits.gz *.fit *.fits.fz);;All files 
 
 class MainWindow(QMainWindow):
     # Emitted on the GUI thread when background work lands (tests wait on these).
-    file_opened = Signal(int)          # file index
-    open_failed = Signal(str)          # one-line message
-    model_loaded = Signal(str)         # model path
+    file_opened = Signal(int)  # file index
+    open_failed = Signal(str)  # one-line message
+    model_loaded = Signal(str)  # model path
     model_failed = Signal(str)
-    prepared = Signal(int, int)        # file, pair
+    prepared = Signal(int, int)  # file, pair
     inference_finished = Signal(int, int)
     inference_failed = Signal(str)
     inference_cancelled = Signal()
@@ -54,8 +54,8 @@ class MainWindow(QMainWindow):
         self.runner = TaskRunner(max_threads=3, parent=self)
         self.inference_task: Task | None = None
         self.prepare_tasks: dict[tuple, Task] = {}
-        self._open_queue: list[list] = []   # reads in the order they were asked for
-        self._show_when_open: dict[str, str | None] = {}   # file -> pair label to select
+        self._open_queue: list[list] = []  # reads in the order they were asked for
+        self._show_when_open: dict[str, str | None] = {}  # file -> pair label to select
         self.model_task: Task | None = None
         self.last_error = ""
         self._build_views()
@@ -65,7 +65,7 @@ class MainWindow(QMainWindow):
         # Nothing heavy before the window is on screen: the engine (torch, astropy) is
         # imported, the model loaded and command-line files read only once it is mapped.
         self._load_default_model = load_default_model
-        self.session_model_path = ""   # --model DIR: used this session, not saved
+        self.session_model_path = ""  # --model DIR: used this session, not saved
         self._files_at_start: list[str] = []
         self._background_started = False
         QTimer.singleShot(0, self._start_background_when_mapped)
@@ -86,8 +86,12 @@ class MainWindow(QMainWindow):
             self._start_background()
 
     def eventFilter(self, obj, event) -> bool:
-        if (not self._background_started and obj is self.windowHandle()
-                and event.type() == QEvent.Expose and obj.isExposed()):
+        if (
+            not self._background_started
+            and obj is self.windowHandle()
+            and event.type() == QEvent.Expose
+            and obj.isExposed()
+        ):
             obj.removeEventFilter(self)
             QTimer.singleShot(0, self._start_background)  # after this first frame is drawn
         return super().eventFilter(obj, event)
@@ -127,8 +131,7 @@ class MainWindow(QMainWindow):
         side_tabs.addTab(self.fits_header_view, "FITS header")
         self.log_view = LogView()
         self.log_index = side_tabs.addTab(self.log_view, "Log")
-        self.log_view.changed.connect(
-            lambda n: self.side_tabs.setTabText(self.log_index, f"Log ({n})"))
+        self.log_view.changed.connect(lambda n: self.side_tabs.setTabText(self.log_index, f"Log ({n})"))
         self.side_tabs = side_tabs
         inference_dock = self._add_dock("Inference", side_tabs, Qt.RightDockWidgetArea)
         self.resizeDocks([files_dock, inference_dock], [290, 330], Qt.Horizontal)
@@ -153,8 +156,7 @@ class MainWindow(QMainWindow):
         self._action(file_menu, "&Open…", self.open_dialog, QKeySequence.Open)
         self.recent_menu = file_menu.addMenu("Open &recent")
         self.recent_menu.aboutToShow.connect(self._fill_recent_menu)
-        self._action(file_menu, "&Close file", lambda: self.close_file(self.state.current_file),
-                     QKeySequence.Close)
+        self._action(file_menu, "&Close file", lambda: self.close_file(self.state.current_file), QKeySequence.Close)
         file_menu.addSeparator()
         self._action(file_menu, "Export plotted &data (CSV)…", self.export_data_dialog, "Ctrl+E")
         self._action(file_menu, "Export &figure (PNG/SVG)…", self.export_figure_dialog, "Ctrl+Shift+E")
@@ -248,8 +250,7 @@ class MainWindow(QMainWindow):
 
     # ============================================================ open files
     def open_dialog(self) -> None:
-        names, _ = QFileDialog.getOpenFileNames(self, "Open LAMOST MRS spectra",
-                                                self.settings.last_dir, FITS_FILTER)
+        names, _ = QFileDialog.getOpenFileNames(self, "Open LAMOST MRS spectra", self.settings.last_dir, FITS_FILTER)
         if names:
             self.settings.last_dir = str(Path(names[0]).parent)
             self.open_files(names)
@@ -260,7 +261,7 @@ class MainWindow(QMainWindow):
         tasks = []
         for path in paths:
             task = Task(lambda progress, cancel, p=path: engine_calls.read_file(p), f"open {path}")
-            slot = [task, None]   # [task, ("ok", OpenFile) | ("failed", message) | None]
+            slot = [task, None]  # [task, ("ok", OpenFile) | ("failed", message) | None]
             self._open_queue.append(slot)
             task.signals.result.connect(lambda opened, s=slot: self._open_landed(s, ("ok", opened)))
             task.signals.failed.connect(lambda message, s=slot: self._open_landed(s, ("failed", message)))
@@ -295,7 +296,7 @@ class MainWindow(QMainWindow):
         self.settings.add_recent(opened.path)
         index = self.state.add_file(opened)
         key = _same_file_key(opened.path)
-        if key in self._show_when_open:   # opened from the batch table: that spectrum
+        if key in self._show_when_open:  # opened from the batch table: that spectrum
             self.state.select(index, _pair_index(opened, self._show_when_open.pop(key)))
         warnings = "; ".join(opened.mrs.warnings)
         self.status(f"opened {opened.name}" + (f" — {warnings}" if warnings else ""))
@@ -326,14 +327,15 @@ class MainWindow(QMainWindow):
     def load_model_from_settings(self) -> None:
         """The saved or the default model, loaded in a worker (the existence check
         imports the engine, which must not happen on the GUI thread)."""
-        if self.session_model_path:   # --model: for this session only, never saved
+        if self.session_model_path:  # --model: for this session only, never saved
             self.load_model(self.session_model_path, remember=False)
             return
         self.load_model(self.settings.model_path or None, quiet_if_missing=True, remember=False)
 
     def load_model_dialog(self) -> None:
-        folder = QFileDialog.getExistingDirectory(self, "Open a spemr model bundle (folder)",
-                                                  self.settings.model_path or "")
+        folder = QFileDialog.getExistingDirectory(
+            self, "Open a spemr model bundle (folder)", self.settings.model_path or ""
+        )
         if folder:
             self.load_model(folder)
 
@@ -341,6 +343,7 @@ class MainWindow(QMainWindow):
         """Load a model in a worker. ``remember``: a choice the user made in this window
         (Model menu, wizard) becomes the saved model once it has loaded; the saved one
         and --model are used as they are, so a bad path is never saved."""
+
         def load(progress, cancel):
             if path is None and quiet_if_missing and not engine_calls.default_model_exists():
                 return None
@@ -378,16 +381,19 @@ class MainWindow(QMainWindow):
     # ========================================================= preprocessing
     def _on_selection_changed(self) -> None:
         self._ensure_prepared()
-        if self.settings.infer_on_open and self.state.model is not None \
-                and self.state.current is not None and self.state.current_result() is None:
+        if (
+            self.settings.infer_on_open
+            and self.state.model is not None
+            and self.state.current is not None
+            and self.state.current_result() is None
+        ):
             self.run_inference()
 
     def _request_key(self) -> tuple | None:
         opened = self.state.current
         if opened is None or not opened.pairs:
             return None
-        return (str(opened.path), self.state.current_pair, self.state.model_key,
-                self.state.rv_override())
+        return (str(opened.path), self.state.current_pair, self.state.model_key, self.state.rv_override())
 
     def _ensure_prepared(self) -> None:
         """Preprocess the current pair in the background when it is not yet: the
@@ -409,8 +415,7 @@ class MainWindow(QMainWindow):
             return
         opened, pair_index = self.state.current, self.state.current_pair
         model, rv = self.state.model, self.state.rv_override()
-        task = Task(lambda progress, cancel: engine_calls.prepare_pair(opened, pair_index, model, rv),
-                    "preprocess")
+        task = Task(lambda progress, cancel: engine_calls.prepare_pair(opened, pair_index, model, rv), "preprocess")
         task.signals.result.connect(lambda spectra, k=key: self._on_prepared(k, spectra))
         task.signals.failed.connect(lambda message: self.status(message, error=True))
         task.signals.finished.connect(lambda k=key: self.prepare_tasks.pop(k, None))
@@ -419,8 +424,11 @@ class MainWindow(QMainWindow):
     def _on_prepared(self, key: tuple, spectra) -> None:
         path, pair_index, model_key, rv = key
         for file_index, opened in enumerate(self.state.files):
-            if str(opened.path) == path and model_key == self.state.model_key \
-                    and opened.rv_override.get(pair_index) == rv:
+            if (
+                str(opened.path) == path
+                and model_key == self.state.model_key
+                and opened.rv_override.get(pair_index) == rv
+            ):
                 if pair_index not in opened.prepared:
                     self.state.set_prepared(file_index, pair_index, spectra)
                 self.prepared.emit(file_index, pair_index)
@@ -430,8 +438,11 @@ class MainWindow(QMainWindow):
         if self.state.current is None:
             return
         self.state.set_rv_override(rv)
-        self.status("RV override cleared: measuring by cross-correlation" if rv is None
-                    else f"RV set to {rv:.2f} km/s: re-running preprocessing")
+        self.status(
+            "RV override cleared: measuring by cross-correlation"
+            if rv is None
+            else f"RV set to {rv:.2f} km/s: re-running preprocessing"
+        )
         self._ensure_prepared()
         if self.state.model is not None:
             self.run_inference()
@@ -451,8 +462,12 @@ class MainWindow(QMainWindow):
         opened, pair_index = self.state.current, self.state.current_pair
         model, model_key = self.state.model, self.state.model_key
         rv, device = self.state.rv_override(), self.settings.device
-        task = Task(lambda progress, cancel: engine_calls.infer_pair(
-            opened, pair_index, model, model_key, rv=rv, device=device), "inference")
+        task = Task(
+            lambda progress, cancel: engine_calls.infer_pair(
+                opened, pair_index, model, model_key, rv=rv, device=device
+            ),
+            "inference",
+        )
         task.signals.result.connect(lambda result, k=key, t=task: self._on_inferred(k, result, t))
         task.signals.failed.connect(lambda message, t=task: self._on_inference_failed(message, t))
         task.signals.cancelled.connect(lambda t=task: self._on_inference_cancelled(t))
@@ -508,6 +523,7 @@ class MainWindow(QMainWindow):
     def export_figure(self, path: str | Path) -> Path:
         """PNG or SVG of the current tab's plots (by file suffix)."""
         from .export import export_scene
+
         path = Path(path)
         widget = self.tabs.currentWidget()
         export_scene(getattr(widget, "graphics", self.spectrum_view.graphics), path)
@@ -520,8 +536,9 @@ class MainWindow(QMainWindow):
             self.export_data(name)
 
     def export_figure_dialog(self) -> None:
-        name, _ = QFileDialog.getSaveFileName(self, "Export figure", "spectrum.png",
-                                              "PNG image (*.png);;SVG drawing (*.svg)")
+        name, _ = QFileDialog.getSaveFileName(
+            self, "Export figure", "spectrum.png", "PNG image (*.png);;SVG drawing (*.svg)"
+        )
         if name:
             self.export_figure(name)
 

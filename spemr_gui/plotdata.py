@@ -2,6 +2,7 @@
 exported exactly as plotted: raw flux with its ivar-based 1-sigma error, the masked
 pixels as wavelength intervals, and the normalised model input on the rest-frame grid.
 """
+
 from __future__ import annotations
 
 import csv
@@ -19,12 +20,12 @@ ARM_NAMES = {"B": "blue", "R": "red"}
 class ArmCurve:
     """One plotted arm: x (Angstrom), y, 1-sigma error (NaN when unknown), mask."""
 
-    arm: str                 # "blue" | "red"
+    arm: str  # "blue" | "red"
     wave: np.ndarray
     flux: np.ndarray
     error: np.ndarray
-    mask: np.ndarray         # True = bad pixel
-    frame: str               # "observed" | "rest"
+    mask: np.ndarray  # True = bad pixel
+    frame: str  # "observed" | "rest"
 
 
 def raw_curve(arm) -> ArmCurve:
@@ -38,9 +39,14 @@ def raw_curve(arm) -> ArmCurve:
     error = np.full(ivar.shape, np.nan)
     good = (ivar > 0) & ~no_data
     error[good] = 1.0 / np.sqrt(ivar[good])
-    return ArmCurve(ARM_NAMES.get(arm.side, arm.side), np.asarray(arm.wave, float),
-                    np.where(no_data, np.nan, flux), error, np.asarray(arm.mask, bool) | no_data,
-                    "observed")
+    return ArmCurve(
+        ARM_NAMES.get(arm.side, arm.side),
+        np.asarray(arm.wave, float),
+        np.where(no_data, np.nan, flux),
+        error,
+        np.asarray(arm.mask, bool) | no_data,
+        "observed",
+    )
 
 
 def raw_curves(pair) -> list[ArmCurve]:
@@ -55,8 +61,9 @@ def normalised_curves(spectra, row: int = 0, grid=None) -> list[ArmCurve]:
     mask = np.asarray(spectra.mask[row], dtype=bool)
     curves = []
     for name, part in grid.arm_slices().items():
-        curves.append(ArmCurve(name, wave[part], flux[part], np.full(part.stop - part.start, np.nan),
-                               mask[part], "rest"))
+        curves.append(
+            ArmCurve(name, wave[part], flux[part], np.full(part.stop - part.start, np.nan), mask[part], "rest")
+        )
     return curves
 
 
@@ -142,7 +149,7 @@ def smooth_curve(curve: ArmCurve, kind: str, width: float) -> ArmCurve:
         smoothed = np.where(good & (weight > 0), total / weight, np.nan)
         error = np.asarray(curve.error, dtype=np.float64)
         known = good & np.isfinite(error)
-        variance = np.convolve(np.where(known, error ** 2, 0.0), kernel ** 2, mode="same")
+        variance = np.convolve(np.where(known, error**2, 0.0), kernel**2, mode="same")
         known_weight = np.convolve(known.astype(np.float64), kernel, mode="same")
         smoothed_error = np.where(known & (known_weight > 0), np.sqrt(variance) / known_weight, np.nan)
     return ArmCurve(curve.arm, curve.wave, smoothed, smoothed_error, curve.mask, curve.frame)

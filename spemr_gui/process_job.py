@@ -7,6 +7,7 @@ plus ``progress`` (events are sent back through a queue, step events throttled) 
 ``cancel`` (a multiprocessing Event the engine polls). Qt-free: the GUI polls
 :meth:`ProcessJob.poll` from a timer.
 """
+
 from __future__ import annotations
 
 import importlib
@@ -17,12 +18,12 @@ import traceback
 from dataclasses import dataclass
 from typing import Any
 
-STEP_EVENT_INTERVAL_S = 0.1   # at most ~10 step events per second reach the GUI
+STEP_EVENT_INTERVAL_S = 0.1  # at most ~10 step events per second reach the GUI
 
 
 @dataclass
 class JobMessage:
-    kind: str        # "progress" | "done" | "cancelled" | "error" | "crashed"
+    kind: str  # "progress" | "done" | "cancelled" | "error" | "crashed"
     payload: Any
 
 
@@ -34,9 +35,12 @@ class ProcessJob:
         context = multiprocessing.get_context("spawn")
         self.queue = context.Queue()
         self.cancel_event = context.Event()
-        self.process = context.Process(target=_child, name=f"spemr-job-{target}",
-                                       args=(target, self.kwargs, self.queue, self.cancel_event,
-                                             pass_cancel), daemon=True)
+        self.process = context.Process(
+            target=_child,
+            name=f"spemr-job-{target}",
+            args=(target, self.kwargs, self.queue, self.cancel_event, pass_cancel),
+            daemon=True,
+        )
         self.finished = False
 
     def start(self) -> "ProcessJob":
@@ -87,8 +91,9 @@ class ProcessJob:
             self.finished = kind in ("done", "cancelled", "error")
         if not self.finished:
             self.finished = True
-            messages.append(JobMessage("crashed", f"the job process died (exit code "
-                                                  f"{self.process.exitcode}) without finishing"))
+            messages.append(
+                JobMessage("crashed", f"the job process died (exit code {self.process.exitcode}) without finishing")
+            )
         return messages
 
     def join(self, timeout: float | None = None) -> None:

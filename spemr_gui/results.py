@@ -3,6 +3,7 @@ its 1-sigma and the sub-model that won the label; plus text exports (CSV, JSON, 
 tab-separated clipboard form). The GUI shows exactly these rows, so a test can compare
 them with the engine's Prediction directly.
 """
+
 from __future__ import annotations
 
 import csv
@@ -19,12 +20,12 @@ from spemr_engine.io_utils import plain
 
 @dataclass
 class LabelResult:
-    label: str          # engine name (config.LABELS)
-    display: str        # "[Fe/H]"
+    label: str  # engine name (config.LABELS)
+    display: str  # "[Fe/H]"
     unit: str
-    value: float        # fused mean
-    sigma: float        # fused 1-sigma
-    winner: str         # sub-model the fusion picked for this label
+    value: float  # fused mean
+    sigma: float  # fused 1-sigma
+    winner: str  # sub-model the fusion picked for this label
 
 
 def label_results(prediction, row: int = 0) -> list[LabelResult]:
@@ -35,14 +36,16 @@ def label_results(prediction, row: int = 0) -> list[LabelResult]:
         info = infos.get(name)
         index = int(prediction.winner[row, j])
         winner = prediction.submodels[index] if index >= 0 else ""  # -1: no prediction
-        rows.append(LabelResult(
-            label=name,
-            display=info.display if info else name,
-            unit=info.unit if info else "",
-            value=float(prediction.mean[row, j]),
-            sigma=float(prediction.sigma[row, j]),
-            winner=winner,
-        ))
+        rows.append(
+            LabelResult(
+                label=name,
+                display=info.display if info else name,
+                unit=info.unit if info else "",
+                value=float(prediction.mean[row, j]),
+                sigma=float(prediction.sigma[row, j]),
+                winner=winner,
+            )
+        )
     return rows
 
 
@@ -89,6 +92,7 @@ def to_clipboard_text(rows: list[LabelResult]) -> str:
 class FitSummary:
     """How well the estimate describes the spectrum (spemr_engine.fit_quality), as the
     views show it: ``poor`` is the poor_fit flag, ``text`` one line of plain text."""
+
     fit_chi2: float
     member_spread: float
     poor: bool
@@ -117,6 +121,7 @@ def fit_summary(fit, model, row: int = 0) -> FitSummary | None:
     # The engine decides whether the model's thresholds apply (a calibration made against
     # another world's model spectra counts as none): the same answer the rows got.
     from spemr_engine.fit_quality import thresholds_of
+
     thresholds = thresholds_of(model)
     chi2, spread = float(fit.fit_chi2[row]), float(fit.member_spread[row])
     poor = bool(fit.poor_fit[row])
@@ -125,17 +130,27 @@ def fit_summary(fit, model, row: int = 0) -> FitSummary | None:
     spread_max = thresholds.member_spread_max if thresholds is not None else None
     chi2_limit = f" (limit {chi2_max:.2f})" if thresholds is not None else ""
     spread_limit = f" (limit {spread_max:.2f})" if thresholds is not None else ""
-    text = (f"fit χ²ν = {chi2:.2f}{chi2_limit} against the model spectrum at the estimate; "
-            f"member spread {spread:.2f}{spread_limit}")
+    text = (
+        f"fit χ²ν = {chi2:.2f}{chi2_limit} against the model spectrum at the estimate; "
+        f"member spread {spread:.2f}{spread_limit}"
+    )
     if poor:
-        text += (". The spectrum is unlike the training world: every σ is multiplied by "
-                 f"{inflation:.2f}.")
+        text += f". The spectrum is unlike the training world: every σ is multiplied by {inflation:.2f}."
     elif thresholds is None:
         text += " (not calibrated for this model: poor_fit is never raised)"
     else:
         text += ": consistent with the training world."
-    return FitSummary(chi2, spread, poor, inflation, thresholds is not None, chi2_max,
-                      spread_max, list(fit.region_mismatch[row]), text)
+    return FitSummary(
+        chi2,
+        spread,
+        poor,
+        inflation,
+        thresholds is not None,
+        chi2_max,
+        spread_max,
+        list(fit.region_mismatch[row]),
+        text,
+    )
 
 
 def region_mismatch_text(prediction, mismatched, regions, row: int = 0) -> str:
@@ -149,25 +164,35 @@ def region_mismatch_text(prediction, mismatched, regions, row: int = 0) -> str:
     for name in mismatched:
         region = by_name.get(name)
         k = prediction.submodels.index(name) if name in prediction.submodels else -1
-        won = [infos.get(label, label) for j, label in enumerate(prediction.labels)
-               if int(prediction.winner[row, j]) == k]
-        distance = float(region.outside_sigma(prediction.mean[row:row + 1], prediction.sigma[row:row + 1],
-                                              prediction.labels)[0]) if region is not None else math.nan
+        won = [
+            infos.get(label, label) for j, label in enumerate(prediction.labels) if int(prediction.winner[row, j]) == k
+        ]
+        distance = (
+            float(
+                region.outside_sigma(
+                    prediction.mean[row : row + 1], prediction.sigma[row : row + 1], prediction.labels
+                )[0]
+            )
+            if region is not None
+            else math.nan
+        )
         description = region.description if region is not None and region.description else name
-        parts.append(f"{name} won {', '.join(won[:6])}{' …' if len(won) > 6 else ''} but the fused "
-                     f"labels lie {distance:.1f}σ outside its region ({description})")
+        parts.append(
+            f"{name} won {', '.join(won[:6])}{' …' if len(won) > 6 else ''} but the fused "
+            f"labels lie {distance:.1f}σ outside its region ({description})"
+        )
     return "REGION MISMATCH: " + "; ".join(parts) + "."
 
 
 # ------------------------------------------------------------- sub-model view
 @dataclass
 class SubmodelPoint:
-    name: str            # "base", "S1", ...
+    name: str  # "base", "S1", ...
     mean: float
     sigma: float
-    member_min: float    # spread of the ensemble members' means
+    member_min: float  # spread of the ensemble members' means
     member_max: float
-    chosen: bool         # the fusion picked this one for the label
+    chosen: bool  # the fusion picked this one for the label
 
 
 def submodel_points(prediction, row: int, label_index: int) -> list[SubmodelPoint]:
@@ -176,14 +201,16 @@ def submodel_points(prediction, row: int, label_index: int) -> list[SubmodelPoin
     members = np.asarray(prediction.member_mean)[row, :, :, label_index]  # (S, M)
     points = []
     for s, name in enumerate(prediction.submodels):
-        points.append(SubmodelPoint(
-            name=name,
-            mean=float(prediction.sub_mean[row, s, label_index]),
-            sigma=float(prediction.sub_sigma[row, s, label_index]),
-            member_min=_nan_extreme(np.nanmin, members[s]),
-            member_max=_nan_extreme(np.nanmax, members[s]),
-            chosen=(s == winner),
-        ))
+        points.append(
+            SubmodelPoint(
+                name=name,
+                mean=float(prediction.sub_mean[row, s, label_index]),
+                sigma=float(prediction.sub_sigma[row, s, label_index]),
+                member_min=_nan_extreme(np.nanmin, members[s]),
+                member_max=_nan_extreme(np.nanmax, members[s]),
+                chosen=(s == winner),
+            )
+        )
     return points
 
 
@@ -201,11 +228,12 @@ def model_caveat(bundle) -> str | None:
     provenance = (getattr(bundle, "manifest", {}) or {}).get("provenance", {}) or {}
     trained_on = str(provenance.get("trained_on", "")).lower()
     if trained_on == "random":
-        return ("This model has RANDOM weights (a test bundle): its numbers mean nothing "
-                "about the star.")
+        return "This model has RANDOM weights (a test bundle): its numbers mean nothing about the star."
     if getattr(bundle, "trained_on_synthetic", False) or trained_on == "synthetic":
-        return ("This model was trained on SYNTHETIC spectra: estimates on real LAMOST "
-                "spectra carry systematic errors and are not survey-grade.")
+        return (
+            "This model was trained on SYNTHETIC spectra: estimates on real LAMOST "
+            "spectra carry systematic errors and are not survey-grade."
+        )
     if not trained_on:
         return "This model does not say what it was trained on: treat its estimates with care."
     return None
@@ -237,5 +265,6 @@ def sigma_snr_note(opened, current_pair: int, label: str = SIGMA_SNR_LABEL) -> t
     text = "; ".join(f"{name} S/N {b:.0f}/{r:.0f}: ±{s:.3g}{unit}" for _i, name, b, r, s in entries)
     current = next((e for e in entries if e[0] == current_pair), None)
     inverted = current is not None and any(
-        e[2] > current[2] and e[3] > current[3] and e[4] > current[4] for e in entries)
+        e[2] > current[2] and e[3] > current[3] and e[4] > current[4] for e in entries
+    )
     return f"σ({label}) against S/N in this file: {text}", inverted

@@ -7,6 +7,7 @@ main view with ``xwd`` (a developer tool, not part of the app).
 
 Without a display it falls back to QWidget.grab() (offscreen rendering).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -24,8 +25,11 @@ def _grab(window, out: Path) -> None:
         geometry = window.frameGeometry()
         crop = f"{geometry.width()}x{geometry.height()}+{geometry.x()}+{geometry.y()}"
         xwd = subprocess.run(["xwd", "-root", "-silent"], capture_output=True, check=True).stdout
-        subprocess.run(["convert", "xwd:-", "-crop", crop, "+repage", "-resize", "1400x>",
-                        "-colors", "256", f"PNG8:{out}"], input=xwd, check=True)
+        subprocess.run(
+            ["convert", "xwd:-", "-crop", crop, "+repage", "-resize", "1400x>", "-colors", "256", f"PNG8:{out}"],
+            input=xwd,
+            check=True,
+        )
     else:
         window.grab().save(str(out))
     print(f"wrote {out}", flush=True)
@@ -94,7 +98,7 @@ def main(argv=None) -> int:
     window.setGeometry(10, 30, 1560, 940)
     window.show()
     state, batch = window.state, window.batch_view
-    shot = lambda name: (lambda: _grab(window, args.out / name))  # noqa: E731
+    shot = lambda name: lambda: _grab(window, args.out / name)  # noqa: E731
     has_result = lambda: state.current_result() is not None  # noqa: E731
 
     def index_of(path):

@@ -3,6 +3,7 @@
 Tests pass their own QSettings (an .ini file in tmp_path) so they never touch the
 user's real settings; the app uses the platform default location.
 """
+
 from __future__ import annotations
 
 from pathlib import Path

@@ -3,6 +3,7 @@ what has been computed for each pair. Views observe it through tiny events; the 
 window changes it. Keeping it free of Qt means it can be tested (and reasoned about)
 without widgets, the way napari and glue separate their models from their views.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -30,11 +31,11 @@ class Event:
 class PairResult:
     """What inference produced for one arm pair (row 0 of spectra/prediction)."""
 
-    spectra: Any                 # PreprocessedSpectra with one row
-    prediction: Any | None       # Prediction with one row; None when unusable
-    model_key: str               # the model that produced it (results go stale on change)
+    spectra: Any  # PreprocessedSpectra with one row
+    prediction: Any | None  # Prediction with one row; None when unusable
+    model_key: str  # the model that produced it (results go stale on change)
     device: str = "auto"
-    fit: Any | None = None       # spemr_engine.fit_quality.FitQuality, row 0 (None: not judged)
+    fit: Any | None = None  # spemr_engine.fit_quality.FitQuality, row 0 (None: not judged)
 
     @property
     def usable(self) -> bool:
@@ -54,11 +55,11 @@ class OpenFile:
     """One opened MRS file and what the app knows about each of its arm pairs."""
 
     path: Path
-    mrs: Any                                               # spemr_engine.lamost.MRSFile
+    mrs: Any  # spemr_engine.lamost.MRSFile
     rv_override: dict[int, float] = field(default_factory=dict)
     prepared: dict[int, Any] = field(default_factory=dict)  # pair -> PreprocessedSpectra (1 row)
     results: dict[int, PairResult] = field(default_factory=dict)
-    flux_unit: str | None = None   # as the file states it (TUNIT of FLUX, or BUNIT); None: relative
+    flux_unit: str | None = None  # as the file states it (TUNIT of FLUX, or BUNIT); None: relative
 
     @property
     def name(self) -> str:
@@ -88,15 +89,15 @@ class AppState:
         self.files: list[OpenFile] = []
         self.current_file: int | None = None
         self.current_pair: int = 0
-        self.model: Any | None = None          # spemr_engine.bundle.ModelBundle
+        self.model: Any | None = None  # spemr_engine.bundle.ModelBundle
         self.model_path: str = ""
-        self.template_rank: int = 0            # 0 = nearest template, 1 = next, ...
-        self.file_added = Event()              # (index)
-        self.file_removed = Event()            # (index)
-        self.selection_changed = Event()       # ()
-        self.prepared_changed = Event()        # (file index, pair index)
-        self.result_changed = Event()          # (file index, pair index)
-        self.model_changed = Event()           # ()
+        self.template_rank: int = 0  # 0 = nearest template, 1 = next, ...
+        self.file_added = Event()  # (index)
+        self.file_removed = Event()  # (index)
+        self.selection_changed = Event()  # ()
+        self.prepared_changed = Event()  # (file index, pair index)
+        self.result_changed = Event()  # (file index, pair index)
+        self.model_changed = Event()  # ()
 
     # ------------------------------------------------------------------ files
     def add_file(self, opened: OpenFile) -> int:

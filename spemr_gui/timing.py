@@ -17,6 +17,7 @@ With ``SPEMR_GUI_TRACE=FILE`` the app appends one JSON object per line to FILE:
 Wall-clock ``time.time()`` so that the benchmark can subtract the moment it launched the
 process (interpreter start and every import included).
 """
+
 from __future__ import annotations
 
 import json
@@ -58,8 +59,12 @@ class StartupTrace(QObject):
             handle.installEventFilter(self)
 
     def eventFilter(self, obj, event) -> bool:
-        if (not self._exposed and event.type() == QEvent.Expose
-                and self.window.windowHandle() is not None and self.window.windowHandle().isExposed()):
+        if (
+            not self._exposed
+            and event.type() == QEvent.Expose
+            and self.window.windowHandle() is not None
+            and self.window.windowHandle().isExposed()
+        ):
             self._exposed = True
             self.write("exposed")
             self._last_tick = time.perf_counter()
@@ -107,8 +112,11 @@ class StartupTrace(QObject):
     def _on_inferred(self, _file: int, _pair: int, message: str = "") -> None:
         if self.inferences_left <= 0 or not self._infer_t0:
             return
-        self.write("inference_done" if not message else "inference_failed",
-                   seconds=round(time.time() - self._infer_t0, 3), message=message)
+        self.write(
+            "inference_done" if not message else "inference_failed",
+            seconds=round(time.time() - self._infer_t0, 3),
+            message=message,
+        )
         self.inferences_left -= 1
         if self.inferences_left > 0:
             state = self.window.state

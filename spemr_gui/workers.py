@@ -6,6 +6,7 @@ queued Qt signal); ``cancel()`` returns True once the user asked to stop, which 
 engine's long jobs poll (they raise ``spemr_engine.errors.Cancelled``). Results and
 errors come back as signals on the GUI thread, so views never touch worker threads.
 """
+
 from __future__ import annotations
 
 import threading
@@ -22,11 +23,11 @@ TaskFunction = Callable[[Callable[[dict], None], Callable[[], bool]], Any]
 class TaskSignals(QObject):
     """Signals of one task (a QRunnable cannot carry signals itself)."""
 
-    progress = Signal(object)   # dict from the engine's progress callback
-    result = Signal(object)     # whatever the function returned
-    failed = Signal(str)        # one-line message for the user
+    progress = Signal(object)  # dict from the engine's progress callback
+    result = Signal(object)  # whatever the function returned
+    failed = Signal(str)  # one-line message for the user
     cancelled = Signal()
-    finished = Signal()         # always last, after result/failed/cancelled
+    finished = Signal()  # always last, after result/failed/cancelled
 
 
 class Task(QRunnable):

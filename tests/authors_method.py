@@ -12,6 +12,7 @@ Their conventions, as read:
   flux; pixels not inside (-4 sigma, +3 sigma) take the fit's value; refit until none;
 - output: the de-spiked flux (their filter writes into the input array) / continuum.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -63,8 +64,9 @@ def authors_normalise(wave: np.ndarray, flux: np.ndarray) -> np.ndarray:
     return clean / authors_continuum(wave, clean)
 
 
-def authors_grid_flux(path, extname: str, rv_kms: float, grid_wave: np.ndarray,
-                      float32_wavelengths: bool = True) -> np.ndarray:
+def authors_grid_flux(
+    path, extname: str, rv_kms: float, grid_wave: np.ndarray, float32_wavelengths: bool = True
+) -> np.ndarray:
     """One arm of a LAMOST file on the grid, their way (get_flux_data): 10**LOGLAM as
     stored (float32, unless float32_wavelengths=False), wave / (1 + rv / c), linear
     interpolation of the raw FLUX (no-data pixels included), stored as float32."""
@@ -74,5 +76,5 @@ def authors_grid_flux(path, extname: str, rv_kms: float, grid_wave: np.ndarray,
     with fits.open(path) as hdul:
         data = hdul[extname].data
         loglam = np.array(data["LOGLAM"]) if float32_wavelengths else np.array(data["LOGLAM"], np.float64)
-        wave = 10 ** loglam / (1 + rv_kms / 299792.458)
+        wave = 10**loglam / (1 + rv_kms / 299792.458)
         return interp1d(wave, np.array(data["FLUX"]), kind="linear")(grid_wave).astype(np.float32)

@@ -1,5 +1,6 @@
 """Inputs for the catalog tests: small synthetic LAMOST MRS files (spemr_engine.synth),
 broken files of every kind, and a tiny random-weight model."""
+
 from __future__ import annotations
 
 import gzip
@@ -24,10 +25,17 @@ def write_synthetic_files(folder: Path, n: int, seed: int = 7, n_exp: int = 2) -
     folder.mkdir(parents=True, exist_ok=True)
     stars = make_stars(n, seed)
     paths = []
-    for k, obs in enumerate(observe_stars(stars.labels, stars.seeds, n_exp=n_exp,
-                                          snr_range=(40.0, 80.0))):
-        paths.append(write_mrs(folder / f"med-58800-SYN_sp01-{k:03d}.fits", obs, 900_000 + k,
-                               stars.labels[k], int(stars.seeds[k]), fiberid=k + 1))
+    for k, obs in enumerate(observe_stars(stars.labels, stars.seeds, n_exp=n_exp, snr_range=(40.0, 80.0))):
+        paths.append(
+            write_mrs(
+                folder / f"med-58800-SYN_sp01-{k:03d}.fits",
+                obs,
+                900_000 + k,
+                stars.labels[k],
+                int(stars.seeds[k]),
+                fiberid=k + 1,
+            )
+        )
     return paths
 
 
@@ -43,9 +51,17 @@ def write_broken_files(folder: Path) -> dict[str, str]:
     (folder / "med-truncated.fits.gz").write_bytes(gzip.compress(good)[:4000])
     _write_lrs_like(folder / "spec-58000-TEST_sp01-001.fits")
     _write_zero_snr(folder / "med-zero-snr.fits")
-    expected = {name: "file_error" for name in (
-        "med-corrupt.fits", "med-empty.fits", "med-text.fits", "med-truncated.fits",
-        "med-truncated.fits.gz", "spec-58000-TEST_sp01-001.fits")}
+    expected = {
+        name: "file_error"
+        for name in (
+            "med-corrupt.fits",
+            "med-empty.fits",
+            "med-text.fits",
+            "med-truncated.fits",
+            "med-truncated.fits.gz",
+            "spec-58000-TEST_sp01-001.fits",
+        )
+    }
     expected["med-zero-snr.fits"] = "low_snr"
     return expected
 
@@ -72,8 +88,14 @@ def tiny_model(path: Path) -> Path:
 
 def run_cli(*args, timeout: float = 300, **popen) -> subprocess.CompletedProcess:
     """``spemr ...`` in a fresh interpreter (its own torch threads, like a user's run)."""
-    return subprocess.run([sys.executable, "-m", "spemr_engine", *map(str, args)],
-                          capture_output=True, text=True, timeout=timeout, cwd=REPO_ROOT, **popen)
+    return subprocess.run(
+        [sys.executable, "-m", "spemr_engine", *map(str, args)],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=REPO_ROOT,
+        **popen,
+    )
 
 
 def cli_command(*args) -> list[str]:

@@ -1,5 +1,6 @@
 """Shared fixtures. Real LAMOST files live in ../shared (read-only, not part of the
 repo): tests that need them skip with a clear reason when it is absent."""
+
 from __future__ import annotations
 
 import os

@@ -1,5 +1,6 @@
 """Spectra for the fit-quality tests: the shipped samples' true labels, and a LAMOST-like
 file of one of them made by *another world* (different line physics)."""
+
 from __future__ import annotations
 
 import csv
@@ -43,5 +44,5 @@ def other_world_file(folder: Path) -> Path:
     cross-correlation takes it out.)"""
     row = samples()["giant"]
     labels, seed = labels_of(row), int(row["seed"])
-    obs = observed(labels, seed, broadening_for(labels, np.array([seed])), lambda f: f ** 2.2, snr=60.0)
+    obs = observed(labels, seed, broadening_for(labels, np.array([seed])), lambda f: f**2.2, snr=60.0)
     return write_mrs(Path(folder) / "med-58800-OTHERWORLD_sp01-001.fits.gz", obs, 990_100_000)

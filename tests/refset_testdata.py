@@ -3,6 +3,7 @@
 Spectra are a continuum of 1 minus absorption lines whose depths depend linearly on the
 labels, plus noise: simple, fast, and learnable in a few epochs by the tiny RRNet.
 Labels cover all four default regions."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -23,7 +24,7 @@ def synthetic_labels(rng: np.random.Generator, n: int) -> np.ndarray:
 
 def synthetic_flux(rng: np.random.Generator, labels: np.ndarray, noise: float = 0.01) -> np.ndarray:
     wave = default_grid().wave
-    layout = np.random.default_rng(12345)            # same lines for every set
+    layout = np.random.default_rng(12345)  # same lines for every set
     centres = layout.choice(len(wave), N_LINES, replace=False)
     pixel = np.arange(len(wave))
     profiles = np.exp(-0.5 * ((pixel[None, :] - centres[:, None]) / 3.0) ** 2)
@@ -36,8 +37,9 @@ def synthetic_flux(rng: np.random.Generator, labels: np.ndarray, noise: float = 
     return (flux + rng.normal(0, noise, flux.shape)).astype(np.float32)
 
 
-def make_refset(path, n_stars: int = 60, repeats: int = 2, seed: int = 0, synthetic: bool = True,
-                nan_label: str | None = None) -> ReferenceSet:
+def make_refset(
+    path, n_stars: int = 60, repeats: int = 2, seed: int = 0, synthetic: bool = True, nan_label: str | None = None
+) -> ReferenceSet:
     """n_stars stars with ``repeats`` spectra each (same labels, new noise)."""
     rng = np.random.default_rng(seed)
     star_labels = synthetic_labels(rng, n_stars)

@@ -1,4 +1,5 @@
 """High-level API (analyse_file, rows, columns, model paths) and `spemr predict`."""
+
 import csv
 import json
 
@@ -12,8 +13,22 @@ from spemr_engine.cli import main
 from spemr_engine.errors import ModelBundleError, SpemrError
 from spemr_engine.inference import SpemrPredictor
 
-PUBLISHED_START = ["obsid", "filename", "ra", "dec", "extname_blue", "extname_red", "snr_blue", "snr_red",
-                   "Teff[K]", "Teff[K]_err", "Logg", "Logg_err", "FeH", "FeH_err"]
+PUBLISHED_START = [
+    "obsid",
+    "filename",
+    "ra",
+    "dec",
+    "extname_blue",
+    "extname_red",
+    "snr_blue",
+    "snr_red",
+    "Teff[K]",
+    "Teff[K]_err",
+    "Logg",
+    "Logg_err",
+    "FeH",
+    "FeH_err",
+]
 
 
 @pytest.fixture(scope="module")
@@ -25,8 +40,7 @@ def model(tmp_path_factory):
 def star_file(tmp_path_factory):
     """Coadd and exposure 101 are fine; exposure 102 has S/N 4 in the blue arm."""
     path = tmp_path_factory.mktemp("files") / "med-58000-TEST_sp01-001.fits"
-    return write_star_file(path, ra=10.5, dec=-2.25, obsid=424242, rv_kms=-35.0,
-                           snr={"B-102": 4.0}, seed=2)
+    return write_star_file(path, ra=10.5, dec=-2.25, obsid=424242, rv_kms=-35.0, snr={"B-102": 4.0}, seed=2)
 
 
 @pytest.fixture(scope="module")
@@ -45,7 +59,7 @@ def test_model_paths(monkeypatch, tmp_path):
 
 def test_catalog_columns_start_with_the_published_ones():
     columns = api.catalog_columns()
-    assert columns[:len(PUBLISHED_START)] == PUBLISHED_START
+    assert columns[: len(PUBLISHED_START)] == PUBLISHED_START
     assert columns[8:40:2] == config.catalog_label_names()
     for extra in ("rv", "flags", "Teff[K]_submodel", "model_trained_on"):
         assert extra in columns
@@ -100,8 +114,21 @@ def test_cli_predict_reports_bad_files_and_keeps_going(star_file, model, tmp_pat
     broken = tmp_path / "med-broken.fits"
     broken.write_text("not a fits file")
     out = tmp_path / "labels.csv"
-    code = main(["predict", str(broken), str(star_file), "--model", str(model.path),
-                 "--exposure", "all", "--device", "cpu", "-o", str(out)])
+    code = main(
+        [
+            "predict",
+            str(broken),
+            str(star_file),
+            "--model",
+            str(model.path),
+            "--exposure",
+            "all",
+            "--device",
+            "cpu",
+            "-o",
+            str(out),
+        ]
+    )
     assert code == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert any(line.startswith("med-broken.fits: ") for line in err)
@@ -123,8 +150,7 @@ def test_cli_predict_warns_about_synthetic_models(star_file, model, tmp_path, ca
     manifest["provenance"]["trained_on"] = "synthetic"
     (synthetic / "manifest.json").write_text(json.dumps(manifest))
     out = tmp_path / "labels.csv"
-    assert main(["predict", str(star_file), "--model", str(synthetic), "--rv", "-35",
-                 "-o", str(out)]) == 0
+    assert main(["predict", str(star_file), "--model", str(synthetic), "--rv", "-35", "-o", str(out)]) == 0
     assert "synthetic spectra" in capsys.readouterr().err
     _, rows = _read_csv(out)
     assert len(rows) == 1 and rows[0]["model_trained_on"] == "synthetic" and rows[0]["rv_source"] == "given"
@@ -164,12 +190,30 @@ def test_predict_catalog_and_app_export_write_booleans_the_same_way(star_file, m
             return sorted({row["usable"] for row in csv.DictReader(handle)})
 
     predicted = tmp_path / "predict.csv"
-    assert main(["predict", str(star_file), "--model", str(model.path), "--exposure", "all",
-                 "--device", "cpu", "-o", str(predicted)]) == 0
+    assert (
+        main(
+            [
+                "predict",
+                str(star_file),
+                "--model",
+                str(model.path),
+                "--exposure",
+                "all",
+                "--device",
+                "cpu",
+                "-o",
+                str(predicted),
+            ]
+        )
+        == 0
+    )
     catalog = tmp_path / "catalog.csv"
     run_catalog([star_file], catalog, model=model, workers=0, exposures="all", batch_size=4)
-    exported = write_csv(tmp_path / "export.csv", api.catalog_columns(model.labels),
-                         api.analyse_file(star_file, model=model, exposure="all").rows())
+    exported = write_csv(
+        tmp_path / "export.csv",
+        api.catalog_columns(model.labels),
+        api.analyse_file(star_file, model=model, exposure="all").rows(),
+    )
     cells = {path.stem: usable_cells(path) for path in (predicted, catalog, exported)}
     assert cells == {"predict": ["false", "true"], "catalog": ["false", "true"], "export": ["false", "true"]}
-    assert sorted(set(read_table(catalog)["usable"])) == [False, True]   # and they read back as booleans
+    assert sorted(set(read_table(catalog)["usable"])) == [False, True]  # and they read back as booleans

@@ -1,5 +1,6 @@
 """Unusable input is refused with one line naming the file and the problem;
 the CLI turns that line into stderr + exit code 2."""
+
 from __future__ import annotations
 
 import gzip
@@ -36,8 +37,7 @@ def test_lamost_lrs_file(shared_lrs_file):
 
 def test_fits_that_is_not_lamost_mrs(tmp_path):
     path = tmp_path / "image.fits"
-    fits.HDUList([fits.PrimaryHDU(np.zeros((4, 4))),
-                  fits.ImageHDU(np.ones(3), name="SCI")]).writeto(path)
+    fits.HDUList([fits.PrimaryHDU(np.zeros((4, 4))), fits.ImageHDU(np.ones(3), name="SCI")]).writeto(path)
     message = _refusal(path)
     assert "not a LAMOST MRS file" in message and "SCI" in message
 
@@ -75,7 +75,7 @@ def test_real_file_truncated_at_a_block_boundary(tmp_path, shared_mrs_files):
 def test_corrupt_gzip(tmp_path):
     data = bytearray(gzip.compress(write_mrs(tmp_path / "whole.fits").read_bytes()))
     middle = len(data) // 2
-    data[middle:middle + 64] = bytes(64)
+    data[middle : middle + 64] = bytes(64)
     path = tmp_path / "bad.fits.gz"
     path.write_bytes(bytes(data))
     assert "corrupt gzip data" in _refusal(path)
@@ -117,14 +117,20 @@ def test_cli_info_prints_json(tmp_path, capsys):
     report = json.loads(capsys.readouterr().out)
     assert report["meta"]["obsid"] == 123456789
     assert [(p["extname_blue"], p["extname_red"]) for p in report["pairs"]] == [
-        ("COADD_B", "COADD_R"), ("B-100", "R-100")]
+        ("COADD_B", "COADD_R"),
+        ("B-100", "R-100"),
+    ]
     assert report["pairs"][1]["lmjm"] == 100 and report["pairs"][1]["snr_blue"] == 50.0
     assert report["unpaired"][0]["extname"] == "B-200" and len(report["warnings"]) == 1
 
 
 def test_spemr_info_subprocess(shared_lrs_file):
-    result = subprocess.run([sys.executable, "-m", "spemr_engine", "info", str(shared_lrs_file)],
-                            capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        [sys.executable, "-m", "spemr_engine", "info", str(shared_lrs_file)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert result.returncode == 2
     assert result.stdout == ""
     lines = result.stderr.splitlines()

@@ -3,6 +3,7 @@
 Scripts that need data outside the repository (../shared, data/ from a grid run) skip with
 the reason when it is absent. The figures they print are not checked here: only that the
 script finishes and prints what it was written to print."""
+
 from __future__ import annotations
 
 import os
@@ -23,13 +24,19 @@ SMOKE = {
     "inference.py": (["--n", "16", "--batch-size", "8", "--architecture", "tiny", "--repeat", "1"], [], "ratio:"),
     "preprocess.py": (["--files", str(SAMPLES), "--repeat", "1"], [SAMPLES], "ratio:"),
     "read_mrs.py": ([str(SAMPLES), "--repeat", "1"], [SAMPLES], "ratio:"),
-    "training.py": (["--config", "tiny", "--n", "64", "--batch-size", "16", "--epochs", "1", "--device", "cpu"], [],
-                    "whole run"),
+    "training.py": (
+        ["--config", "tiny", "--n", "64", "--batch-size", "16", "--epochs", "1", "--device", "cpu"],
+        [],
+        "whole run",
+    ),
     "realism.py": (["--spectra", "20", "--rv", "given"], [LABEL_CONFIG], "correlation of means"),
     "emulator.py": ([], [REPO / "assets" / "emulator", REPO / "data" / "rt_grid"], "ratio:"),
     "domain_shift.py": (["--n", "2", "--out", "{tmp}"], [REPO / "data" / "rt_testset"], "ratio:"),
-    "startup.py": (["--runs", "1", "--inferences", "1", str(SAMPLES / "med-58800-SYNTHGIANT_sp01-001.fits.gz")],
-                   [SAMPLES], "inference"),
+    "startup.py": (
+        ["--runs", "1", "--inferences", "1", str(SAMPLES / "med-58800-SYNTHGIANT_sp01-001.fits.gz")],
+        [SAMPLES],
+        "inference",
+    ),
 }
 NOT_RUN = {
     "original_way.py": "a module the other benchmarks import, not a script",
@@ -51,8 +58,11 @@ def test_benchmark_smoke_run(script, tmp_path):
         pytest.skip(f"benchmarks/{script} needs {', '.join(missing)} (absent here)")
     command = [sys.executable, str(BENCH / script), *(a.replace("{tmp}", str(tmp_path)) for a in args)]
     # The engine of this checkout (a script's own folder, not the cwd, starts sys.path).
-    env = dict(os.environ, OMP_NUM_THREADS="1",
-               PYTHONPATH=os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])))
+    env = dict(
+        os.environ,
+        OMP_NUM_THREADS="1",
+        PYTHONPATH=os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])),
+    )
     result = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, f"{' '.join(command)}\n{result.stdout[-2000:]}\n{result.stderr[-4000:]}"
     assert expected in result.stdout, result.stdout[-2000:]

@@ -1,4 +1,5 @@
 """Model bundle format v1: round trip, published key layout, and clear errors."""
+
 import json
 
 import numpy as np
@@ -7,8 +8,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from spemr_engine import config
-from spemr_engine.bundle import (Statistics, create_random_bundle, expected_shapes, load_bundle,
-                                 save_bundle)
+from spemr_engine.bundle import Statistics, create_random_bundle, expected_shapes, load_bundle, save_bundle
 from spemr_engine.errors import ModelBundleError
 from spemr_engine.rrnet import RRNet
 
@@ -28,7 +28,10 @@ def _copy(src, dst):
 def test_random_bundle_manifest_and_files(random_bundle):
     bundle = load_bundle(random_bundle)
     assert sorted(p.name for p in random_bundle.iterdir()) == [
-        "manifest.json", "statistics.safetensors", "weights.safetensors"]
+        "manifest.json",
+        "statistics.safetensors",
+        "weights.safetensors",
+    ]
     assert bundle.manifest["format"] == "spemr-model" and bundle.manifest["version"] == 1
     assert bundle.trained_on == "random" and not bundle.trained_on_synthetic
     assert bundle.labels == list(config.LABELS)
@@ -46,10 +49,17 @@ def test_saved_weights_come_back_unchanged(tmp_path):
     members = [{name: RRNet(arch, len(labels)) for name, labels in arch.networks.items()}]
     region_net = RRNet(arch, 3)
     heads = [{"SP": {"S1": region_net}, "CA": {"S1": members[0]["CA"].fc1.state_dict()}}]
-    stats = Statistics(np.linspace(0.9, 1.1, 7200), np.full(7200, 0.05),
-                       np.arange(16.0), np.arange(1.0, 17.0))
-    save_bundle(tmp_path / "m", arch, members, stats, {"trained_on": "synthetic", "seed": 1},
-                region_heads=heads, regions=[config.default_regions()[0]], metrics={"mae": {"Teff": 1}})
+    stats = Statistics(np.linspace(0.9, 1.1, 7200), np.full(7200, 0.05), np.arange(16.0), np.arange(1.0, 17.0))
+    save_bundle(
+        tmp_path / "m",
+        arch,
+        members,
+        stats,
+        {"trained_on": "synthetic", "seed": 1},
+        region_heads=heads,
+        regions=[config.default_regions()[0]],
+        metrics={"mae": {"Teff": 1}},
+    )
     bundle = load_bundle(tmp_path / "m")
     assert bundle.trained_on_synthetic and bundle.members == 1 and bundle.metrics == {"mae": {"Teff": 1}}
     np.testing.assert_array_equal(bundle.label_std, np.arange(1.0, 17.0))
@@ -88,26 +98,36 @@ def _edit_weights(path, edit):
     save_file(tensors, str(path / "weights.safetensors"))
 
 
-@pytest.mark.parametrize("damage, message", [
-    (lambda p: (p / "manifest.json").unlink(), "no manifest.json"),
-    (lambda p: (p / "manifest.json").write_text("{not json"), "not valid JSON"),
-    (lambda p: _edit_manifest(p, version=7), "unknown model bundle version 7"),
-    (lambda p: _edit_manifest(p, format="something-else"), "does not describe"),
-    (lambda p: _edit_manifest(p, labels=["Teff", "Logg", "FeH"]), "do not match the labels"),
-    (lambda p: _edit_manifest(p, labels=["Logg", "Teff", *config.LABELS[2:]]), "not in spemr label order"),
-    (lambda p: _edit_manifest(p, labels=["ASPCAP_Teff[K]", *config.LABELS[1:]]), "not spemr labels"),
-    (lambda p: _edit_weights(p, lambda t: t.pop("m1.CA.rnn.weight_hh_l0")), "lacks tensor m1.CA.rnn.weight_hh_l0"),
-    (lambda p: _edit_weights(p, lambda t: t.pop("m0.SP.region.S3.fc1.0.bias")), "lacks tensor m0.SP.region.S3"),
-    (lambda p: _edit_weights(p, lambda t: t.update({"m0.SP.mu.weight": torch.zeros(4, 16)})),
-     "m0.SP.mu.weight has shape [4, 16], expected [3, 16]"),
-    (lambda p: (p / "weights.safetensors").write_bytes((p / "weights.safetensors").read_bytes()[:5000]),
-     "corrupt or truncated"),
-    (lambda p: (p / "weights.safetensors").write_bytes(b"\x00" * 64), "corrupt or truncated"),
-    (lambda p: (p / "statistics.safetensors").unlink(), "statistics.safetensors"),
-    (lambda p: _edit_manifest(p, statistics={"file": "statistics.safetensors",
-                                             "label_mean": [0.0] * 15, "label_std": [1.0] * 15}),
-     "label_mean has shape (15,)"),
-])
+@pytest.mark.parametrize(
+    "damage, message",
+    [
+        (lambda p: (p / "manifest.json").unlink(), "no manifest.json"),
+        (lambda p: (p / "manifest.json").write_text("{not json"), "not valid JSON"),
+        (lambda p: _edit_manifest(p, version=7), "unknown model bundle version 7"),
+        (lambda p: _edit_manifest(p, format="something-else"), "does not describe"),
+        (lambda p: _edit_manifest(p, labels=["Teff", "Logg", "FeH"]), "do not match the labels"),
+        (lambda p: _edit_manifest(p, labels=["Logg", "Teff", *config.LABELS[2:]]), "not in spemr label order"),
+        (lambda p: _edit_manifest(p, labels=["ASPCAP_Teff[K]", *config.LABELS[1:]]), "not spemr labels"),
+        (lambda p: _edit_weights(p, lambda t: t.pop("m1.CA.rnn.weight_hh_l0")), "lacks tensor m1.CA.rnn.weight_hh_l0"),
+        (lambda p: _edit_weights(p, lambda t: t.pop("m0.SP.region.S3.fc1.0.bias")), "lacks tensor m0.SP.region.S3"),
+        (
+            lambda p: _edit_weights(p, lambda t: t.update({"m0.SP.mu.weight": torch.zeros(4, 16)})),
+            "m0.SP.mu.weight has shape [4, 16], expected [3, 16]",
+        ),
+        (
+            lambda p: (p / "weights.safetensors").write_bytes((p / "weights.safetensors").read_bytes()[:5000]),
+            "corrupt or truncated",
+        ),
+        (lambda p: (p / "weights.safetensors").write_bytes(b"\x00" * 64), "corrupt or truncated"),
+        (lambda p: (p / "statistics.safetensors").unlink(), "statistics.safetensors"),
+        (
+            lambda p: _edit_manifest(
+                p, statistics={"file": "statistics.safetensors", "label_mean": [0.0] * 15, "label_std": [1.0] * 15}
+            ),
+            "label_mean has shape (15,)",
+        ),
+    ],
+)
 def test_damaged_bundles_give_one_clear_error(random_bundle, tmp_path, damage, message):
     copy = _copy(random_bundle, tmp_path / "copy")
     damage(copy)
@@ -135,9 +155,14 @@ def test_base_only_bundle_has_no_regions(tmp_path):
 def test_metrics_with_nan_and_numpy_values_are_stored_as_json(tmp_path):
     arch = config.architecture("tiny")
     members = [{name: RRNet(arch, len(labels)) for name, labels in arch.networks.items()}]
-    save_bundle(tmp_path / "m", arch, members, Statistics(np.ones(7200), np.ones(7200), np.zeros(16), np.ones(16)),
-                {"trained_on": "real", "refset": tmp_path},
-                metrics={"mae": {"Teff": np.float32(40.5), "NH": float("nan")}, "n": np.int64(3)})
+    save_bundle(
+        tmp_path / "m",
+        arch,
+        members,
+        Statistics(np.ones(7200), np.ones(7200), np.zeros(16), np.ones(16)),
+        {"trained_on": "real", "refset": tmp_path},
+        metrics={"mae": {"Teff": np.float32(40.5), "NH": float("nan")}, "n": np.int64(3)},
+    )
     bundle = load_bundle(tmp_path / "m")
     assert bundle.metrics == {"mae": {"Teff": 40.5, "NH": None}, "n": 3}
     assert bundle.provenance["refset"] == str(tmp_path) and bundle.regions == ()

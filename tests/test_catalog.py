@@ -1,6 +1,7 @@
 """Survey-scale catalogs (spemr_engine.catalog, ``spemr catalog``): every input gets rows,
 a kill -9 loses nothing, a resumed run equals an uninterrupted one, a finished catalog
 is not redone, and write failures say what was kept."""
+
 from __future__ import annotations
 
 import json
@@ -16,8 +17,7 @@ import time
 import pytest
 from astropy.io import fits
 
-from catalog_testdata import (cli_command, run_cli, tiny_model, write_broken_files,
-                              write_synthetic_files)
+from catalog_testdata import cli_command, run_cli, tiny_model, write_broken_files, write_synthetic_files
 from spemr_engine.catalog import run_catalog
 from spemr_engine.catalog_store import read_table
 from spemr_engine.errors import Cancelled, SpemrError
@@ -59,8 +59,7 @@ def test_broken_files_get_flagged_rows_and_the_rest_complete(tmp_path, model, sy
     expected = write_broken_files(folder / "broken")
     listing = tmp_path / "more.txt"
     listing.write_text(f"{tmp_path / 'vanished.fits'}\n")
-    summary = run_catalog([folder, listing], tmp_path / "cat.csv", model=model, workers=0,
-                          batch_size=8)
+    summary = run_catalog([folder, listing], tmp_path / "cat.csv", model=model, workers=0, batch_size=8)
     rows = _as_rows(read_table(tmp_path / "cat.csv"))
     by_file = {}
     for row in rows:
@@ -73,7 +72,7 @@ def test_broken_files_get_flagged_rows_and_the_rest_complete(tmp_path, model, sy
     assert "truncated" in by_file["med-truncated.fits.gz"][0]["error"]
     assert "S/N 0.0" in by_file["med-zero-snr.fits"][0]["error"]
     assert by_file["vanished.fits"][0]["error"] == "vanished.fits: file not found"
-    good_rows = [by_file[path.name][0] for path in good]   # coadd only by default
+    good_rows = [by_file[path.name][0] for path in good]  # coadd only by default
     assert all(len(by_file[path.name]) == 1 for path in good)
     for row in good_rows:
         assert row["spectrum"] == "coadd" and row["rv_source"] == "ccf"
@@ -97,13 +96,12 @@ def test_real_lrs_and_zero_snr_files(tmp_path, model, shared_mrs_dir, shared_lrs
     folder.mkdir()
     shutil.copy(shared_lrs_file, folder)
     shutil.copy(shared_mrs_dir / "med-58268-HIP95119KP01_sp12-076.fits.gz", folder)
-    run_catalog([folder], tmp_path / "cat.fits", model=model, workers=0, exposures="all",
-                batch_size=8)
+    run_catalog([folder], tmp_path / "cat.fits", model=model, workers=0, exposures="all", batch_size=8)
     rows = _as_rows(read_table(tmp_path / "cat.fits"))
     lrs = [r for r in rows if r["source"].endswith(shared_lrs_file.name)]
     assert len(lrs) == 1 and lrs[0]["flags"] == "file_error"
     zero = [r for r in rows if "58268" in r["source"]]
-    assert len(zero) == 10 and zero[0]["spectrum"] == "coadd"   # coadd + 9 exposures
+    assert len(zero) == 10 and zero[0]["spectrum"] == "coadd"  # coadd + 9 exposures
     assert all("low_snr" in r["flags"] and _missing(r[TEFF]) for r in zero)
 
 
@@ -111,8 +109,9 @@ def test_exposures_all_and_rv_catalog(tmp_path, model, synthetic):
     files = synthetic[:2]
     rv_csv = tmp_path / "rv.csv"
     rv_csv.write_text("obsid,rv\n900000,12.5\n")
-    run_catalog(files, tmp_path / "cat.parquet", model=model, workers=0, exposures="all",
-                rv_catalog=rv_csv, batch_size=8)
+    run_catalog(
+        files, tmp_path / "cat.parquet", model=model, workers=0, exposures="all", rv_catalog=rv_csv, batch_size=8
+    )
     rows = _as_rows(read_table(tmp_path / "cat.parquet"))
     assert [r["spectrum"] == "coadd" for r in rows] == [True, False, False] * 2
     first, second = rows[:3], rows[3:]
@@ -141,22 +140,38 @@ def test_kill_9_then_resume_equals_an_uninterrupted_run(tmp_path, model, synthet
 
     output = tmp_path / "cat.fits"
     run_folder = tmp_path / "cat.fits.spemr-run"
-    command = cli_command("catalog", inputs, "-o", output, "--workers", "1", "--model", model,
-                          "--exposures", "all", "--batch-size", "4", "--chunk-rows", "1",
-                          "--threads", "1")
-    process = subprocess.Popen(command, start_new_session=True,
-                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    command = cli_command(
+        "catalog",
+        inputs,
+        "-o",
+        output,
+        "--workers",
+        "1",
+        "--model",
+        model,
+        "--exposures",
+        "all",
+        "--batch-size",
+        "4",
+        "--chunk-rows",
+        "1",
+        "--threads",
+        "1",
+    )
+    process = subprocess.Popen(
+        command, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
+    )
     try:
         committed = _wait_for_chunks(run_folder, process, 1)
     finally:
-        os.killpg(process.pid, signal.SIGKILL)               # the run and its worker
+        os.killpg(process.pid, signal.SIGKILL)  # the run and its worker
         _, stderr = process.communicate()
     assert process.returncode == -signal.SIGKILL and committed >= 1, stderr
     assert "caveat: model has random weights" in stderr
     assert not output.exists()
 
     with pytest.raises(SpemrError, match="continue it with --resume"):
-        run_catalog([inputs], output, workers=0, **settings)          # refuses to mix runs
+        run_catalog([inputs], output, workers=0, **settings)  # refuses to mix runs
     summary = run_catalog([inputs], output, workers=0, resume=True, **settings)
     assert summary.n_files_resumed >= 4 and summary.n_files_done_now <= 12
     assert read_table(output) == read_table(tmp_path / "ref.fits")
@@ -173,7 +188,7 @@ def test_cancel_keeps_committed_units_and_resume_matches(tmp_path, model, synthe
     seen = []
 
     def cancel():
-        return len(seen) >= 1            # after the first unit is labelled and committed
+        return len(seen) >= 1  # after the first unit is labelled and committed
 
     with pytest.raises(Cancelled, match="continue with --resume"):
         run_catalog(files, tmp_path / "cat.csv", progress=seen.append, cancel=cancel, **kwargs)
@@ -190,8 +205,15 @@ def test_pause_holds_the_run_until_released(tmp_path, model, synthetic):
     events = []
     started = time.monotonic()
     threading.Timer(0.5, pause.clear).start()
-    run_catalog(synthetic[:2], tmp_path / "cat.csv", model=model, workers=0, batch_size=4,
-                pause=pause, progress=lambda info: events.append(time.monotonic() - started))
+    run_catalog(
+        synthetic[:2],
+        tmp_path / "cat.csv",
+        model=model,
+        workers=0,
+        batch_size=4,
+        pause=pause,
+        progress=lambda info: events.append(time.monotonic() - started),
+    )
     assert events and events[0] >= 0.5
 
 
@@ -233,9 +255,23 @@ def test_disk_full_keeps_committed_chunks_and_resume_finishes(tmp_path, model, s
     def limit_file_size():
         resource.setrlimit(resource.RLIMIT_FSIZE, (20_000, 20_000))
 
-    full = run_cli("catalog", *files, "-o", output, "--model", model, "--exposures", "all",
-                   "--batch-size", "1", "--chunk-rows", "1", "--workers", "0",
-                   preexec_fn=limit_file_size)
+    full = run_cli(
+        "catalog",
+        *files,
+        "-o",
+        output,
+        "--model",
+        model,
+        "--exposures",
+        "all",
+        "--batch-size",
+        "1",
+        "--chunk-rows",
+        "1",
+        "--workers",
+        "0",
+        preexec_fn=limit_file_size,
+    )
     assert full.returncode == 2, full.stderr
     message = full.stderr.strip().splitlines()[-1]
     assert message.startswith("cat.fits: cannot write the catalog; the committed chunks")
@@ -255,8 +291,7 @@ def test_a_synthetic_model_says_so_in_the_table(tmp_path, model, synthetic):
     manifest = json.loads((synthetic_model / "manifest.json").read_text())
     manifest["provenance"]["trained_on"] = "synthetic"
     (synthetic_model / "manifest.json").write_text(json.dumps(manifest))
-    run_catalog(synthetic[:1], tmp_path / "cat.fits", model=synthetic_model, workers=0,
-                batch_size=4)
+    run_catalog(synthetic[:1], tmp_path / "cat.fits", model=synthetic_model, workers=0, batch_size=4)
     header = fits.getheader(tmp_path / "cat.fits", 1)
     assert header["SYNTHET"] is True and "synthetic spectra" in header["CAVEAT"]
     assert read_table(tmp_path / "cat.fits")["model_trained_on"] == ["synthetic"]
@@ -267,8 +302,7 @@ def test_files_sharing_a_header_filename_stay_apart(tmp_path, model, synthetic):
     `source`, the absolute path, tells apart files that share it, in the same way in
     `spemr predict`, `spemr catalog` and a resumed catalog."""
     original = synthetic[0]
-    files = [tmp_path / "a" / original.name, tmp_path / "b" / original.name,
-             tmp_path / "b" / "renamed.fits.gz"]
+    files = [tmp_path / "a" / original.name, tmp_path / "b" / original.name, tmp_path / "b" / "renamed.fits.gz"]
     for path in files:
         path.parent.mkdir(exist_ok=True)
         shutil.copy(original, path)
@@ -277,8 +311,7 @@ def test_files_sharing_a_header_filename_stay_apart(tmp_path, model, synthetic):
     kwargs = dict(model=model, workers=0, batch_size=2, chunk_size=1)
     with pytest.raises(Cancelled):
         seen = []
-        run_catalog(files, tmp_path / "cat.csv", progress=seen.append,
-                    cancel=lambda: len(seen) >= 1, **kwargs)
+        run_catalog(files, tmp_path / "cat.csv", progress=seen.append, cancel=lambda: len(seen) >= 1, **kwargs)
     run_catalog(files, tmp_path / "cat.csv", resume=True, **kwargs)
     table = read_table(tmp_path / "cat.csv")
     assert sorted(table["source"]) == expected_sources

@@ -1,5 +1,6 @@
 """Crash-safe chunk storage and streamed table writers (spemr_engine.catalog_store),
 and input discovery (spemr_engine.catalog.discover_inputs)."""
+
 from __future__ import annotations
 
 import math
@@ -20,9 +21,17 @@ COLUMNS = ["obsid", "name", "teff", "good", "flags", "error"]
 
 
 def _rows(prefix: str, n: int, obsid0: int = 100) -> list[dict]:
-    return [{"obsid": obsid0 + i, "name": f"{prefix}-{i}", "teff": 5000.0 + i / 3,
-             "good": i % 2 == 0, "flags": "" if i % 2 == 0 else "low_snr",
-             "error": None} for i in range(n)]
+    return [
+        {
+            "obsid": obsid0 + i,
+            "name": f"{prefix}-{i}",
+            "teff": 5000.0 + i / 3,
+            "good": i % 2 == 0,
+            "flags": "" if i % 2 == 0 else "low_snr",
+            "error": None,
+        }
+        for i in range(n)
+    ]
 
 
 # ------------------------------------------------------------------- discovery
@@ -40,12 +49,15 @@ def test_discovery_folder_glob_list_sorted_unique(tmp_path):
     assert names == sorted(["a/b/y.fits.gz", "a/b/z.fits", "missing.fits", "top.FITS"])
 
 
-@pytest.mark.parametrize("make, problem", [
-    (lambda d: d / "nothing-here", "no such file or folder"),
-    (lambda d: str(d / "*.fits"), "no files match"),
-    (lambda d: (d / "empty").mkdir() or d / "empty", "folder holds no FITS files"),
-    (lambda d: (d / "l.txt").write_text("# only a comment\n") and d / "l.txt", "list is empty"),
-])
+@pytest.mark.parametrize(
+    "make, problem",
+    [
+        (lambda d: d / "nothing-here", "no such file or folder"),
+        (lambda d: str(d / "*.fits"), "no files match"),
+        (lambda d: (d / "empty").mkdir() or d / "empty", "folder holds no FITS files"),
+        (lambda d: (d / "l.txt").write_text("# only a comment\n") and d / "l.txt", "list is empty"),
+    ],
+)
 def test_discovery_refuses_with_one_line(tmp_path, make, problem):
     with pytest.raises(SpemrError) as info:
         discover_inputs([make(tmp_path)])
@@ -82,13 +94,20 @@ def test_second_run_on_same_folder_is_refused(tmp_path):
 def test_values_round_trip_exactly(tmp_path):
     folder = RunFolder(tmp_path / "cat.csv")
     folder.open()
-    values = [{"obsid": np.int64(2 ** 40 + 1), "name": "é", "teff": np.float32(1 / 3),
-               "good": np.bool_(True), "flags": "", "error": None},
-              {"obsid": None, "name": "x", "teff": math.nan, "good": False, "flags": "file_error",
-               "error": "bad file"}]
+    values = [
+        {
+            "obsid": np.int64(2**40 + 1),
+            "name": "é",
+            "teff": np.float32(1 / 3),
+            "good": np.bool_(True),
+            "flags": "",
+            "error": None,
+        },
+        {"obsid": None, "name": "x", "teff": math.nan, "good": False, "flags": "file_error", "error": "bad file"},
+    ]
     folder.commit(COLUMNS, {"f": values})
     row0, row1 = folder.ordered_rows(["f"], folder.chunk_infos())
-    assert row0 == [2 ** 40 + 1, "é", float(np.float32(1 / 3)), True, "", None]
+    assert row0 == [2**40 + 1, "é", float(np.float32(1 / 3)), True, "", None]
     assert row1[0] is None and math.isnan(row1[2])
     folder.close()
 
@@ -98,16 +117,23 @@ def _write_all_formats(tmp_path):
     folder = RunFolder(tmp_path / "cat.csv")
     folder.open()
     folder.commit(COLUMNS, {"f2": _rows("b", 3, 200)})
-    failed = [{"obsid": None, "name": "broken.fits", "teff": None, "good": False,
-               "flags": "file_error", "error": "broken.fits: truncated gzip file"}]
+    failed = [
+        {
+            "obsid": None,
+            "name": "broken.fits",
+            "teff": None,
+            "good": False,
+            "flags": "file_error",
+            "error": "broken.fits: truncated gzip file",
+        }
+    ]
     folder.commit(COLUMNS, {"f1": _rows("a", 2), "f3": failed})
     infos = folder.chunk_infos()
     schema = TableSchema.merge(COLUMNS, infos)
     tables = {}
     for fmt in ("csv", "parquet", "fits"):
         path = tmp_path / f"out.{fmt}"
-        write_table(path, fmt, schema, folder.ordered_rows(["f1", "f2", "f3"], infos),
-                    {"SYNTHET": True}, batch_rows=2)
+        write_table(path, fmt, schema, folder.ordered_rows(["f1", "f2", "f3"], infos), {"SYNTHET": True}, batch_rows=2)
         tables[fmt] = read_table(path)
     folder.close()
     return schema, tables
@@ -116,8 +142,14 @@ def _write_all_formats(tmp_path):
 def test_streamed_tables_agree_in_every_format(tmp_path):
     schema, tables = _write_all_formats(tmp_path)
     assert schema.n_rows == 6
-    assert schema.kinds == {"obsid": "int", "name": "str", "teff": "float", "good": "bool",
-                            "flags": "str", "error": "str"}
+    assert schema.kinds == {
+        "obsid": "int",
+        "name": "str",
+        "teff": "float",
+        "good": "bool",
+        "flags": "str",
+        "error": "str",
+    }
     for fmt, table in tables.items():
         assert list(table) == COLUMNS, fmt
         assert table["name"] == ["a-0", "a-1", "b-0", "b-1", "b-2", "broken.fits"], fmt
@@ -161,8 +193,17 @@ def test_disk_full_gives_one_line_and_keeps_the_old_file(tmp_path):
 
 def test_csv_cell_is_the_one_convention():
     from spemr_engine.catalog_store import csv_cell
-    assert [csv_cell(v) for v in (None, True, False, np.bool_(True), 0.1, np.float32(0.5), 3, "x")] == \
-        ["", "true", "false", "true", "0.1", "0.5", "3", "x"]
+
+    assert [csv_cell(v) for v in (None, True, False, np.bool_(True), 0.1, np.float32(0.5), 3, "x")] == [
+        "",
+        "true",
+        "false",
+        "true",
+        "0.1",
+        "0.5",
+        "3",
+        "x",
+    ]
     assert csv_cell(True, "float") == "1.0" and csv_cell(2, "float") == "2.0"
 
 
@@ -170,6 +211,7 @@ def test_csv_floats_carry_float32_information_and_no_noise():
     """Computed floats (labels, sigmas, RV, fit measures) to 8 significant digits, which
     pins every float32 to within one ulp; header floats (ra, dec, S/N) as their own digits."""
     from spemr_engine.catalog_store import csv_cell
+
     assert csv_cell(4682.971700435736, column="Teff[K]") == "4682.9717"
     assert csv_cell(-0.050536588640885116, column="CH_err") == "-0.050536589"
     assert csv_cell(1.0, column="sigma_inflation") == "1.0"
@@ -185,6 +227,7 @@ def test_csv_floats_carry_float32_information_and_no_noise():
 
 def test_read_table_reads_old_and_new_csv_booleans(tmp_path):
     from spemr_engine.catalog_store import read_table
+
     for true, false in (("true", "false"), ("True", "False")):
         path = tmp_path / f"{true}.csv"
         path.write_text(f"obsid,usable\n1,{true}\n2,{false}\n3,\n")

@@ -1,4 +1,5 @@
 """Reference sets from real-format files: label catalogs, sky cross-match, cuts, resume."""
+
 from __future__ import annotations
 
 import csv
@@ -13,8 +14,15 @@ from astropy.table import Table
 from mrs_testfiles import grid_pixels, write_star_file
 from spemr_engine import cli
 from spemr_engine.config import LABELS, label_infos
-from spemr_engine.crossmatch import (LOG_FILE, BuildLog, BuildOptions, build_reference_set,
-                                     find_input_files, match_positions, parse_radius)
+from spemr_engine.crossmatch import (
+    LOG_FILE,
+    BuildLog,
+    BuildOptions,
+    build_reference_set,
+    find_input_files,
+    match_positions,
+    parse_radius,
+)
 from spemr_engine.errors import Cancelled, InputFileError, SpemrError
 from spemr_engine.label_catalog import read_label_catalog
 from spemr_engine.refset import ReferenceSet
@@ -26,23 +34,29 @@ STAR_BAD = 1 << 23
 # id, ra, dec, snr, teff, logg, feh, {element: [X/Fe]}, {flagged element}, aspcapflag
 STARS = [
     ("2M-A", 10.0, 20.0, 200.0, 5500.0, 4.4, -0.2, {"C": 0.1, "O": -9999.0}, {"N"}, 0),
-    ("2M-A", 10.0, 20.0, 50.0, 9999.0, 9.9, 9.9, {}, set(), 0),          # duplicate, lower S/N
+    ("2M-A", 10.0, 20.0, 50.0, 9999.0, 9.9, 9.9, {}, set(), 0),  # duplicate, lower S/N
     ("2M-B", 30.0, -5.0, 150.0, 3900.0, 1.5, -1.3, {"MG": 0.3}, set(), 0),
     ("2M-C", 40.0, 0.0, 150.0, 5000.0, 3.0, 0.0, {}, set(), 0),
     ("2M-D1", 50.0, 10.0, 150.0, 5000.0, 3.0, 0.0, {}, set(), 0),
     ("2M-D2", 50.0, 10.0 + 1.5 * ARCSEC, 150.0, 5100.0, 3.0, 0.0, {}, set(), 0),
     ("2M-E", 60.0, 30.0, 150.0, 5000.0, 3.0, 0.0, {}, set(), STAR_BAD),
     ("2M-F", 70.0, -20.0, 150.0, 6000.0, 4.0, 0.1, {}, set(), 0),
-    ("2M-G", 80.0, 80.0, 150.0, 6000.0, 4.0, 0.1, {}, set(), 0),       # no spectrum
+    ("2M-G", 80.0, 80.0, 150.0, 6000.0, 4.0, 0.1, {}, set(), 0),  # no spectrum
 ]
 
 
 def allstar_table() -> Table:
     """An allStar-like table: [X/Fe] columns with _FLAG, ASPCAPFLAG, duplicates, -9999."""
-    columns = {"APOGEE_ID": [s[0] for s in STARS], "RA": [s[1] for s in STARS],
-               "DEC": [s[2] for s in STARS], "SNR": [s[3] for s in STARS],
-               "TEFF": [s[4] for s in STARS], "LOGG": [s[5] for s in STARS],
-               "FE_H": [s[6] for s in STARS], "FE_H_FLAG": [0] * len(STARS)}
+    columns = {
+        "APOGEE_ID": [s[0] for s in STARS],
+        "RA": [s[1] for s in STARS],
+        "DEC": [s[2] for s in STARS],
+        "SNR": [s[3] for s in STARS],
+        "TEFF": [s[4] for s in STARS],
+        "LOGG": [s[5] for s in STARS],
+        "FE_H": [s[6] for s in STARS],
+        "FE_H_FLAG": [0] * len(STARS),
+    }
     for element in ELEMENTS:
         columns[f"{element}_FE"] = [s[7].get(element, 0.05) for s in STARS]
         columns[f"{element}_FE_FLAG"] = [int(element in s[8]) for s in STARS]
@@ -55,15 +69,36 @@ def data(tmp_path_factory):
     root = tmp_path_factory.mktemp("xmatch")
     folder = root / "mrs"
     folder.mkdir()
-    write_star_file(folder / "med-A.fits", 10.0, 20.0, 1, rv_kms=35.0,
-                    snr={"B-101": 5.0}, bad={"R-102": grid_pixels("R", 6400, 40)}, seed=1)
-    write_star_file(folder / "med-B.fits", 30.0, -5.0 + 2.0 * ARCSEC, 2, rv_kms=-60.0,
-                    bad={"COADD_B": grid_pixels("B", 5000, 150, 3)}, seed=2)
+    write_star_file(
+        folder / "med-A.fits",
+        10.0,
+        20.0,
+        1,
+        rv_kms=35.0,
+        snr={"B-101": 5.0},
+        bad={"R-102": grid_pixels("R", 6400, 40)},
+        seed=1,
+    )
+    write_star_file(
+        folder / "med-B.fits",
+        30.0,
+        -5.0 + 2.0 * ARCSEC,
+        2,
+        rv_kms=-60.0,
+        bad={"COADD_B": grid_pixels("B", 5000, 150, 3)},
+        seed=2,
+    )
     write_star_file(folder / "med-C.fits", 40.0, 4.0 * ARCSEC, 3, seed=3)
     write_star_file(folder / "med-D.fits", 50.0, 10.0 + 0.5 * ARCSEC, 4, seed=4)
     write_star_file(folder / "med-E.fits", 60.0, 30.0, 5, seed=5)
-    write_star_file(folder / "med-F.fits", 70.0, -20.0, 6, seed=6,
-                    snr={n: 5.0 for n in ("COADD_B", "COADD_R", "B-101", "R-101", "B-102", "R-102")})
+    write_star_file(
+        folder / "med-F.fits",
+        70.0,
+        -20.0,
+        6,
+        seed=6,
+        snr={n: 5.0 for n in ("COADD_B", "COADD_R", "B-101", "R-101", "B-102", "R-102")},
+    )
     (folder / "junk.fits").write_text("not a FITS file\n")
     table = allstar_table()
     table.write(root / "allStar.fits")
@@ -86,11 +121,11 @@ def test_allstar_catalog_to_model_labels(data, kind):
     assert list(catalog.star_id) == ["2M-A", "2M-B", "2M-C", "2M-D1", "2M-D2", "2M-E", "2M-F", "2M-G"]
     assert catalog.counts["duplicates_removed"] == 1 and catalog.counts["star_flagged"] == 1
     a = dict(zip(LABELS, catalog.labels[0]))
-    assert a["Teff"] == 5500 and a["FeH"] == pytest.approx(-0.2)    # highest-S/N duplicate kept
-    assert a["CH"] == pytest.approx(0.1 - 0.2)                         # [X/H] = [X/Fe] + [Fe/H]
+    assert a["Teff"] == 5500 and a["FeH"] == pytest.approx(-0.2)  # highest-S/N duplicate kept
+    assert a["CH"] == pytest.approx(0.1 - 0.2)  # [X/H] = [X/Fe] + [Fe/H]
     assert a["MgH"] == pytest.approx(0.05 - 0.2)
-    assert np.isnan(a["NH"]) and np.isnan(a["OH"])                     # flagged / -9999
-    assert np.all(np.isnan(catalog.labels[5]))                         # STAR_BAD masks the star
+    assert np.isnan(a["NH"]) and np.isnan(a["OH"])  # flagged / -9999
+    assert np.all(np.isnan(catalog.labels[5]))  # STAR_BAD masks the star
     assert dict(zip(LABELS, catalog.labels[1]))["MgH"] == pytest.approx(0.3 - 1.3)
 
 
@@ -104,19 +139,39 @@ def test_plain_catalog_with_published_label_names(tmp_path):
         writer.writerow(["s2", 3.0, 4.0, 6000, "", -0.1, *([""] * 13)])
     catalog = read_label_catalog(path)
     assert catalog.mapping == "plain"
-    assert catalog.labels[0, LABELS.index("CH")] == pytest.approx(0.1)   # already [X/H]
+    assert catalog.labels[0, LABELS.index("CH")] == pytest.approx(0.1)  # already [X/H]
     assert np.isnan(catalog.labels[1, LABELS.index("Logg")]) and catalog.labels[1, 0] == 6000
 
 
 def test_user_mapping_adds_a_survey(tmp_path):
-    table = Table({"sobject_id": [7], "ra_dr2": [5.0], "dec_dr2": [6.0], "teff": [5800.0],
-                   "fe_h": [-0.3], "mg_fe": [0.2], "flag_mg_fe": [1], "ca_fe": [0.1], "flag_ca_fe": [0]})
+    table = Table(
+        {
+            "sobject_id": [7],
+            "ra_dr2": [5.0],
+            "dec_dr2": [6.0],
+            "teff": [5800.0],
+            "fe_h": [-0.3],
+            "mg_fe": [0.2],
+            "flag_mg_fe": [1],
+            "ca_fe": [0.1],
+            "flag_ca_fe": [0],
+        }
+    )
     table.write(tmp_path / "survey.fits")
-    mapping = {"my_survey": {"detect": ["sobject_id"], "id": "sobject_id", "ra": "ra_dr2",
-                             "dec": "dec_dr2", "labels": {
-                                 "Teff": {"column": "teff"}, "FeH": {"column": "fe_h"},
-                                 "MgH": {"column": "mg_fe", "flag": "flag_mg_fe", "plus": "FeH"},
-                                 "CaH": {"column": "ca_fe", "flag": "flag_ca_fe", "plus": "FeH"}}}}
+    mapping = {
+        "my_survey": {
+            "detect": ["sobject_id"],
+            "id": "sobject_id",
+            "ra": "ra_dr2",
+            "dec": "dec_dr2",
+            "labels": {
+                "Teff": {"column": "teff"},
+                "FeH": {"column": "fe_h"},
+                "MgH": {"column": "mg_fe", "flag": "flag_mg_fe", "plus": "FeH"},
+                "CaH": {"column": "ca_fe", "flag": "flag_ca_fe", "plus": "FeH"},
+            },
+        }
+    }
     (tmp_path / "mapping.json").write_text(json.dumps(mapping))
     catalog = read_label_catalog(tmp_path / "survey.fits", mapping_file=tmp_path / "mapping.json")
     labels = dict(zip(LABELS, catalog.labels[0]))
@@ -163,13 +218,28 @@ def test_parse_radius():
 # ------------------------------------------------------------------ build
 def test_build_counts_every_cut(built_all):
     summary, _ = built_all
-    assert summary["files"] == {"total": 7, "matched": 3, "unreadable": 1, "no_match": 1,
-                                "ambiguous": 1, "no_labels": 1, "no_pairs": 0}
-    assert summary["spectra"] == {"considered": 9, "low_snr": 4, "too_many_bad_pixels": 1,
-                                  "long_bad_run": 1, "unreliable": 0, "kept": 3}
-    assert summary["stars"] == {"matched": 3, "removed_by": {"low_snr": 1, "too_many_bad_pixels": 0,
-                                                             "long_bad_run": 0, "unreliable": 0},
-                                "kept": 2}
+    assert summary["files"] == {
+        "total": 7,
+        "matched": 3,
+        "unreadable": 1,
+        "no_match": 1,
+        "ambiguous": 1,
+        "no_labels": 1,
+        "no_pairs": 0,
+    }
+    assert summary["spectra"] == {
+        "considered": 9,
+        "low_snr": 4,
+        "too_many_bad_pixels": 1,
+        "long_bad_run": 1,
+        "unreliable": 0,
+        "kept": 3,
+    }
+    assert summary["stars"] == {
+        "matched": 3,
+        "removed_by": {"low_snr": 1, "too_many_bad_pixels": 0, "long_bad_run": 0, "unreliable": 0},
+        "kept": 2,
+    }
     assert {k: v["spectra"] for k, v in summary["regions"].items()} == {"S1": 1, "S2": 2, "S3": 2, "S4": 0}
     assert {k: v["stars"] for k, v in summary["regions"].items()} == {"S1": 1, "S2": 1, "S3": 1, "S4": 0}
     assert summary["masked_labels"]["NH"] == 1 and summary["masked_labels"]["OH"] == 1
@@ -189,12 +259,16 @@ def test_build_writes_labelled_spectra_by_star(built_all):
     assert float(refset.rows[1]["rv"]) == pytest.approx(-60.0, abs=2.0)
     assert float(refset.rows[1]["sep_arcsec"]) == pytest.approx(2.0, abs=0.01)
     assert refset.flux.shape == (3, 7200) and np.all(np.isfinite(refset.flux))
-    assert 0.9 < np.median(refset.flux) < 1.1                      # continuum-normalised
+    assert 0.9 < np.median(refset.flux) < 1.1  # continuum-normalised
     split = refset.split_by_star(seed=1)
     for part in ("train", "valid", "test"):
-        assert len({refset.rows[i]["star_id"] for i in split[part]} &
-                   {refset.rows[i]["star_id"] for p in ("train", "valid", "test") if p != part
-                    for i in split[p]}) == 0
+        assert (
+            len(
+                {refset.rows[i]["star_id"] for i in split[part]}
+                & {refset.rows[i]["star_id"] for p in ("train", "valid", "test") if p != part for i in split[p]}
+            )
+            == 0
+        )
 
 
 def test_masked_labels_teach_nothing(built_all):
@@ -210,8 +284,23 @@ def test_masked_labels_teach_nothing(built_all):
 
 def test_cli_with_csv_catalog_coadd_only(data, capsys):
     out = data["root"] / "refset-cli"
-    code = cli.main(["build-refset", str(data["folder"]), "--labels", str(data["csv"]), "-o", str(out),
-                     "--match-radius", "3arcsec", "--min-snr", "10", "--exposures", "coadd", "--quiet"])
+    code = cli.main(
+        [
+            "build-refset",
+            str(data["folder"]),
+            "--labels",
+            str(data["csv"]),
+            "-o",
+            str(out),
+            "--match-radius",
+            "3arcsec",
+            "--min-snr",
+            "10",
+            "--exposures",
+            "coadd",
+            "--quiet",
+        ]
+    )
     assert code == 0
     printed = capsys.readouterr().out
     assert "7 files, 3 matched" in printed and "3 spectra considered, 1 kept" in printed
@@ -222,18 +311,32 @@ def test_cli_with_csv_catalog_coadd_only(data, capsys):
 
 
 def test_cli_errors_exit_2(data, tmp_path, capsys):
-    assert cli.main(["build-refset", str(tmp_path / "nothing"), "--labels", str(data["csv"]),
-                     "-o", str(tmp_path / "o")]) == 2
+    assert (
+        cli.main(["build-refset", str(tmp_path / "nothing"), "--labels", str(data["csv"]), "-o", str(tmp_path / "o")])
+        == 2
+    )
     assert capsys.readouterr().err.strip() == "nothing: file or folder not found"
-    assert cli.main(["build-refset", str(data["folder"]), "--labels", str(data["csv"]),
-                     "-o", str(tmp_path / "o"), "--match-radius", "far"]) == 2
+    assert (
+        cli.main(
+            [
+                "build-refset",
+                str(data["folder"]),
+                "--labels",
+                str(data["csv"]),
+                "-o",
+                str(tmp_path / "o"),
+                "--match-radius",
+                "far",
+            ]
+        )
+        == 2
+    )
     assert "match radius 'far'" in capsys.readouterr().err
 
 
 # ----------------------------------------------------------------- resume
 def _coadd_build(data, out, cancel=None):
-    return build_reference_set([data["folder"]], data["csv"], out, BuildOptions(min_snr=8.0),
-                               cancel=cancel)
+    return build_reference_set([data["folder"]], data["csv"], out, BuildOptions(min_snr=8.0), cancel=cancel)
 
 
 def test_interrupted_build_resumes_to_the_same_set(data, tmp_path):
@@ -243,7 +346,7 @@ def test_interrupted_build_resumes_to_the_same_set(data, tmp_path):
 
     def cancel_after_three_files():
         calls["n"] += 1
-        return calls["n"] > 7 + 3          # 7 header checks, then 3 files processed
+        return calls["n"] > 7 + 3  # 7 header checks, then 3 files processed
 
     with pytest.raises(Cancelled):
         _coadd_build(data, out, cancel_after_three_files)
@@ -264,7 +367,7 @@ def test_interrupted_build_resumes_to_the_same_set(data, tmp_path):
 def test_resume_with_other_settings_is_refused(data, tmp_path):
     out = tmp_path / "changed"
     stop = threading.Event()
-    stop.set()                                      # a GUI worker's Event works as cancel
+    stop.set()  # a GUI worker's Event works as cancel
     with pytest.raises(Cancelled):
         _coadd_build(data, out, cancel=stop)
     with pytest.raises(SpemrError, match="other settings \\(min_snr\\)"):

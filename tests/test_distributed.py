@@ -1,4 +1,5 @@
 """The catalog pipeline on a local two-worker Dask cluster equals the single-machine run."""
+
 from __future__ import annotations
 
 import math
@@ -33,11 +34,11 @@ def test_two_worker_cluster_equals_single_machine(tmp_path, inputs, model):
     # Dask workers run one torch thread (threads_per_worker=1), and torch's float results
     # depend on the thread count: the single-machine run uses one thread too.
     run_catalog([inputs], tmp_path / "single.fits", workers=0, threads=1, **settings)
-    cluster = distributed.LocalCluster(n_workers=2, processes=True, threads_per_worker=1,
-                                       dashboard_address=None, silence_logs=40)
+    cluster = distributed.LocalCluster(
+        n_workers=2, processes=True, threads_per_worker=1, dashboard_address=None, silence_logs=40
+    )
     try:
-        summary = run_catalog([inputs], tmp_path / "dask.fits", cluster=cluster.scheduler_address,
-                              **settings)
+        summary = run_catalog([inputs], tmp_path / "dask.fits", cluster=cluster.scheduler_address, **settings)
         with distributed.Client(cluster) as client:
             tasks = client.run(lambda dask_worker: dask_worker.plugins[PLUGIN_NAME].n_tasks)
     finally:
@@ -54,8 +55,7 @@ def test_two_worker_cluster_equals_single_machine(tmp_path, inputs, model):
 
 
 def test_cluster_address_errors_are_one_line():
-    for address, problem in [("spark://x", "expected dask://HOST:PORT"),
-                             ("local:0", "worker count")]:
+    for address, problem in [("spark://x", "expected dask://HOST:PORT"), ("local:0", "worker count")]:
         with pytest.raises(SpemrError, match=problem):
             connect(address)
 
@@ -63,8 +63,9 @@ def test_cluster_address_errors_are_one_line():
 @pytest.mark.slow
 def test_cli_with_a_local_cluster(tmp_path, inputs, model):
     files = sorted((inputs / "good").glob("*.fits"))[:2]
-    result = run_cli("catalog", *files, "-o", tmp_path / "cat.csv", "--model", model,
-                     "--cluster", "local:1", "--batch-size", "4")
+    result = run_cli(
+        "catalog", *files, "-o", tmp_path / "cat.csv", "--model", model, "--cluster", "local:1", "--batch-size", "4"
+    )
     assert result.returncode == 0, result.stderr
     assert "2 rows from 2 files" in result.stdout
     assert read_table(tmp_path / "cat.csv")["spectrum"] == ["coadd", "coadd"]

@@ -1,4 +1,5 @@
 """Deep-ensemble combination (eq. 1) and min-variance fusion (eqs. 2-3)."""
+
 import numpy as np
 import pytest
 
@@ -11,7 +12,7 @@ def test_ensemble_combine_matches_paper_equation_1():
     variances = rng.uniform(0.1, 2.0, size=(6, 5, 3))
     mean, var = ensemble_combine(means, variances)
     np.testing.assert_allclose(mean, means.mean(axis=0))
-    eq1 = (variances + means ** 2).mean(axis=0) - means.mean(axis=0) ** 2
+    eq1 = (variances + means**2).mean(axis=0) - means.mean(axis=0) ** 2
     np.testing.assert_allclose(var, eq1, rtol=1e-10)
 
 
@@ -40,11 +41,13 @@ def test_ensemble_combine_rejects_mismatched_shapes():
 def test_fusion_picks_smallest_variance_sub_model_per_label():
     # 3 sub-models, 2 spectra, 3 labels; the winner differs per label and per spectrum.
     sub_means = np.arange(18, dtype=float).reshape(3, 2, 3)
-    sub_vars = np.array([
-        [[1.0, 0.5, 9.0], [0.1, 7.0, 7.0]],
-        [[2.0, 0.2, 9.0], [0.3, 0.3, 8.0]],
-        [[0.9, 0.9, 0.1], [0.2, 7.0, 1.0]],
-    ])
+    sub_vars = np.array(
+        [
+            [[1.0, 0.5, 9.0], [0.1, 7.0, 7.0]],
+            [[2.0, 0.2, 9.0], [0.3, 0.3, 8.0]],
+            [[0.9, 0.9, 0.1], [0.2, 7.0, 1.0]],
+        ]
+    )
     mean, var, winner = fuse_min_variance(sub_means, sub_vars)
     expected_winner = np.array([[2, 1, 2], [0, 1, 2]])
     np.testing.assert_array_equal(winner, expected_winner)

@@ -1,4 +1,5 @@
 """Evaluation: metric definitions, region membership by true labels, split, renderer, CLI."""
+
 from __future__ import annotations
 
 import json
@@ -34,7 +35,7 @@ def test_label_metrics_follow_their_definitions():
     assert m["n"] == 4
     assert m["mae"] == pytest.approx(0.75) and m["bias"] == pytest.approx(0.5)
     assert m["scatter"] == pytest.approx(residual.std())
-    assert m["within_1sigma"] == pytest.approx(0.5)       # 0.5<1, 0.5>0.1, 0<1, 2>1.5
+    assert m["within_1sigma"] == pytest.approx(0.5)  # 0.5<1, 0.5>0.1, 0<1, 2>1.5
     assert m["within_2sigma"] == pytest.approx(0.75)
     assert label_metrics(np.array([np.nan]), np.array([1.0]), np.array([1.0])) == {"n": 0}
 
@@ -81,8 +82,21 @@ def test_markdown_has_a_row_per_label_and_a_table_per_region(setup):
 def test_evaluate_cli_writes_markdown_and_json(setup, tmp_path, capsys):
     refset, model = setup
     md, js = tmp_path / "r.md", tmp_path / "r.json"
-    code = cli.main(["evaluate", str(model.path), str(refset.path), "--split", "all", "--device", "cpu",
-                     "--markdown", str(md), "--json", str(js)])
+    code = cli.main(
+        [
+            "evaluate",
+            str(model.path),
+            str(refset.path),
+            "--split",
+            "all",
+            "--device",
+            "cpu",
+            "--markdown",
+            str(md),
+            "--json",
+            str(js),
+        ]
+    )
     assert code == 0
     assert json.loads(js.read_text())["n_spectra"] == len(refset)
     assert "| Teff [K] |" in md.read_text()

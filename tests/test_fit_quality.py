@@ -1,6 +1,7 @@
 """Fit quality (issue 10, items 6-7): fit_chi2, member_spread, poor_fit + sigma inflation,
 region_mismatch, and the thresholds' calibration. Real spectra, the shipped default model
 and the project's own generator; nothing under test is mocked."""
+
 from __future__ import annotations
 
 import csv
@@ -14,8 +15,15 @@ import pytest
 from spemr_engine import api, config
 from spemr_engine.bundle import create_random_bundle, load_bundle
 from spemr_engine.errors import ModelBundleError, SpemrError
-from spemr_engine.fit_quality import (UNCALIBRATED_NOTE, assess, calibration_note, fit_chi2,
-                                      member_spread, region_mismatch, thresholds_of)
+from spemr_engine.fit_quality import (
+    UNCALIBRATED_NOTE,
+    assess,
+    calibration_note,
+    fit_chi2,
+    member_spread,
+    region_mismatch,
+    thresholds_of,
+)
 from spemr_engine.inference import Prediction
 from spemr_engine.preprocess import preprocess_pairs
 from spemr_engine.quality_calibration import calibrate
@@ -37,17 +45,24 @@ def model():
 # ------------------------------------------------------------------ fit_chi2
 def test_fit_chi2_is_about_one_at_the_true_labels_in_the_own_world():
     stars = make_stars(8, seed=11)
-    observations = [observed(stars.labels[i:i + 1], int(stars.seeds[i]),
-                              sp.typical_broadening(stars.labels[i:i + 1])) for i in range(8)]
-    spectra = preprocess_pairs([obs.pairs()[0] for obs in observations],
-                               rv=np.array([obs.rv for obs in observations]))
+    observations = [
+        observed(stars.labels[i : i + 1], int(stars.seeds[i]), sp.typical_broadening(stars.labels[i : i + 1]))
+        for i in range(8)
+    ]
+    spectra = preprocess_pairs([obs.pairs()[0] for obs in observations], rv=np.array([obs.rv for obs in observations]))
     assert spectra.ivar.shape == spectra.flux.shape and (spectra.ivar[spectra.mask] == 0).all()
     chi2 = fit_chi2(spectra.flux, spectra.ivar, model_spectra(stars.labels))
     assert 0.9 < np.median(chi2) < 1.1, chi2
     assert (chi2 < 1.5).all(), chi2
     # With each star's own (random) broadening the typical model is still close.
-    own = [observed(stars.labels[i:i + 1], int(stars.seeds[i]),
-                     broadening_for(stars.labels[i:i + 1], stars.seeds[i:i + 1])) for i in range(8)]
+    own = [
+        observed(
+            stars.labels[i : i + 1],
+            int(stars.seeds[i]),
+            broadening_for(stars.labels[i : i + 1], stars.seeds[i : i + 1]),
+        )
+        for i in range(8)
+    ]
     spectra = preprocess_pairs([obs.pairs()[0] for obs in own], rv=np.array([obs.rv for obs in own]))
     chi2 = fit_chi2(spectra.flux, spectra.ivar, model_spectra(stars.labels))
     assert 0.9 < np.median(chi2) < 1.2, chi2
@@ -72,7 +87,7 @@ def test_model_spectra_is_normalised_like_templates_and_handles_missing_labels()
     assert np.isnan(flux[1]).all() and np.isfinite(flux[0]).all()
     assert abs(np.median(flux[0]) - 1.0) < 0.03 and flux[0].min() < 0.7
     partial = labels.copy()
-    partial[0, 3:] = np.nan                        # abundances unknown: solar-scaled
+    partial[0, 3:] = np.nan  # abundances unknown: solar-scaled
     assert np.isfinite(model_spectra(partial)).all()
 
 
@@ -86,24 +101,38 @@ def test_a_spectrum_from_another_world_is_flagged_and_its_sigmas_inflated(tmp_pa
     assert row["fit_chi2"] > 3 * thresholds.fit_chi2_max, row["fit_chi2"]
     assert "poor_fit" in row["flags"].split("|")
     factor = row["sigma_inflation"]
-    assert factor == pytest.approx(max(np.sqrt(row["fit_chi2"] / thresholds.fit_chi2_max),
-                                       row["member_spread"] / thresholds.member_spread_max, 1.0))
+    assert factor == pytest.approx(
+        max(
+            np.sqrt(row["fit_chi2"] / thresholds.fit_chi2_max), row["member_spread"] / thresholds.member_spread_max, 1.0
+        )
+    )
     assert factor > 1.3
     raw = api.predictor_for(model).predict(analysis.spectra.flux[:1])
     assert row["Teff[K]_err"] == pytest.approx(raw.sigma[0, 0] * factor, rel=1e-6)
     assert row["FeH_err"] == pytest.approx(raw.sigma[0, 2] * factor, rel=1e-6)
-    assert row["Teff[K]"] == pytest.approx(raw.mean[0, 0], rel=1e-9)         # values unchanged
+    assert row["Teff[K]"] == pytest.approx(raw.mean[0, 0], rel=1e-9)  # values unchanged
     np.testing.assert_allclose(analysis.prediction.sigma[0], raw.sigma[0] * factor, rtol=1e-6)
 
 
 def test_the_cli_writes_the_columns_and_flags(tmp_path, model):
     path = other_world_file(tmp_path)
     out = tmp_path / "out.csv"
-    done = subprocess.run([sys.executable, "-m", "spemr_engine", "predict", str(path),
-                           str(SAMPLES / samples()["giant"]["filename"]), "-o", str(out)],
-                          capture_output=True, text=True)
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "spemr_engine",
+            "predict",
+            str(path),
+            str(SAMPLES / samples()["giant"]["filename"]),
+            "-o",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert done.returncode == 0, done.stderr
-    assert "fit quality not calibrated" not in done.stderr            # the default model is
+    assert "fit quality not calibrated" not in done.stderr  # the default model is
     rows = list(csv.DictReader(open(out)))
     for column in ("fit_chi2", "member_spread", "sigma_inflation", "region_mismatch"):
         assert column in rows[0]
@@ -119,8 +148,9 @@ def test_real_lamost_files_the_model_cannot_fit_are_flagged_poor_fit(shared_mrs_
         for row in api.analyse_file(path, model).rows():
             if not row["usable"]:
                 continue
-            over = (row["fit_chi2"] > model.quality.fit_chi2_max
-                    or row["member_spread"] > model.quality.member_spread_max)
+            over = (
+                row["fit_chi2"] > model.quality.fit_chi2_max or row["member_spread"] > model.quality.member_spread_max
+            )
             assert ("poor_fit" in row["flags"]) == over
             assert (row["sigma_inflation"] > 1) == over
             if over:
@@ -141,8 +171,7 @@ def _prediction(mean_row: dict, sigma_row: dict, winner: str, members=None) -> P
     sub_mean = np.repeat(mean[:, None], 5, axis=1)
     sub_sigma = np.repeat(sigma[:, None], 5, axis=1)
     member_mean = np.repeat(sub_mean[:, :, None], 3, axis=2) if members is None else members
-    return Prediction(labels, SUBMODELS, SUBMODELS[1:], mean, sigma, winner_index,
-                      sub_mean, sub_sigma, member_mean)
+    return Prediction(labels, SUBMODELS, SUBMODELS[1:], mean, sigma, winner_index, sub_mean, sub_sigma, member_mean)
 
 
 def test_region_mismatch_on_constructed_predictions():
@@ -151,15 +180,16 @@ def test_region_mismatch_on_constructed_predictions():
     errors = {"Teff": 100.0, "Logg": 0.2, "FeH": 0.1}
     assert region_mismatch(_prediction(star, errors, "S1"), regions) == [["S1"]]
     assert region_mismatch(_prediction(star, errors, "S3"), regions) == [[]]
-    near = dict(star, FeH=-1.15)                   # 1.5 sigma outside S1: consistent
+    near = dict(star, FeH=-1.15)  # 1.5 sigma outside S1: consistent
     assert region_mismatch(_prediction(near, errors, "S1"), regions) == [[]]
     hot = {"Teff": 7200.0, "Logg": 4.0, "FeH": 0.0}
     assert region_mismatch(_prediction(hot, errors, "S1"), regions) == [["S1"]]
     assert region_mismatch(_prediction(hot, errors, "S2"), regions) == [[]]
-    assert region_mismatch(_prediction(hot, errors, "base"), regions) == [[]]   # base has no region
+    assert region_mismatch(_prediction(hot, errors, "base"), regions) == [[]]  # base has no region
     s1 = next(r for r in regions if r.name == "S1")
-    distance = s1.outside_sigma(_prediction(star, errors, "S1").mean, _prediction(star, errors, "S1").sigma,
-                                config.LABELS)
+    distance = s1.outside_sigma(
+        _prediction(star, errors, "S1").mean, _prediction(star, errors, "S1").sigma, config.LABELS
+    )
     assert distance[0] == pytest.approx(7.5)
 
 
@@ -177,7 +207,7 @@ def test_region_mismatch_flag_in_rows_for_the_metal_poor_sample(model):
 
 def test_member_spread_is_the_members_share_of_the_sigma():
     members = np.zeros((1, 5, 3, 16))
-    members[0, 1, :, 0] = [5000.0, 5100.0, 5200.0]        # S1 members disagree on Teff
+    members[0, 1, :, 0] = [5000.0, 5100.0, 5200.0]  # S1 members disagree on Teff
     prediction = _prediction({"Teff": 5100.0}, {"Teff": 163.3}, "S1", members=members)
     assert member_spread(prediction)[0] == pytest.approx(np.std([5000, 5100, 5200]) / 163.3)
     one = _prediction({"Teff": 5100.0}, {"Teff": 100.0}, "S1", members=members[:, :, :1])
@@ -187,8 +217,7 @@ def test_member_spread_is_the_members_share_of_the_sigma():
 # ------------------------------------------------------------- calibration
 @pytest.fixture(scope="module")
 def small_refset(tmp_path_factory):
-    return build_reference_set(tmp_path_factory.mktemp("rs") / "rs", n_stars=10, seed=3, max_exposures=1,
-                               version=WORLD)
+    return build_reference_set(tmp_path_factory.mktemp("rs") / "rs", n_stars=10, seed=3, max_exposures=1, version=WORLD)
 
 
 def test_calibration_writes_thresholds_and_bad_ones_are_refused(tmp_path, small_refset):
@@ -202,6 +231,7 @@ def test_calibration_writes_thresholds_and_bad_ones_are_refused(tmp_path, small_
     assert reloaded.quality.n_spectra == len(small_refset) and calibration_note(reloaded) is None
     assert entry["distribution"]["fit_chi2"]["p99"] == entry["fit_chi2_max"]
     from spemr_engine.synth.generate import world_id
+
     assert reloaded.quality.world_id == world_id(WORLD)
 
     # thresholds measured against another world's model spectra (e.g. an emulator since
@@ -220,9 +250,21 @@ def test_calibration_writes_thresholds_and_bad_ones_are_refused(tmp_path, small_
         with pytest.raises(ModelBundleError) as error:
             load_bundle(bundle_dir)
         assert "fit_chi2_max" in str(error.value) and "\n" not in str(error.value)
-    done = subprocess.run([sys.executable, "-m", "spemr_engine", "predict",
-                           str(SAMPLES / samples()["giant"]["filename"]), "-o", str(tmp_path / "x.csv"),
-                           "--model", str(bundle_dir)], capture_output=True, text=True)
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "spemr_engine",
+            "predict",
+            str(SAMPLES / samples()["giant"]["filename"]),
+            "-o",
+            str(tmp_path / "x.csv"),
+            "--model",
+            str(bundle_dir),
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert done.returncode == 2
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and "quality thresholds" in lines[0] and "fit_chi2_max" in lines[0]
@@ -238,6 +280,7 @@ def test_an_uncalibrated_model_fills_the_columns_but_never_flags_poor_fit(tmp_pa
 
 def test_calibration_refuses_a_reference_set_without_seeds(tmp_path, small_refset):
     from spemr_engine.refset import ReferenceSetWriter
+
     writer = ReferenceSetWriter(tmp_path / "real", synthetic=False, source="real files")
     rows = [{k: v for k, v in r.items() if k != "seed"} for r in small_refset.rows[:3]]
     writer.append(small_refset.read_flux(np.arange(3)), np.asarray(small_refset.labels)[:3], rows)
@@ -251,8 +294,7 @@ def test_assess_uses_the_model_thresholds(model):
     analysis = api.analyse_file(SAMPLES / samples()["dwarf"]["filename"], model)
     usable = np.flatnonzero(analysis.usable)
     raw = api.predictor_for(model).predict(analysis.spectra.flux[usable])
-    fit = assess(raw, analysis.spectra.flux[usable], analysis.spectra.ivar[usable], model,
-                 keep_model_flux=True)
+    fit = assess(raw, analysis.spectra.flux[usable], analysis.spectra.ivar[usable], model, keep_model_flux=True)
     assert fit.calibrated and fit.model_flux.shape == analysis.spectra.flux[usable].shape
     np.testing.assert_allclose(fit.fit_chi2, analysis.fit.fit_chi2[usable])
 
@@ -261,14 +303,20 @@ def test_fit_quality_does_not_depend_on_the_batch(model):
     """The catalog labels spectra in blocks shared with other files; a spectrum's fit
     columns must not depend on its companions (resume reproduces a run bit for bit)."""
     stars = make_stars(12, seed=5)
-    observations = [observed(stars.labels[i:i + 1], int(stars.seeds[i]),
-                             broadening_for(stars.labels[i:i + 1], stars.seeds[i:i + 1])) for i in range(12)]
-    spectra = preprocess_pairs([obs.pairs()[0] for obs in observations],
-                               rv=np.array([obs.rv for obs in observations]))
+    observations = [
+        observed(
+            stars.labels[i : i + 1],
+            int(stars.seeds[i]),
+            broadening_for(stars.labels[i : i + 1], stars.seeds[i : i + 1]),
+        )
+        for i in range(12)
+    ]
+    spectra = preprocess_pairs([obs.pairs()[0] for obs in observations], rv=np.array([obs.rv for obs in observations]))
     raw = api.predictor_for(model).predict(spectra.flux)
     together = assess(raw, spectra.flux, spectra.ivar, model)
     rows = [3, 7, 11]
     from spemr_engine.catalog_rows import _take
+
     alone = assess(_take(raw, np.array(rows)), spectra.flux[rows], spectra.ivar[rows], model)
     assert np.array_equal(together.fit_chi2[rows], alone.fit_chi2)
     assert np.array_equal(together.sigma_inflation[rows], alone.sigma_inflation)

@@ -1,5 +1,6 @@
 """Tampered or broken model bundles: one ModelBundleError line naming the problem, before
 anything is computed from them (issue 11, "Model bundles")."""
+
 from __future__ import annotations
 
 import json
@@ -45,6 +46,7 @@ def _set(*keys_and_value):
         for key in keys[:-1]:
             target = target[key]
         target[keys[-1]] = value
+
     return change
 
 
@@ -56,23 +58,26 @@ def _refused(bundle: Path) -> str:
     return message
 
 
-@pytest.mark.parametrize("change, expected", [
-    (_set("members", 1.5), "members = 1.5 is not an integer from 1"),
-    (_set("members", True), "members = true is not an integer"),
-    (_set("architecture", "fc1_width", 15.5), "architecture.fc1_width = 15.5 is not an integer"),
-    (_set("architecture", "mode", "bogus"), 'architecture.mode = "bogus" is not one of'),
-    (_set("architecture", "n_rnn_steps", 0), "architecture.n_rnn_steps = 0 is not an integer from 1"),
-    (_set("architecture", "resblock_channels", []), "resblock_channels = [] is not a list of 1 to 12"),
-    (_set("architecture", "len_spectrum", "7200"), 'len_spectrum = "7200" is not an integer'),
-    (_set("architecture", "dropout", float("nan")), "architecture.dropout = NaN is not a number in [0, 1)"),
-    (_set("architecture", "n_rnn_steps", 7), "architecture cannot be built"),
-    (_set("grid", "arms", 0, "step", 0), "grid.arms[0].step = 0 is not a number in (0, 1000]"),
-    (_set("grid", "arms", 1, "step", -0.1), "grid.arms[1].step = -0.1 is not a number"),
-    (_set("grid", "arms", 0, "n_pixels", "3600"), 'grid.arms[0].n_pixels = "3600" is not an integer'),
-    (_set("statistics", "file", "../../../../etc/passwd"), "statistics.file must be a file name inside"),
-    (_set("statistics", "file", "/etc/passwd"), "statistics.file must be a file name inside"),
-    (_set("templates", "../templates.npz"), "templates must be a file name inside"),
-])
+@pytest.mark.parametrize(
+    "change, expected",
+    [
+        (_set("members", 1.5), "members = 1.5 is not an integer from 1"),
+        (_set("members", True), "members = true is not an integer"),
+        (_set("architecture", "fc1_width", 15.5), "architecture.fc1_width = 15.5 is not an integer"),
+        (_set("architecture", "mode", "bogus"), 'architecture.mode = "bogus" is not one of'),
+        (_set("architecture", "n_rnn_steps", 0), "architecture.n_rnn_steps = 0 is not an integer from 1"),
+        (_set("architecture", "resblock_channels", []), "resblock_channels = [] is not a list of 1 to 12"),
+        (_set("architecture", "len_spectrum", "7200"), 'len_spectrum = "7200" is not an integer'),
+        (_set("architecture", "dropout", float("nan")), "architecture.dropout = NaN is not a number in [0, 1)"),
+        (_set("architecture", "n_rnn_steps", 7), "architecture cannot be built"),
+        (_set("grid", "arms", 0, "step", 0), "grid.arms[0].step = 0 is not a number in (0, 1000]"),
+        (_set("grid", "arms", 1, "step", -0.1), "grid.arms[1].step = -0.1 is not a number"),
+        (_set("grid", "arms", 0, "n_pixels", "3600"), 'grid.arms[0].n_pixels = "3600" is not an integer'),
+        (_set("statistics", "file", "../../../../etc/passwd"), "statistics.file must be a file name inside"),
+        (_set("statistics", "file", "/etc/passwd"), "statistics.file must be a file name inside"),
+        (_set("templates", "../templates.npz"), "templates must be a file name inside"),
+    ],
+)
 def test_manifest_values_are_validated(bundle, change, expected):
     message = _refused(_edit(bundle, change))
     assert expected.split(" = ")[0] in message
@@ -111,14 +116,16 @@ def test_bool_weights_are_refused(bundle):
     assert "has dtype BOOL; weights must be floating point" in _refused(bundle)
 
 
-@pytest.mark.parametrize("value, expected", [(float("nan"), "NaN or infinite"),
-                                             (float("inf"), "NaN or infinite"),
-                                             (1e38, "not a trained network's weights")])
+@pytest.mark.parametrize(
+    "value, expected",
+    [(float("nan"), "NaN or infinite"), (float("inf"), "NaN or infinite"), (1e38, "not a trained network's weights")],
+)
 def test_non_finite_or_absurd_weights_refuse_before_labelling(bundle, tmp_path, capsys, value, expected):
     def poison(tensor):
         tensor = tensor.clone()
         tensor[0, 0] = value
         return tensor
+
     _rewrite_weights(bundle, poison)
     out = tmp_path / "out.csv"
     assert cli.main(["predict", str(SAMPLE), "--model", str(bundle), "-o", str(out)]) == 2
@@ -154,10 +161,15 @@ def test_failed_import_published_leaves_no_bundle(tmp_path):
     assert sorted(p.name for p in out.parent.iterdir()) == ["imported"]
 
 
-_JSON = st.recursive(st.none() | st.booleans() | st.integers(-10**20, 10**20)
-                     | st.floats(allow_nan=True, allow_infinity=True) | st.text(max_size=8),
-                     lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=6), inner, max_size=4),
-                     max_leaves=8)
+_JSON = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(-(10**20), 10**20)
+    | st.floats(allow_nan=True, allow_infinity=True)
+    | st.text(max_size=8),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=6), inner, max_size=4),
+    max_leaves=8,
+)
 
 
 def _paths(value, prefix=()):

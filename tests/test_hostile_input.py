@@ -1,5 +1,6 @@
 """Hostile and broken files: every one is refused with one line naming the file, exit
 code 2, in bounded memory and time (issue 11). The files are made here, in tmp_path."""
+
 from __future__ import annotations
 
 import bz2
@@ -46,13 +47,16 @@ def _write(tmp_path, name: str, data: bytes):
 
 
 # ----------------------------------------------------------------- headers
-@pytest.mark.parametrize("hdu, keyword, value, expected", [
-    (0, "DEC", "NaN", "Unparsable card (DEC)"),
-    (1, "TFORM1", "'QQ'", "Invalid column format: QQ"),
-    (0, "SIMPLE", "F", "SIMPLE = F"),
-    (1, "TFIELDS", "1000000000", "TFIELDS = 1000000000 is outside the FITS standard"),
-    (1, "NAXIS2", "-5", "NAXIS2 = -5"),
-])
+@pytest.mark.parametrize(
+    "hdu, keyword, value, expected",
+    [
+        (0, "DEC", "NaN", "Unparsable card (DEC)"),
+        (1, "TFORM1", "'QQ'", "Invalid column format: QQ"),
+        (0, "SIMPLE", "F", "SIMPLE = F"),
+        (1, "TFIELDS", "1000000000", "TFIELDS = 1000000000 is outside the FITS standard"),
+        (1, "NAXIS2", "-5", "NAXIS2 = -5"),
+    ],
+)
 def test_unparseable_or_out_of_range_header_cards(tmp_path, capsys, hdu, keyword, value, expected):
     path = _write(tmp_path, "card.fits", set_card(valid_bytes(tmp_path), hdu, keyword, value))
     assert expected in _one_line_refusal(path, capsys)
@@ -82,7 +86,7 @@ def test_any_corrupted_header_card_is_read_or_refused_in_one_line(tmp_path, data
     offset = data.draw(st.sampled_from(offsets), label="card")
     column = data.draw(st.integers(0, 79), label="column")
     junk = data.draw(st.binary(min_size=1, max_size=12), label="bytes")
-    path = _write(tmp_path, "fuzz.fits", poke(raw, offset + column, junk[:80 - column]))
+    path = _write(tmp_path, "fuzz.fits", poke(raw, offset + column, junk[: 80 - column]))
     _read_or_refuse_in_one_line(path)
 
 
@@ -102,7 +106,7 @@ def test_any_corrupted_or_cut_file_is_read_or_refused_in_one_line(tmp_path, data
     raw = valid_bytes(tmp_path, extnames=("COADD_B", "COADD_R"))
     offset = data.draw(st.integers(0, len(raw) - 1), label="offset")
     junk = data.draw(st.binary(min_size=1, max_size=64), label="bytes")
-    raw = poke(raw, offset, junk)[:len(raw)]
+    raw = poke(raw, offset, junk)[: len(raw)]
     if data.draw(st.booleans(), label="gzip"):
         raw = gzip.compress(raw)
     cut = data.draw(st.integers(1, len(raw)), label="length")
@@ -134,7 +138,7 @@ def test_truncated_bzip2(tmp_path, capsys):
 
 def test_multi_member_gzip_is_read_whole(tmp_path):
     raw = valid_bytes(tmp_path)
-    path = _write(tmp_path, "two.fits.gz", gzip.compress(raw[:2880 * 3]) + gzip.compress(raw[2880 * 3:]))
+    path = _write(tmp_path, "two.fits.gz", gzip.compress(raw[: 2880 * 3]) + gzip.compress(raw[2880 * 3 :]))
     assert len(read_mrs(path).pairs) == 3
 
 
@@ -148,8 +152,10 @@ def test_image_primary_is_refused(tmp_path, capsys):
     raw = valid_bytes(tmp_path)
     first_extension = header_starts(raw)[1]
     from astropy.io import fits
+
     primary = fits.PrimaryHDU(np.zeros((1200, 1200), dtype=np.float32))
     import io
+
     stream = io.BytesIO()
     primary.writeto(stream)
     path = _write(tmp_path, "image.fits", stream.getvalue() + raw[first_extension:])
@@ -165,8 +171,9 @@ def test_symlink_to_dev_zero(tmp_path, capsys):
 def test_fifo_is_refused_without_blocking(tmp_path):
     path = tmp_path / "x.fits"
     os.mkfifo(path)
-    result = subprocess.run([sys.executable, "-m", "spemr_engine", "info", str(path)],
-                            capture_output=True, text=True, timeout=60, cwd=REPO)
+    result = subprocess.run(
+        [sys.executable, "-m", "spemr_engine", "info", str(path)], capture_output=True, text=True, timeout=60, cwd=REPO
+    )
     assert result.returncode == 2
     assert result.stderr.splitlines() == ["x.fits: is not a regular file (a FIFO); refusing to read it"]
 
@@ -175,18 +182,26 @@ def test_bomb_reading_stays_within_memory(tmp_path):
     """A 64 MB-limited bomb and a 10^9-field header: the reading process stays far
     below the issue's 1.5 GB (RSS of the child, measured by the kernel)."""
     packer = zlib.compressobj(9, zlib.DEFLATED, 31)
-    bomb = packer.compress(valid_bytes(tmp_path)[:2880]) + b"".join(
-        packer.compress(bytes(2**20)) for _ in range(200)) + packer.flush()
-    paths = [_write(tmp_path, "bomb.fits.gz", bomb),
-             _write(tmp_path, "fields.fits", set_card(valid_bytes(tmp_path), 1, "TFIELDS", "1000000000"))]
+    bomb = (
+        packer.compress(valid_bytes(tmp_path)[:2880])
+        + b"".join(packer.compress(bytes(2**20)) for _ in range(200))
+        + packer.flush()
+    )
+    paths = [
+        _write(tmp_path, "bomb.fits.gz", bomb),
+        _write(tmp_path, "fields.fits", set_card(valid_bytes(tmp_path), 1, "TFIELDS", "1000000000")),
+    ]
     # VmHWM: this process image's peak RSS (ru_maxrss would include pytest's, kept over exec)
-    code = ("import sys\nfrom spemr_engine.lamost import read_mrs\n"
-            "from spemr_engine.errors import InputFileError\n"
-            "for p in sys.argv[1:]:\n"
-            "    try: read_mrs(p)\n    except InputFileError: pass\n"
-            "print(next(l.split()[1] for l in open('/proc/self/status') if l.startswith('VmHWM')))")
-    result = subprocess.run([sys.executable, "-c", code, *map(str, paths)], capture_output=True,
-                            text=True, timeout=120, cwd=REPO)
+    code = (
+        "import sys\nfrom spemr_engine.lamost import read_mrs\n"
+        "from spemr_engine.errors import InputFileError\n"
+        "for p in sys.argv[1:]:\n"
+        "    try: read_mrs(p)\n    except InputFileError: pass\n"
+        "print(next(l.split()[1] for l in open('/proc/self/status') if l.startswith('VmHWM')))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code, *map(str, paths)], capture_output=True, text=True, timeout=120, cwd=REPO
+    )
     assert result.returncode == 0, result.stderr
     assert int(result.stdout) < 600 * 1024  # kB
 
@@ -226,6 +241,7 @@ def test_pickle_empty_array_of_a_huge_shape_is_refused(tmp_path):
     class Huge:
         def __reduce__(self):
             return (np.ndarray, ((10**6, 10**6),))
+
     with pytest.raises(InputFileError, match="refusing an array of shape"):
         safe_load(_pickle_file(tmp_path, pickle.dumps(Huge(), protocol=2)))
 
@@ -233,7 +249,7 @@ def test_pickle_empty_array_of_a_huge_shape_is_refused(tmp_path):
 def test_pickle_of_memo_shared_lists_is_refused_quickly(tmp_path):
     nested: list = []
     for _ in range(80):
-        nested = [nested, nested]    # 426 bytes; str() would be 2**80 characters
+        nested = [nested, nested]  # 426 bytes; str() would be 2**80 characters
     with pytest.raises(InputFileError, match="unfold into over"):
         safe_load(_pickle_file(tmp_path, pickle.dumps(nested, protocol=2)))
 

@@ -2,6 +2,7 @@
 usable, `spemr predict` keeps finished rows and checks its output first, catalog runs
 survive odd names, refuse to change threads on resume, say when an output is in use,
 and their workers die with them."""
+
 from __future__ import annotations
 
 import csv
@@ -44,9 +45,18 @@ def star_file(tmp_path_factory):
 @pytest.fixture(scope="module")
 def synthetic(tmp_path_factory):
     folder = tmp_path_factory.mktemp("stars")
-    return [write_star_file(folder / f"med-58000-TEST_sp01-{k:03d}.fits", ra=10.0 + k, dec=-2.0,
-                            obsid=500 + k, rv_kms=10.0 * k, exposures=(101,), seed=k)
-            for k in range(8)]
+    return [
+        write_star_file(
+            folder / f"med-58000-TEST_sp01-{k:03d}.fits",
+            ra=10.0 + k,
+            dec=-2.0,
+            obsid=500 + k,
+            rv_kms=10.0 * k,
+            exposures=(101,),
+            seed=k,
+        )
+        for k in range(8)
+    ]
 
 
 def _edited(star_file, tmp_path, name: str, extname: str, change) -> str:
@@ -89,9 +99,14 @@ def test_boolean_flux_column_is_refused(star_file, tmp_path):
     with fits.open(star_file) as hdul:
         hdus = [hdul[0].copy()]
         for hdu in hdul[1:]:
-            columns = [fits.Column(name=c.name, format="L" if c.name == "FLUX" else c.format,
-                                   array=(hdu.data[c.name] > 1000) if c.name == "FLUX" else hdu.data[c.name])
-                       for c in hdu.columns]
+            columns = [
+                fits.Column(
+                    name=c.name,
+                    format="L" if c.name == "FLUX" else c.format,
+                    array=(hdu.data[c.name] > 1000) if c.name == "FLUX" else hdu.data[c.name],
+                )
+                for c in hdu.columns
+            ]
             hdus.append(fits.BinTableHDU.from_columns(columns, header=hdu.header, name=hdu.name))
     path = tmp_path / "bool.fits"
     fits.HDUList(hdus).writeto(path)
@@ -116,11 +131,14 @@ def test_zigzag_wavelengths_are_refused_not_sorted(tmp_path):
 def test_predict_output_folder_or_unwritable_fails_before_any_work(star_file, tmp_path, capsys, monkeypatch):
     def no_work(*args, **kwargs):
         raise AssertionError("work started before the output was checked")
+
     monkeypatch.setattr(api, "load_model", no_work)
     blocker = tmp_path / "a-file"
     blocker.write_text("x")
-    for target, problem in ((tmp_path, "is a folder; -o needs a CSV file name"),
-                            (blocker / "out.csv", "cannot write the output here")):
+    for target, problem in (
+        (tmp_path, "is a folder; -o needs a CSV file name"),
+        (blocker / "out.csv", "cannot write the output here"),
+    ):
         assert cli.main(["predict", str(star_file), "-o", str(target)]) == 2
         lines = capsys.readouterr().err.splitlines()
         assert len(lines) == 1 and problem in lines[0]
@@ -135,11 +153,13 @@ def test_predict_keeps_finished_rows_when_a_later_file_crashes(star_file, model,
         if len(calls) == 2:
             raise RuntimeError("simulated crash")
         return real(path, **kwargs)
+
     monkeypatch.setattr(api, "analyse_file", flaky)
     out = tmp_path / "out.csv"
     with pytest.raises(RuntimeError):
-        cli.main(["predict", str(star_file), str(star_file), "--model", str(model.path),
-                  "--device", "cpu", "-o", str(out)])
+        cli.main(
+            ["predict", str(star_file), str(star_file), "--model", str(model.path), "--device", "cpu", "-o", str(out)]
+        )
     rows = list(csv.DictReader(out.open()))
     assert len(rows) == 1 and rows[0]["obsid"] == "424242"
     assert not (tmp_path / "out.csv.partial").exists()
@@ -162,8 +182,12 @@ def test_info_into_a_closed_pipe_is_quiet(tmp_path):
     hdus = [primary_hdu()] + [arm_hdu(name, n_pixels=20) for name in extnames]
     path = tmp_path / "many.fits"
     fits.HDUList(hdus).writeto(path)
-    process = subprocess.Popen([sys.executable, "-m", "spemr_engine", "info", str(path)],
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=REPO)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "spemr_engine", "info", str(path)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        cwd=REPO,
+    )
     process.stdout.readline()
     process.stdout.close()
     stderr = process.stderr.read().decode()
@@ -194,8 +218,9 @@ def test_resume_with_other_threads_is_refused(tmp_path, model, synthetic):
     kwargs = dict(model=model, workers=0, batch_size=1, chunk_size=1)
     seen = []
     with pytest.raises(Cancelled):
-        run_catalog(synthetic, tmp_path / "cat.csv", threads=2, progress=seen.append,
-                    cancel=lambda: len(seen) >= 1, **kwargs)
+        run_catalog(
+            synthetic, tmp_path / "cat.csv", threads=2, progress=seen.append, cancel=lambda: len(seen) >= 1, **kwargs
+        )
     with pytest.raises(SpemrError, match="cannot resume with --threads 1: the interrupted run used 2"):
         run_catalog(synthetic, tmp_path / "cat.csv", threads=1, resume=True, **kwargs)
     summary = run_catalog(synthetic, tmp_path / "cat.csv", resume=True, **kwargs)
@@ -223,11 +248,11 @@ def test_pool_workers_exit_with_their_parent(tmp_path):
         "    pool = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context('spawn'),\n"
         "                               initializer=exit_with_parent, initargs=(os.getpid(),))\n"
         "    print(pool.submit(os.getpid).result(), flush=True)\n"
-        "    time.sleep(120)\n")
+        "    time.sleep(120)\n"
+    )
     (tmp_path / "parent.py").write_text(script)
-    env = {**os.environ, "PYTHONPATH": str(REPO)}   # this checkout's spemr_engine
-    parent = subprocess.Popen([sys.executable, str(tmp_path / "parent.py")], stdout=subprocess.PIPE,
-                              text=True, env=env)
+    env = {**os.environ, "PYTHONPATH": str(REPO)}  # this checkout's spemr_engine
+    parent = subprocess.Popen([sys.executable, str(tmp_path / "parent.py")], stdout=subprocess.PIPE, text=True, env=env)
     worker = int(parent.stdout.readline())
     os.kill(parent.pid, signal.SIGKILL)
     parent.wait(timeout=30)
@@ -246,16 +271,24 @@ def _alive(pid: int) -> bool:
     return "Z" not in state.split()[1]
 
 
-@pytest.mark.parametrize("command", [["import-published", "{long}", "-o", "{tmp}/m"],
-                                     ["import-refset", "{long}", "-o", "{tmp}/rs"],
-                                     ["catalog", "{long}", "-o", "{tmp}/cat.csv"],
-                                     ["predict", "{star}", "--model", "{long}", "-o", "{tmp}/o.csv"]])
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["import-published", "{long}", "-o", "{tmp}/m"],
+        ["import-refset", "{long}", "-o", "{tmp}/rs"],
+        ["catalog", "{long}", "-o", "{tmp}/cat.csv"],
+        ["predict", "{star}", "--model", "{long}", "-o", "{tmp}/o.csv"],
+    ],
+)
 def test_over_long_paths_are_one_line(tmp_path, star_file, capsys, command):
     long = str(tmp_path / ("a" * 300))
     args = [a.format(long=long, tmp=tmp_path, star=star_file) for a in command]
     assert cli.main(args) == 2
-    lines = [line for line in capsys.readouterr().err.splitlines()
-             if not line.startswith(("caveat: ", "warning: ", "note: "))]
+    lines = [
+        line
+        for line in capsys.readouterr().err.splitlines()
+        if not line.startswith(("caveat: ", "warning: ", "note: "))
+    ]
     assert lines == ["a" * 300 + ": File name too long"]
 
 
@@ -263,10 +296,16 @@ def test_over_long_paths_are_one_line(tmp_path, star_file, capsys, command):
 def test_fifo_as_a_catalog_is_refused_without_blocking(tmp_path, reader):
     path = tmp_path / "catalog.csv"
     os.mkfifo(path)
-    code = ("import sys\nfrom spemr_engine.errors import InputFileError\n"
-            + ("from spemr_engine.rv import load_rv_catalog as read\n" if reader == "rv" else
-               "from spemr_engine.label_catalog import _open_table as read\n")
-            + "try:\n    read(sys.argv[1])\nexcept InputFileError as error:\n    print(error)\n")
-    result = subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True, text=True,
-                            timeout=60, cwd=REPO)
+    code = (
+        "import sys\nfrom spemr_engine.errors import InputFileError\n"
+        + (
+            "from spemr_engine.rv import load_rv_catalog as read\n"
+            if reader == "rv"
+            else "from spemr_engine.label_catalog import _open_table as read\n"
+        )
+        + "try:\n    read(sys.argv[1])\nexcept InputFileError as error:\n    print(error)\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code, str(path)], capture_output=True, text=True, timeout=60, cwd=REPO
+    )
     assert result.stdout.strip() == "catalog.csv: is not a regular file (a FIFO, device or socket); refusing to read it"

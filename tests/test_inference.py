@@ -1,4 +1,5 @@
 """Shared-feature inference equals separate full networks; fusion and bookkeeping."""
+
 import numpy as np
 import pytest
 import torch
@@ -42,8 +43,11 @@ def test_shared_features_equal_separate_full_networks(bundle, predictor):
                 for s, submodel in enumerate(bundle.submodels):
                     net = bundle.build_network(member, network, region=submodel)
                     mu, var = net(torch.from_numpy(x))
-                    worst = max(worst, np.abs(means[:, s, member, columns] - mu.numpy()).max(),
-                                np.abs(variances[:, s, member, columns] - var.numpy()).max())
+                    worst = max(
+                        worst,
+                        np.abs(means[:, s, member, columns] - mu.numpy()).max(),
+                        np.abs(variances[:, s, member, columns] - var.numpy()).max(),
+                    )
     assert worst < 1e-5
 
 
@@ -61,17 +65,17 @@ def _hand_built(n_sub=5, members=2, n=3):
 
 def test_fusion_picks_smallest_variance_region_per_label(bundle, predictor):
     means, variances = _hand_built()
-    variances[:, 0] = 1e-4                      # the base is most confident but never fused
+    variances[:, 0] = 1e-4  # the base is most confident but never fused
     for row, sub, label in ((0, 3, 5), (2, 1, 0)):  # S3 wins label 5 of spectrum 0, S1 Teff of 2
         variances[row, sub, :, label] = 1e-3
-        means[row, sub, :, label] = 0.25            # members agree, so the ensemble is confident
+        means[row, sub, :, label] = 0.25  # members agree, so the ensemble is confident
     prediction = predictor.combine(means, variances)
     assert prediction.fused_over == ["S1", "S2", "S3", "S4"]
     assert prediction.winner[0, 5] == 3 and prediction.winner[2, 0] == 1
     assert np.all(prediction.winner >= 1)
     std, mean = bundle.label_std, bundle.label_mean
     member = means.astype(np.float64) * std + mean
-    member_var = variances.astype(np.float64) * std ** 2
+    member_var = variances.astype(np.float64) * std**2
     sub_var = member_var.mean(axis=2) + member.var(axis=2)
     np.testing.assert_allclose(prediction.sub_sigma, np.sqrt(sub_var), rtol=1e-9)
     expected = 1 + np.argmin(sub_var[:, 1:], axis=1)

@@ -1,4 +1,5 @@
 """The one atomic writer and the one plain-JSON converter (spemr_engine.io_utils)."""
+
 from __future__ import annotations
 
 import json
@@ -28,8 +29,8 @@ def test_atomic_write_replaces_the_file_and_fsyncs_file_and_folder(tmp_path, mon
     assert target.read_text() == "new\n"
     assert os.listdir(tmp_path) == ["out.json"]
     if Path("/proc/self/fd").exists():
-        assert str(tmp_path) in synced                       # the folder, after the rename
-        assert any(str(p).startswith(str(tmp_path / ".out.json.tmp-")) for p in synced)   # the file
+        assert str(tmp_path) in synced  # the folder, after the rename
+        assert any(str(p).startswith(str(tmp_path / ".out.json.tmp-")) for p in synced)  # the file
 
 
 def test_a_failed_write_leaves_the_old_file_and_no_temporary(tmp_path):
@@ -58,11 +59,27 @@ def test_atomic_path_with_a_known_suffix(tmp_path):
 
 
 def test_plain_makes_strict_json_and_keeps_nan_for_other_processes(tmp_path):
-    value = {1: np.float32(1.5), "a": (np.int64(2), np.bool_(True)), "nan": float("nan"), "inf": np.float64(np.inf),
-             "arr": np.array([[1.0, np.nan]]), "path": Path("x/y"), "none": None, "s": "t"}
+    value = {
+        1: np.float32(1.5),
+        "a": (np.int64(2), np.bool_(True)),
+        "nan": float("nan"),
+        "inf": np.float64(np.inf),
+        "arr": np.array([[1.0, np.nan]]),
+        "path": Path("x/y"),
+        "none": None,
+        "s": "t",
+    }
     out = plain(value)
-    assert out == {"1": 1.5, "a": [2, True], "nan": None, "inf": None, "arr": [[1.0, None]], "path": "x/y",
-                   "none": None, "s": "t"}
+    assert out == {
+        "1": 1.5,
+        "a": [2, True],
+        "nan": None,
+        "inf": None,
+        "arr": [[1.0, None]],
+        "path": "x/y",
+        "none": None,
+        "s": "t",
+    }
     json.dumps(out, allow_nan=False)
     loose = plain({"nan": np.float64(np.nan), "obj": object, "arr": np.array([np.nan])}, for_json=False)
     assert math.isnan(loose["nan"]) and math.isnan(loose["arr"][0]) and loose["obj"] == str(object)

@@ -1,4 +1,5 @@
 """The LAMOST MRS reader on the real sample files and on layouts written here."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -66,8 +67,7 @@ def test_real_wavelengths_ascending_and_cover_the_grid(real_files):
     grid = default_grid().arms
     for mrs in real_files.values():
         for pair in mrs.pairs:
-            for arm, arm_grid, (low, high) in ((pair.blue, grid[0], (4880, 5400)),
-                                                (pair.red, grid[1], (6280, 6890))):
+            for arm, arm_grid, (low, high) in ((pair.blue, grid[0], (4880, 5400)), (pair.red, grid[1], (6280, 6890))):
                 assert arm.wave.dtype == np.float64
                 assert np.all(np.diff(arm.wave) > 0), arm.extname
                 assert low < arm.wave[0] < arm_grid.start and arm_grid.stop < arm.wave[-1] < high
@@ -93,8 +93,7 @@ def test_real_mask_is_zero_ivar_or_mask_bits(shared_mrs_files, real_files, extna
     arm = next(a for p in mrs.pairs for a in (p.blue, p.red) if a.extname == extname)
     with fits.open(path) as hdul:
         raw = hdul[extname].data
-        expected = ((np.asarray(raw["IVAR"]) == 0) | (np.asarray(raw[mask_column]) != 0)
-                    | (np.asarray(raw["FLUX"]) == 0))
+        expected = (np.asarray(raw["IVAR"]) == 0) | (np.asarray(raw[mask_column]) != 0) | (np.asarray(raw["FLUX"]) == 0)
     np.testing.assert_array_equal(arm.mask, expected)
     assert 0 < arm.mask.sum() < 100
 
@@ -110,8 +109,7 @@ def test_select(real_files):
 
 
 # ------------------------------------------------------------ written layouts
-@pytest.mark.parametrize("layout, wave_column", [("rows", "LOGLAM"), ("cells", "WAVELENGTH"),
-                                                 ("cells", "LOGLAM")])
+@pytest.mark.parametrize("layout, wave_column", [("rows", "LOGLAM"), ("cells", "WAVELENGTH"), ("cells", "LOGLAM")])
 def test_both_table_layouts_read_the_same(tmp_path, layout, wave_column):
     reference = read_mrs(write_mrs(tmp_path / "rows.fits"))
     other = read_mrs(write_mrs(tmp_path / f"{layout}.fits", layout=layout, wave_column=wave_column))
@@ -164,8 +162,7 @@ def test_air_wavelengths_are_converted_to_vacuum(tmp_path):
 
 def test_fewer_exposures_than_header_says_is_reported(tmp_path):
     mrs = read_mrs(write_mrs(tmp_path / "short.fits", NEXP_B=3))
-    assert mrs.warnings == ["header NEXP_B = 3 but the file has 2 B-<lmjm> exposures "
-                            "(file may be incomplete)"]
+    assert mrs.warnings == ["header NEXP_B = 3 but the file has 2 B-<lmjm> exposures (file may be incomplete)"]
 
 
 def test_header_only_metadata_matches_full_read(shared_mrs_files, real_files, shared_lrs_file):
@@ -181,9 +178,12 @@ def test_scaled_columns_take_the_astropy_path(tmp_path):
     with fits.open(tmp_path / "plain.fits") as hdul:
         for hdu in hdul[1:]:
             name = "ORMASK" if "ORMASK" in hdu.columns.names else "PIXMASK"
-            columns = [c if c.name != name else fits.Column(name=name, format="I", bzero=32768,
-                                                           array=hdu.data[name].astype(np.uint16))
-                       for c in hdu.columns]
+            columns = [
+                c
+                if c.name != name
+                else fits.Column(name=name, format="I", bzero=32768, array=hdu.data[name].astype(np.uint16))
+                for c in hdu.columns
+            ]
             hdul[hdu.name] = fits.BinTableHDU.from_columns(columns, header=hdu.header)
         hdul.writeto(tmp_path / "scaled.fits")
     with fits.open(tmp_path / "scaled.fits") as hdul:
@@ -209,8 +209,7 @@ def test_real_coadd_unusable_is_zero_ivar_or_andmask(shared_mrs_files, real_file
     arm = next(p.blue for p in real_files["med-58408"].pairs if p.is_coadd)
     with fits.open(path) as hdul:
         raw = hdul["COADD_B"].data
-        expected = ((np.asarray(raw["IVAR"]) == 0) | (np.asarray(raw["ANDMASK"]) != 0)
-                    | (np.asarray(raw["FLUX"]) == 0))
+        expected = (np.asarray(raw["IVAR"]) == 0) | (np.asarray(raw["ANDMASK"]) != 0) | (np.asarray(raw["FLUX"]) == 0)
     np.testing.assert_array_equal(arm.unusable, expected)
     assert arm.unusable.sum() < arm.mask.sum()
 
@@ -230,6 +229,7 @@ def test_zero_flux_is_no_data_whatever_the_mask_bits_say(tmp_path):
     """A pixel of flux exactly 0 with weight and no mask bit is unusable and masked, in a
     coadd and in an exposure; a pixel of tiny non-zero flux stays data."""
     from mrs_testfiles import arm_hdu, primary_hdu
+
     hdus = [primary_hdu()]
     for extname in ("COADD_B", "COADD_R", "B-100", "R-100"):
         hdu = arm_hdu(extname)

@@ -6,6 +6,7 @@
 - `config.assets_dir()`: SPEMR_ASSETS, else the assets packaged in an installed wheel, else
   the repository's `assets/` (the wheel itself is checked end to end in `.ci/run`).
 """
+
 from __future__ import annotations
 
 import ast
@@ -26,8 +27,9 @@ SAMPLE = sorted((config.repo_root() / "assets" / "samples").glob("med-*.fits*"))
 def _loaded_after(code: str) -> list[str]:
     """Top-level package names in sys.modules after running code in a fresh interpreter."""
     script = code + "\nimport json, sys\nprint(json.dumps(sorted({m.split('.')[0] for m in sys.modules})))\n"
-    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
-                            cwd=config.repo_root(), timeout=300)
+    result = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, cwd=config.repo_root(), timeout=300
+    )
     assert result.returncode == 0, result.stderr
     return json.loads(result.stdout.strip().splitlines()[-1])
 
@@ -43,8 +45,11 @@ def test_engine_source_never_imports_qt():
                 names = [node.module]
             else:
                 continue
-            offenders += [f"{path.relative_to(ENGINE.parent)}:{node.lineno} {name}"
-                          for name in names if name.split(".")[0] in QT_MODULES]
+            offenders += [
+                f"{path.relative_to(ENGINE.parent)}:{node.lineno} {name}"
+                for name in names
+                if name.split(".")[0] in QT_MODULES
+            ]
     assert not offenders, offenders
 
 
@@ -53,7 +58,8 @@ def test_importing_every_engine_module_loads_no_qt():
         "import importlib, pkgutil, spemr_engine\n"
         "for m in pkgutil.walk_packages(spemr_engine.__path__, 'spemr_engine.'):\n"
         "    if not m.name.endswith('__main__'):\n"
-        "        importlib.import_module(m.name)\n")
+        "        importlib.import_module(m.name)\n"
+    )
     assert "spemr_engine" in loaded
     assert not set(loaded) & set(QT_MODULES)
 
@@ -63,7 +69,8 @@ def test_spemr_info_never_imports_torch():
         "import contextlib, io\n"
         "from spemr_engine import cli\n"
         "with contextlib.redirect_stdout(io.StringIO()):\n"
-        f"    assert cli.main(['info', {str(SAMPLE)!r}]) == 0\n")
+        f"    assert cli.main(['info', {str(SAMPLE)!r}]) == 0\n"
+    )
     assert "spemr_engine" in loaded
     assert "torch" not in loaded
     assert not set(loaded) & set(QT_MODULES)

@@ -1,5 +1,6 @@
 """SPEMR preprocessing: rest frame, resampling, continuum (vectorised vs the literal
 published algorithm), bad pixels, quality flags, the real-data checks and the CLI."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -16,9 +17,20 @@ from spemr_engine import api, cli
 from spemr_engine.config import default_grid, preprocess_config
 from spemr_engine.errors import SpemrError
 from spemr_engine.lamost import ArmPair, read_mrs
-from spemr_engine.preprocess import (despike, fit_continuum, longest_run, median3, normalise, normalise_grid,
-                                     preprocess_pairs, quality_flags, repair_bad_pixels,
-                                     resample, rest_frame, standardise)
+from spemr_engine.preprocess import (
+    despike,
+    fit_continuum,
+    longest_run,
+    median3,
+    normalise,
+    normalise_grid,
+    preprocess_pairs,
+    quality_flags,
+    repair_bad_pixels,
+    resample,
+    rest_frame,
+    standardise,
+)
 from spemr_engine.rv import line_spectrum, load_line_list
 from spemr_engine.safe_pickle import safe_load
 from synthetic_spectra import synthetic_pair
@@ -54,8 +66,10 @@ def random_arm_batch(n: int, seed: int = 0) -> np.ndarray:
         continuum = np.polyval(rng.normal(0, 0.5, 4), t) + rng.uniform(50, 5000)
         continuum = continuum * (1 + 0.3 * rng.normal() * t)
         centres = rng.uniform(wave[0], wave[-1], rng.integers(5, 120))
-        lines = np.prod([1 - rng.uniform(0.05, 0.8) * np.exp(-0.5 * ((wave - c) / rng.uniform(0.2, 1.0)) ** 2)
-                         for c in centres], axis=0)
+        lines = np.prod(
+            [1 - rng.uniform(0.05, 0.8) * np.exp(-0.5 * ((wave - c) / rng.uniform(0.2, 1.0)) ** 2) for c in centres],
+            axis=0,
+        )
         flux = continuum * lines * (1 + rng.normal(0, 1 / rng.uniform(5, 200), wave.size))
         spikes = rng.integers(0, wave.size, rng.integers(0, 6))
         flux[spikes] *= rng.uniform(1.5, 4.0, spikes.size)
@@ -89,8 +103,8 @@ def test_rest_frame_formula():
 
 def test_median3_equals_scipy_signal_medfilt_with_zero_padded_edges():
     rng = np.random.default_rng(1)
-    flux = np.round(rng.normal(size=(7, 50)), 1) + 2   # rounding makes ties; positive like flux
-    flux[:, 0] = 5.0                                    # edge: median(0, 5, x1) = x1, not 5
+    flux = np.round(rng.normal(size=(7, 50)), 1) + 2  # rounding makes ties; positive like flux
+    flux[:, 0] = 5.0  # edge: median(0, 5, x1) = x1, not 5
     expected = np.array([signal.medfilt(row, 3) for row in flux])
     assert np.array_equal(median3(flux), expected)
     assert np.array_equal(median3(flux)[:, 0], flux[:, 1])
@@ -105,9 +119,9 @@ def _noise_with_known_outliers():
     flux = 1 + rng.normal(0, 0.01, 3600)
     sigma = np.std(signal.medfilt(flux, 3) - flux)
     # A dip's median is its lower neighbour, a spike's its higher one.
-    flux[1000] = min(flux[999], flux[1001]) - 3.5 * sigma    # dip: median - flux = +3.5 sigma
-    flux[2000] = max(flux[1999], flux[2001]) + 3.5 * sigma   # spike: median - flux = -3.5 sigma
-    flux[0] = flux[1] + 6 * sigma       # edge pixel 6 sigma above its neighbour
+    flux[1000] = min(flux[999], flux[1001]) - 3.5 * sigma  # dip: median - flux = +3.5 sigma
+    flux[2000] = max(flux[1999], flux[2001]) + 3.5 * sigma  # spike: median - flux = -3.5 sigma
+    flux[0] = flux[1] + 6 * sigma  # edge pixel 6 sigma above its neighbour
     return flux
 
 
@@ -118,15 +132,15 @@ def test_despike_is_the_authors_convention_not_its_mirror():
     assert np.count_nonzero(mirrored_despike(flux) != theirs) >= 3
     ours = despike(flux[None])[0]
     assert np.array_equal(ours, theirs)
-    assert ours[1000] != flux[1000]        # the 3.5-sigma dip is replaced by the median
-    assert ours[2000] == flux[2000]        # the 3.5-sigma spike stays (spikes need 4 sigma)
-    assert ours[0] == flux[1]              # zero-padded edge: median(0, x0, x1) = x1
+    assert ours[1000] != flux[1000]  # the 3.5-sigma dip is replaced by the median
+    assert ours[2000] == flux[2000]  # the 3.5-sigma spike stays (spikes need 4 sigma)
+    assert ours[0] == flux[1]  # zero-padded edge: median(0, x0, x1) = x1
 
 
 def test_despike_replaces_a_cosmic_ray_and_keeps_a_shallow_dip():
     flux = np.ones((1, 500)) + np.random.default_rng(2).normal(0, 0.01, (1, 500))
-    flux[0, 100] = 3.0                     # cosmic ray: far beyond 4 sigma above the median
-    flux[0, 300] = 0.99                    # a shallow dip inside 3 sigma stays
+    flux[0, 100] = 3.0  # cosmic ray: far beyond 4 sigma above the median
+    flux[0, 300] = 0.99  # a shallow dip inside 3 sigma stays
     clean = despike(flux)
     assert clean[0, 100] < 1.05
     assert clean[0, 300] == flux[0, 300]
@@ -170,10 +184,10 @@ def test_repair_all_bad_arm_is_flat_and_all_bad():
 
 
 def test_resample_is_linear_and_carries_the_nearest_bad_pixel():
-    wave = np.linspace(100.0, 200.0, 101)                 # 1.0 steps
+    wave = np.linspace(100.0, 200.0, 101)  # 1.0 steps
     flux = 3.0 * wave - 7.0
     bad = np.zeros(101, bool)
-    bad[50] = True                                        # wave 150
+    bad[50] = True  # wave 150
     grid = np.array([99.0, 120.25, 149.4, 149.6, 150.4, 150.6, 201.0])
     out, bad_grid = resample(wave, flux, bad, grid)
     assert out[1:-1] == pytest.approx(3.0 * grid[1:-1] - 7.0)
@@ -241,7 +255,7 @@ def test_vectorised_continuum_matches_the_reference_on_real_input(shared_mrs_fil
             slow = normalise_reference(target.wave, grid_flux[i, part])
             if i in usable:
                 assert relative_difference(fast[i, part], slow) < 1e-4
-            else:   # S/N ~ 0: values near zero make "relative" meaningless; compare absolutely
+            else:  # S/N ~ 0: values near zero make "relative" meaningless; compare absolutely
                 assert np.max(np.abs(fast[i, part] - slow)) < 1e-4 * np.max(np.abs(slow))
 
 
@@ -255,7 +269,7 @@ def test_normalised_synthetic_star_has_continuum_one_and_lines_in_place():
     assert np.median(flux[continuum_pixels]) == pytest.approx(1.0, abs=0.01)
     assert np.corrcoef(flux, model)[0, 1] > 0.95
     for pixel in MG_B_AND_H_ALPHA:
-        assert abs(pixel - 3 + int(np.argmin(flux[pixel - 3:pixel + 4])) - pixel) <= 1
+        assert abs(pixel - 3 + int(np.argmin(flux[pixel - 3 : pixel + 4])) - pixel) <= 1
     assert spectra.rv_source == ["given"] and spectra.rv_err.tolist() == [0.0]
 
 
@@ -263,7 +277,7 @@ def test_normalised_synthetic_star_has_continuum_one_and_lines_in_place():
 def test_nan_flux_and_all_masked_arm_are_handled_cleanly():
     good = synthetic_pair(10.0, seed=3)
     nan_blue = dataclasses.replace(good.blue, flux=good.blue.flux.copy())
-    nan_blue.flux[2000:2020] = np.nan        # inside the grid
+    nan_blue.flux[2000:2020] = np.nan  # inside the grid
     dead_red = dataclasses.replace(good.red, mask=np.ones(good.red.wave.size, bool))
     pairs = [ArmPair(nan_blue, good.red, None), ArmPair(good.blue, dead_red, None)]
     spectra = preprocess_pairs(pairs, rv=[10.0, 10.0])
@@ -278,11 +292,10 @@ def test_nan_flux_and_all_masked_arm_are_handled_cleanly():
 
 def test_quality_rules_of_the_paper():
     mask = np.zeros((5, GRID.n_pixels), bool)
-    mask[1, 10:10 + CONFIG.reject_max_bad_run + 1] = True                  # run of 31
-    mask[2, ::70][:CONFIG.reject_max_bad_pixels + 1] = True                # 101 scattered
+    mask[1, 10 : 10 + CONFIG.reject_max_bad_run + 1] = True  # run of 31
+    mask[2, ::70][: CONFIG.reject_max_bad_pixels + 1] = True  # 101 scattered
     snr = np.array([50.0, 50.0, 50.0, CONFIG.reject_min_snr - 0.5, 50.0])
-    flags = quality_flags(mask, snr, np.full(5, 80.0), ccf_peak=[0.9, 0.9, 0.9, 0.9, 0.05],
-                          rv_measured=[True] * 5)
+    flags = quality_flags(mask, snr, np.full(5, 80.0), ccf_peak=[0.9, 0.9, 0.9, 0.9, 0.05], rv_measured=[True] * 5)
     assert flags.usable.tolist() == [True, False, False, False, False]
     assert "31 consecutive bad pixels > 30" in flags.reason[1]
     assert "101 bad pixels > 100" in flags.reason[2]
@@ -291,10 +304,12 @@ def test_quality_rules_of_the_paper():
     assert flags.bad_fraction[2] == pytest.approx(101 / GRID.n_pixels)
     # One vocabulary: a boolean per criterion, from which usable and the flag tokens come.
     assert [flags.flags(i) for i in range(5)] == [[], ["bad_run"], ["bad_pixels"], ["low_snr"], ["rv_unreliable"]]
-    assert flags.usable.tolist() == (~(flags.low_snr | flags.bad_pixels | flags.bad_run | flags.rv_unreliable
-                                       | flags.no_good_pixels)).tolist()
+    assert (
+        flags.usable.tolist()
+        == (~(flags.low_snr | flags.bad_pixels | flags.bad_run | flags.rv_unreliable | flags.no_good_pixels)).tolist()
+    )
     given = quality_flags(mask, snr, np.full(5, 80.0), ccf_peak=[0.9] * 4 + [0.05], rv_measured=[False] * 5)
-    assert not given.rv_unreliable.any() and given.usable[4]      # a given RV is never "unreliable"
+    assert not given.rv_unreliable.any() and given.usable[4]  # a given RV is never "unreliable"
     dead = np.zeros((1, GRID.n_pixels), bool)
     dead[0, GRID.arm_slices()["red"]] = True
     both = quality_flags(dead, [5.0], [80.0], ccf_peak=[0.9], rv_measured=[True])
@@ -310,8 +325,7 @@ def test_rv_argument_checks_and_empty_batch():
 
 
 # ------------------------------------------------------------ real data
-def test_real_coadds_put_features_where_the_published_mean_has_them(shared_mrs_files,
-                                                                    shared_label_config):
+def test_real_coadds_put_features_where_the_published_mean_has_them(shared_mrs_files, shared_label_config):
     """Must show: Mg b and H-alpha minima within 2 pixels of 2008, 2061, 2171, 5856, and
     standardised residual RMS against the published flux_mean/flux_std below 1.5, for
     every usable coadd; the S/N ~ 0 file is flagged unusable."""
@@ -338,14 +352,23 @@ def test_real_coadds_put_features_where_the_published_mean_has_them(shared_mrs_f
 def test_cli_preprocess_writes_the_contract_arrays(tmp_path, capsys):
     source = write_mrs(tmp_path / "med-58000-TEST_sp01-001.fits")
     out = tmp_path / "result.npz"
-    assert cli.main(["preprocess", str(source), "--exposure", "all", "--rv", "12.5",
-                     "-o", str(out)]) == 0
+    assert cli.main(["preprocess", str(source), "--exposure", "all", "--rv", "12.5", "-o", str(out)]) == 0
     data = np.load(out)
-    n = 3                                  # coadd + two exposures
+    n = 3  # coadd + two exposures
     assert data["wave"].shape == (GRID.n_pixels,)
     assert data["flux"].shape == (n, GRID.n_pixels) and data["mask"].shape == (n, GRID.n_pixels)
-    for key in ("rv", "rv_err", "usable", "snr_blue", "snr_red", "n_bad", "longest_bad_run",
-                "bad_fraction", "ccf_peak", "reason"):
+    for key in (
+        "rv",
+        "rv_err",
+        "usable",
+        "snr_blue",
+        "snr_red",
+        "n_bad",
+        "longest_bad_run",
+        "bad_fraction",
+        "ccf_peak",
+        "reason",
+    ):
         assert data[key].shape == (n,), key
     assert data["extname_blue"].tolist() == ["COADD_B", "B-100", "B-200"]
     assert data["extname_red"].tolist() == ["COADD_R", "R-100", "R-200"]
@@ -379,27 +402,34 @@ def test_cli_preprocess_npz_is_exactly_what_predict_feeds_the_model(tmp_path, sh
     monkeypatch.setattr(SpemrPredictor, "predict", spy)
     out = tmp_path / "coadd.npz"
     assert cli.main(["preprocess", str(source), "--exposure", "all", "-o", str(out)]) == 0
-    assert cli.main(["predict", str(source), "--exposure", "all", "--device", "cpu",
-                     "-o", str(tmp_path / "labels.csv")]) == 0
+    assert (
+        cli.main(["predict", str(source), "--exposure", "all", "--device", "cpu", "-o", str(tmp_path / "labels.csv")])
+        == 0
+    )
     data = np.load(out)
     usable = data["usable"]
     assert len(fed) == 1 and usable.sum() == len(fed[0]) >= 2
     np.testing.assert_array_equal(data["flux"][usable], fed[0])
     import csv
+
     with open(tmp_path / "labels.csv", newline="") as handle:
         rows = list(csv.DictReader(handle))
-    from spemr_engine.catalog_store import csv_cell   # the CSV carries 8 significant digits
+    from spemr_engine.catalog_store import csv_cell  # the CSV carries 8 significant digits
+
     for name in ("rv", "rv_err"):
         assert [r[name] for r in rows] == [csv_cell(v, column=name) for v in data[name].tolist()]
     assert str(data["model"]) == str(api.load_model().path)
 
 
-@pytest.mark.parametrize("args, problem", [
-    (["--exposure", "999"], "has no exposure '999'"),
-    (["--rv-catalog", "missing.csv"], "missing.csv: RV catalog not found"),
-    (["--rv", "nan"], "--rv nan: not a finite radial velocity"),
-    (["--rv=-inf"], "--rv -inf: not a finite radial velocity"),
-])
+@pytest.mark.parametrize(
+    "args, problem",
+    [
+        (["--exposure", "999"], "has no exposure '999'"),
+        (["--rv-catalog", "missing.csv"], "missing.csv: RV catalog not found"),
+        (["--rv", "nan"], "--rv nan: not a finite radial velocity"),
+        (["--rv=-inf"], "--rv -inf: not a finite radial velocity"),
+    ],
+)
 def test_cli_preprocess_errors_are_one_line_and_exit_2(tmp_path, capsys, args, problem):
     source = write_mrs(tmp_path / "med-58000-TEST_sp01-001.fits")
     code = cli.main(["preprocess", str(source), *args, "-o", str(tmp_path / "x.npz")])
@@ -420,12 +450,12 @@ def test_only_unusable_pixels_are_interpolated_over():
     from synthetic_spectra import synthetic_pair
 
     clean = synthetic_pair(rv=0.0, snr=200.0, seed=3)
-    core = int(np.argmin(clean.blue.flux[1500:2500])) + 1500   # a line core inside the grid
+    core = int(np.argmin(clean.blue.flux[1500:2500])) + 1500  # a line core inside the grid
     flagged = synthetic_pair(rv=0.0, snr=200.0, seed=3)
-    flagged.blue.mask[core - 2:core + 3] = True
+    flagged.blue.mask[core - 2 : core + 3] = True
     flagged.blue.unusable = np.zeros_like(flagged.blue.mask)
     without_data = synthetic_pair(rv=0.0, snr=200.0, seed=3)
-    without_data.blue.mask[core - 2:core + 3] = True
+    without_data.blue.mask[core - 2 : core + 3] = True
     out = preprocess_pairs([clean, flagged, without_data], rv=0.0)
     np.testing.assert_allclose(out.flux[1], out.flux[0], rtol=1e-6)
     assert not out.mask[1].any()
@@ -470,10 +500,14 @@ def test_preprocessing_equals_the_authors_flux_transform_on_real_files(shared_mr
                 continue
             away = ~ndimage.binary_dilation(ours.mask[0], iterations=3)
             for float32_wavelengths in (False, True):
-                theirs = np.concatenate([
-                    authors_normalise(arm.wave, authors_grid_flux(path, extname, ours.rv[0], arm.wave,
-                                                                  float32_wavelengths))
-                    for extname, arm in zip((pair.extname_blue, pair.extname_red), GRID.arms)])
+                theirs = np.concatenate(
+                    [
+                        authors_normalise(
+                            arm.wave, authors_grid_flux(path, extname, ours.rv[0], arm.wave, float32_wavelengths)
+                        )
+                        for extname, arm in zip((pair.extname_blue, pair.extname_red), GRID.arms)
+                    ]
+                )
                 difference = ours.flux[0].astype(np.float64) - theirs
                 if not float32_wavelengths and away.all():
                     assert np.max(np.abs(difference)) < 1e-6, (path.name, pair.label)
@@ -494,4 +528,4 @@ def test_zero_flux_pixels_are_interpolated_and_masked_in_the_model_input(shared_
     window = (spectra.wave >= rest[0]) & (spectra.wave <= rest[1])
     assert window.sum() >= 4
     assert spectra.mask[0, window].all()
-    assert spectra.flux[0, window].min() > 0.5          # it was 0.0 with the zeros kept
+    assert spectra.flux[0, window].min() > 0.5  # it was 0.0 with the zeros kept

@@ -1,4 +1,5 @@
 """Importing published SP<k>/CA<k>/weight_best.pkl runs (state dicts written by the test)."""
+
 import pickle
 
 import numpy as np
@@ -14,11 +15,27 @@ from spemr_engine.rrnet import RRNet
 
 TINY = config.architecture("tiny")
 # the published label_config order: FeH comes after MnH
-PUBLISHED_ORDER = ["Teff", "Logg", "CH", "NH", "OH", "MgH", "AlH", "SiH", "SH", "KH", "CaH",
-                   "TiH", "CrH", "MnH", "FeH", "NiH"]
+PUBLISHED_ORDER = [
+    "Teff",
+    "Logg",
+    "CH",
+    "NH",
+    "OH",
+    "MgH",
+    "AlH",
+    "SiH",
+    "SH",
+    "KH",
+    "CaH",
+    "TiH",
+    "CrH",
+    "MnH",
+    "FeH",
+    "NiH",
+]
 
 
-BASE_MEAN = {"Teff": 5000.0, "Logg": 3.0}      # others -0.2: plausible training-set means
+BASE_MEAN = {"Teff": 5000.0, "Logg": 3.0}  # others -0.2: plausible training-set means
 
 
 def _expected_mean(name: str) -> float:
@@ -28,10 +45,13 @@ def _expected_mean(name: str) -> float:
 
 def _label_config(order=PUBLISHED_ORDER) -> dict:
     to_published = {label: published for published, label in config.published_to_label().items()}
-    return {"label_list": [to_published[n] for n in order],
-            "label_mean": np.array([_expected_mean(n) for n in order]),
-            "label_std": np.array([1.0 + PUBLISHED_ORDER.index(n) for n in order]),
-            "flux_mean": np.linspace(0.8, 1.0, 7200), "flux_std": np.full(7200, 0.07)}
+    return {
+        "label_list": [to_published[n] for n in order],
+        "label_mean": np.array([_expected_mean(n) for n in order]),
+        "label_std": np.array([1.0 + PUBLISHED_ORDER.index(n) for n in order]),
+        "flux_mean": np.linspace(0.8, 1.0, 7200),
+        "flux_std": np.full(7200, 0.07),
+    }
 
 
 def _write_label_config(run, data=None):
@@ -127,6 +147,7 @@ def test_label_list_order_does_not_move_outputs(published_run, imported, tmp_pat
     np.testing.assert_array_equal(other.label_mean, imported.label_mean)
     np.testing.assert_array_equal(other.label_std, imported.label_std)
     from spemr_engine.inference import SpemrPredictor
+
     x = np.random.default_rng(0).normal(1.0, 0.05, (2, 7200)).astype(np.float32)
     a, b = (SpemrPredictor(m, device="cpu").predict(x) for m in (imported, other))
     np.testing.assert_array_equal(a.mean, b.mean)
@@ -199,7 +220,7 @@ def test_real_published_label_config_maps_every_label(shared_label_config):
 def test_region_label_config_equal_to_the_base_is_accepted(published_run, imported, tmp_path):
     run, _ = published_run
     copy = _copy_run(run, tmp_path / "run")
-    _write_label_config(copy / "S1")                       # the same statistics as the base
+    _write_label_config(copy / "S1")  # the same statistics as the base
     other = load_bundle(import_published(copy, tmp_path / "m"))
     assert [r.name for r in other.regions] == ["S1", "S3"]
     np.testing.assert_array_equal(other.label_mean, imported.label_mean)
@@ -215,13 +236,16 @@ def test_region_with_its_own_standardisation_is_refused_not_ignored(published_ru
     data = _label_config()
     if change == "label_mean":
         data["label_mean"] = data["label_mean"].copy()
-        data["label_mean"][0] += 215.0                       # Teff: the region's subset is hotter
+        data["label_mean"][0] += 215.0  # Teff: the region's subset is hotter
     else:
         data["flux_std"] = data["flux_std"] * 1.1
     _write_label_config(copy / "S3", data)
     expected = "Teff" if change == "label_mean" else "flux_std"
-    with pytest.raises(InputFileError, match=rf"label_config.pkl: region S3 was standardised with its own "
-                                             rf"statistics \(.*{expected}"):
+    with pytest.raises(
+        InputFileError,
+        match=rf"label_config.pkl: region S3 was standardised with its own "
+        rf"statistics \(.*{expected}",
+    ):
         import_published(copy, tmp_path / "m")
     assert not (tmp_path / "m").exists()
     assert main(["import-published", str(copy), "-o", str(tmp_path / "m2")]) == 2

@@ -1,4 +1,5 @@
 """Reference sets: streaming format, resumable writer, by-star split, published importer."""
+
 from __future__ import annotations
 
 import csv
@@ -12,8 +13,16 @@ import pytest
 from spemr_engine import cli
 from spemr_engine.config import LABELS, default_grid, preprocess_config, published_to_label
 from spemr_engine.errors import InputFileError
-from spemr_engine.refset import (FLUX_FILE, PROGRESS_FILE, ROWS_FILE, ReferenceSet, ReferenceSetWriter,
-                                 compute_statistics, import_published, split_by_star)
+from spemr_engine.refset import (
+    FLUX_FILE,
+    PROGRESS_FILE,
+    ROWS_FILE,
+    ReferenceSet,
+    ReferenceSetWriter,
+    compute_statistics,
+    import_published,
+    split_by_star,
+)
 
 N_PIX = default_grid().n_pixels
 N_LAB = len(LABELS)
@@ -22,8 +31,7 @@ N_LAB = len(LABELS)
 def _batch(rng, k, first_star=0, repeats=1):
     flux = (1.0 + 0.1 * rng.standard_normal((k, N_PIX))).astype(np.float32)
     labels = rng.standard_normal((k, N_LAB)).astype(np.float32)
-    rows = [{"star_id": f"star{(first_star + i) // repeats}", "obsid": str(1000 + first_star + i)}
-            for i in range(k)]
+    rows = [{"star_id": f"star{(first_star + i) // repeats}", "obsid": str(1000 + first_star + i)} for i in range(k)]
     return flux, labels, rows
 
 
@@ -31,8 +39,8 @@ def test_round_trip_is_memory_mapped_and_statistics_are_nan_aware(tmp_path):
     rng = np.random.default_rng(0)
     flux, labels, rows = _batch(rng, 30)
     flux[3, 10] = np.nan
-    flux[4, 11] = 9.0                      # clipped before statistics
-    labels[:5, 4] = np.nan                 # missing [N/H]
+    flux[4, 11] = 9.0  # clipped before statistics
+    labels[:5, 4] = np.nan  # missing [N/H]
     with ReferenceSetWriter(tmp_path / "rs", synthetic=True, source="test") as writer:
         writer.append(flux[:12], labels[:12], rows[:12])
         writer.append(flux[12:], labels[12:], rows[12:])
@@ -52,7 +60,7 @@ def test_round_trip_is_memory_mapped_and_statistics_are_nan_aware(tmp_path):
 
 def test_streaming_statistics_match_whole_array_for_small_chunks():
     rng = np.random.default_rng(1)
-    flux = (5000 + rng.standard_normal((101, 7))).astype(np.float32)   # large offset: precision check
+    flux = (5000 + rng.standard_normal((101, 7))).astype(np.float32)  # large offset: precision check
     flux[rng.random(flux.shape) < 0.1] = np.nan
     stats = compute_statistics(flux, flux, chunk_rows=8, clip=(-np.inf, np.inf))
     np.testing.assert_allclose(stats["flux_mean"], np.nanmean(flux.astype(np.float64), axis=0), rtol=1e-12)
@@ -100,8 +108,9 @@ def test_split_by_star_never_leaks_a_star_and_respects_fractions():
     parts = [set(star_id[split[name]]) for name in ("train", "valid", "test")]
     assert not (parts[0] & parts[1]) and not (parts[0] & parts[2]) and not (parts[1] & parts[2])
     assert sorted(np.concatenate([split.train, split.valid, split.test]).tolist()) == list(range(2000))
-    np.testing.assert_allclose([len(split.train) / 2000, len(split.valid) / 2000, len(split.test) / 2000],
-                               [0.7, 0.1, 0.2], atol=0.04)
+    np.testing.assert_allclose(
+        [len(split.train) / 2000, len(split.valid) / 2000, len(split.test) / 2000], [0.7, 0.1, 0.2], atol=0.04
+    )
     again = split_by_star(star_id, (0.7, 0.1, 0.2), seed=5)
     np.testing.assert_array_equal(again.test, split.test)
     assert not np.array_equal(split_by_star(star_id, seed=6).test, split.test)
@@ -114,8 +123,9 @@ def test_iter_batches_covers_indices_once_in_shuffled_order(tmp_path):
         writer.append(flux, labels, rows)
     refset = ReferenceSet.open(tmp_path / "rs")
     seen = []
-    for index, batch_flux, batch_labels in refset.iter_batches(np.arange(3, 25), 8, shuffle=True,
-                                                              rng=np.random.default_rng(0)):
+    for index, batch_flux, batch_labels in refset.iter_batches(
+        np.arange(3, 25), 8, shuffle=True, rng=np.random.default_rng(0)
+    ):
         np.testing.assert_array_equal(batch_flux, flux[index])
         np.testing.assert_array_equal(batch_labels, labels[index])
         seen.extend(index.tolist())
@@ -140,8 +150,13 @@ def _published_layout(folder, rng, sizes=(12, 3, 5)):
                 out.writerow([f"2M{split}{i // 2}"] + [f"{v:.6f}" for v in values[i]])
         by_name = {published_to_label()[name]: values[:, j] for j, name in enumerate(shuffled)}
         truth[split] = (flux, np.stack([by_name[name] for name in LABELS], axis=1))
-    config = {"label_list": shuffled, "label_mean": np.arange(16.0), "label_std": np.arange(1.0, 17.0),
-              "flux_mean": np.full(N_PIX, 0.9), "flux_std": np.full(N_PIX, 0.1)}
+    config = {
+        "label_list": shuffled,
+        "label_mean": np.arange(16.0),
+        "label_std": np.arange(1.0, 17.0),
+        "flux_mean": np.full(N_PIX, 0.9),
+        "flux_std": np.full(N_PIX, 0.1),
+    }
     with open(folder / "label_config.pkl", "wb") as handle:
         pickle.dump(config, handle)
     return truth, shuffled

@@ -1,5 +1,6 @@
 """`spemr report`: the paper's diagnostics for a catalog (issue 12), and the statistics
 behind the uncertainty figure. Nothing here depends on the shipped model's numbers."""
+
 from __future__ import annotations
 
 import math
@@ -40,7 +41,7 @@ def test_html_report_holds_every_section_and_image(catalog, tmp_path, capsys):
         assert f'<section id="{section}">' in text
     assert text.count('src="data:image/png;base64,') == 3
     assert "trained on:" in text and "iso.csv" in text
-    assert "<script" not in text and "http" not in text.split("<body>")[1]   # self-contained
+    assert "<script" not in text and "http" not in text.split("<body>")[1]  # self-contained
 
 
 def test_pdf_and_png_export(catalog, tmp_path):
@@ -80,15 +81,18 @@ def test_repeat_scatter_on_a_constructed_table():
 
 
 def test_repeat_groups_keep_coadds_apart_from_exposures(tmp_path):
-    table = report.Catalog(tmp_path / "x.csv", {
-        "designation": ["J1", "J1", "J1", "J1", None, None],
-        "obsid": [1, 1, 1, 2, 7, 7],
-        "spectrum": ["coadd", "84406763", "84406777", "coadd", "coadd", "84406763"],
-        "extname_blue": ["COADD_B", "B-84406763", "B-84406777", "COADD_B", "COADD_B", "B-84406763"],
-    })
+    table = report.Catalog(
+        tmp_path / "x.csv",
+        {
+            "designation": ["J1", "J1", "J1", "J1", None, None],
+            "obsid": [1, 1, 1, 2, 7, 7],
+            "spectrum": ["coadd", "84406763", "84406777", "coadd", "coadd", "84406763"],
+            "extname_blue": ["COADD_B", "B-84406763", "B-84406777", "COADD_B", "COADD_B", "B-84406763"],
+        },
+    )
     groups = report.repeat_groups(table)
     assert groups[1] == groups[2] != groups[0]
-    assert groups[0] == groups[3]            # the same star's coadds from two files
+    assert groups[0] == groups[3]  # the same star's coadds from two files
     assert groups[4] != groups[5] and groups[4].startswith("7")
 
 
@@ -99,12 +103,15 @@ def test_binned_median_and_flag_counts(tmp_path):
     assert report.flag_counts(table) == {"poor_fit": 1, "region_mismatch": 0, "low_snr": 2}
 
 
-@pytest.mark.parametrize("name, content, problem", [
-    ("bad.fits", "SIMPLE  = this is not FITS\x00\x01" * 100, "cannot be read as a catalog"),
-    ("bad.csv", "this is not a catalog\n", "missing column"),
-    ("bad.csv", "obsid,snr_blue,Teff[K],Teff[K]_err,Logg,Logg_err,FeH,FeH_err\n", "empty"),
-    ("bad.csv", "obsid,filename\n1,a.fits\n", "missing column(s) snr_blue, Teff[K]"),
-])
+@pytest.mark.parametrize(
+    "name, content, problem",
+    [
+        ("bad.fits", "SIMPLE  = this is not FITS\x00\x01" * 100, "cannot be read as a catalog"),
+        ("bad.csv", "this is not a catalog\n", "missing column"),
+        ("bad.csv", "obsid,snr_blue,Teff[K],Teff[K]_err,Logg,Logg_err,FeH,FeH_err\n", "empty"),
+        ("bad.csv", "obsid,filename\n1,a.fits\n", "missing column(s) snr_blue, Teff[K]"),
+    ],
+)
 def test_bad_input_is_one_line_and_exit_2(tmp_path, capsys, name, content, problem):
     path = tmp_path / name
     path.write_text(content)
@@ -127,19 +134,28 @@ def test_mist_isochrones_overlay(catalog, tmp_path, shared_isochrones):
     """The MIST 7 Gyr file the GUI overlays (log10 Teff columns) is drawn: one curve each."""
     fig = report.kiel_figure(report.load_catalog(catalog), report_isochrones(shared_isochrones))
     curves = [line for line in fig.axes[0].get_lines() if line.get_label().startswith("[Fe/H]")]
-    assert len(curves) >= 1 and min(np.nanmin(c.get_xdata()) for c in curves) > 1000   # K, not log10
+    assert len(curves) >= 1 and min(np.nanmin(c.get_xdata()) for c in curves) > 1000  # K, not log10
 
 
 def report_isochrones(path):
     from spemr_engine.isochrones import read_isochrones
+
     return read_isochrones(path)
 
 
 def test_kiel_panels_follow_snr_bins(tmp_path):
     """One panel per S/N bin that has spectra, and one for spectra whose S/N is unknown."""
-    table = report.Catalog(tmp_path / "x.csv", {
-        "snr_blue": [10.0, 12.0, 50.0, None], "Teff[K]": [5000.0, 5100.0, 4800.0, 6000.0],
-        "Teff[K]_err": [100.0] * 4, "Logg": [4.5, 4.4, 2.5, 4.0], "Logg_err": [0.1] * 4,
-        "FeH": [0.0, -0.2, -0.5, 0.1], "FeH_err": [0.05] * 4})
+    table = report.Catalog(
+        tmp_path / "x.csv",
+        {
+            "snr_blue": [10.0, 12.0, 50.0, None],
+            "Teff[K]": [5000.0, 5100.0, 4800.0, 6000.0],
+            "Teff[K]_err": [100.0] * 4,
+            "Logg": [4.5, 4.4, 2.5, 4.0],
+            "Logg_err": [0.1] * 4,
+            "FeH": [0.0, -0.2, -0.5, 0.1],
+            "FeH_err": [0.05] * 4,
+        },
+    )
     titles = [ax.get_title() for ax in report.kiel_figure(table).axes if ax.get_title()]
     assert titles == ["0 ≤ S/N < 20 (2 spectra)", "40 ≤ S/N < 80 (1 spectrum)", "S/N unknown (1 spectrum)"]

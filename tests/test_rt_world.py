@@ -1,4 +1,5 @@
 """Radiative-transfer grid storage, the emulator and the version-2 synthetic world."""
+
 from __future__ import annotations
 
 import json
@@ -15,8 +16,15 @@ from spemr_engine.synth import rt_world
 from spemr_engine.synth import spectrum as sp
 from spemr_engine.synth.generate import GENERATOR_VERSION, make_stars, noiseless_grid
 from spemr_engine.synth.radiative import emulator as emu
-from spemr_engine.synth.radiative.grid import (C_KMS, RtSpectra, from_turbospectrum, load_chunks,
-                                               load_turbospectrum_grid, rt_grid, save_chunk)
+from spemr_engine.synth.radiative.grid import (
+    C_KMS,
+    RtSpectra,
+    from_turbospectrum,
+    load_chunks,
+    load_turbospectrum_grid,
+    rt_grid,
+    save_chunk,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_GRID = REPO.parent / "shared" / "data" / "turbospectrum_grid" / "grid.npz"
@@ -55,8 +63,15 @@ def _random_spectra(n: int, seed: int = 0) -> RtSpectra:
     rng = np.random.default_rng(seed)
     stars = make_stars(n, seed)
     flux = rng.uniform(0.05, 1.0, (n, rt_grid().n_pixels)).astype(np.float32)
-    return RtSpectra(flux, stars.labels, rng.uniform(0.8, 2, n), rng.uniform(1, 5, n), rng.uniform(0, 5, n),
-                     rng.normal(7500, 200, n), np.array([f"s{i}" for i in range(n)]))
+    return RtSpectra(
+        flux,
+        stars.labels,
+        rng.uniform(0.8, 2, n),
+        rng.uniform(1, 5, n),
+        rng.uniform(0, 5, n),
+        rng.normal(7500, 200, n),
+        np.array([f"s{i}" for i in range(n)]),
+    )
 
 
 def test_chunks_round_trip_within_the_quantisation_step(tmp_path):
@@ -93,8 +108,9 @@ def _smooth_world(n: int, seed: int) -> RtSpectra:
 
 def test_emulator_learns_a_smooth_world_and_round_trips(tmp_path):
     spectra = _smooth_world(160, seed=3)
-    emulator, metrics = emu.train(spectra, emu.EmulatorSettings(hidden=(32,), epochs=150, batch_size=32,
-                                                                 lr=3e-3, holdout=0.1, threads=1))
+    emulator, metrics = emu.train(
+        spectra, emu.EmulatorSettings(hidden=(32,), epochs=150, batch_size=32, lr=3e-3, holdout=0.1, threads=1)
+    )
     assert metrics["blue"]["median_abs"] < 0.01 and metrics["red"]["median_abs"] < 0.01
     emulator.save(tmp_path / "emu")
     back = emu.load(tmp_path / "emu")
@@ -210,10 +226,20 @@ def test_the_h_alpha_core_is_deeper_than_lte_and_its_strength_varies_by_star():
 
 def test_reference_tool_grids_load_beside_chunks(tmp_path):
     from spemr_engine.synth.radiative.grid import load_any
+
     wave, norm = _ts_like(5100.0)
     stars = make_stars(2, 1)
-    np.savez(tmp_path / "grid.npz", wave_air=wave, norm=np.stack([norm, norm]), labels=stars.labels,
-             vmic=np.ones(2), vmac=np.ones(2), vsini=np.zeros(2), R=np.full(2, 7500.0), names=np.array(["a", "b"]))
+    np.savez(
+        tmp_path / "grid.npz",
+        wave_air=wave,
+        norm=np.stack([norm, norm]),
+        labels=stars.labels,
+        vmic=np.ones(2),
+        vmac=np.ones(2),
+        vsini=np.zeros(2),
+        R=np.full(2, 7500.0),
+        names=np.array(["a", "b"]),
+    )
     save_chunk(tmp_path / "chunk.npz", _random_spectra(3))
     both = load_any([tmp_path / "chunk.npz", tmp_path / "grid.npz"])
     assert len(both) == 5 and list(both.names[3:]) == ["a", "b"]

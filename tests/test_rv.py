@@ -1,4 +1,5 @@
 """Radial velocity: line list, CCF measurement, catalogs."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -9,8 +10,7 @@ from spemr_engine.config import default_grid, preprocess_config
 from spemr_engine.errors import InputFileError, SpemrError
 from spemr_engine.lamost import air_to_vacuum, read_mrs
 from spemr_engine.preprocess import preprocess_pairs
-from spemr_engine.rv import (CCFSettings, as_template, line_spectrum, load_line_list,
-                             load_rv_catalog, measure_rv)
+from spemr_engine.rv import CCFSettings, as_template, line_spectrum, load_line_list, load_rv_catalog, measure_rv
 from spemr_engine.safe_pickle import safe_load
 from synthetic_spectra import synthetic_pair
 
@@ -22,8 +22,7 @@ def test_line_list_holds_vacuum_wavelengths_of_the_main_features():
     lines = load_line_list()
     assert len(lines) > 50
     for line in lines:
-        assert line.wave_vac == pytest.approx(float(air_to_vacuum(np.array([line.wave_air]))[0]),
-                                              abs=0.002)
+        assert line.wave_vac == pytest.approx(float(air_to_vacuum(np.array([line.wave_air]))[0]), abs=0.002)
         assert 0 < line.depth < 1 and 0.3 < line.fwhm < 5
     by_species = {}
     for line in lines:
@@ -63,8 +62,7 @@ def test_measured_rv_within_1_kms_at_snr_50(true_rv):
 
 
 def test_rv_error_grows_as_snr_falls():
-    errors = [preprocess_pairs([synthetic_pair(40.0, snr=snr, seed=1)]).rv_err[0]
-              for snr in (100, 20, 5)]
+    errors = [preprocess_pairs([synthetic_pair(40.0, snr=snr, seed=1)]).rv_err[0] for snr in (100, 20, 5)]
     assert errors[0] < errors[1] < errors[2]
 
 
@@ -75,8 +73,8 @@ def test_explicit_template_and_masked_pixels_are_down_weighted():
     shifted = as_template((wave, template))(wave / (1 + 61.5 / C_KMS))
     flux = shifted[None] + rng.normal(0, 0.02, (2, wave.size))
     mask = np.zeros(flux.shape, dtype=bool)
-    flux[1, 1000:1400] = 40.0          # garbage ...
-    mask[1, 1000:1400] = True          # ... that is flagged
+    flux[1, 1000:1400] = 40.0  # garbage ...
+    mask[1, 1000:1400] = True  # ... that is flagged
     found = measure_rv(wave, flux, mask, template=(wave, template))
     assert np.all(np.abs(found.rv - 61.5) < 0.5), found.rv
     assert np.all(found.ccf_peak > 0.8)
@@ -111,10 +109,9 @@ def test_real_coadds_line_template_agrees_with_published_mean(shared_mrs_files, 
 # ----------------------------------------------------------------- catalogs
 def test_rv_catalog_by_obsid_and_filename(tmp_path):
     path = tmp_path / "rv.csv"
-    path.write_text("obsid,filename,rv_ku0,rv_ku0_err\n"
-                    "123456789,,12.5,0.7\n"
-                    ",med-58025-HIP9645901_sp02-051.fits.gz,-19.9,\n"
-                    "555,,,\n")
+    path.write_text(
+        "obsid,filename,rv_ku0,rv_ku0_err\n123456789,,12.5,0.7\n,med-58025-HIP9645901_sp02-051.fits.gz,-19.9,\n555,,,\n"
+    )
     catalog = load_rv_catalog(path)
     assert catalog.lookup(obsid=123456789) == (12.5, 0.7)
     assert catalog.lookup(obsid="123456789.0") == (12.5, 0.7)
@@ -123,10 +120,13 @@ def test_rv_catalog_by_obsid_and_filename(tmp_path):
     assert catalog.lookup(obsid=1, filename="other.fits") is None
 
 
-@pytest.mark.parametrize("text, problem", [
-    ("obsid,teff\n1,5000\n", "needs an obsid or filename column and an rv"),
-    ("obsid,rv\n1,fast\n", "line 2: 'fast' is not a number"),
-])
+@pytest.mark.parametrize(
+    "text, problem",
+    [
+        ("obsid,teff\n1,5000\n", "needs an obsid or filename column and an rv"),
+        ("obsid,rv\n1,fast\n", "line 2: 'fast' is not a number"),
+    ],
+)
 def test_bad_rv_catalog_is_refused_naming_the_file(tmp_path, text, problem):
     path = tmp_path / "cat.csv"
     path.write_text(text)

@@ -1,4 +1,5 @@
 """Synthetic LAMOST MRS generator: labels, line physics, observation, FITS, reference sets."""
+
 from __future__ import annotations
 
 import csv
@@ -16,8 +17,7 @@ from spemr_engine.refset import ReferenceSet
 from spemr_engine.safe_pickle import safe_load
 from spemr_engine.synth import spectrum as sp
 from spemr_engine.synth.fits_writer import write_mrs
-from spemr_engine.synth.generate import (GENERATOR_VERSION, broadening_for, make_stars, noiseless_grid,
-                                         observe_stars)
+from spemr_engine.synth.generate import GENERATOR_VERSION, broadening_for, make_stars, noiseless_grid, observe_stars
 from spemr_engine.synth.labels import region_shares, sample_labels
 from spemr_engine.synth.lines import bands, line_table, vacuum_to_air
 from spemr_engine.synth.refset_builder import build_reference_set
@@ -80,7 +80,7 @@ def test_label_distribution_is_imbalanced_like_the_reference_set(big_sample):
     shares = region_shares(labels)
     for name in ("hot", "cool", "metal_poor"):
         assert 0.005 < shares[name] < 0.08, (name, shares)
-    assert np.mean(labels[:, G] < 3.5) > 0.5          # giants dominate
+    assert np.mean(labels[:, G] < 3.5) > 0.5  # giants dominate
     assert np.mean((labels[:, G] > 3.8) & (labels[:, T] > 4000) & (labels[:, T] < 6500)) > 0.25
     assert abs(labels[:, T].mean() - 5160) < 120 and 450 < labels[:, T].std() < 680
     assert abs(labels[:, G].mean() - 3.43) < 0.12 and 0.85 < labels[:, G].std() < 1.1
@@ -117,16 +117,16 @@ def test_lines_sit_at_vacuum_wavelengths_of_real_features():
     assert np.allclose(mg, [5168.76, 5174.12, 5185.05], atol=0.03)
     assert np.isclose(vacuum_to_air(np.array([5185.048]))[0], 5183.604, atol=0.002)
     flux = render_grid(star())[0]
-    for wave in (5168.8, 5174.1, 5185.0, 6564.6):       # reference doc section 1
+    for wave in (5168.8, 5174.1, 5185.0, 6564.6):  # reference doc section 1
         i = pixel(wave)
-        assert flux[i] == flux[i - 8:i + 9].min() or flux[i] < 0.6
+        assert flux[i] == flux[i - 8 : i + 9].min() or flux[i] < 0.6
 
 
 def test_mg_b_deepens_with_magnesium_and_nothing_else_moves():
     base, rich = render_grid(np.stack([star(MgH=0.0), star(MgH=0.3)]))
     for wave in (5168.8, 5174.1, 5185.0):
         assert rich[pixel(wave)] < base[pixel(wave)] - 0.01
-    red = slice(3600, 7200)                 # no Mg lines in the red grid window
+    red = slice(3600, 7200)  # no Mg lines in the red grid window
     assert np.allclose(rich[red], base[red], atol=1e-6)
 
 
@@ -146,7 +146,7 @@ def test_each_element_with_lines_changes_its_own_pixels():
         line_pixels = [pixel(w) for w in table.wave[table.element == symbol] if WAVE[0] < w < WAVE[-1]]
         assert changed.any(), label
         assert changed[line_pixels].mean() > 0.3, label
-        assert np.all(more <= base + 1e-9), label     # more atoms, only more absorption
+        assert np.all(more <= base + 1e-9), label  # more atoms, only more absorption
 
 
 def test_h_alpha_wings_grow_with_teff():
@@ -180,9 +180,9 @@ def test_rotation_smooths_lines():
     fast = sp.Broadening(slow.vmic, slow.vmac, np.array([60.0]), slow.resolution)
     _, flux_slow = sp.normalised_on_grid(row, slow)
     _, flux_fast = sp.normalised_on_grid(row, fast)
-    i = pixel(5234.4)                                            # Fe I 5232.94 (air)
-    assert flux_fast[0, i - 3:i + 4].min() > flux_slow[0, i - 3:i + 4].min() + 0.08
-    assert abs(flux_fast.mean() - flux_slow.mean()) < 0.01     # same absorption, spread out
+    i = pixel(5234.4)  # Fe I 5232.94 (air)
+    assert flux_fast[0, i - 3 : i + 4].min() > flux_slow[0, i - 3 : i + 4].min() + 0.08
+    assert abs(flux_fast.mean() - flux_slow.mean()) < 0.01  # same absorption, spread out
 
 
 # ------------------------------------------------------------- observation
@@ -196,24 +196,31 @@ def test_observation_looks_like_lamost(observed):
     _stars, observations = observed
     obs = observations[0]
     blue, red = obs.coadd
-    steps = np.diff(blue.loglam.astype(np.float64))   # float32 on disk, as in real files
+    steps = np.diff(blue.loglam.astype(np.float64))  # float32 on disk, as in real files
     assert np.all((steps > 0.97e-5) & (steps < 1.03e-5))
     assert 4893 < 10 ** blue.loglam[0] < 4930 and 5370 < 10 ** blue.loglam[-1] < 5392
     assert 6291 < 10 ** red.loglam[0] < 6310 and 6845 < 10 ** red.loglam[-1] < 6877
     assert blue.snr < red.snr
-    assert np.all(red.ivar[-3:] == 0)            # padding rows at the end of the table
+    assert np.all(red.ivar[-3:] == 0)  # padding rows at the end of the table
     exp_blue, exp_red = obs.exposures[0]
     assert exp_blue.loglam.size == exp_red.loglam.size == 4136
-    assert np.all(np.diff(exp_red.loglam) < 0)   # red exposures stored descending
+    assert np.all(np.diff(exp_red.loglam) < 0)  # red exposures stored descending
     steps = np.diff(exp_blue.loglam)
     assert 0.7e-5 < steps.min() < 0.95e-5 < 1.0e-5 < steps.max() < 1.15e-5
-    assert exp_blue.snr < blue.snr                # coadds beat single exposures
+    assert exp_blue.snr < blue.snr  # coadds beat single exposures
 
 
 def test_fits_files_round_trip_through_the_reader(observed, tmp_path):
     stars, observations = observed
-    path = write_mrs(tmp_path / "med-58800-TEST_sp01-001.fits.gz", observations[0], 123456789,
-                     stars.labels[0], int(stars.seeds[0]), ra=10.5, dec=-3.25)
+    path = write_mrs(
+        tmp_path / "med-58800-TEST_sp01-001.fits.gz",
+        observations[0],
+        123456789,
+        stars.labels[0],
+        int(stars.seeds[0]),
+        ra=10.5,
+        dec=-3.25,
+    )
     mrs = read_mrs(path)
     assert mrs.meta["obsid"] == 123456789 and mrs.meta["vacuum"] and mrs.meta["helio"]
     assert mrs.meta["filename"] == "med-58800-TEST_sp01-001.fits"
@@ -251,7 +258,7 @@ def test_reference_set_is_synthetic_by_star_with_seeds(tmp_path):
     stars = {}
     for row, labels in zip(again.rows, again.labels):
         stars.setdefault(row["star_id"], []).append((row["seed"], labels))
-    assert max(len(v) for v in stars.values()) > 1          # several spectra per star
+    assert max(len(v) for v in stars.values()) > 1  # several spectra per star
     for entries in stars.values():
         assert len({seed for seed, _ in entries}) == 1
         assert all(np.array_equal(entries[0][1], lab) for _, lab in entries)
@@ -289,6 +296,7 @@ def test_default_model_is_synthetic_small_and_its_templates_rebuild():
     from spemr_engine.bundle import load_bundle
     from spemr_engine.synth.generate import GENERATOR_VERSION
     from spemr_engine.templates import TemplateLibrary
+
     folder = ASSETS / "models" / "default"
     bundle = load_bundle(folder)
     assert bundle.trained_on_synthetic
@@ -298,6 +306,7 @@ def test_default_model_is_synthetic_small_and_its_templates_rebuild():
     # made with the shipped emulator: retraining it without retraining the model fails here
     from spemr_engine.fit_quality import thresholds_of
     from spemr_engine.synth.generate import world_id
+
     assert library.world_id == world_id(GENERATOR_VERSION) and library.rebuilds_exactly
     assert thresholds_of(bundle) is not None and bundle.quality.world_id == world_id(GENERATOR_VERSION)
     assert len(library) > 1000

@@ -2,6 +2,7 @@
 chunked building, --from-npz import. Turbospectrum and atmosnet are external (GPL-3.0 /
 downloaded): tests that need them skip with the reason unless TS_HOME, ATMOSNET_DIR and
 LINELIST point at a build (docs/synthetic_grid.md)."""
+
 from __future__ import annotations
 
 import json
@@ -53,12 +54,13 @@ def test_solar_atmosphere_is_physical(atmosnet_dir):
     # atmosnet's own exp() inverse gives ~35 K here; the right inverse gives the Sun's ~3700 K.
     assert 3000 < temperature[0] < 4800
     assert 8000 < temperature[-1] < 15000
-    assert np.all(np.diff(deck[:, 0]) > 0)          # column mass grows inwards
+    assert np.all(np.diff(deck[:, 0]) > 0)  # column mass grows inwards
 
 
 def test_atmosphere_range(atmosnet_dir):
-    inside = atmosnet.in_range(atmosnet_dir, [[5777, 4.44, 0, 0], [4500, 2.0, -1.0, 0.3],
-                                              [5000, 4.0, -5.0, 0.0], [5000, 4.0, 0.0, 0.9]])
+    inside = atmosnet.in_range(
+        atmosnet_dir, [[5777, 4.44, 0, 0], [4500, 2.0, -1.0, 0.3], [5000, 4.0, -5.0, 0.0], [5000, 4.0, 0.0, 0.9]]
+    )
     assert inside.tolist() == [True, True, False, False]
     with pytest.raises(ValueError, match="outside atmosnet's range"):
         atmosnet.atmosphere(atmosnet_dir, 5000, 4.0, -5.0, 0.0)
@@ -68,8 +70,9 @@ def test_atmosphere_range(atmosnet_dir):
 HOSTILE = {
     "os.system": b"cos\nsystem\n(S'echo owned'\ntR.",
     "dill module import": b"cdill._dill\n_import_module\n(S'os'\ntR.",
-    "dill attribute": (b"cdill._dill\n_get_attr\n(cdill._dill\n_import_module\n"
-                       b"(S'numpy.core._multiarray_umath'\ntRS'system'\ntR."),
+    "dill attribute": (
+        b"cdill._dill\n_get_attr\n(cdill._dill\n_import_module\n(S'numpy.core._multiarray_umath'\ntRS'system'\ntR."
+    ),
 }
 
 
@@ -83,14 +86,16 @@ def test_network_loader_refuses_hostile_pickles(tmp_path, kind):
 
 def test_network_loader_reads_arrays_through_dills_path(tmp_path):
     # What dill writes for an array: numpy's _reconstruct fetched via _import_module/_get_attr.
-    data = (b"\x80\x04cdill._dill\n_get_attr\n(cdill._dill\n_import_module\n"
-            b"(S'numpy.core._multiarray_umath'\ntRS'_reconstruct'\ntR"
-            b"(cnumpy\nndarray\n(K\x00tC\x01btR.")
+    data = (
+        b"\x80\x04cdill._dill\n_get_attr\n(cdill._dill\n_import_module\n"
+        b"(S'numpy.core._multiarray_umath'\ntRS'_reconstruct'\ntR"
+        b"(cnumpy\nndarray\n(K\x00tC\x01btR."
+    )
     path = tmp_path / "ok.pkl"
     path.write_bytes(data)
     assert isinstance(safe_load(path, dill_arrays=True), np.ndarray)
     with pytest.raises(InputFileError):
-        safe_load(path)                              # not without dill_arrays
+        safe_load(path)  # not without dill_arrays
 
 
 # ------------------------------------------------------------------ job lists
@@ -102,13 +107,12 @@ def test_jobs_from_the_label_sampler():
     jobs = make_jobs(40, seed=3, in_range=_teff_below_5000, widen=0.0)
     assert len(jobs) == 40 and len({j.name for j in jobs}) == 40
     labels = np.stack([j.labels for j in jobs])
-    assert labels.shape == (40, len(LABELS)) and labels[:, 0].max() < 5000   # range drops stars
-    for job in jobs[:5]:     # broadening is the star's own, from its seed
+    assert labels.shape == (40, len(LABELS)) and labels[:, 0].max() < 5000  # range drops stars
+    for job in jobs[:5]:  # broadening is the star's own, from its seed
         assert job.vmic == pytest.approx(broadening_for(job.labels, [job.seed]).vmic[0])
     prefix = make_jobs(7, seed=3, in_range=_teff_below_5000, widen=0.0)
-    assert [j.name for j in prefix] == [j.name for j in jobs[:7]]            # extendable
-    assert [j.name for j in make_jobs(7, seed=4, in_range=_teff_below_5000, widen=0.0)] != \
-           [j.name for j in prefix]
+    assert [j.name for j in prefix] == [j.name for j in jobs[:7]]  # extendable
+    assert [j.name for j in make_jobs(7, seed=4, in_range=_teff_below_5000, widen=0.0)] != [j.name for j in prefix]
 
 
 def test_widening_jitters_a_fraction():
@@ -162,9 +166,9 @@ def _run(root, tasks, work, chunk=2):
 
 def test_resume_skips_finished_stars_and_never_duplicates(tmp_path):
     tasks = [_job(i) for i in range(5)]
-    first = _run(tmp_path, tasks, FakeWork(stop_at="s03"))      # killed at the 4th star
+    first = _run(tmp_path, tasks, FakeWork(stop_at="s03"))  # killed at the 4th star
     assert first.stopped and first.done == 3
-    assert len(build.GridFolder(tmp_path).chunks()) == 1         # one full chunk, one star pending
+    assert len(build.GridFolder(tmp_path).chunks()) == 1  # one full chunk, one star pending
     (tmp_path / "rt_00009.npz.part").write_bytes(b"half a chunk")
     work = FakeWork()
     second = _run(tmp_path, tasks, work)
@@ -201,14 +205,16 @@ def test_missing_engine_is_one_line_and_exit_2(tmp_path, capsys, no_engine, monk
     assert cli.main(["synth-grid", str(tmp_path / "g"), "--stars", "1", "--nice", "0"]) == 2
     err = capsys.readouterr().err.strip()
     assert "\n" not in err and "TS_HOME" in err and "docs/synthetic_grid.md" in err
-    monkeypatch.setenv("TS_HOME", str(tmp_path))                 # unpacked but never built
+    monkeypatch.setenv("TS_HOME", str(tmp_path))  # unpacked but never built
     assert cli.main(["synth-grid", str(tmp_path / "g"), "--stars", "1", "--nice", "0"]) == 2
     err = capsys.readouterr().err.strip()
     assert "\n" not in err and "not built" in err and "babsma_lu" in err
 
 
-@pytest.mark.parametrize("extra", [["--stars", "0"], ["--stars", "2", "--chunk", "0"],
-                                   ["--stars", "2", "--widen", "2"], ["--jobs", "missing.json"]])
+@pytest.mark.parametrize(
+    "extra",
+    [["--stars", "0"], ["--stars", "2", "--chunk", "0"], ["--stars", "2", "--widen", "2"], ["--jobs", "missing.json"]],
+)
 def test_bad_arguments_exit_2(tmp_path, capsys, extra, fake_engine):
     assert cli.main(["synth-grid", str(tmp_path / "g"), "--nice", "0", *extra]) == 2
     assert len(capsys.readouterr().err.strip().splitlines()) == 1
@@ -247,8 +253,15 @@ def _reference_npz(path: Path, name: str, depth: float) -> np.ndarray:
     """A per-star file as the reference tools write it: air wavelengths at 0.02 A, two windows."""
     wave = np.concatenate([np.arange(4935.0, 5365.0, 0.02), np.arange(6295.0, 6740.0, 0.02)])
     norm = 1.0 - depth * np.exp(-0.5 * ((wave - 5183.6) / 0.1) ** 2)
-    job = {"name": name, "labels": list(np.linspace(5000, 0, len(LABELS))), "vmic": 1.1, "vmac": 2.0,
-           "vsini": 3.0, "R": 7400.0, "teff": 5000.0}
+    job = {
+        "name": name,
+        "labels": list(np.linspace(5000, 0, len(LABELS))),
+        "vmic": 1.1,
+        "vmac": 2.0,
+        "vsini": 3.0,
+        "R": 7400.0,
+        "teff": 5000.0,
+    }
     np.savez_compressed(path / f"{name}.npz", wave_air=wave, norm=norm, job=json.dumps(job))
     return from_turbospectrum(wave, norm)
 
@@ -257,7 +270,7 @@ def test_from_npz_packs_reference_files(tmp_path, capsys):
     src = tmp_path / "spectra"
     src.mkdir()
     expected = {f"g_{i}": _reference_npz(src, f"g_{i}", 0.2 * i) for i in range(3)}
-    (src / "g_9.npz.part").write_bytes(b"being written")              # ignored
+    (src / "g_9.npz.part").write_bytes(b"being written")  # ignored
     np.savez(src / "evil.npz", wave_air=np.zeros(3), norm=np.array([object()], dtype=object), job="{}")
     out = tmp_path / "grid"
     assert cli.main(["synth-grid", str(out), "--from-npz", str(src), "--nice", "0", "--chunk", "2", "-j", "2"]) == 1
@@ -273,12 +286,18 @@ def test_from_npz_packs_reference_files(tmp_path, capsys):
 
 def test_linelist_trimmed_to_the_windows(tmp_path, capsys):
     src = tmp_path / "full.list"
-    src.write_text("'   3.000            '    1        3\n'Li I    LTE'\n"
-                   "  4602.826  1.848 -0.613\n  5000.000  1.0 -1.0\n  6500.500  1.0 -1.0\n"
-                   "'  26.000            '    1         1\n'Fe I    LTE'\n  9000.000  1.0 -1.0\n")
+    src.write_text(
+        "'   3.000            '    1        3\n'Li I    LTE'\n"
+        "  4602.826  1.848 -0.613\n  5000.000  1.0 -1.0\n  6500.500  1.0 -1.0\n"
+        "'  26.000            '    1         1\n'Fe I    LTE'\n  9000.000  1.0 -1.0\n"
+    )
     assert cli.main(["synth-linelist", str(src), str(tmp_path / "lines.list")]) == 0
     assert (tmp_path / "lines.list").read_text().splitlines() == [
-        "'   3.000            '    1        2", "'Li I    LTE'", "  5000.000  1.0 -1.0", "  6500.500  1.0 -1.0"]
+        "'   3.000            '    1        2",
+        "'Li I    LTE'",
+        "  5000.000  1.0 -1.0",
+        "  6500.500  1.0 -1.0",
+    ]
     assert "2 lines kept" in capsys.readouterr().out
     (tmp_path / "bad.list").write_text("'   3.000            '    1        3\n'Li I'\n  5000.0 1 1\n")
     assert cli.main(["synth-linelist", str(tmp_path / "bad.list"), str(tmp_path / "x.list")]) == 2

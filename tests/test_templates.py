@@ -1,4 +1,5 @@
 """Best-fit template library: nearest entries in label space and their spectra."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -30,7 +31,7 @@ def test_nearest_finds_the_entry_itself_first(library, stars):
 
 def test_nearest_ranks_by_standardised_distance(library, stars):
     query = stars.labels[5].copy()
-    query[0] += 1.0          # a kelvin off: still entry 5
+    query[0] += 1.0  # a kelvin off: still entry 5
     hits = library.nearest(query, k=40)
     scale = library.scale
     distance = np.mean(((stars.labels - query) / scale) ** 2, axis=1)
@@ -41,7 +42,7 @@ def test_nearest_ranks_by_standardised_distance(library, stars):
 
 def test_nearest_ignores_missing_labels_and_takes_many_queries(library, stars):
     query = stars.labels[[3, 9]].copy()
-    query[:, 3:] = np.nan                 # only Teff, logg, [Fe/H] known
+    query[:, 3:] = np.nan  # only Teff, logg, [Fe/H] known
     hits = library.nearest(query, k=2)
     assert hits.shape == (2, 2) and hits[0, 0] == 3 and hits[1, 0] == 9
     with pytest.raises(ValueError):
@@ -54,7 +55,7 @@ def test_seed_templates_rebuild_the_generator_spectrum(stars, version):
     library = TemplateLibrary(stars.labels, seeds=stars.seeds, generator_version=version)
     wave, flux = library.spectrum(4)
     _, expected = noiseless_grid(stars.labels[4:5], stars.seeds[4:5], version=version)
-    expected, _bad = normalise_grid(expected)      # the pipeline's pseudo-continuum
+    expected, _bad = normalise_grid(expected)  # the pipeline's pseudo-continuum
     assert wave.shape == flux.shape == (7200,)
     assert np.allclose(flux, expected[0], atol=1e-5)
     assert np.array_equal(library.labels(4), stars.labels[4].astype(np.float32).astype(np.float64))
@@ -74,7 +75,7 @@ def test_save_and_load_both_kinds(library, stars, tmp_path):
     stored.save(tmp_path / "real.npz")
     loaded = TemplateLibrary.load(tmp_path / "real.npz")
     assert loaded.kind == "flux" and list(loaded.star_id) == ["a", "b", "c"]
-    assert np.allclose(loaded.spectrum(1)[1], flux[1], atol=2e-3)   # float16 storage
+    assert np.allclose(loaded.spectrum(1)[1], flux[1], atol=2e-3)  # float16 storage
 
 
 def test_load_refuses_missing_and_foreign_files(tmp_path):
@@ -91,12 +92,12 @@ def test_library_from_synthetic_refset_uses_seeds_and_matches_its_spectra(tmp_pa
     refset = build_reference_set(tmp_path / "ref", 8, seed=3, max_exposures=1)
     library = TemplateLibrary.from_refset(refset)
     assert library.kind == "seeds"
-    assert len(library) == len({r["star_id"] for r in refset.rows})      # one per star
+    assert len(library) == len({r["star_id"] for r in refset.rows})  # one per star
     first = refset.rows.index(next(r for r in refset.rows if r["star_id"] == library.star_id[0]))
     template = library.spectrum(library.nearest(refset.labels[first], k=1)[0])[1]
     observed = refset.read_flux([first])[0]
     assert np.corrcoef(template, observed)[0, 1] > 0.85
-    for part in (slice(0, 3600), slice(3600, 7200)):      # same continuum level as the data
+    for part in (slice(0, 3600), slice(3600, 7200)):  # same continuum level as the data
         assert abs(np.mean(observed[part] - template[part])) < 0.01
 
 
@@ -115,11 +116,13 @@ def test_build_templates_command_uses_the_bundles_training_split(tmp_path, capsy
     import json
 
     from spemr_engine import cli
+
     refset = build_reference_set(tmp_path / "ref", 12, seed=4, max_exposures=1)
     bundle = tmp_path / "model"
     bundle.mkdir()
-    (bundle / "manifest.json").write_text(json.dumps(
-        {"provenance": {"split": {"by": "star", "seed": 7, "fractions": [0.5, 0.25, 0.25]}}}))
+    (bundle / "manifest.json").write_text(
+        json.dumps({"provenance": {"split": {"by": "star", "seed": 7, "fractions": [0.5, 0.25, 0.25]}}})
+    )
     assert cli.main(["build-templates", str(tmp_path / "ref"), "-o", str(bundle)]) == 0
     library = TemplateLibrary.load(bundle)
     train = refset.split_by_star((0.5, 0.25, 0.25), seed=7).train
@@ -132,6 +135,7 @@ def test_a_library_made_in_another_world_does_not_claim_to_rebuild_exactly(stars
     """World 2 is the emulator too: a library recorded with another emulator's world id
     (e.g. before a retraining) says so; one without a recorded id keeps the old behaviour."""
     from spemr_engine.synth.generate import world_id
+
     same = TemplateLibrary(stars.labels, seeds=stars.seeds, generator_version=2, world_id=world_id(2))
     other = TemplateLibrary(stars.labels, seeds=stars.seeds, generator_version=2, world_id="v2:0000000000000000")
     unknown = TemplateLibrary(stars.labels, seeds=stars.seeds, generator_version=2)

@@ -1,4 +1,5 @@
 """Training: learning, determinism, cancel/resume, fc1-only fine-tuning, masked labels, CLI."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -13,8 +14,19 @@ from spemr_engine.config import LABELS, architecture, default_regions
 from spemr_engine.errors import Cancelled
 from spemr_engine.refset import split_by_star
 from spemr_engine.rrnet import RRNet, gaussian_nll
-from spemr_engine.training import (CHECKPOINT_DIR, FINETUNE, PRETRAIN, TrainSettings, _Checkpoints, _Data,
-                                   _Job, _Normaliser, run_job, train_model, usable_statistics)
+from spemr_engine.training import (
+    CHECKPOINT_DIR,
+    FINETUNE,
+    PRETRAIN,
+    TrainSettings,
+    _Checkpoints,
+    _Data,
+    _Job,
+    _Normaliser,
+    run_job,
+    train_model,
+    usable_statistics,
+)
 
 FAST = dict(architecture="tiny", members=1, lr=1e-3, finetune_lr=1e-3, batch_size=16, device="cpu")
 
@@ -30,11 +42,11 @@ def _weights(path):
 
 def test_short_training_lowers_validation_loss_and_saves_a_bundle(refset, tmp_path):
     events = []
-    path = train_model(refset, tmp_path / "model", epochs=4, finetune_epochs=1, seed=0,
-                       progress=events.append, **FAST)
+    path = train_model(refset, tmp_path / "model", epochs=4, finetune_epochs=1, seed=0, progress=events.append, **FAST)
     for network in ("SP", "CA"):
-        val = [e["val_loss"] for e in events if e.get("stage") == PRETRAIN and e["network"] == network
-               and "val_loss" in e]
+        val = [
+            e["val_loss"] for e in events if e.get("stage") == PRETRAIN and e["network"] == network and "val_loss" in e
+        ]
         assert len(val) == 4 and val[-1] < val[0], (network, val)
     epoch_end = next(e for e in events if "val_mae" in e)
     assert set(epoch_end["val_mae"]) == {"Teff", "Logg", "FeH"} and epoch_end["val_mae"]["Teff"] > 10  # kelvin
@@ -53,8 +65,7 @@ def test_cancel_then_resume_finishes_with_the_same_weights_as_one_run(refset, tm
     reference = train_model(refset, tmp_path / "once", seed=3, **run)
     steps = []
     with pytest.raises(Cancelled):
-        train_model(refset, tmp_path / "twice", seed=3, progress=steps.append,
-                    cancel=lambda: len(steps) >= 7, **run)
+        train_model(refset, tmp_path / "twice", seed=3, progress=steps.append, cancel=lambda: len(steps) >= 7, **run)
     assert any(p.suffix == ".pt" for p in (tmp_path / "twice" / CHECKPOINT_DIR).iterdir())
     assert not (tmp_path / "twice" / "manifest.json").exists()
     resumed = train_model(refset, tmp_path / "twice", seed=3, **run)
@@ -72,8 +83,19 @@ def _job(refset, stage, model, labels=("Teff", "Logg", "FeH"), epochs=2):
     columns = [LABELS.index(n) for n in labels]
     data = _Data(refset, normaliser, columns, torch.device("cpu"), 16)
     split = split_by_star(refset.star_id, seed=0)
-    return _Job(stage, 0, "SP", "S1" if stage == FINETUNE else None, model, split.train, split.valid,
-                epochs, 1e-2, data, list(labels))
+    return _Job(
+        stage,
+        0,
+        "SP",
+        "S1" if stage == FINETUNE else None,
+        model,
+        split.train,
+        split.valid,
+        epochs,
+        1e-2,
+        data,
+        list(labels),
+    )
 
 
 def test_finetuning_changes_only_fc1(refset, tmp_path):
@@ -91,10 +113,15 @@ def test_masked_labels_do_not_contribute_to_loss_or_gradients(tmp_path):
     torch.manual_seed(1)
     model = RRNet(architecture("tiny"), 3)
     before = {k: v.clone() for k, v in model.state_dict().items()}
-    run_job(_job(refset, PRETRAIN, model, epochs=1), TrainSettings(seed=0), _Checkpoints(tmp_path / "ck"),
-            None, lambda: False)
+    run_job(
+        _job(refset, PRETRAIN, model, epochs=1),
+        TrainSettings(seed=0),
+        _Checkpoints(tmp_path / "ck"),
+        None,
+        lambda: False,
+    )
     after = model.state_dict()
-    feh = 2                                              # FeH's output row: never taught
+    feh = 2  # FeH's output row: never taught
     for key in ("mu.weight", "mu.bias", "sigma.0.weight", "sigma.0.bias"):
         assert torch.equal(after[key][feh], before[key][feh]), key
         assert not torch.equal(after[key][0], before[key][0]), key
@@ -113,8 +140,26 @@ def test_masked_labels_do_not_contribute_to_loss_or_gradients(tmp_path):
 
 def test_train_cli_writes_a_loadable_bundle(refset, tmp_path, capsys):
     out = tmp_path / "cli-model"
-    code = cli.main(["train", str(refset.path), "-o", str(out), "--config", "tiny", "--members", "1",
-                     "--epochs", "1", "--finetune-epochs", "1", "--batch-size", "32", "--device", "cpu"])
+    code = cli.main(
+        [
+            "train",
+            str(refset.path),
+            "-o",
+            str(out),
+            "--config",
+            "tiny",
+            "--members",
+            "1",
+            "--epochs",
+            "1",
+            "--finetune-epochs",
+            "1",
+            "--batch-size",
+            "32",
+            "--device",
+            "cpu",
+        ]
+    )
     assert code == 0
     captured = capsys.readouterr()
     assert "pretrain" in captured.err and "saved" in captured.err
@@ -126,11 +171,30 @@ def test_train_cli_writes_a_loadable_bundle(refset, tmp_path, capsys):
 
 def test_finetune_cli_retunes_only_the_chosen_regions(refset, tmp_path):
     from spemr_engine.bundle import create_random_bundle
+
     stats = usable_statistics(refset.statistics)
     source = create_random_bundle(tmp_path / "base", "tiny", seed=5, statistics=stats)
     out = tmp_path / "tuned"
-    code = cli.main(["finetune", str(source), str(refset.path), "-o", str(out), "--regions", "S1", "S3",
-                     "--epochs", "1", "--lr", "1e-3", "--batch-size", "16", "--device", "cpu"])
+    code = cli.main(
+        [
+            "finetune",
+            str(source),
+            str(refset.path),
+            "-o",
+            str(out),
+            "--regions",
+            "S1",
+            "S3",
+            "--epochs",
+            "1",
+            "--lr",
+            "1e-3",
+            "--batch-size",
+            "16",
+            "--device",
+            "cpu",
+        ]
+    )
     assert code == 0
     before, after = _weights(source), _weights(out)
     assert before.keys() == after.keys()
@@ -143,11 +207,12 @@ def test_finetune_cli_retunes_only_the_chosen_regions(refset, tmp_path):
 
 def test_training_inputs_match_the_inference_standardisation(refset):
     from spemr_engine.preprocess import standardise
+
     stats = usable_statistics(refset.statistics)
     normaliser = _Normaliser(stats["flux_mean"], stats["flux_std"], stats["label_mean"], stats["label_std"])
     flux = np.array(refset.flux[:4])
-    flux[0, 5], flux[1, 6] = 7.0, -3.0                     # clipped the same way
-    flux[2, 7] = np.nan                                    # a bad pixel becomes the mean (0)
+    flux[0, 5], flux[1, 6] = 7.0, -3.0  # clipped the same way
+    flux[2, 7] = np.nan  # a bad pixel becomes the mean (0)
     got = normaliser.flux_on(torch.device("cpu"))(torch.from_numpy(flux)).numpy()
     expected = standardise(flux, stats["flux_mean"], stats["flux_std"])
     assert got[2, 7] == 0.0
@@ -164,24 +229,68 @@ def test_the_training_recipe_is_read_from_one_preset_everywhere():
     from spemr_engine.training import finetune_bundle, train_model
 
     recipe = training_recipe()
-    assert (recipe.architecture, recipe.epochs, recipe.finetune_epochs, recipe.lr, recipe.finetune_lr,
-            recipe.batch_size, recipe.step_size, recipe.gamma, recipe.seed, recipe.split_fractions) == \
-        ("small", 30, 10, 1e-4, 1e-5, 256, 10, 0.1, 0, (0.7, 0.1, 0.2))
+    assert (
+        recipe.architecture,
+        recipe.epochs,
+        recipe.finetune_epochs,
+        recipe.lr,
+        recipe.finetune_lr,
+        recipe.batch_size,
+        recipe.step_size,
+        recipe.gamma,
+        recipe.seed,
+        recipe.split_fractions,
+    ) == ("small", 30, 10, 1e-4, 1e-5, 256, 10, 0.1, 0, (0.7, 0.1, 0.2))
     settings = TrainSettings()
-    assert settings.to_dict() == {k: (list(v) if k == "split_fractions" else v)
-                                  for k, v in vars(recipe).items() if k != "architecture"}
+    assert settings.to_dict() == {
+        k: (list(v) if k == "split_fractions" else v) for k, v in vars(recipe).items() if k != "architecture"
+    }
     train_defaults = {k: p.default for k, p in inspect.signature(train_model).parameters.items()}
-    for name in ("architecture", "epochs", "finetune_epochs", "lr", "finetune_lr", "batch_size", "step_size",
-                 "gamma", "seed", "split_fractions"):
+    for name in (
+        "architecture",
+        "epochs",
+        "finetune_epochs",
+        "lr",
+        "finetune_lr",
+        "batch_size",
+        "step_size",
+        "gamma",
+        "seed",
+        "split_fractions",
+    ):
         assert train_defaults[name] == getattr(recipe, name), name
     tune_defaults = {k: p.default for k, p in inspect.signature(finetune_bundle).parameters.items()}
-    assert (tune_defaults["epochs"], tune_defaults["lr"], tune_defaults["batch_size"]) == \
-        (recipe.finetune_epochs, recipe.finetune_lr, recipe.batch_size)
+    assert (tune_defaults["epochs"], tune_defaults["lr"], tune_defaults["batch_size"]) == (
+        recipe.finetune_epochs,
+        recipe.finetune_lr,
+        recipe.batch_size,
+    )
     train_args = cli.build_parser(["train"]).parse_args(["train", "REFSET", "-o", "OUT"])
-    assert (train_args.config, train_args.epochs, train_args.finetune_epochs, train_args.lr, train_args.finetune_lr,
-            train_args.batch_size, train_args.step_size, train_args.gamma, train_args.seed) == \
-        (recipe.architecture, recipe.epochs, recipe.finetune_epochs, recipe.lr, recipe.finetune_lr,
-         recipe.batch_size, recipe.step_size, recipe.gamma, recipe.seed)
+    assert (
+        train_args.config,
+        train_args.epochs,
+        train_args.finetune_epochs,
+        train_args.lr,
+        train_args.finetune_lr,
+        train_args.batch_size,
+        train_args.step_size,
+        train_args.gamma,
+        train_args.seed,
+    ) == (
+        recipe.architecture,
+        recipe.epochs,
+        recipe.finetune_epochs,
+        recipe.lr,
+        recipe.finetune_lr,
+        recipe.batch_size,
+        recipe.step_size,
+        recipe.gamma,
+        recipe.seed,
+    )
     tune_args = cli.build_parser(["finetune"]).parse_args(["finetune", "MODEL", "REFSET", "-o", "OUT"])
-    assert (tune_args.epochs, tune_args.lr, tune_args.batch_size, tune_args.seed) == \
-        (recipe.finetune_epochs, recipe.finetune_lr, recipe.batch_size, recipe.seed)
+    assert (tune_args.epochs, tune_args.lr, tune_args.batch_size, tune_args.seed) == (
+        recipe.finetune_epochs,
+        recipe.finetune_lr,
+        recipe.batch_size,
+        recipe.seed,
+    )

@@ -1,5 +1,6 @@
 """``spemr catalog INPUT... -o CATALOG.(fits|parquet|csv)``: label a folder, a glob, a file
 list or a data release into one catalog, resumably (see spemr_engine.catalog)."""
+
 from __future__ import annotations
 
 import sys
@@ -13,40 +14,72 @@ from ..errors import Cancelled
 
 def register(subparsers) -> None:
     parser = subparsers.add_parser(
-        "catalog", help="label many MRS files into one catalog (resumable, parallel)",
+        "catalog",
+        help="label many MRS files into one catalog (resumable, parallel)",
         description="Label every spectrum of the inputs into one catalog table: one row per "
-                    "spectrum with the published catalog columns, the winning sub-model per "
-                    "label, the RV used and quality flags. Files that fail get a row too. "
-                    "Interrupted runs continue with --resume.")
-    parser.add_argument("inputs", nargs="+", metavar="INPUT",
-                        help="a folder (searched recursively), a glob such as 'data/*.fits.gz' "
-                             "(quote it), a FITS file, or a text file listing paths")
-    parser.add_argument("-o", "--output", required=True, metavar="CATALOG",
-                        help="output table: .fits, .parquet or .csv")
-    parser.add_argument("--exposures", choices=catalog.EXPOSURE_CHOICES, default="coadd",
-                        help="coadd only (default) or the coadd and every single exposure")
-    parser.add_argument("--rv-catalog", metavar="CSV",
-                        help="radial velocities by obsid/filename (columns obsid or filename, "
-                             "and rv, rv_kms or rv_ku0); files not in it are measured by CCF")
+        "spectrum with the published catalog columns, the winning sub-model per "
+        "label, the RV used and quality flags. Files that fail get a row too. "
+        "Interrupted runs continue with --resume.",
+    )
+    parser.add_argument(
+        "inputs",
+        nargs="+",
+        metavar="INPUT",
+        help="a folder (searched recursively), a glob such as 'data/*.fits.gz' "
+        "(quote it), a FITS file, or a text file listing paths",
+    )
+    parser.add_argument(
+        "-o", "--output", required=True, metavar="CATALOG", help="output table: .fits, .parquet or .csv"
+    )
+    parser.add_argument(
+        "--exposures",
+        choices=catalog.EXPOSURE_CHOICES,
+        default="coadd",
+        help="coadd only (default) or the coadd and every single exposure",
+    )
+    parser.add_argument(
+        "--rv-catalog",
+        metavar="CSV",
+        help="radial velocities by obsid/filename (columns obsid or filename, "
+        "and rv, rv_kms or rv_ku0); files not in it are measured by CCF",
+    )
     parser.add_argument("--model", metavar="DIR", help="model bundle folder (default: the shipped model)")
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
-    parser.add_argument("--workers", type=int, default=None, metavar="N",
-                        help="reading/preprocessing processes (default: half the usable cores on CPU, "
-                             "all but one with CUDA, none for small runs; 0 = in this process)")
-    parser.add_argument("--threads", type=int, default=None, metavar="N",
-                        help="torch threads for inference (default: every usable core; a resumed run "
-                             "keeps the first run's value)")
-    parser.add_argument("--batch-size", type=int, default=catalog.DEFAULT_BATCH_SIZE, metavar="N",
-                        help="spectra per inference batch")
-    parser.add_argument("--chunk-rows", type=int, default=catalog.DEFAULT_CHUNK_ROWS, metavar="N",
-                        help="commit results about every N rows (smaller: less lost on a crash)")
-    parser.add_argument("--resume", action="store_true",
-                        help="continue an interrupted run (same inputs and settings)")
-    parser.add_argument("--overwrite", action="store_true",
-                        help="replace an existing catalog or an interrupted run's work")
-    parser.add_argument("--cluster", metavar="ADDRESS",
-                        help="run on Dask: dask://HOST:PORT (a running scheduler) or local:N "
-                             "(N local worker processes); needs pip install 'spemr[cluster]'")
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        metavar="N",
+        help="reading/preprocessing processes (default: half the usable cores on CPU, "
+        "all but one with CUDA, none for small runs; 0 = in this process)",
+    )
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        metavar="N",
+        help="torch threads for inference (default: every usable core; a resumed run keeps the first run's value)",
+    )
+    parser.add_argument(
+        "--batch-size", type=int, default=catalog.DEFAULT_BATCH_SIZE, metavar="N", help="spectra per inference batch"
+    )
+    parser.add_argument(
+        "--chunk-rows",
+        type=int,
+        default=catalog.DEFAULT_CHUNK_ROWS,
+        metavar="N",
+        help="commit results about every N rows (smaller: less lost on a crash)",
+    )
+    parser.add_argument("--resume", action="store_true", help="continue an interrupted run (same inputs and settings)")
+    parser.add_argument(
+        "--overwrite", action="store_true", help="replace an existing catalog or an interrupted run's work"
+    )
+    parser.add_argument(
+        "--cluster",
+        metavar="ADDRESS",
+        help="run on Dask: dask://HOST:PORT (a running scheduler) or local:N "
+        "(N local worker processes); needs pip install 'spemr[cluster]'",
+    )
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     parser.set_defaults(func=run)
 
@@ -62,10 +95,21 @@ def run(args) -> int:
     bar = None if args.quiet else ProgressBar(sys.stderr)
     try:
         summary = catalog.run_catalog(
-            args.inputs, args.output, model=bundle, exposures=args.exposures,
-            rv_catalog=args.rv_catalog, device=args.device, workers=args.workers,
-            resume=args.resume, batch_size=args.batch_size, chunk_size=args.chunk_rows, cluster=args.cluster,
-            overwrite=args.overwrite, threads=args.threads, progress=bar)
+            args.inputs,
+            args.output,
+            model=bundle,
+            exposures=args.exposures,
+            rv_catalog=args.rv_catalog,
+            device=args.device,
+            workers=args.workers,
+            resume=args.resume,
+            batch_size=args.batch_size,
+            chunk_size=args.chunk_rows,
+            cluster=args.cluster,
+            overwrite=args.overwrite,
+            threads=args.threads,
+            progress=bar,
+        )
     except Cancelled as stopped:
         if bar:
             bar.close()
@@ -107,9 +151,11 @@ class ProgressBar:
         bar = "#" * filled + "." * (self.width - filled)
         eta = info.get("eta_s")
         eta_text = "--:--" if eta is None else _clock(eta)
-        return (f"[{bar}] {done}/{total} files  {info.get('spectra_done', 0)} spectra  "
-                f"{info.get('spectra_per_s', 0.0):.1f} spectra/s  ETA {eta_text}  "
-                f"{info.get('phase', '')}")
+        return (
+            f"[{bar}] {done}/{total} files  {info.get('spectra_done', 0)} spectra  "
+            f"{info.get('spectra_per_s', 0.0):.1f} spectra/s  ETA {eta_text}  "
+            f"{info.get('phase', '')}"
+        )
 
     def close(self) -> None:
         if self.tty and self.drawn:

@@ -1,4 +1,5 @@
 """``spemr finetune MODEL REFSET -o OUT``: (re-)fine-tune region fc1 heads of a bundle."""
+
 from __future__ import annotations
 
 import json
@@ -12,19 +13,29 @@ from ..errors import InputFileError
 def register(subparsers) -> None:
     recipe = training_recipe()
     parser = subparsers.add_parser(
-        "finetune", help="fine-tune region sub-models of an existing model",
+        "finetune",
+        help="fine-tune region sub-models of an existing model",
         description="Fine-tune only fc1 of every member/network for the chosen regions on the training "
-                    "split of a reference set; other regions of the model are kept.")
+        "split of a reference set; other regions of the model are kept.",
+    )
     parser.add_argument("model", help="model folder")
     parser.add_argument("refset", help="reference-set folder")
     parser.add_argument("-o", "--output", required=True, help="model folder to write")
-    parser.add_argument("--regions", nargs="+", metavar="NAME_OR_JSON",
-                        help="region names (S1..S4, default: the model's regions) or a JSON file "
-                             "with a list of region definitions")
-    parser.add_argument("--epochs", type=int, default=recipe.finetune_epochs,
-                        help="fine-tuning epochs (default: %(default)s; paper: 10)")
-    parser.add_argument("--lr", type=float, default=recipe.finetune_lr,
-                        help="learning rate (default: %(default)s; paper: 1e-5)")
+    parser.add_argument(
+        "--regions",
+        nargs="+",
+        metavar="NAME_OR_JSON",
+        help="region names (S1..S4, default: the model's regions) or a JSON file with a list of region definitions",
+    )
+    parser.add_argument(
+        "--epochs",
+        type=int,
+        default=recipe.finetune_epochs,
+        help="fine-tuning epochs (default: %(default)s; paper: 10)",
+    )
+    parser.add_argument(
+        "--lr", type=float, default=recipe.finetune_lr, help="learning rate (default: %(default)s; paper: 1e-5)"
+    )
     parser.add_argument("--batch-size", type=int, default=recipe.batch_size)
     parser.add_argument("--seed", type=int, default=recipe.seed)
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda")
@@ -56,10 +67,21 @@ def parse_regions(items: list[str] | None, known: tuple[Region, ...]) -> tuple[R
 def run(args) -> int:
     from ..bundle import load_bundle
     from ..training import finetune_bundle, print_progress
+
     regions = parse_regions(args.regions, tuple(load_bundle(args.model).regions))
-    path = finetune_bundle(args.model, args.refset, args.output, regions=regions, epochs=args.epochs,
-                           lr=args.lr, batch_size=args.batch_size, seed=args.seed, device=args.device,
-                           progress=print_progress(), resume=args.resume,
-                           command=" ".join(["spemr", *sys.argv[1:]]))
+    path = finetune_bundle(
+        args.model,
+        args.refset,
+        args.output,
+        regions=regions,
+        epochs=args.epochs,
+        lr=args.lr,
+        batch_size=args.batch_size,
+        seed=args.seed,
+        device=args.device,
+        progress=print_progress(),
+        resume=args.resume,
+        command=" ".join(["spemr", *sys.argv[1:]]),
+    )
     print(path)
     return 0

@@ -1,4 +1,5 @@
 """``spemr import-published RUN_DIR -o MODEL_DIR``: published SPEMR/RRNet weights -> model bundle."""
+
 from __future__ import annotations
 
 import shlex
@@ -6,15 +7,17 @@ import shlex
 
 def register(subparsers) -> None:
     parser = subparsers.add_parser(
-        "import-published", help="convert published SP<k>/CA<k>/weight_best.pkl weights into a model folder",
+        "import-published",
+        help="convert published SP<k>/CA<k>/weight_best.pkl weights into a model folder",
         description="Read RUN_DIR/label_config.pkl, RUN_DIR/SP<k>/weight_best.pkl and "
-                    "RUN_DIR/CA<k>/weight_best.pkl (base networks), and optionally "
-                    "RUN_DIR/<S1..S4>/SP<k>|CA<k>/weight_best.pkl (region sub-models, only "
-                    "fc1 may differ; a RUN_DIR/<S1..S4>/label_config.pkl must equal the base's, "
-                    "since one bundle has one standardisation), and write a spemr model folder. "
-                    "Output order: SP = Teff, Logg, FeH and CA = the authors' 13 abundances, "
-                    "as fixed in their code. Pickles are read "
-                    "safely (tensors and arrays only).")
+        "RUN_DIR/CA<k>/weight_best.pkl (base networks), and optionally "
+        "RUN_DIR/<S1..S4>/SP<k>|CA<k>/weight_best.pkl (region sub-models, only "
+        "fc1 may differ; a RUN_DIR/<S1..S4>/label_config.pkl must equal the base's, "
+        "since one bundle has one standardisation), and write a spemr model folder. "
+        "Output order: SP = Teff, Logg, FeH and CA = the authors' 13 abundances, "
+        "as fixed in their code. Pickles are read "
+        "safely (tensors and arrays only).",
+    )
     parser.add_argument("run_dir", help="published run folder")
     parser.add_argument("-o", "--output", required=True, help="model folder to write")
     parser.set_defaults(func=run)

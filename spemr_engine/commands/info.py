@@ -1,4 +1,5 @@
 """``spemr info FILE``: what a LAMOST MRS file holds, as JSON (no model needed)."""
+
 from __future__ import annotations
 
 import json
@@ -10,9 +11,11 @@ from ..lamost import Arm, ArmPair, MRSFile, read_mrs
 
 def register(subparsers) -> None:
     parser = subparsers.add_parser(
-        "info", help="show a LAMOST MRS file's metadata and arm pairs as JSON",
+        "info",
+        help="show a LAMOST MRS file's metadata and arm pairs as JSON",
         description="Read a LAMOST MRS file (.fits or .fits.gz) and print its header "
-                    "metadata, arm pairs (coadd and exposures), unpaired arms and warnings.")
+        "metadata, arm pairs (coadd and exposures), unpaired arms and warnings.",
+    )
     parser.add_argument("file", help="LAMOST MRS file (med-*.fits or med-*.fits.gz)")
     parser.set_defaults(func=run)
 
@@ -50,8 +53,14 @@ def _pair_summary(pair: ArmPair) -> dict:
 
 
 def _arm_summary(arm: Arm) -> dict:
-    return {"extname": arm.extname, "side": arm.side, "lmjm": arm.lmjm,
-            "snr": _number(arm.snr), "exptime": arm.exptime, "n_pixels": arm.n_pixels}
+    return {
+        "extname": arm.extname,
+        "side": arm.side,
+        "lmjm": arm.lmjm,
+        "snr": _number(arm.snr),
+        "exptime": arm.exptime,
+        "n_pixels": arm.n_pixels,
+    }
 
 
 def _number(value: float) -> float | None:

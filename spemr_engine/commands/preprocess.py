@@ -5,6 +5,7 @@ usable, reason, extname_blue, extname_red, snr_blue, snr_red and the other quali
 one row per selected arm pair, plus the model folder used, and prints one summary line
 per spectrum. The preprocessing is the one `spemr predict` and the app use for the same
 model (grid, RV template): the usable rows of flux are exactly the model's input."""
+
 from __future__ import annotations
 
 import argparse
@@ -19,21 +20,30 @@ from ..errors import InputFileError
 
 def register(subparsers) -> None:
     parser = subparsers.add_parser(
-        "preprocess", help="rest frame, resample and continuum-normalise one MRS file",
-        description="Turn a LAMOST MRS file into the 7200-pixel SPEMR input (.npz).")
+        "preprocess",
+        help="rest frame, resample and continuum-normalise one MRS file",
+        description="Turn a LAMOST MRS file into the 7200-pixel SPEMR input (.npz).",
+    )
     parser.add_argument("file", type=Path, help="LAMOST MRS file (med-*.fits or .fits.gz)")
-    parser.add_argument("--exposure", default="coadd",
-                        help="coadd (default), all, or one exposure's LMJM")
+    parser.add_argument("--exposure", default="coadd", help="coadd (default), all, or one exposure's LMJM")
     source = parser.add_mutually_exclusive_group()
-    source.add_argument("--rv", type=float, metavar="KMS",
-                        help="stellar radial velocity in km/s (default: measured by cross-correlation)")
-    source.add_argument("--rv-catalog", type=Path, metavar="CSV",
-                        help="CSV with obsid and/or filename and rv (e.g. rv_ku0) columns")
-    parser.add_argument("--model", default=None, metavar="DIR",
-                        help="model folder whose input to prepare (grid and RV template; default: "
-                             "$SPEMR_MODEL or the shipped default model), as `spemr predict --model`")
-    parser.add_argument("-o", "--output", type=Path, required=True, metavar="OUT.npz",
-                        help="where to write the arrays")
+    source.add_argument(
+        "--rv",
+        type=float,
+        metavar="KMS",
+        help="stellar radial velocity in km/s (default: measured by cross-correlation)",
+    )
+    source.add_argument(
+        "--rv-catalog", type=Path, metavar="CSV", help="CSV with obsid and/or filename and rv (e.g. rv_ku0) columns"
+    )
+    parser.add_argument(
+        "--model",
+        default=None,
+        metavar="DIR",
+        help="model folder whose input to prepare (grid and RV template; default: "
+        "$SPEMR_MODEL or the shipped default model), as `spemr predict --model`",
+    )
+    parser.add_argument("-o", "--output", type=Path, required=True, metavar="OUT.npz", help="where to write the arrays")
     parser.set_defaults(func=run)
 
 
@@ -56,10 +66,12 @@ def run(args: argparse.Namespace) -> int:
     _write_npz(args.output, arrays)
     for i in range(len(spectra)):
         flags = spectra.quality
-        print(f"{args.file.name} {spectra.extname_blue[i]}/{spectra.extname_red[i]}: "
-              f"rv {spectra.rv[i]:.2f} +- {spectra.rv_err[i]:.2f} km/s ({spectra.rv_source[i]}), "
-              f"S/N {flags.snr_blue[i]:.1f}/{flags.snr_red[i]:.1f}, "
-              f"{'usable' if flags.usable[i] else 'NOT usable: ' + flags.reason[i]}")
+        print(
+            f"{args.file.name} {spectra.extname_blue[i]}/{spectra.extname_red[i]}: "
+            f"rv {spectra.rv[i]:.2f} +- {spectra.rv_err[i]:.2f} km/s ({spectra.rv_source[i]}), "
+            f"S/N {flags.snr_blue[i]:.1f}/{flags.snr_red[i]:.1f}, "
+            f"{'usable' if flags.usable[i] else 'NOT usable: ' + flags.reason[i]}"
+        )
     print(f"wrote {len(spectra)} spectra to {args.output}")
     return 0
 
@@ -72,11 +84,11 @@ def _rv_for(args: argparse.Namespace, mrs):
         return None
     from ..rv import load_rv_catalog
 
-    found = load_rv_catalog(args.rv_catalog).lookup(mrs.meta.get("obsid"), mrs.meta.get("filename")
-                                                    or args.file.name)
+    found = load_rv_catalog(args.rv_catalog).lookup(mrs.meta.get("obsid"), mrs.meta.get("filename") or args.file.name)
     if found is None:
-        print(f"{args.file.name}: not in {args.rv_catalog.name}; measuring the RV by "
-              "cross-correlation", file=sys.stderr)
+        print(
+            f"{args.file.name}: not in {args.rv_catalog.name}; measuring the RV by cross-correlation", file=sys.stderr
+        )
         return None
     return found[0]
 

@@ -5,6 +5,7 @@ by Turbospectrum (an external program, built as in docs/synthetic_grid.md) with
 atmosnet atmospheres, and stored as RT-grid chunks that ``synth.radiative.grid`` reads.
 ``--from-npz`` instead packs a folder of the reference tools' per-star npz files.
 """
+
 from __future__ import annotations
 
 import functools
@@ -13,24 +14,30 @@ import time
 
 from ..errors import SpemrError
 
-MAX_CHUNK = 2000        # ~45 MB of uint16 flux before compression: chunks stay < 100 MB
+MAX_CHUNK = 2000  # ~45 MB of uint16 flux before compression: chunks stay < 100 MB
 
 
 def register(subparsers) -> None:
     p = subparsers.add_parser(
-        "synth-grid", help="radiative-transfer (Turbospectrum) spectra on the RT grid, resumable",
+        "synth-grid",
+        help="radiative-transfer (Turbospectrum) spectra on the RT grid, resumable",
         description="Synthesise stars with Turbospectrum + atmosnet atmospheres and store them as "
-                    "RT-grid chunks (OUTDIR/rt_*.npz). Run the same command again to resume; ask for "
-                    "more --stars with the same --seed to extend a grid. Needs TS_HOME, ATMOSNET_DIR "
-                    "and LINELIST (or the options below); see docs/synthetic_grid.md.")
+        "RT-grid chunks (OUTDIR/rt_*.npz). Run the same command again to resume; ask for "
+        "more --stars with the same --seed to extend a grid. Needs TS_HOME, ATMOSNET_DIR "
+        "and LINELIST (or the options below); see docs/synthetic_grid.md.",
+    )
     p.add_argument("output", metavar="OUTDIR", help="chunk folder to create, resume or extend")
     source = p.add_mutually_exclusive_group(required=True)
     source.add_argument("--stars", type=int, metavar="N", help="draw N stars from the label sampler")
     source.add_argument("--jobs", metavar="JOBS.json", help="job list (written by --write-jobs or the reference tools)")
     source.add_argument("--from-npz", metavar="DIR", help="pack per-star npz files (wave_air, norm, job) into chunks")
     p.add_argument("--seed", type=int, default=0, help="master seed for --stars (default 0)")
-    p.add_argument("--widen", type=float, default=0.4,
-                   help="fraction of stars jittered beyond the prior so an emulator sees the edges (default 0.4)")
+    p.add_argument(
+        "--widen",
+        type=float,
+        default=0.4,
+        help="fraction of stars jittered beyond the prior so an emulator sees the edges (default 0.4)",
+    )
     p.add_argument("--write-jobs", metavar="FILE", help="write the job list to FILE and stop")
     p.add_argument("-j", "--workers", type=int, default=1, help="stars in parallel, one core each (default 1)")
     p.add_argument("--chunk", type=int, default=50, help=f"stars per chunk file (default 50, at most {MAX_CHUNK})")
@@ -59,12 +66,14 @@ def _check(args) -> None:
 def run(args) -> int:
     _check(args)
     from ..synth.radiative import build
+
     if args.from_npz:
         tasks, work = _npz_tasks(args.from_npz), build.import_npz
     else:
         tasks, work = _synthesis_tasks(args)
         if args.write_jobs:
             from ..synth.radiative.jobs import save_jobs
+
             save_jobs(args.write_jobs, tasks)
             print(f"wrote {len(tasks)} jobs to {args.write_jobs}")
             return 0
@@ -75,8 +84,9 @@ def run(args) -> int:
         done = folder.done_labels()
         build.check_same_stars(done, (t for t in tasks if hasattr(t, "labels")), folder.root)
         bar = None if args.quiet else Progress(sys.stderr)
-        summary = build.build(folder.root, tasks, work, workers=args.workers, chunk=args.chunk,
-                              progress=bar, done=set(done))
+        summary = build.build(
+            folder.root, tasks, work, workers=args.workers, chunk=args.chunk, progress=bar, done=set(done)
+        )
         if bar:
             bar.close()
     return _report(summary, folder)
@@ -86,6 +96,7 @@ def _npz_tasks(directory):
     from pathlib import Path
 
     from ..synth.radiative.build import npz_stars
+
     if not Path(directory).is_dir():
         raise SpemrError(f"{directory}: not a folder")
     tasks = npz_stars(directory)
@@ -98,6 +109,7 @@ def _synthesis_tasks(args):
     from ..synth.radiative import atmosnet, turbospectrum
     from ..synth.radiative.build import synthesise_job
     from ..synth.radiative.jobs import load_jobs, make_jobs
+
     engine = turbospectrum.locate(args.ts_home, None, None, args.atmosnet_dir, args.linelist, args.scratch)
     if args.jobs:
         jobs = load_jobs(args.jobs)
@@ -112,14 +124,18 @@ def _report(summary, folder) -> int:
         print(f"{name}: FAILED {reason}", file=sys.stderr)
     finished = summary.done + summary.already
     per_star = f", {summary.cpu_s / summary.done:.1f} CPU-s/star" if summary.done and summary.cpu_s else ""
-    print(f"{summary.done} stars added in {summary.elapsed_s:.0f} s{per_star}; {finished} of {summary.total} "
-          f"finished, {len(summary.failed)} failed; {len(folder.chunks())} chunks in {folder.root}")
+    print(
+        f"{summary.done} stars added in {summary.elapsed_s:.0f} s{per_star}; {finished} of {summary.total} "
+        f"finished, {len(summary.failed)} failed; {len(folder.chunks())} chunks in {folder.root}"
+    )
     if summary.stopped:
         print("stopped: run the same command again to resume", file=sys.stderr)
         return 130
     if summary.failed:
-        print(f"{len(summary.failed)} stars failed (listed in {folder.root / 'failed.json'}); "
-              "running again retries them", file=sys.stderr)
+        print(
+            f"{len(summary.failed)} stars failed (listed in {folder.root / 'failed.json'}); running again retries them",
+            file=sys.stderr,
+        )
         return 1
     return 0
 
@@ -132,7 +148,7 @@ class Progress:
         self.stream, self.every_s, self.width = stream, every_s, width
         self.tty = getattr(stream, "isatty", lambda: False)()
         self.last = float("-inf")
-        self.latest = None          # last state, shown on close if a log line missed it
+        self.latest = None  # last state, shown on close if a log line missed it
 
     def __call__(self, s) -> None:
         self.latest = s
@@ -152,8 +168,10 @@ class Progress:
         rate = ran / s.elapsed_s if s.elapsed_s > 0 else 0.0
         eta = (todo - ran) / rate if rate > 0 else None
         bar = "#" * int(self.width * ran / todo)
-        return (f"[{bar:.<{self.width}}] {ran}/{todo} stars ({s.already} done before)  "
-                f"{rate * 60:.1f} stars/min  ETA {_duration(eta)}  {len(s.failed)} failed")
+        return (
+            f"[{bar:.<{self.width}}] {ran}/{todo} stars ({s.already} done before)  "
+            f"{rate * 60:.1f} stars/min  ETA {_duration(eta)}  {len(s.failed)} failed"
+        )
 
     def close(self) -> None:
         if self.latest is not None:

@@ -1,4 +1,5 @@
 """``spemr train REFSET -o MODEL_DIR``: pre-train an ensemble, fine-tune regions, save a bundle."""
+
 from __future__ import annotations
 
 import sys
@@ -9,43 +10,83 @@ from ..config import architecture_names, training_recipe
 def register(subparsers) -> None:
     recipe = training_recipe()
     parser = subparsers.add_parser(
-        "train", help="train a SPEMR model on a reference set",
+        "train",
+        help="train a SPEMR model on a reference set",
         description="Pre-train RRNet ensemble members on a reference set (split 7:1:2 by star), "
-                    "fine-tune fc1 for each region, evaluate on the test split and save a model bundle. "
-                    "An interrupted run (Ctrl-C) resumes from its checkpoints when started again.")
+        "fine-tune fc1 for each region, evaluate on the test split and save a model bundle. "
+        "An interrupted run (Ctrl-C) resumes from its checkpoints when started again.",
+    )
     parser.add_argument("refset", help="reference-set folder")
     parser.add_argument("-o", "--output", required=True, help="model folder to write")
-    parser.add_argument("--config", default=recipe.architecture, choices=architecture_names(),
-                        help="architecture preset (default: %(default)s)")
+    parser.add_argument(
+        "--config",
+        default=recipe.architecture,
+        choices=architecture_names(),
+        help="architecture preset (default: %(default)s)",
+    )
     parser.add_argument("--members", type=int, help="ensemble members (default: the preset's)")
-    parser.add_argument("--epochs", type=int, default=recipe.epochs,
-                        help="pre-training epochs (default: %(default)s; paper: 30)")
-    parser.add_argument("--finetune-epochs", type=int, default=recipe.finetune_epochs,
-                        help="fine-tuning epochs per region (default: %(default)s; paper: 10)")
-    parser.add_argument("--lr", type=float, default=recipe.lr,
-                        help="pre-training learning rate (default: %(default)s; paper: 1e-4)")
-    parser.add_argument("--finetune-lr", type=float, default=recipe.finetune_lr,
-                        help="fine-tuning learning rate (default: %(default)s; paper: 1e-5)")
+    parser.add_argument(
+        "--epochs", type=int, default=recipe.epochs, help="pre-training epochs (default: %(default)s; paper: 30)"
+    )
+    parser.add_argument(
+        "--finetune-epochs",
+        type=int,
+        default=recipe.finetune_epochs,
+        help="fine-tuning epochs per region (default: %(default)s; paper: 10)",
+    )
+    parser.add_argument(
+        "--lr", type=float, default=recipe.lr, help="pre-training learning rate (default: %(default)s; paper: 1e-4)"
+    )
+    parser.add_argument(
+        "--finetune-lr",
+        type=float,
+        default=recipe.finetune_lr,
+        help="fine-tuning learning rate (default: %(default)s; paper: 1e-5)",
+    )
     parser.add_argument("--batch-size", type=int, default=recipe.batch_size)
-    parser.add_argument("--step-size", type=int, default=recipe.step_size,
-                        help="StepLR step in epochs (default: %(default)s; paper: 10)")
-    parser.add_argument("--gamma", type=float, default=recipe.gamma,
-                        help="StepLR factor (default: %(default)s; paper: 0.1)")
+    parser.add_argument(
+        "--step-size",
+        type=int,
+        default=recipe.step_size,
+        help="StepLR step in epochs (default: %(default)s; paper: 10)",
+    )
+    parser.add_argument(
+        "--gamma", type=float, default=recipe.gamma, help="StepLR factor (default: %(default)s; paper: 0.1)"
+    )
     parser.add_argument("--seed", type=int, default=recipe.seed)
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda")
     resume = parser.add_mutually_exclusive_group()
-    resume.add_argument("--resume", dest="resume", action="store_true", default=True,
-                        help="continue from checkpoints of the same run (default)")
+    resume.add_argument(
+        "--resume",
+        dest="resume",
+        action="store_true",
+        default=True,
+        help="continue from checkpoints of the same run (default)",
+    )
     resume.add_argument("--no-resume", dest="resume", action="store_false", help="discard checkpoints, start over")
     parser.set_defaults(func=run)
 
 
 def run(args) -> int:
     from ..training import print_progress, train_model
-    path = train_model(args.refset, args.output, architecture=args.config, members=args.members,
-                       epochs=args.epochs, finetune_epochs=args.finetune_epochs, lr=args.lr,
-                       finetune_lr=args.finetune_lr, batch_size=args.batch_size, step_size=args.step_size,
-                       gamma=args.gamma, seed=args.seed, device=args.device, progress=print_progress(),
-                       resume=args.resume, command=" ".join(["spemr", *sys.argv[1:]]))
+
+    path = train_model(
+        args.refset,
+        args.output,
+        architecture=args.config,
+        members=args.members,
+        epochs=args.epochs,
+        finetune_epochs=args.finetune_epochs,
+        lr=args.lr,
+        finetune_lr=args.finetune_lr,
+        batch_size=args.batch_size,
+        step_size=args.step_size,
+        gamma=args.gamma,
+        seed=args.seed,
+        device=args.device,
+        progress=print_progress(),
+        resume=args.resume,
+        command=" ".join(["spemr", *sys.argv[1:]]),
+    )
     print(path)
     return 0

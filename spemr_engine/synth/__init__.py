@@ -10,6 +10,7 @@ Entry points:
 
 Deterministic: the same seeds give the same stars, spectra and observations.
 """
+
 from .fits_writer import write_mrs
 from .generate import GENERATOR_VERSION, SyntheticStars, make_stars, noiseless_grid, observe_stars
 from .labels import LabelSample, region_shares, sample_labels
@@ -17,6 +18,19 @@ from .observe import Observation
 from .refset_builder import build_reference_set
 from .samples import KINDS, pick_stars, write_samples
 
-__all__ = ["GENERATOR_VERSION", "KINDS", "LabelSample", "Observation", "SyntheticStars",
-           "build_reference_set", "make_stars", "noiseless_grid", "observe_stars", "pick_stars",
-           "region_shares", "sample_labels", "write_mrs", "write_samples"]
+__all__ = [
+    "GENERATOR_VERSION",
+    "KINDS",
+    "LabelSample",
+    "Observation",
+    "SyntheticStars",
+    "build_reference_set",
+    "make_stars",
+    "noiseless_grid",
+    "observe_stars",
+    "pick_stars",
+    "region_shares",
+    "sample_labels",
+    "write_mrs",
+    "write_samples",
+]

@@ -7,6 +7,7 @@ NEXP_B/R, COMBIN_B/R, MAGTYPE, MAG1, ...) plus SYNTH = T and the true labels
 (FLUX, IVAR, LOGLAM, ANDMASK, ORMASK) and B-<lmjm> / R-<lmjm> (FLUX, IVAR, LOGLAM,
 PIXMASK), one pixel per row, red exposures in descending wavelength.
 """
+
 from __future__ import annotations
 
 import gzip
@@ -33,9 +34,20 @@ def _designation(ra: float, dec: float) -> str:
     return f"LAMOST J{hh:02d}{mm:02d}{ss:05.2f}{sign}{dd:02d}{dm:02d}{ds:04.1f}"
 
 
-def primary_header(obs: Observation, filename: str, obsid: int, labels: np.ndarray | None,
-                   ra: float, dec: float, lmjd: int, planid: str, spid: int, fiberid: int,
-                   mag: float, seed: int | None) -> fits.Header:
+def primary_header(
+    obs: Observation,
+    filename: str,
+    obsid: int,
+    labels: np.ndarray | None,
+    ra: float,
+    dec: float,
+    lmjd: int,
+    planid: str,
+    spid: int,
+    fiberid: int,
+    mag: float,
+    seed: int | None,
+) -> fits.Header:
     h = fits.Header()
     h["FILENAME"] = (filename, "")
     h["OBSID"] = (int(obsid), "Unique number ID of this spectrum")
@@ -76,15 +88,17 @@ def primary_header(obs: Observation, filename: str, obsid: int, labels: np.ndarr
 
 
 def _arm_hdu(arm: RawArm, lmjm_list: list[int]) -> fits.BinTableHDU:
-    columns = [fits.Column(name="FLUX", format="E", array=arm.flux),
-               fits.Column(name="IVAR", format="E", array=arm.ivar),
-               fits.Column(name="LOGLAM", format="E", array=arm.loglam)]
+    columns = [
+        fits.Column(name="FLUX", format="E", array=arm.flux),
+        fits.Column(name="IVAR", format="E", array=arm.ivar),
+        fits.Column(name="LOGLAM", format="E", array=arm.loglam),
+    ]
     for name, values in arm.masks.items():
         columns.append(fits.Column(name=name, format="I", array=values.astype(np.int16)))
     hdu = fits.BinTableHDU.from_columns(columns)
     hdu.header["EXTNAME"] = (arm.extname, "The extension name")
     if arm.lmjm is None:
-        chunks = ["-".join(str(m) for m in lmjm_list[i:i + 3]) for i in range(0, len(lmjm_list), 3)]
+        chunks = ["-".join(str(m) for m in lmjm_list[i : i + 3]) for i in range(0, len(lmjm_list), 3)]
         for i, chunk in enumerate(chunks):
             hdu.header[f"LMJMLIS{i}"] = (chunk, "Local Modified Julian Minute list")
     else:
@@ -94,14 +108,26 @@ def _arm_hdu(arm: RawArm, lmjm_list: list[int]) -> fits.BinTableHDU:
     return hdu
 
 
-def write_mrs(path: str | Path, obs: Observation, obsid: int, labels: np.ndarray | None = None,
-              seed: int | None = None, ra: float = 180.0, dec: float = 30.0, lmjd: int = 58800,
-              planid: str = "SYNTHETIC01", spid: int = 1, fiberid: int = 1, mag: float = 12.0) -> Path:
+def write_mrs(
+    path: str | Path,
+    obs: Observation,
+    obsid: int,
+    labels: np.ndarray | None = None,
+    seed: int | None = None,
+    ra: float = 180.0,
+    dec: float = 30.0,
+    lmjd: int = 58800,
+    planid: str = "SYNTHETIC01",
+    spid: int = 1,
+    fiberid: int = 1,
+    mag: float = 12.0,
+) -> Path:
     """Write ``obs`` as a LAMOST MRS file; gzip-compressed when the name ends in .gz."""
     path = Path(path)
     filename = path.name[:-3] if path.name.endswith(".gz") else path.name
-    primary = fits.PrimaryHDU(header=primary_header(obs, filename, obsid, labels, ra, dec, lmjd,
-                                                    planid, spid, fiberid, mag, seed))
+    primary = fits.PrimaryHDU(
+        header=primary_header(obs, filename, obsid, labels, ra, dec, lmjd, planid, spid, fiberid, mag, seed)
+    )
     lmjms = [int(blue.lmjm) for blue, _ in obs.exposures if blue.lmjm is not None]
     hdus = [primary, _arm_hdu(obs.coadd[0], lmjms), _arm_hdu(obs.coadd[1], lmjms)]
     hdus += [_arm_hdu(blue, lmjms) for blue, _ in obs.exposures]

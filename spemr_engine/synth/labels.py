@@ -10,6 +10,7 @@ abundances follow Galactic chemical-evolution trends: [alpha/Fe] rising at low [
 (thin disc, thick disc, halo), [Mn/Fe] falling with [Fe/H], and the first dredge-up
 lowering C and raising N on the giant branch.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -21,20 +22,18 @@ from ..config import LABELS
 # ----------------------------------------------------------- populations
 # name -> share of the sample. Tuned so that Teff, logg and [Fe/H] means/stds come out
 # near the published training-set statistics (5160 +- 555 K, 3.43 +- 0.98, -0.16 +- 0.27).
-POPULATIONS = {"red_clump": 0.27, "rgb": 0.25, "subgiant": 0.08, "dwarf": 0.355,
-               "hot": 0.025, "m_dwarf": 0.012}
+POPULATIONS = {"red_clump": 0.27, "rgb": 0.25, "subgiant": 0.08, "dwarf": 0.355, "hot": 0.025, "m_dwarf": 0.012}
 
 # Metallicity components: (share, mean, std, [alpha/Fe] plateau).
-METALLICITY_COMPONENTS = {"thin": (0.80, -0.07, 0.15), "thick": (0.175, -0.42, 0.20),
-                          "halo": (0.025, -1.40, 0.35)}
+METALLICITY_COMPONENTS = {"thin": (0.80, -0.07, 0.15), "thick": (0.175, -0.42, 0.20), "halo": (0.025, -1.40, 0.35)}
 FEH_RANGE = (-2.5, 0.6)
 
 # Solar-metallicity 7 Gyr main sequence (Teff [K], logg), from MIST.
-_MS_TEFF = np.array([3200., 3500., 4000., 4500., 5000., 5500., 5800., 6000., 6400.])
+_MS_TEFF = np.array([3200.0, 3500.0, 4000.0, 4500.0, 5000.0, 5500.0, 5800.0, 6000.0, 6400.0])
 _MS_LOGG = np.array([5.05, 4.92, 4.70, 4.62, 4.56, 4.47, 4.38, 4.25, 4.15])
 # Metal-poor stars are hotter at the same mass: the isochrone shifts by this much per dex.
 _MS_SHIFT_PER_DEX = 650.0
-_TURNOFF_TEFF = 5980.0           # solar; -700 K per dex of [Fe/H]
+_TURNOFF_TEFF = 5980.0  # solar; -700 K per dex of [Fe/H]
 _TURNOFF_PER_DEX = -700.0
 # RGB: Teff = a + (logg - 2.78) / slope - 500 [Fe/H] (fits the three MIST tracks).
 _RGB_TEFF_AT_278 = 4640.0
@@ -45,22 +44,31 @@ _RC_TEFF, _RC_PER_DEX, _RC_LOGG = 4700.0, -450.0, 2.42
 # [X/Fe] model per label: (alpha coefficient, offset, scatter). Offsets put the means near
 # the published [X/H] means; scatters bring the stds near the published ones.
 ABUNDANCE_MODEL = {
-    "CH": (0.30, 0.06, 0.08), "NH": (0.10, -0.10, 0.14), "OH": (1.00, 0.06, 0.07),
-    "MgH": (1.00, 0.03, 0.05), "AlH": (0.60, 0.08, 0.11), "SiH": (0.80, 0.04, 0.05),
-    "SH": (0.80, 0.02, 0.09), "KH": (0.60, 0.05, 0.11), "CaH": (0.70, 0.00, 0.05),
-    "TiH": (0.70, -0.05, 0.14), "CrH": (0.00, -0.08, 0.19), "MnH": (0.30, -0.02, 0.06),
+    "CH": (0.30, 0.06, 0.08),
+    "NH": (0.10, -0.10, 0.14),
+    "OH": (1.00, 0.06, 0.07),
+    "MgH": (1.00, 0.03, 0.05),
+    "AlH": (0.60, 0.08, 0.11),
+    "SiH": (0.80, 0.04, 0.05),
+    "SH": (0.80, 0.02, 0.09),
+    "KH": (0.60, 0.05, 0.11),
+    "CaH": (0.70, 0.00, 0.05),
+    "TiH": (0.70, -0.05, 0.14),
+    "CrH": (0.00, -0.08, 0.19),
+    "MnH": (0.30, -0.02, 0.06),
     "NiH": (0.10, 0.025, 0.05),
 }
-MN_FEH_SLOPE = 0.25            # [Mn/Fe] rises with [Fe/H]
+MN_FEH_SLOPE = 0.25  # [Mn/Fe] rises with [Fe/H]
 DREDGE_UP = {"CH": -0.15, "NH": +0.35}  # first dredge-up on the upper giant branch
 
 
 @dataclass
 class LabelSample:
     """Labels (n, 16) in config.LABELS order plus how each star was drawn."""
+
     labels: np.ndarray
-    population: np.ndarray      # str per star
-    component: np.ndarray       # "thin" | "thick" | "halo"
+    population: np.ndarray  # str per star
+    component: np.ndarray  # "thin" | "thick" | "halo"
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -169,5 +177,8 @@ def sample_labels(n: int, seed: int | np.random.Generator = 0) -> LabelSample:
 def region_shares(labels: np.ndarray) -> dict[str, float]:
     """Fractions of hot, cool and metal-poor stars (the paper's sparse regions)."""
     teff, feh = labels[:, LABELS.index("Teff")], labels[:, LABELS.index("FeH")]
-    return {"hot": float(np.mean(teff > 6500)), "cool": float(np.mean(teff < 4000)),
-            "metal_poor": float(np.mean(feh < -1.0))}
+    return {
+        "hot": float(np.mean(teff > 6500)),
+        "cool": float(np.mean(teff < 4000)),
+        "metal_poor": float(np.mean(feh < -1.0)),
+    }

@@ -15,6 +15,7 @@ emulator), whatever a model was trained on, so fit_chi2 measures how well the la
 reproduce the spectrum in the project's most physical model. Thresholds record the world
 they were measured with; a calibration made with another one counts as none.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -22,8 +23,8 @@ import numpy as np
 from ..config import default_grid
 from .generate import GENERATOR_VERSION
 
-BATCH = 32                   # stars rendered at once (the fine grids are ~0.5 MB per star and arm)
-WORLD = GENERATOR_VERSION    # synth.generate version whose physics makes the model spectrum
+BATCH = 32  # stars rendered at once (the fine grids are ~0.5 MB per star and arm)
+WORLD = GENERATOR_VERSION  # synth.generate version whose physics makes the model spectrum
 
 
 def model_spectra(labels: np.ndarray) -> np.ndarray:
@@ -45,8 +46,8 @@ def model_spectra(labels: np.ndarray) -> np.ndarray:
     missing = ~np.isfinite(filled)
     filled[missing] = np.broadcast_to(filled[:, 2:3], filled.shape)[missing]
     for start in range(0, len(ok), BATCH):
-        part = filled[start:start + BATCH]
+        part = filled[start : start + BATCH]
         fine = render(part, sp.typical_broadening(part), version=WORLD)
         normalised, _bad = normalise_grid(sp.sample_fine(fine, wave))
-        out[ok[start:start + BATCH]] = normalised
+        out[ok[start : start + BATCH]] = normalised
     return out

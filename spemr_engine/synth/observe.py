@@ -8,6 +8,7 @@ times a smooth per-arm instrument response; photon-like noise at a sampled S/N p
 coadd's ORMASK); bad-pixel runs with ivar = 0 and mask bits; edge garbage and padding
 rows; sky-line residuals in the red arm at fixed observed wavelengths.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -26,20 +27,21 @@ COVERAGE = {"B": ((4893.5, 4928.0), (5372.0, 5391.0)), "R": ((6292.0, 6309.0), (
 # read off the continuum shape of real files; red throughput higher than blue.
 RESPONSE = {"B": (0.55, 2.0, 1.0), "R": (0.55, 1.2, 2.6)}
 BLUE_TO_RED_SNR = (0.35, 0.8)
-H_PLANCK_C_OVER_K = 1.4388e8      # hc/k in A K
-BIT_BAD = 1                       # LAMOST pixel flag used here for bad pixels and cosmics
+H_PLANCK_C_OVER_K = 1.4388e8  # hc/k in A K
+BIT_BAD = 1  # LAMOST pixel flag used here for bad pixels and cosmics
 BIT_EDGE = 4
 
 
 @dataclass
 class RawArm:
     """One arm as stored in a LAMOST MRS file (pixel order as on disk)."""
+
     extname: str
     side: str
     loglam: np.ndarray
     flux: np.ndarray
     ivar: np.ndarray
-    masks: dict[str, np.ndarray]          # ANDMASK/ORMASK (coadd) or PIXMASK
+    masks: dict[str, np.ndarray]  # ANDMASK/ORMASK (coadd) or PIXMASK
     snr: float
     exptime: float | None = None
     lmjm: int | None = None
@@ -51,14 +53,24 @@ class RawArm:
         no_data_bits = self.masks.get("ANDMASK", flag_bits)
         flux, ivar = self.flux[order].astype(np.float64), self.ivar[order].astype(np.float64)
         mask, unusable = pixel_masks(flux, ivar, flag_bits[order], no_data_bits[order])
-        return Arm(extname=self.extname, side=self.side, wave=10 ** self.loglam[order].astype(np.float64),
-                   flux=flux, ivar=ivar, mask=mask, snr=self.snr, exptime=self.exptime, lmjm=self.lmjm,
-                   unusable=unusable)
+        return Arm(
+            extname=self.extname,
+            side=self.side,
+            wave=10 ** self.loglam[order].astype(np.float64),
+            flux=flux,
+            ivar=ivar,
+            mask=mask,
+            snr=self.snr,
+            exptime=self.exptime,
+            lmjm=self.lmjm,
+            unusable=unusable,
+        )
 
 
 @dataclass
 class Observation:
     """A synthetic MRS observation of one star: the coadd and its single exposures."""
+
     coadd: tuple[RawArm, RawArm]
     exposures: list[tuple[RawArm, RawArm]]
     rv: float
@@ -75,6 +87,7 @@ class Observation:
 @dataclass
 class Conditions:
     """Everything about an observation that is not the star: drawn from a seed."""
+
     rv: float
     helio_rv: float
     snr_red: float
@@ -88,9 +101,13 @@ class Conditions:
     response_wiggle: dict
 
 
-def sample_conditions(rng: np.random.Generator, labels_row: np.ndarray | None = None,
-                      snr_range: tuple[float, float] = (12.0, 250.0), n_exp: int | None = None,
-                      rv: float | None = None) -> Conditions:
+def sample_conditions(
+    rng: np.random.Generator,
+    labels_row: np.ndarray | None = None,
+    snr_range: tuple[float, float] = (12.0, 250.0),
+    n_exp: int | None = None,
+    rv: float | None = None,
+) -> Conditions:
     """Observing conditions; S/N is log-distributed with most spectra at 15-60 (red arm)."""
     halo_like = labels_row is not None and labels_row[2] < -1.0
     rv_scale = 110.0 if halo_like else 35.0
@@ -100,13 +117,17 @@ def sample_conditions(rng: np.random.Generator, labels_row: np.ndarray | None = 
     coverage = {side: (rng.uniform(*start), rng.uniform(*end)) for side, (start, end) in COVERAGE.items()}
     return Conditions(
         rv=float(rv if rv is not None else rng.normal(0, rv_scale)),
-        helio_rv=float(rng.uniform(-30, 30)), snr_red=snr,
-        blue_to_red=float(rng.uniform(*BLUE_TO_RED_SNR)), n_exp=n,
+        helio_rv=float(rng.uniform(-30, 30)),
+        snr_red=snr,
+        blue_to_red=float(rng.uniform(*BLUE_TO_RED_SNR)),
+        n_exp=n,
         exptime=float(rng.choice([600.0, 900.0, 1200.0])),
         lmjm0=int(rng.integers(83_500_000, 84_900_000)),
-        transparency=rng.uniform(0.55, 1.1, n), sky_strength=float(rng.lognormal(np.log(0.03), 0.6)),
+        transparency=rng.uniform(0.55, 1.1, n),
+        sky_strength=float(rng.lognormal(np.log(0.03), 0.6)),
         coverage=coverage,
-        response_wiggle={side: rng.normal(0, [0.08, 0.15, 0.05]) for side in COVERAGE})
+        response_wiggle={side: rng.normal(0, [0.08, 0.15, 0.05]) for side in COVERAGE},
+    )
 
 
 # ------------------------------------------------------------------- grids
@@ -126,7 +147,7 @@ def exposure_loglam(start: float, end: float, rng: np.random.Generator) -> np.nd
 
 # --------------------------------------------------------------- continuum
 def black_body(wave: np.ndarray, teff: float) -> np.ndarray:
-    return wave ** -5 / np.expm1(H_PLANCK_C_OVER_K / (wave * teff))
+    return wave**-5 / np.expm1(H_PLANCK_C_OVER_K / (wave * teff))
 
 
 def continuum(wave: np.ndarray, side: str, teff: float, wiggle: np.ndarray) -> np.ndarray:
@@ -144,7 +165,7 @@ def continuum(wave: np.ndarray, side: str, teff: float, wiggle: np.ndarray) -> n
 def add_noise(counts: np.ndarray, snr: float, rng) -> tuple[np.ndarray, np.ndarray]:
     """Photon-like noise: variance proportional to counts, scaled to the wanted median S/N."""
     level = np.median(counts)
-    variance = np.clip(counts, 0.05 * level, None) * level / snr ** 2
+    variance = np.clip(counts, 0.05 * level, None) * level / snr**2
     return counts + rng.standard_normal(counts.size) * np.sqrt(variance), 1.0 / variance
 
 
@@ -167,7 +188,7 @@ def cosmic_rays(n_pixels: int, level: float, rng) -> tuple[np.ndarray, np.ndarra
     for _ in range(rng.poisson(1.5)):
         start = int(rng.integers(0, n_pixels - 2))
         width = 1 if rng.random() < 0.8 else 2
-        spikes[start:start + width] += level * rng.uniform(0.2, 3.0) * rng.uniform(0.5, 1, width)
+        spikes[start : start + width] += level * rng.uniform(0.2, 3.0) * rng.uniform(0.5, 1, width)
         where.extend(range(start, start + width))
     return spikes, np.array(where, dtype=int)
 
@@ -177,7 +198,7 @@ def bad_runs(n_pixels: int, rng, probability: float = 0.08) -> np.ndarray:
     bad = np.zeros(n_pixels, dtype=bool)
     if rng.random() < probability:
         start = int(rng.integers(0, n_pixels - 40))
-        bad[start:start + int(rng.integers(3, 41))] = True
+        bad[start : start + int(rng.integers(3, 41))] = True
     return bad
 
 
@@ -188,7 +209,7 @@ def _snr(flux: np.ndarray, ivar: np.ndarray) -> float:
 
 # ------------------------------------------------------------- one arm
 def _exposure_arm(fine, side, loglam, teff, cond: Conditions, k: int, rng) -> RawArm:
-    wave = 10 ** loglam
+    wave = 10**loglam
     normalised = sample_fine(fine, wave, cond.rv)[0]
     cont = continuum(wave, side, teff, cond.response_wiggle[side]) * cond.transparency[k]
     counts = normalised * cont
@@ -207,9 +228,17 @@ def _exposure_arm(fine, side, loglam, teff, cond: Conditions, k: int, rng) -> Ra
     flux[:edge] = -np.abs(rng.normal(0, 1e6, edge))
     lmjm = cond.lmjm0 + 14 * k
     order = slice(None) if side == "B" else slice(None, None, -1)
-    arm = RawArm(extname=f"{side}-{lmjm}", side=side, loglam=loglam[order].astype(np.float32),
-                 flux=flux[order].astype(np.float32), ivar=ivar[order].astype(np.float32),
-                 masks={"PIXMASK": pixmask[order]}, snr=0.0, exptime=cond.exptime, lmjm=lmjm)
+    arm = RawArm(
+        extname=f"{side}-{lmjm}",
+        side=side,
+        loglam=loglam[order].astype(np.float32),
+        flux=flux[order].astype(np.float32),
+        ivar=ivar[order].astype(np.float32),
+        masks={"PIXMASK": pixmask[order]},
+        snr=0.0,
+        exptime=cond.exptime,
+        lmjm=lmjm,
+    )
     arm.snr = _snr(flux[edge:], ivar[edge:])
     return arm
 
@@ -219,7 +248,7 @@ def _arm_snr(cond: Conditions, side: str) -> float:
 
 
 def _coadd_arm(fine, side, loglam, teff, cond: Conditions, cosmic_hits: int, rng) -> RawArm:
-    wave = 10 ** loglam
+    wave = 10**loglam
     normalised = sample_fine(fine, wave, cond.rv)[0]
     cont = continuum(wave, side, teff, cond.response_wiggle[side]) * cond.transparency.mean()
     counts = normalised * cont
@@ -236,15 +265,22 @@ def _coadd_arm(fine, side, loglam, teff, cond: Conditions, cosmic_hits: int, rng
     # Padding rows at the red end of the table: zero flux and ivar (as in real coadds).
     pad = int(rng.integers(3, 30))
     flux[-pad:], ivar[-pad:] = 0.0, 0.0
-    arm = RawArm(extname=f"COADD_{side}", side=side, loglam=loglam.astype(np.float32),
-                 flux=flux.astype(np.float32), ivar=ivar.astype(np.float32),
-                 masks={"ANDMASK": andmask, "ORMASK": ormask}, snr=0.0)
+    arm = RawArm(
+        extname=f"COADD_{side}",
+        side=side,
+        loglam=loglam.astype(np.float32),
+        flux=flux.astype(np.float32),
+        ivar=ivar.astype(np.float32),
+        masks={"ANDMASK": andmask, "ORMASK": ormask},
+        snr=0.0,
+    )
     arm.snr = _snr(flux, ivar)
     return arm
 
 
-def observe(fine: dict[str, np.ndarray], teff: float, cond: Conditions, rng: np.random.Generator,
-            exposures: bool = True) -> Observation:
+def observe(
+    fine: dict[str, np.ndarray], teff: float, cond: Conditions, rng: np.random.Generator, exposures: bool = True
+) -> Observation:
     """Observe one star. ``fine`` holds that star's fine-grid rest-frame spectra (1, m)
     per arm (spectrum.render for one row)."""
     coadd: dict[str, RawArm] = {}
@@ -253,8 +289,9 @@ def observe(fine: dict[str, np.ndarray], teff: float, cond: Conditions, rng: np.
         if exposures:
             loglam = exposure_loglam(start - 0.1, end + 0.1, rng)
             singles[side] = [_exposure_arm(fine, side, loglam, teff, cond, k, rng) for k in range(cond.n_exp)]
-        coadd[side] = _coadd_arm(fine, side, coadd_loglam(start, end), teff, cond,
-                                 int(rng.poisson(3 * cond.n_exp)), rng)
+        coadd[side] = _coadd_arm(
+            fine, side, coadd_loglam(start, end), teff, cond, int(rng.poisson(3 * cond.n_exp)), rng
+        )
     pairs = list(zip(singles["B"], singles["R"]))
     meta = {"rv": cond.rv, "helio_rv": cond.helio_rv, "n_exp": cond.n_exp if exposures else 0}
     return Observation(coadd=(coadd["B"], coadd["R"]), exposures=pairs, rv=cond.rv, meta=meta)

@@ -8,6 +8,7 @@ wrong here is kept empirical and stated in `presets/synthetic_world.json`: molec
 (only the edges of the raw arms, outside the model grid) version 1's atomic lines fill in.
 The rest of the LSF, macro-turbulence and rotation are applied as in version 1.
 """
+
 from __future__ import annotations
 
 import json
@@ -44,6 +45,7 @@ def sample_halpha_core(rng: np.random.Generator) -> float:
 def emulator_id() -> str:
     """Short content hash of the shipped emulator's weights: world 2 is that emulator."""
     import hashlib
+
     folder = assets_dir() / world_settings()["emulator"]
     digest = hashlib.sha256()
     with open(folder / emu.WEIGHTS, "rb") as handle:
@@ -64,7 +66,7 @@ def halpha_core_absorption(arm: sp.FineArm, labels: np.ndarray, strength: np.nda
     if strength is not None:
         tau0 = tau0 * strength
     d = wave[lo:hi] - par["centre_A"]
-    out[:, lo:hi] = tau0[:, None] * np.exp(-(d[None, :] / par["width_A"]) ** 2)
+    out[:, lo:hi] = tau0[:, None] * np.exp(-((d[None, :] / par["width_A"]) ** 2))
     return out
 
 
@@ -85,8 +87,13 @@ def _rt_on_fine(arm: sp.FineArm, flux: np.ndarray, grid: RtGrid) -> tuple[np.nda
     return on_fine, weight
 
 
-def render(labels: np.ndarray, broadening: sp.Broadening, emulator: emu.Emulator | None = None,
-           rt_flux: np.ndarray | None = None, empirical: bool = True) -> dict[str, np.ndarray]:
+def render(
+    labels: np.ndarray,
+    broadening: sp.Broadening,
+    emulator: emu.Emulator | None = None,
+    rt_flux: np.ndarray | None = None,
+    empirical: bool = True,
+) -> dict[str, np.ndarray]:
     """Fine-grid normalised rest-frame flux per arm for a batch of stars (as spectrum.render).
 
     ``rt_flux`` (n, RT pixels): radiative-transfer spectra to use instead of the emulator's
@@ -107,7 +114,9 @@ def render(labels: np.ndarray, broadening: sp.Broadening, emulator: emu.Emulator
         on_fine, weight = _rt_on_fine(arm, rt_flux, grid)
         atomic = on_fine
         if np.any(weight < 1):
-            old = np.exp(-np.clip(sp.gaussian_smooth(sp.atomic_absorption(arm.name, widths, wings), pre_sigma), 0, None))
+            old = np.exp(
+                -np.clip(sp.gaussian_smooth(sp.atomic_absorption(arm.name, widths, wings), pre_sigma), 0, None)
+            )
             atomic = weight * on_fine + (1 - weight) * old
         if empirical:
             extra = sp.band_absorption(arm.name, labels) + halpha_core_absorption(arm, labels, broadening.halpha_core)

@@ -4,6 +4,7 @@ Kinds follow the paper's sparse regions and its Figure 8 examples: a giant, a dw
 hot, a cool and a metal-poor star. Stars are drawn from the normal label distribution and
 the first one of each kind is taken, so a (kind, seed) pair always gives the same star.
 """
+
 from __future__ import annotations
 
 import csv
@@ -35,13 +36,13 @@ def pick_stars(kind: str, n: int = 1, seed: int = 0) -> SyntheticStars:
     if hits.size < n:
         raise ValueError(f"only {hits.size} {kind} stars among {POOL} (seed {seed})")
     sample = pool.sample
-    sub = type(sample)(labels=sample.labels[hits], population=sample.population[hits],
-                       component=sample.component[hits])
+    sub = type(sample)(labels=sample.labels[hits], population=sample.population[hits], component=sample.component[hits])
     return SyntheticStars(sample=sub, seeds=pool.seeds[hits])
 
 
-def write_samples(out_dir: str | Path, kinds: list[str] | None = None, seed: int = 0,
-                  n_exp: int = 2, snr_red: float | None = 60.0) -> list[Path]:
+def write_samples(
+    out_dir: str | Path, kinds: list[str] | None = None, seed: int = 0, n_exp: int = 2, snr_red: float | None = 60.0
+) -> list[Path]:
     """One gzip-compressed MRS file per kind plus ``samples.csv`` with the true labels."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -52,12 +53,27 @@ def write_samples(out_dir: str | Path, kinds: list[str] | None = None, seed: int
         obs = next(observe_stars(stars.labels, stars.seeds, **overrides))
         obsid = 990_000_000 + 100 * seed + k
         name = f"med-58800-SYNTH{kind.upper().replace('-', '')}_sp01-{k + 1:03d}.fits.gz"
-        path = write_mrs(out_dir / name, obs, obsid, stars.labels[0], int(stars.seeds[0]),
-                         ra=30.0 + 40 * k, dec=10.0 + 5 * k, fiberid=k + 1)
+        path = write_mrs(
+            out_dir / name,
+            obs,
+            obsid,
+            stars.labels[0],
+            int(stars.seeds[0]),
+            ra=30.0 + 40 * k,
+            dec=10.0 + 5 * k,
+            fiberid=k + 1,
+        )
         written.append(path)
-        table.append({"filename": name, "kind": kind, "obsid": obsid, "seed": str(int(stars.seeds[0])),
-                      "rv_kms": round(obs.rv, 3),
-                      **{n: round(float(v), 4) for n, v in zip(LABELS, stars.labels[0])}})
+        table.append(
+            {
+                "filename": name,
+                "kind": kind,
+                "obsid": obsid,
+                "seed": str(int(stars.seeds[0])),
+                "rv_kms": round(obs.rv, 3),
+                **{n: round(float(v), 4) for n, v in zip(LABELS, stars.labels[0])},
+            }
+        )
     with open(out_dir / "samples.csv", "w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=list(table[0]))
         writer.writeheader()

@@ -21,6 +21,7 @@ Lines are deposited as equivalent-width "sticks" on the fine grid, convolved wit
 star's kernel, and the observed absorption A becomes flux exp(-A). Elements with no lines
 in the windows (K; S has lines only outside the model grid) leave the grid untouched.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -35,7 +36,7 @@ from ..config import LABELS, default_grid, preprocess_config
 from .lines import bands, elements, line_table
 
 C_KMS = preprocess_config().speed_of_light_kms
-LOG_STEP = 2.0e-6                      # fine grid step in log10(lambda): 1.38 km/s
+LOG_STEP = 2.0e-6  # fine grid step in log10(lambda): 1.38 km/s
 # Fine rest-frame coverage per arm: LAMOST raw coverage plus room for |RV| <= 600 km/s.
 FINE_ARMS = {"blue": (4860.0, 5410.0), "red": (6255.0, 6895.0)}
 K_BOLTZ_EV = 8.617333e-5
@@ -43,14 +44,14 @@ AMU_KG = 1.66054e-27
 K_BOLTZ_SI = 1.380649e-23
 LN10 = np.log(10.0)
 H_ALPHA_VAC = 6564.61
-LINE_DEPTH_MAX = 0.92                  # source function keeps saturated cores off zero
-REF_LINE_EW = 0.35                     # Fe I 5232.94 in the Sun [A]: fixes the opacity scale
-STRONG_WING_HALFWIDTH = 30.0           # [A] window for resolved damping wings
+LINE_DEPTH_MAX = 0.92  # source function keeps saturated cores off zero
+REF_LINE_EW = 0.35  # Fe I 5232.94 in the Sun [A]: fixes the opacity scale
+STRONG_WING_HALFWIDTH = 30.0  # [A] window for resolved damping wings
 SOLAR = {"Teff": 5777.0, "Logg": 4.44, "FeH": 0.0, "vmic": 1.0}
-HALPHA_LOG_K0 = 0.0                    # wing strength scale at solar Teff [log10 A^2.5]
-HALPHA_TEFF_SLOPE = 0.9                # dex per 1000 K
+HALPHA_LOG_K0 = 0.0  # wing strength scale at solar Teff [log10 A^2.5]
+HALPHA_TEFF_SLOPE = 0.9  # dex per 1000 K
 HALPHA_LOGG_SLOPE = 0.15
-HALPHA_CORE_EXTRA_WIDTH = 0.45         # [A]
+HALPHA_CORE_EXTRA_WIDTH = 0.45  # [A]
 HALPHA_DEPTH_MAX = 0.95
 
 
@@ -64,8 +65,8 @@ def _cog_table():
     v = np.concatenate([np.linspace(0, 8, 801)[:-1], np.geomspace(8, 3e5, 700)])
     table = np.empty((log_eta.size, log_a.size))
     for j, la in enumerate(log_a):
-        h = np.sqrt(np.pi) * voigt_profile(v, 1 / np.sqrt(2), 10 ** la)
-        absorbed = -np.expm1(-np.outer(10 ** log_eta, h))
+        h = np.sqrt(np.pi) * voigt_profile(v, 1 / np.sqrt(2), 10**la)
+        absorbed = -np.expm1(-np.outer(10**log_eta, h))
         table[:, j] = 2 * np.trapezoid(absorbed, v, axis=1)
     return log_eta, log_a, np.log10(table)
 
@@ -77,8 +78,12 @@ def reduced_width(log_eta: np.ndarray, log_a: np.ndarray) -> np.ndarray:
     y = np.clip((log_a - la[0]) / (la[1] - la[0]), 0, la.size - 1.000001)
     i, j = x.astype(int), y.astype(int)
     fx, fy = x - i, y - j
-    value = (table[i, j] * (1 - fx) * (1 - fy) + table[i + 1, j] * fx * (1 - fy)
-             + table[i, j + 1] * (1 - fx) * fy + table[i + 1, j + 1] * fx * fy)
+    value = (
+        table[i, j] * (1 - fx) * (1 - fy)
+        + table[i + 1, j] * fx * (1 - fy)
+        + table[i, j + 1] * (1 - fx) * fy
+        + table[i + 1, j + 1] * fx * fy
+    )
     # Below the table the curve of growth is linear (W proportional to eta): extend it.
     return np.where(log_eta < le[0], value + (log_eta - le[0]), value)
 
@@ -87,10 +92,11 @@ def reduced_width(log_eta: np.ndarray, log_a: np.ndarray) -> np.ndarray:
 @dataclass
 class Broadening:
     """Per-star nuisance parameters that shape lines but are not labels."""
-    vmic: np.ndarray          # km/s micro-turbulence
-    vmac: np.ndarray          # km/s macro-turbulence (Gaussian sigma)
-    vsini: np.ndarray         # km/s projected rotation
-    resolution: np.ndarray    # instrument R (FWHM)
+
+    vmic: np.ndarray  # km/s micro-turbulence
+    vmac: np.ndarray  # km/s macro-turbulence (Gaussian sigma)
+    vsini: np.ndarray  # km/s projected rotation
+    resolution: np.ndarray  # instrument R (FWHM)
     # Strength of the empirical H-alpha core relative to the calibrated one (generator
     # version 2 only; None = 1): chromospheric cores differ from star to star.
     halpha_core: np.ndarray | None = None
@@ -100,13 +106,14 @@ class Broadening:
 
     def take(self, index) -> "Broadening":
         core = None if self.halpha_core is None else np.atleast_1d(self.halpha_core[index])
-        vmic, vmac, vsini, resolution = (np.atleast_1d(getattr(self, f)[index]) for f in
-                                         ("vmic", "vmac", "vsini", "resolution"))
+        vmic, vmac, vsini, resolution = (
+            np.atleast_1d(getattr(self, f)[index]) for f in ("vmic", "vmac", "vsini", "resolution")
+        )
         return Broadening(vmic, vmac, vsini, resolution, halpha_core=core)
 
 
-TYPICAL_VSINI_KMS = 2.0            # typical_broadening: a slow rotator, below the fine grid's
-                                   # rotation threshold (1.5 pixels), so no rotation kernel
+TYPICAL_VSINI_KMS = 2.0  # typical_broadening: a slow rotator, below the fine grid's
+# rotation threshold (1.5 pixels), so no rotation kernel
 TYPICAL_RESOLUTION = 7500.0
 VMIC_RANGE, VMAC_RANGE = (0.5, 3.0), (0.5, 8.0)
 
@@ -127,8 +134,9 @@ def sample_broadening(labels: np.ndarray, rng: np.random.Generator) -> Broadenin
     vmic = np.clip(_mean_vmic(teff, logg) + rng.normal(0, 0.12, n), *VMIC_RANGE)
     vmac = np.clip(_mean_vmac(teff, logg) + rng.normal(0, 0.5, n), *VMAC_RANGE)
     fast = np.clip((teff - 6000) / 800, 0, 1)
-    vsini = np.where(rng.random(n) < fast, rng.lognormal(np.log(30), 0.6, n),
-                     rng.exponential(2.5, n) + 1.0 * (logg < 3.5))
+    vsini = np.where(
+        rng.random(n) < fast, rng.lognormal(np.log(30), 0.6, n), rng.exponential(2.5, n) + 1.0 * (logg < 3.5)
+    )
     resolution = rng.normal(7500, 250, n)
     return Broadening(vmic, vmac, np.clip(vsini, 0, 150), np.clip(resolution, 6800, 8200))
 
@@ -139,9 +147,12 @@ def typical_broadening(labels: np.ndarray) -> Broadening:
     labels = np.atleast_2d(np.asarray(labels, dtype=np.float64))
     teff, logg = labels[:, 0], labels[:, 1]
     n = len(labels)
-    return Broadening(np.clip(_mean_vmic(teff, logg), *VMIC_RANGE),
-                      np.clip(_mean_vmac(teff, logg), *VMAC_RANGE),
-                      np.full(n, TYPICAL_VSINI_KMS), np.full(n, TYPICAL_RESOLUTION))
+    return Broadening(
+        np.clip(_mean_vmic(teff, logg), *VMIC_RANGE),
+        np.clip(_mean_vmac(teff, logg), *VMAC_RANGE),
+        np.full(n, TYPICAL_VSINI_KMS),
+        np.full(n, TYPICAL_RESOLUTION),
+    )
 
 
 def electron_pressure_log(teff, logg, feh):
@@ -192,13 +203,26 @@ def _log_eta_unscaled(lines: _LineArrays, teff, logg, feh, x_h, vmic):
     log_pe = electron_pressure_log(teff, logg, feh)[:, None]
     log_t = np.log10(teff)[:, None]
     log_phi = lines.log_2u[None, :] + 2.5 * log_t - theta * lines.chi_ion[None, :] - 0.48
-    ratio = log_phi - log_pe                                   # log N_II / N_I
-    log_frac = np.where(lines.ion[None, :] == 1, -np.logaddexp(0, ratio * LN10) / LN10,
-                        ratio - np.logaddexp(0, ratio * LN10) / LN10)
+    ratio = log_phi - log_pe  # log N_II / N_I
+    log_frac = np.where(
+        lines.ion[None, :] == 1, -np.logaddexp(0, ratio * LN10) / LN10, ratio - np.logaddexp(0, ratio * LN10) / LN10
+    )
     log_dop = _log_doppler_width(lines.wave, teff, vmic, lines.mass)
-    return (lines.loggf[None, :] + lines.A_sun[None, :] - 12.0 + x_h + log_frac
-            - theta * lines.chi[None, :] - continuum_opacity_log(theta, log_pe)
-            + 2 * np.log10(lines.wave / 5000.0)[None, :] - log_dop), log_dop, theta
+    return (
+        (
+            lines.loggf[None, :]
+            + lines.A_sun[None, :]
+            - 12.0
+            + x_h
+            + log_frac
+            - theta * lines.chi[None, :]
+            - continuum_opacity_log(theta, log_pe)
+            + 2 * np.log10(lines.wave / 5000.0)[None, :]
+            - log_dop
+        ),
+        log_dop,
+        theta,
+    )
 
 
 def _log_damping(lines: _LineArrays, logg, theta, log_dop):
@@ -215,8 +239,9 @@ def _opacity_constant() -> float:
     ref = int(np.argmin(np.abs(lines.wave - 5234.4)))
     one = lambda v: np.array([v], dtype=float)
     x_h = np.zeros((1, len(lines.wave)))
-    log_eta, log_dop, theta = _log_eta_unscaled(lines, one(SOLAR["Teff"]), one(SOLAR["Logg"]),
-                                                one(0.0), x_h, one(SOLAR["vmic"]))
+    log_eta, log_dop, theta = _log_eta_unscaled(
+        lines, one(SOLAR["Teff"]), one(SOLAR["Logg"]), one(0.0), x_h, one(SOLAR["vmic"])
+    )
     log_a = _log_damping(lines, one(SOLAR["Logg"]), theta, log_dop)
     lo, hi = -10.0, 30.0
     for _ in range(60):
@@ -248,8 +273,12 @@ def band_widths(labels: np.ndarray) -> list[np.ndarray]:
     out = []
     for band in bands():
         abundance = sum(labels[:, LABELS.index(_label_of(sym))] for sym in band.elements)
-        log_w = (band.log_strength + abundance + band.theta_slope * (theta - 5040.0 / 3600.0)
-                 + band.logg_slope * (logg - 4.5))
+        log_w = (
+            band.log_strength
+            + abundance
+            + band.theta_slope * (theta - 5040.0 / 3600.0)
+            + band.logg_slope * (logg - 4.5)
+        )
         # A band saturates: it cannot absorb more than its extent.
         w = 10 ** np.minimum(log_w, 3.0)
         out.append(band.extent * 0.6 * (1 - np.exp(-w / (band.extent * 0.6))))
@@ -276,7 +305,7 @@ class FineArm:
 
     @property
     def wave(self) -> np.ndarray:
-        return 10 ** self.log_wave
+        return 10**self.log_wave
 
 
 @lru_cache(maxsize=None)
@@ -299,8 +328,7 @@ def _deposit_matrix(arm: FineArm, wave: np.ndarray) -> sparse.csr_matrix:
     w0 = np.where(inside, (1 - f) / pixel_width, 0)
     w1 = np.where(inside, f / pixel_width, 0)
     rows = np.concatenate([np.arange(wave.size)] * 2)
-    return sparse.csr_matrix((np.concatenate([w0, w1]), (rows, np.concatenate([i, i + 1]))),
-                             shape=(wave.size, arm.n))
+    return sparse.csr_matrix((np.concatenate([w0, w1]), (rows, np.concatenate([i, i + 1]))), shape=(wave.size, arm.n))
 
 
 @lru_cache(maxsize=None)
@@ -331,7 +359,7 @@ def _wing_profiles(arm: FineArm, wing_width, strong_index, out):
         d = wave[lo:hi] - centre
         c = (w / (2 * np.sqrt(np.pi))) ** 2
         core = 0.02 + 2e-3 * centre / 5000
-        out[:, lo:hi] += -np.expm1(-c[:, None] / (d[None, :] ** 2 + core ** 2))
+        out[:, lo:hi] += -np.expm1(-c[:, None] / (d[None, :] ** 2 + core**2))
 
 
 def _halpha(arm: FineArm, labels, vmic, out):
@@ -343,14 +371,16 @@ def _halpha(arm: FineArm, labels, vmic, out):
     teff, logg = labels[:, 0], labels[:, 1]
     lo, hi = np.searchsorted(wave, [H_ALPHA_VAC - 60, H_ALPHA_VAC + 60])
     d = wave[lo:hi] - H_ALPHA_VAC
-    log_k = (HALPHA_LOG_K0 + HALPHA_TEFF_SLOPE * (teff - 5777) / 1000
-             + HALPHA_LOGG_SLOPE * (logg - 4.44))
+    log_k = HALPHA_LOG_K0 + HALPHA_TEFF_SLOPE * (teff - 5777) / 1000 + HALPHA_LOGG_SLOPE * (logg - 4.44)
     tau_wing = 10 ** log_k[:, None] / (d[None, :] ** 2 + 0.25) ** 1.25
-    doppler = H_ALPHA_VAC / C_KMS * np.sqrt(2 * K_BOLTZ_SI * teff / (1.008 * AMU_KG) / 1e6 + vmic ** 2)
+    doppler = H_ALPHA_VAC / C_KMS * np.sqrt(2 * K_BOLTZ_SI * teff / (1.008 * AMU_KG) / 1e6 + vmic**2)
     # Fine structure, Stark and non-LTE effects widen the real core well beyond Doppler.
-    doppler = np.sqrt(doppler ** 2 + HALPHA_CORE_EXTRA_WIDTH ** 2)
-    tau_core = 30 * np.clip(10 ** (0.5 * (teff - 5777) / 1000), 0.05, 20)[:, None] * np.exp(
-        -(d[None, :] / doppler[:, None]) ** 2)
+    doppler = np.sqrt(doppler**2 + HALPHA_CORE_EXTRA_WIDTH**2)
+    tau_core = (
+        30
+        * np.clip(10 ** (0.5 * (teff - 5777) / 1000), 0.05, 20)[:, None]
+        * np.exp(-((d[None, :] / doppler[:, None]) ** 2))
+    )
     out[:, lo:hi] += HALPHA_DEPTH_MAX * -np.expm1(-(tau_wing + tau_core))
 
 
@@ -359,8 +389,8 @@ def _kernel_spectrum(n_fft: int, broadening: Broadening, applied_sigma_kms: floa
     rotation: Gray's profile, limb darkening 0.6), on the fine grid's velocity pixels.
     ``applied_sigma_kms``: a Gaussian the spectrum already has (removed in quadrature)."""
     dv = C_KMS * LN10 * LOG_STEP
-    lsf_sigma2 = np.clip((C_KMS / broadening.resolution / 2.3548) ** 2 - applied_sigma_kms ** 2, 0, None)
-    sigma = np.sqrt(lsf_sigma2 + broadening.vmac ** 2) / dv
+    lsf_sigma2 = np.clip((C_KMS / broadening.resolution / 2.3548) ** 2 - applied_sigma_kms**2, 0, None)
+    sigma = np.sqrt(lsf_sigma2 + broadening.vmac**2) / dv
     freq = np.fft.rfftfreq(n_fft)
     spectrum = np.exp(-2 * (np.pi * freq[None, :] * sigma[:, None]) ** 2).astype(np.complex128)
     rotating = np.flatnonzero(broadening.vsini > 1.5 * dv)
@@ -372,14 +402,19 @@ def _kernel_spectrum(n_fft: int, broadening: Broadening, applied_sigma_kms: floa
         kernel = 2 * (1 - eps) * np.sqrt(u) + 0.5 * np.pi * eps * u
         kernel /= kernel.sum(axis=1, keepdims=True)
         padded = np.zeros((rotating.size, n_fft))
-        padded[:, :half + 1] = kernel[:, half:]
+        padded[:, : half + 1] = kernel[:, half:]
         padded[:, -half:] = kernel[:, :half]
         spectrum[rotating] *= sfft.rfft(padded, axis=1)
     return spectrum
 
 
-def render_arm(name: str, labels: np.ndarray, broadening: Broadening,
-               widths: np.ndarray | None = None, wings: np.ndarray | None = None) -> np.ndarray:
+def render_arm(
+    name: str,
+    labels: np.ndarray,
+    broadening: Broadening,
+    widths: np.ndarray | None = None,
+    wings: np.ndarray | None = None,
+) -> np.ndarray:
     """Normalised rest-frame flux (n, arm.n) on the fine grid of arm ``name``."""
     if widths is None or wings is None:
         widths, wings = line_widths(labels, broadening.vmic)

@@ -3,6 +3,7 @@
 pyqtgraph's peak downsampling and clip-to-view keep 4,000-pixel arms fluid; masked
 pixels are drawn as one BarGraphItem (one item, not one per run) for the same reason.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -15,12 +16,12 @@ from ..plotdata import ArmCurve, finite_range, mask_intervals
 ARM_COLOURS = {"blue": (40, 90, 200), "red": (200, 50, 40)}
 MASK_BRUSH = (255, 160, 0, 70)
 BAND_ALPHA = 60
-MARKER_FAINT = ((90, 90, 90, 80), 1, Qt.SolidLine)      # (rgba, width, style)
+MARKER_FAINT = ((90, 90, 90, 80), 1, Qt.SolidLine)  # (rgba, width, style)
 MARKER_NAMED = ((90, 90, 90, 170), 1, Qt.DashLine)
 MARKER_UNRELIABLE = (230, 120, 0, 200)
 LABEL_COLOUR = (60, 60, 60)
-LABEL_WIDTH_PX = 20     # a vertical label's width on screen, with a little air
-LABEL_HEADROOM = 0.22   # fraction of the data's y span kept free above it for labels
+LABEL_WIDTH_PX = 20  # a vertical label's width on screen, with a little air
+LABEL_HEADROOM = 0.22  # fraction of the data's y span kept free above it for labels
 
 
 class ArmPlot:
@@ -30,16 +31,13 @@ class ArmPlot:
         self.plot = plot
         self.arm = arm
         colour = ARM_COLOURS.get(arm, (0, 0, 0))
-        self.curve_item = pg.PlotDataItem(pen=pg.mkPen(colour, width=1), connect="finite",
-                                          name=f"{arm} flux")
+        self.curve_item = pg.PlotDataItem(pen=pg.mkPen(colour, width=1), connect="finite", name=f"{arm} flux")
         self.curve_item.setDownsampling(auto=True, method="peak")
         self.curve_item.setClipToView(True)
         self._band_low = pg.PlotCurveItem(pen=None)
         self._band_high = pg.PlotCurveItem(pen=None)
-        self.band_item = pg.FillBetweenItem(self._band_low, self._band_high,
-                                            brush=pg.mkBrush(*colour, BAND_ALPHA))
-        self.mask_item = pg.BarGraphItem(x0=[], x1=[], y0=[], y1=[],
-                                         brush=pg.mkBrush(*MASK_BRUSH), pen=pg.mkPen(None))
+        self.band_item = pg.FillBetweenItem(self._band_low, self._band_high, brush=pg.mkBrush(*colour, BAND_ALPHA))
+        self.mask_item = pg.BarGraphItem(x0=[], x1=[], y0=[], y1=[], brush=pg.mkBrush(*MASK_BRUSH), pen=pg.mkPen(None))
         self.overlay_item = pg.PlotDataItem(pen=pg.mkPen((30, 30, 30), width=1), connect="finite")
         self.overlay_item.setDownsampling(auto=True, method="peak")
         self.overlay_item.setClipToView(True)
@@ -58,7 +56,7 @@ class ArmPlot:
             item.setZValue(-5)
             plot.addItem(item, ignoreBounds=True)
         self.label_items: list[pg.TextItem] = []
-        self.marker_positions: dict[str, float] = {}   # label text -> plotted wavelength
+        self.marker_positions: dict[str, float] = {}  # label text -> plotted wavelength
         self.markers_unreliable = False
         plot.vb.sigYRangeChanged.connect(lambda *_args: self._place_labels())
         self.curve: ArmCurve | None = None
@@ -100,8 +98,9 @@ class ArmPlot:
         starts, stops = np.array(intervals).T
         low, high = self.y_range
         span = high - low
-        self.mask_item.setOpts(x0=starts, x1=stops, y0=np.full(starts.size, low - 10 * span),
-                               y1=np.full(starts.size, high + 10 * span))
+        self.mask_item.setOpts(
+            x0=starts, x1=stops, y0=np.full(starts.size, low - 10 * span), y1=np.full(starts.size, high + 10 * span)
+        )
 
     def set_overlay(self, wave: np.ndarray | None, flux: np.ndarray | None) -> None:
         """A second curve (the best-fit template) drawn over the flux."""
@@ -132,24 +131,31 @@ class ArmPlot:
             return
         width_px = float(self.plot.vb.width() or 0)
         min_gap = LABEL_WIDTH_PX * (high - low) / width_px if width_px > 50 else 0.0
-        labelled = labelled_lines(inside, min(line.wave_vac for line in inside),
-                                  max(line.wave_vac for line in inside), min_gap)
+        labelled = labelled_lines(
+            inside, min(line.wave_vac for line in inside), max(line.wave_vac for line in inside), min_gap
+        )
         y0, y1 = self.y_range
         span = (y1 - y0) or 1.0
         bottom, top = y0 - 10 * span, y1 + 10 * span
         colour = MARKER_UNRELIABLE if unreliable else None
         for item, chosen, (rgba, width, style) in (
-                (self.marker_faint, [l for l in inside if l not in labelled], MARKER_FAINT),
-                (self.marker_named, [l for l in inside if l in labelled], MARKER_NAMED)):
+            (self.marker_faint, [l for l in inside if l not in labelled], MARKER_FAINT),
+            (self.marker_named, [l for l in inside if l in labelled], MARKER_NAMED),
+        ):
             x = np.repeat([positions[l] for l in chosen], 2)
             y = np.tile([bottom, top], len(chosen))
             item.setPen(_marker_pen(colour or rgba, width, Qt.DotLine if unreliable else style))
             item.setData(x, y)
         for line in sorted(labelled, key=lambda l: l.wave_vac):
-            text = pg.TextItem(line.species, color=colour or LABEL_COLOUR, angle=90, anchor=(1, 0.5),
-                               fill=pg.mkBrush(255, 255, 255, 220))   # the marker does not strike it through
+            text = pg.TextItem(
+                line.species,
+                color=colour or LABEL_COLOUR,
+                angle=90,
+                anchor=(1, 0.5),
+                fill=pg.mkBrush(255, 255, 255, 220),
+            )  # the marker does not strike it through
             text.setToolTip(f"{line.species} {line.wave_vac:.2f} Å (vacuum, rest)")
-            text.textItem.document().setDocumentMargin(1)   # narrow: labels stay apart
+            text.textItem.document().setDocumentMargin(1)  # narrow: labels stay apart
             text.setZValue(20)  # above the data, never under the spectrum
             text.setPos(positions[line], y1)
             self.plot.addItem(text, ignoreBounds=True)
@@ -198,10 +204,10 @@ class LegendSample(pg.ItemSample):
 def legend_proxies() -> dict[str, pg.GraphicsObject]:
     """Stand-ins drawn in the inspector's legend, styled as the plots draw them."""
     return {
-        "error": pg.BarGraphItem(x0=[], x1=[], y0=[], y1=[], brush=pg.mkBrush(90, 90, 90, BAND_ALPHA),
-                                 pen=pg.mkPen(None)),
-        "mask": pg.BarGraphItem(x0=[], x1=[], y0=[], y1=[], brush=pg.mkBrush(*MASK_BRUSH),
-                                pen=pg.mkPen(None)),
+        "error": pg.BarGraphItem(
+            x0=[], x1=[], y0=[], y1=[], brush=pg.mkBrush(90, 90, 90, BAND_ALPHA), pen=pg.mkPen(None)
+        ),
+        "mask": pg.BarGraphItem(x0=[], x1=[], y0=[], y1=[], brush=pg.mkBrush(*MASK_BRUSH), pen=pg.mkPen(None)),
         "marker": pg.PlotDataItem([], [], pen=_marker_pen(*MARKER_NAMED)),
     }
 
@@ -227,4 +233,3 @@ def _fill_gaps(values: np.ndarray) -> np.ndarray:
         return np.nan_to_num(values)
     index = np.arange(values.size)
     return np.interp(index, index[finite], values[finite])
-

@@ -5,6 +5,7 @@ included) and a Kiel diagram coloured by [Fe/H]; export, and the paper's diagnos
 (`spemr report`) for the catalog, written in a worker. A run always passes resume=True,
 so starting again after a cancel or a crash continues where it stopped.
 """
+
 from __future__ import annotations
 
 import math
@@ -15,10 +16,27 @@ import numpy as np
 import pyqtgraph as pg
 from PySide6.QtCore import QAbstractTableModel, QModelIndex, QSortFilterProxyModel, Qt, Signal
 from PySide6.QtGui import QFontMetrics
-from PySide6.QtWidgets import (QCheckBox, QComboBox, QFileDialog, QFormLayout, QGridLayout,
-                               QGroupBox, QHBoxLayout, QLabel, QLineEdit, QListWidget,
-                               QMessageBox, QProgressBar, QPushButton, QSpinBox, QSplitter,
-                               QTableView, QTabWidget, QVBoxLayout, QWidget)
+from PySide6.QtWidgets import (
+    QCheckBox,
+    QComboBox,
+    QFileDialog,
+    QFormLayout,
+    QGridLayout,
+    QGroupBox,
+    QHBoxLayout,
+    QLabel,
+    QLineEdit,
+    QListWidget,
+    QMessageBox,
+    QProgressBar,
+    QPushButton,
+    QSpinBox,
+    QSplitter,
+    QTableView,
+    QTabWidget,
+    QVBoxLayout,
+    QWidget,
+)
 
 from spemr_engine.config import label_infos
 
@@ -33,12 +51,12 @@ FLAG_COLUMN = "flags"
 ERROR_COLUMN = "error"
 FLAGGED_BRUSH = (255, 225, 225)
 FLAGGED = pg.mkBrush(*FLAGGED_BRUSH)
-POOR_FIT_BRUSH = (240, 150, 140)       # the sigmas (and chi2) of a poor_fit row: inflated
+POOR_FIT_BRUSH = (240, 150, 140)  # the sigmas (and chi2) of a poor_fit row: inflated
 POOR_FIT = pg.mkBrush(*POOR_FIT_BRUSH)
 MISMATCH_BRUSH = (250, 200, 120)
 MISMATCH = pg.mkBrush(*MISMATCH_BRUSH)
 POOR_FIT_COLUMNS = ("fit_chi2", "member_spread", "sigma_inflation")
-SIGMA_LABEL, SIGMA_LABEL_DISPLAY, SIGMA_LABEL_UNIT = "Teff", "Teff", "K"   # the sigma-vs-S/N plot's label
+SIGMA_LABEL, SIGMA_LABEL_DISPLAY, SIGMA_LABEL_UNIT = "Teff", "Teff", "K"  # the sigma-vs-S/N plot's label
 
 
 def _catalog_name(label: str) -> str:
@@ -79,8 +97,10 @@ class CatalogModel(QAbstractTableModel):
             return _background(row, column)
         if role == Qt.ToolTipRole:
             if _has_flag(row, "poor_fit") and (column.endswith("_err") or column in POOR_FIT_COLUMNS):
-                return (f"poor_fit: fit_chi2 {_display(row.get('fit_chi2'))}; every sigma inflated "
-                        f"×{_display(row.get('sigma_inflation'))}")
+                return (
+                    f"poor_fit: fit_chi2 {_display(row.get('fit_chi2'))}; every sigma inflated "
+                    f"×{_display(row.get('sigma_inflation'))}"
+                )
             if row.get(ERROR_COLUMN):
                 return str(row.get(ERROR_COLUMN))
         return None
@@ -98,7 +118,7 @@ class CatalogModel(QAbstractTableModel):
             return
         new_columns = [key for row in rows for key in row if key not in self.columns]
         new_columns = list(dict.fromkeys(new_columns))
-        if new_columns:   # rare (first rows, an extra column): one reset, labels first
+        if new_columns:  # rare (first rows, an extra column): one reset, labels first
             self.beginResetModel()
             self.columns = display_order(self.columns + new_columns)
             self.rows.extend(rows)
@@ -167,11 +187,11 @@ def _is_flagged(row: dict) -> bool:
 
 # ======================================================================= view
 class BatchView(QWidget):
-    run_finished = Signal(object)     # CatalogSummary
+    run_finished = Signal(object)  # CatalogSummary
     run_failed = Signal(str)
     run_cancelled = Signal()
-    rows_added = Signal(int)          # how many rows arrived
-    report_written = Signal(object)   # list of the files written ([] when it failed)
+    rows_added = Signal(int)  # how many rows arrived
+    report_written = Signal(object)  # list of the files written ([] when it failed)
 
     def __init__(self, window):
         super().__init__()
@@ -181,7 +201,7 @@ class BatchView(QWidget):
         self.last_progress: dict = {}
         self.streamed_rows = 0
         self.isochrone_items: list = []
-        self.isochrone_path: str | None = None    # what the Kiel diagram overlays, for the report
+        self.isochrone_path: str | None = None  # what the Kiel diagram overlays, for the report
         self.report_task: Task | None = None
         self._build()
         window.close_checks = getattr(window, "close_checks", []) + [self.confirm_close]
@@ -221,8 +241,9 @@ class BatchView(QWidget):
         self.output = QLineEdit()
         self.output.setPlaceholderText("catalog .csv / .fits / .parquet")
         self.overwrite = QCheckBox("start again (discard an interrupted run)")
-        self.overwrite.setToolTip("Discard what an interrupted run with this output already "
-                                  "wrote, instead of resuming it")
+        self.overwrite.setToolTip(
+            "Discard what an interrupted run with this output already wrote, instead of resuming it"
+        )
         form = QFormLayout()
         form.addRow("exposures", self.exposures)
         form.addRow("RV catalog", path_row(self.rv_catalog, self._browse_rv))
@@ -246,15 +267,19 @@ class BatchView(QWidget):
         self.isochrone_button = QPushButton("Isochrones…")
         self.isochrone_button.clicked.connect(self._isochrone_dialog)
         self.report_button = QPushButton("Report…")
-        self.report_button.setToolTip("The paper's diagnostics for the catalog (Kiel diagrams by S/N, "
-                                      "sigma against S/N beside repeat observations, fit quality and "
-                                      "flags) as an HTML or PDF file")
+        self.report_button.setToolTip(
+            "The paper's diagnostics for the catalog (Kiel diagrams by S/N, "
+            "sigma against S/N beside repeat observations, fit quality and "
+            "flags) as an HTML or PDF file"
+        )
         self.report_button.clicked.connect(self._report_dialog)
         self.output.textChanged.connect(self._update_report_button)
         # two rows: six buttons in one row of the 460 px panel clip their text
         controls = QVBoxLayout()
-        for buttons in ((self.start_button, self.pause_button, self.cancel_button),
-                        (self.export_button, self.isochrone_button, self.report_button)):
+        for buttons in (
+            (self.start_button, self.pause_button, self.cancel_button),
+            (self.export_button, self.isochrone_button, self.report_button),
+        ):
             row = QHBoxLayout()
             for button in buttons:
                 row.addWidget(button)
@@ -352,20 +377,22 @@ class BatchView(QWidget):
         plot.invertY(True)
         plot.setTitle("Kiel diagram (colour: [Fe/H])")
         # Legend top-left: hot, low-gravity corner, where LAMOST stars are rare.
-        self.kiel_legend = plot.addLegend(offset=(5, 5), labelTextSize="8pt", labelTextColor="k",
-                                          brush=pg.mkBrush(255, 255, 255, 220))
-        self.scatter = pg.ScatterPlotItem(size=7, pen=pg.mkPen(None), brush=(68, 1, 84),
-                                          name="spectra (colour: [Fe/H])")
-        self.error_bars = pg.ErrorBarItem(x=np.zeros(0), y=np.zeros(0), beam=0,
-                                          pen=pg.mkPen(150, 150, 150, 120))
+        self.kiel_legend = plot.addLegend(
+            offset=(5, 5), labelTextSize="8pt", labelTextColor="k", brush=pg.mkBrush(255, 255, 255, 220)
+        )
+        self.scatter = pg.ScatterPlotItem(
+            size=7, pen=pg.mkPen(None), brush=(68, 1, 84), name="spectra (colour: [Fe/H])"
+        )
+        self.error_bars = pg.ErrorBarItem(x=np.zeros(0), y=np.zeros(0), beam=0, pen=pg.mkPen(150, 150, 150, 120))
         self.error_bars.setZValue(-1)
         plot.addItem(self.error_bars)
         plot.addItem(self.scatter)
         self.kiel_legend.addItem(pg.PlotDataItem([], [], pen=pg.mkPen(150, 150, 150)), "±1σ (Teff, log g)")
         self.colormap = pg.colormap.get("viridis")
         self.feh_range = (-2.0, 0.5)
-        self.colorbar = pg.ColorBarItem(values=self.feh_range, colorMap=self.colormap,
-                                        label="[Fe/H]", interactive=False)
+        self.colorbar = pg.ColorBarItem(
+            values=self.feh_range, colorMap=self.colormap, label="[Fe/H]", interactive=False
+        )
         self.graphics.addItem(self.colorbar, row=0, col=1)
 
     # ----------------------------------------------------------------- inputs
@@ -386,8 +413,7 @@ class BatchView(QWidget):
             self.add_inputs([folder])
 
     def _add_files_dialog(self) -> None:
-        names, _ = QFileDialog.getOpenFileNames(self, "MRS files", "",
-                                                "FITS (*.fits *.fits.gz);;All files (*)")
+        names, _ = QFileDialog.getOpenFileNames(self, "MRS files", "", "FITS (*.fits *.fits.gz);;All files (*)")
         self.add_inputs(names)
 
     def _browse_rv(self) -> None:
@@ -401,8 +427,9 @@ class BatchView(QWidget):
             self.model_path.setText(folder)
 
     def _browse_output(self) -> None:
-        name, _ = QFileDialog.getSaveFileName(self, "Catalog", self.output.text(),
-                                              "CSV (*.csv);;FITS (*.fits);;Parquet (*.parquet)")
+        name, _ = QFileDialog.getSaveFileName(
+            self, "Catalog", self.output.text(), "CSV (*.csv);;FITS (*.fits);;Parquet (*.parquet)"
+        )
         if name:
             self.output.setText(name)
 
@@ -413,11 +440,17 @@ class BatchView(QWidget):
 
     def run_options(self) -> dict:
         model = self.model_path.text().strip() or self.window.state.model_path or None
-        return {"inputs": self.input_paths(), "output": self.output.text().strip(),
-                "model": model, "exposures": self.exposures.currentText(),
-                "rv_catalog": self.rv_catalog.text().strip() or None,
-                "device": self.device.currentText(), "workers": self.workers.value(),
-                "resume": True, "overwrite": self.overwrite.isChecked()}
+        return {
+            "inputs": self.input_paths(),
+            "output": self.output.text().strip(),
+            "model": model,
+            "exposures": self.exposures.currentText(),
+            "rv_catalog": self.rv_catalog.text().strip() or None,
+            "device": self.device.currentText(),
+            "workers": self.workers.value(),
+            "resume": True,
+            "overwrite": self.overwrite.isChecked(),
+        }
 
     def start(self) -> Task | None:
         if self.is_running():
@@ -435,7 +468,7 @@ class BatchView(QWidget):
         self.streamed_rows = 0
         self.last_progress = {}
         self._plot_rows()
-        completed: list = []   # the summary, when the run ended although Cancel was pressed
+        completed: list = []  # the summary, when the run ended although Cancel was pressed
 
         def run(progress, cancel):
             summary = _run_catalog(progress=progress, cancel=cancel, pause=self.pause_event, **options)
@@ -516,8 +549,7 @@ class BatchView(QWidget):
             return
         task = Task(lambda progress, cancel: read_catalog(path), "read catalog")
         task.signals.result.connect(lambda loaded, s=summary: self._on_catalog_read(loaded, s))
-        task.signals.failed.connect(lambda message, s=summary: (self._show_problem(message),
-                                                                  self.run_finished.emit(s)))
+        task.signals.failed.connect(lambda message, s=summary: (self._show_problem(message), self.run_finished.emit(s)))
         self.window.runner.start(task)
 
     def _on_catalog_read(self, loaded, summary) -> None:
@@ -537,13 +569,14 @@ class BatchView(QWidget):
     def _on_cancelled(self) -> None:
         task, self.task = self.task, None
         completed = getattr(task, "completed", None)
-        if completed:   # every file was done (and the catalog written) before the cancel
+        if completed:  # every file was done (and the catalog written) before the cancel
             self._on_finished(completed[0])
             return
         self._release_pause()
         self._set_running(False)
-        self.progress_label.setText(f"cancelled after {self.last_progress.get('files_done', 0)} "
-                                    "files; Start again to resume where it stopped")
+        self.progress_label.setText(
+            f"cancelled after {self.last_progress.get('files_done', 0)} files; Start again to resume where it stopped"
+        )
         self.run_cancelled.emit()
 
     def _show_problem(self, message: str) -> None:
@@ -553,8 +586,9 @@ class BatchView(QWidget):
     def _show_caveat(self, trained_on: str) -> None:
         trained_on = str(trained_on or "")
         if trained_on in ("synthetic", "random"):
-            self.caveat.setText(f"⚠ the model was trained on {trained_on.upper()} "
-                                "data: this catalog is not survey-grade")
+            self.caveat.setText(
+                f"⚠ the model was trained on {trained_on.upper()} data: this catalog is not survey-grade"
+            )
         else:
             self.caveat.setText("")
 
@@ -584,9 +618,12 @@ class BatchView(QWidget):
         self.scatter.setData(teff[good], logg[good], brush=colours)
         teff_err = column_values(rows, f"{_catalog_name('Teff')}_err")[good]
         logg_err = column_values(rows, f"{_catalog_name('Logg')}_err")[good]
-        self.error_bars.setData(x=teff[good], y=logg[good],
-                                width=2 * np.nan_to_num(teff_err, nan=0.0, posinf=0.0),
-                                height=2 * np.nan_to_num(logg_err, nan=0.0, posinf=0.0))
+        self.error_bars.setData(
+            x=teff[good],
+            y=logg[good],
+            width=2 * np.nan_to_num(teff_err, nan=0.0, posinf=0.0),
+            height=2 * np.nan_to_num(logg_err, nan=0.0, posinf=0.0),
+        )
 
     # ------------------------------------------------------------ sigma vs S/N
     def _setup_sigma(self) -> None:
@@ -599,14 +636,34 @@ class BatchView(QWidget):
         plot.setLogMode(x=True, y=False)
         plot.showGrid(x=True, y=True, alpha=0.2)
         plot.addLegend(offset=(-5, 5), labelTextSize="8pt", labelTextColor="k", brush=pg.mkBrush(255, 255, 255, 220))
-        self.sigma_points = pg.PlotDataItem([], [], pen=None, symbol="o", symbolSize=4,
-                                            symbolBrush=(120, 120, 120, 140), symbolPen=None,
-                                            name="predicted σ")
-        self.sigma_median = pg.PlotDataItem([], [], pen=pg.mkPen((31, 119, 180), width=2), symbol="o",
-                                            symbolSize=6, symbolBrush=(31, 119, 180), name="median per S/N bin")
-        self.repeat_curve = pg.PlotDataItem([], [], pen=pg.mkPen((214, 39, 40), width=2, style=Qt.DashLine),
-                                            symbol="s", symbolSize=7, symbolBrush=(214, 39, 40),
-                                            name="repeat-observation scatter")
+        self.sigma_points = pg.PlotDataItem(
+            [],
+            [],
+            pen=None,
+            symbol="o",
+            symbolSize=4,
+            symbolBrush=(120, 120, 120, 140),
+            symbolPen=None,
+            name="predicted σ",
+        )
+        self.sigma_median = pg.PlotDataItem(
+            [],
+            [],
+            pen=pg.mkPen((31, 119, 180), width=2),
+            symbol="o",
+            symbolSize=6,
+            symbolBrush=(31, 119, 180),
+            name="median per S/N bin",
+        )
+        self.repeat_curve = pg.PlotDataItem(
+            [],
+            [],
+            pen=pg.mkPen((214, 39, 40), width=2, style=Qt.DashLine),
+            symbol="s",
+            symbolSize=7,
+            symbolBrush=(214, 39, 40),
+            name="repeat-observation scatter",
+        )
         for item in (self.sigma_points, self.sigma_median, self.repeat_curve):
             plot.addItem(item)
 
@@ -638,13 +695,19 @@ class BatchView(QWidget):
             self.kiel_legend.removeItem(item)
         self.isochrone_items = []
         for k, iso in enumerate(isochrones):
-            inside = ((iso.teff >= TEFF_EXTENT[0]) & (iso.teff <= TEFF_EXTENT[1])
-                      & (iso.logg >= LOGG_EXTENT[0]) & (iso.logg <= LOGG_EXTENT[1]))
-            item = pg.PlotDataItem(np.where(inside, iso.teff, np.nan), np.where(inside, iso.logg, np.nan),
-                                   connect="finite", pen=pg.mkPen((90, 90, 90), width=1,
-                                                                    style=[Qt.SolidLine, Qt.DashLine,
-                                                                           Qt.DotLine][k % 3]),
-                                   name=f"isochrone {iso.name}")
+            inside = (
+                (iso.teff >= TEFF_EXTENT[0])
+                & (iso.teff <= TEFF_EXTENT[1])
+                & (iso.logg >= LOGG_EXTENT[0])
+                & (iso.logg <= LOGG_EXTENT[1])
+            )
+            item = pg.PlotDataItem(
+                np.where(inside, iso.teff, np.nan),
+                np.where(inside, iso.logg, np.nan),
+                connect="finite",
+                pen=pg.mkPen((90, 90, 90), width=1, style=[Qt.SolidLine, Qt.DashLine, Qt.DotLine][k % 3]),
+                name=f"isochrone {iso.name}",
+            )
             item.setToolTip(iso.name)
             plot.addItem(item)
             self.isochrone_items.append(item)
@@ -652,12 +715,14 @@ class BatchView(QWidget):
         plot.setYRange(*LOGG_EXTENT, padding=0.02)
 
     def _isochrone_dialog(self) -> None:
-        name, _ = QFileDialog.getOpenFileName(self, "Isochrone CSV (teff*/logg* columns)", "",
-                                              "CSV (*.csv);;All files (*)")
+        name, _ = QFileDialog.getOpenFileName(
+            self, "Isochrone CSV (teff*/logg* columns)", "", "CSV (*.csv);;All files (*)"
+        )
         if not name:
             return
         from ..isochrones import read_isochrones
         from spemr_engine.errors import SpemrError
+
         try:
             self.set_isochrones(read_isochrones(name))
         except SpemrError as error:
@@ -693,6 +758,7 @@ class BatchView(QWidget):
 
         def run(progress, cancel):
             from spemr_engine.report import default_isochrones, write_report
+
             chosen = isochrones or (default_isochrones() if default_isochrones().is_file() else None)
             return write_report(catalog, target, None, chosen)
 
@@ -732,10 +798,13 @@ class BatchView(QWidget):
         if not self.is_running():
             return True
         answer = QMessageBox.question(
-            self, "A batch is running",
+            self,
+            "A batch is running",
             "A batch run is in progress. Stop it and quit? What is committed is kept and a "
             "later run with the same inputs and output resumes where it stopped.",
-            QMessageBox.Yes | QMessageBox.No, QMessageBox.No)
+            QMessageBox.Yes | QMessageBox.No,
+            QMessageBox.No,
+        )
         return answer == QMessageBox.Yes
 
     def stop_for_shutdown(self) -> None:
@@ -753,9 +822,11 @@ def _run_catalog(**options):
 
 
 def progress_text(info: dict) -> str:
-    """"files 3/10 · 42 spectra · 12.3 spectra/s · ETA 0:12" from a progress dict."""
-    parts = [f"files {info.get('files_done', 0)}/{info.get('files_total', '?')}",
-             f"{info.get('spectra_done', 0)} spectra"]
+    """ "files 3/10 · 42 spectra · 12.3 spectra/s · ETA 0:12" from a progress dict."""
+    parts = [
+        f"files {info.get('files_done', 0)}/{info.get('files_total', '?')}",
+        f"{info.get('spectra_done', 0)} spectra",
+    ]
     rate = info.get("spectra_per_s")
     if rate:
         parts.append(f"{rate:.1f} spectra/s")
@@ -771,7 +842,7 @@ def progress_text(info: dict) -> str:
     return " · ".join(parts)
 
 
-PROGRESS_LINES = 7   # a finished run's summary (output path, flags, time), wrapped
+PROGRESS_LINES = 7  # a finished run's summary (output path, flags, time), wrapped
 
 
 class WrappingLabel(QLabel):

@@ -3,6 +3,7 @@ sub-model as a point with its 1-sigma error bar and the spread of its ensemble
 members, the fused choice highlighted; beside it a Kiel diagram with the fine-tuning
 regions (drawn from the model's region definitions) and where the star falls.
 """
+
 from __future__ import annotations
 
 import html
@@ -10,22 +11,20 @@ import html
 import numpy as np
 import pyqtgraph as pg
 from PySide6.QtCore import Qt
-from PySide6.QtWidgets import (QGraphicsRectItem, QHBoxLayout, QLabel, QListWidget,
-                               QVBoxLayout, QWidget)
+from PySide6.QtWidgets import QGraphicsRectItem, QHBoxLayout, QLabel, QListWidget, QVBoxLayout, QWidget
 
 from spemr_engine.config import label_infos
 
-from ..kiel import (LOGG_EXTENT, TEFF_EXTENT, off_plane_conditions, region_boxes,
-                    regions_containing)
+from ..kiel import LOGG_EXTENT, TEFF_EXTENT, off_plane_conditions, region_boxes, regions_containing
 from ..results import format_value, region_mismatch_text, submodel_points
 
-REGION_COLOURS = [(31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40),
-                  (148, 103, 189), (140, 86, 75)]
+REGION_COLOURS = [(31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40), (148, 103, 189), (140, 86, 75)]
 POINT_COLOUR = (70, 70, 70)
 CHOSEN_COLOUR = (220, 30, 30)
 MISMATCH_COLOUR = (230, 120, 0)
-MISMATCH_STYLE = ("QLabel { background: #fff0d9; color: #8a4b00; border: 2px solid #f0ad4e;"
-                  " padding: 6px; font-weight: bold; }")
+MISMATCH_STYLE = (
+    "QLabel { background: #fff0d9; color: #8a4b00; border: 2px solid #f0ad4e; padding: 6px; font-weight: bold; }"
+)
 
 
 class ComparisonView(QWidget):
@@ -46,7 +45,7 @@ class ComparisonView(QWidget):
         self.summary = QLabel("")
         self.summary.setWordWrap(True)
         self.summary.setTextInteractionFlags(Qt.TextSelectableByMouse)
-        self.mismatch_label = QLabel("")    # region_mismatch (spemr_engine.fit_quality)
+        self.mismatch_label = QLabel("")  # region_mismatch (spemr_engine.fit_quality)
         self.mismatch_label.setWordWrap(True)
         self.mismatch_label.setStyleSheet(MISMATCH_STYLE)
         self.mismatch_label.hide()
@@ -123,8 +122,11 @@ class ComparisonView(QWidget):
         self._draw_kiel(result)
         if result is None or not result.usable:
             self.label_plot.setTitle("no result yet" if result is None else "unusable spectrum")
-            self.summary.setText("Run inference (I) to compare the sub-models." if result is None
-                                 else f"Unusable spectrum: {result.reason}")
+            self.summary.setText(
+                "Run inference (I) to compare the sub-models."
+                if result is None
+                else f"Unusable spectrum: {result.reason}"
+            )
             return
         self._draw_label(result.prediction, self.current_label_index())
 
@@ -133,8 +135,11 @@ class ComparisonView(QWidget):
         fit = getattr(result, "fit", None)
         usable = result is not None and result.usable and fit is not None
         self.mismatched = list(fit.region_mismatch[0]) if usable else []
-        text = region_mismatch_text(result.prediction, self.mismatched,
-                                    getattr(self.state.model, "regions", ())) if self.mismatched else ""
+        text = (
+            region_mismatch_text(result.prediction, self.mismatched, getattr(self.state.model, "regions", ()))
+            if self.mismatched
+            else ""
+        )
         self.mismatch_label.setText(f"⚠ {text}" if text else "")
         self.mismatch_label.setVisible(bool(text))
 
@@ -151,23 +156,38 @@ class ComparisonView(QWidget):
         plot.setLabel("left", f"{info.display if info else name} ({unit})")
         plot.getAxis("bottom").setTicks([[(i, p.name) for i, p in enumerate(points)]])
         fused, fused_sigma = float(prediction.mean[0, j]), float(prediction.sigma[0, j])
-        band = pg.LinearRegionItem((fused - fused_sigma, fused + fused_sigma), orientation="horizontal",
-                                   movable=False, brush=pg.mkBrush(*CHOSEN_COLOUR, 35),
-                                   pen=pg.mkPen(None))
+        band = pg.LinearRegionItem(
+            (fused - fused_sigma, fused + fused_sigma),
+            orientation="horizontal",
+            movable=False,
+            brush=pg.mkBrush(*CHOSEN_COLOUR, 35),
+            pen=pg.mkPen(None),
+        )
         line = pg.InfiniteLine(fused, angle=0, pen=pg.mkPen(CHOSEN_COLOUR, width=1, style=Qt.DashLine))
-        bars = pg.ErrorBarItem(x=x, y=means, height=2 * sigmas, beam=0.15,
-                               pen=pg.mkPen(POINT_COLOUR, width=2))
-        spreads = pg.ErrorBarItem(x=x + 0.22, y=(np.array([p.member_min for p in points]) +
-                                                 np.array([p.member_max for p in points])) / 2,
-                                  height=np.array([p.member_max - p.member_min for p in points]),
-                                  beam=0.06, pen=pg.mkPen((120, 120, 200), width=1))
+        bars = pg.ErrorBarItem(x=x, y=means, height=2 * sigmas, beam=0.15, pen=pg.mkPen(POINT_COLOUR, width=2))
+        spreads = pg.ErrorBarItem(
+            x=x + 0.22,
+            y=(np.array([p.member_min for p in points]) + np.array([p.member_max for p in points])) / 2,
+            height=np.array([p.member_max - p.member_min for p in points]),
+            beam=0.06,
+            pen=pg.mkPen((120, 120, 200), width=1),
+        )
         members = self._member_scatter(prediction, j, x + 0.22)
-        brushes = [pg.mkBrush(*(MISMATCH_COLOUR if p.chosen and p.name in self.mismatched
-                                else CHOSEN_COLOUR if p.chosen else POINT_COLOUR)) for p in points]
+        brushes = [
+            pg.mkBrush(
+                *(
+                    MISMATCH_COLOUR
+                    if p.chosen and p.name in self.mismatched
+                    else CHOSEN_COLOUR
+                    if p.chosen
+                    else POINT_COLOUR
+                )
+            )
+            for p in points
+        ]
         sizes = [16 if p.chosen else 9 for p in points]
         symbols = ["star" if p.chosen else "o" for p in points]
-        dots = pg.ScatterPlotItem(x=x, y=means, brush=brushes, size=sizes, symbol=symbols,
-                                  pen=pg.mkPen("w"))
+        dots = pg.ScatterPlotItem(x=x, y=means, brush=brushes, size=sizes, symbol=symbols, pen=pg.mkPen("w"))
         for item in (band, line, bars, spreads, members, dots):
             plot.addItem(item)
             self.point_items.append(item)
@@ -176,21 +196,23 @@ class ComparisonView(QWidget):
         chosen = next((p.name for p in points if p.chosen), "-")
         if chosen in self.mismatched:
             plot.setTitle(f"{info.display if info else name} per sub-model — {chosen}: REGION MISMATCH")
-        rows = "  ".join(f"{p.name}: {format_value(p.mean, unit)} ± {format_value(p.sigma, unit)}"
-                         for p in points)
-        self.summary.setText(f"<b>{info.display if info else name}</b> fused "
-                             f"{format_value(fused, unit)} ± {format_value(fused_sigma, unit)} {unit} "
-                             f"from <b>{chosen}</b> (smallest predicted variance among "
-                             f"{', '.join(prediction.fused_over)})<br>{rows}<br>"
-                             f"<small>dots: sub-model mean ± 1σ; crosses: its ensemble members "
-                             f"(bar: their spread); red star and band: the fused value ± 1σ. "
-                             f"↑/↓ choose the label.</small>")
+        rows = "  ".join(f"{p.name}: {format_value(p.mean, unit)} ± {format_value(p.sigma, unit)}" for p in points)
+        self.summary.setText(
+            f"<b>{info.display if info else name}</b> fused "
+            f"{format_value(fused, unit)} ± {format_value(fused_sigma, unit)} {unit} "
+            f"from <b>{chosen}</b> (smallest predicted variance among "
+            f"{', '.join(prediction.fused_over)})<br>{rows}<br>"
+            f"<small>dots: sub-model mean ± 1σ; crosses: its ensemble members "
+            f"(bar: their spread); red star and band: the fused value ± 1σ. "
+            f"↑/↓ choose the label.</small>"
+        )
 
     def _member_scatter(self, prediction, j: int, x: np.ndarray):
         members = np.asarray(prediction.member_mean)[0, :, :, j]  # (S, M)
         xs = np.repeat(x, members.shape[1])
-        return pg.ScatterPlotItem(x=xs, y=members.ravel(), size=5, symbol="x",
-                                  pen=pg.mkPen((120, 120, 200)), brush=None)
+        return pg.ScatterPlotItem(
+            x=xs, y=members.ravel(), size=5, symbol="x", pen=pg.mkPen((120, 120, 200)), brush=None
+        )
 
     # ------------------------------------------------------------------ Kiel
     def _draw_kiel(self, result) -> None:
@@ -223,12 +245,16 @@ class ComparisonView(QWidget):
         if "Teff" not in index or "Logg" not in index:
             return
         teff, logg = prediction.mean[0, index["Teff"]], prediction.mean[0, index["Logg"]]
-        error = pg.ErrorBarItem(x=np.array([teff]), y=np.array([logg]),
-                                width=np.array([2 * prediction.sigma[0, index["Teff"]]]),
-                                height=np.array([2 * prediction.sigma[0, index["Logg"]]]),
-                                pen=pg.mkPen((0, 0, 0), width=2))
-        star = pg.ScatterPlotItem(x=[teff], y=[logg], symbol="star", size=20,
-                                  brush=pg.mkBrush(*CHOSEN_COLOUR), pen=pg.mkPen("k"))
+        error = pg.ErrorBarItem(
+            x=np.array([teff]),
+            y=np.array([logg]),
+            width=np.array([2 * prediction.sigma[0, index["Teff"]]]),
+            height=np.array([2 * prediction.sigma[0, index["Logg"]]]),
+            pen=pg.mkPen((0, 0, 0), width=2),
+        )
+        star = pg.ScatterPlotItem(
+            x=[teff], y=[logg], symbol="star", size=20, brush=pg.mkBrush(*CHOSEN_COLOUR), pen=pg.mkPen("k")
+        )
         for item in (error, star):
             plot.addItem(item)
             self.kiel_items.append(item)

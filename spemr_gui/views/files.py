@@ -1,5 +1,6 @@
 """Side list of open files and their arm pairs (coadd and each exposure) with S/N.
 Selecting a pair selects it in the state; the state's selection is mirrored back."""
+
 from __future__ import annotations
 
 import math
@@ -9,7 +10,7 @@ from PySide6.QtWidgets import QAbstractItemView, QTreeWidget, QTreeWidgetItem
 
 
 class FileListView(QTreeWidget):
-    close_requested = Signal(int)   # file index (Delete key)
+    close_requested = Signal(int)  # file index (Delete key)
 
     def __init__(self, state, parent=None):
         super().__init__(parent)

@@ -4,19 +4,29 @@ header cards of the chosen one, as selectable monospace text with a find box.
 Headers are read in a worker (never on the GUI thread); a result that lands after the
 user moved to another file is dropped.
 """
+
 from __future__ import annotations
 
 from PySide6.QtCore import Qt, Signal
 from PySide6.QtGui import QFontDatabase
-from PySide6.QtWidgets import (QHBoxLayout, QLabel, QLineEdit, QListWidget, QPlainTextEdit,
-                               QPushButton, QSplitter, QVBoxLayout, QWidget)
+from PySide6.QtWidgets import (
+    QHBoxLayout,
+    QLabel,
+    QLineEdit,
+    QListWidget,
+    QPlainTextEdit,
+    QPushButton,
+    QSplitter,
+    QVBoxLayout,
+    QWidget,
+)
 
 from .. import engine_calls
 from ..workers import Task
 
 
 class FitsHeaderView(QWidget):
-    headers_loaded = Signal(str)    # path whose headers are now shown (tests wait on it)
+    headers_loaded = Signal(str)  # path whose headers are now shown (tests wait on it)
 
     def __init__(self, state, runner, parent=None):
         super().__init__(parent)
@@ -27,7 +37,7 @@ class FitsHeaderView(QWidget):
         self.hdu_list = QListWidget()
         self.hdu_list.currentRowChanged.connect(self._show_hdu)
         self.text = QPlainTextEdit()
-        self.text.setReadOnly(True)   # read-only, still selectable and copyable
+        self.text.setReadOnly(True)  # read-only, still selectable and copyable
         self.text.setLineWrapMode(QPlainTextEdit.NoWrap)
         self.text.setFont(QFontDatabase.systemFont(QFontDatabase.FixedFont))
         self.find_edit = QLineEdit()
@@ -72,7 +82,7 @@ class FitsHeaderView(QWidget):
 
     def _on_loaded(self, path: str, headers) -> None:
         if path != self.path:
-            return   # the user moved on
+            return  # the user moved on
         self.headers = list(headers)
         self.status_label.setText(f"{len(self.headers)} HDUs — choose one to see all its cards")
         self.hdu_list.addItems([title for title, _text in self.headers])
@@ -99,11 +109,10 @@ class FitsHeaderView(QWidget):
             cursor.movePosition(cursor.MoveOperation.Start)
             self.text.setTextCursor(cursor)
         found = self.text.find(needle)
-        if not found:   # wrap round
+        if not found:  # wrap round
             cursor = self.text.textCursor()
             cursor.movePosition(cursor.MoveOperation.Start)
             self.text.setTextCursor(cursor)
             found = self.text.find(needle)
         self.find_edit.setStyleSheet("" if found else "background: #ffd0d0;")
         return bool(found)
-

@@ -1,6 +1,7 @@
 """Installs the views beyond the inspector (sub-model comparison, best-fit template,
 batch, training wizard) into the main window and wires their background work, so the
 main window stays an inspector and each view stays one module."""
+
 from __future__ import annotations
 
 from .. import engine_calls
@@ -41,8 +42,9 @@ def request_templates(window) -> Task | None:
     if result is None or not result.usable or model is None:
         return None
     key = window.state.model_key, window.state.current_file, window.state.current_pair
-    task = Task(lambda progress, cancel: engine_calls.find_templates(
-        model, result.prediction, TEMPLATES_TO_FIND), "templates")
+    task = Task(
+        lambda progress, cancel: engine_calls.find_templates(model, result.prediction, TEMPLATES_TO_FIND), "templates"
+    )
 
     def landed(matches, key=key):
         if key == (window.state.model_key, window.state.current_file, window.state.current_pair):
@@ -50,8 +52,7 @@ def request_templates(window) -> Task | None:
             window.templates_found.emit()
 
     task.signals.result.connect(landed)
-    task.signals.failed.connect(lambda message: (view.set_matches(message),
-                                                 window.status(message, error=True)))
+    task.signals.failed.connect(lambda message: (view.set_matches(message), window.status(message, error=True)))
     return window.runner.start(task)
 
 

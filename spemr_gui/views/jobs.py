@@ -1,5 +1,6 @@
 """Qt side of :mod:`spemr_gui.process_job`: a timer polls the job process and turns
 its messages into signals on the GUI thread."""
+
 from __future__ import annotations
 
 from PySide6.QtCore import QObject, QTimer, Signal
@@ -13,7 +14,7 @@ class JobRunner(QObject):
     progress = Signal(dict)
     done = Signal(object)
     cancelled = Signal(str)
-    failed = Signal(str)        # an engine error, or the process crashed
+    failed = Signal(str)  # an engine error, or the process crashed
 
     def __init__(self, target: str, kwargs: dict, parent=None):
         super().__init__(parent)

@@ -1,5 +1,6 @@
 """Every failure since the app started, with its time, file and reason: the status bar
 shows only the latest message, and the next one overwrites it (issue 12, item 7)."""
+
 from __future__ import annotations
 
 import time
@@ -20,7 +21,7 @@ def split_message(message: str) -> tuple[str, str]:
 
 
 class LogView(QTableWidget):
-    changed = Signal(int)   # number of entries
+    changed = Signal(int)  # number of entries
 
     def __init__(self, parent=None):
         super().__init__(0, len(COLUMNS), parent)

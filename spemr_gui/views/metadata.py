@@ -1,4 +1,5 @@
 """Header metadata of the current file and the selected arm pair, read-only."""
+
 from __future__ import annotations
 
 import math
@@ -13,11 +14,13 @@ def metadata_rows(opened, pair) -> list[tuple[str, str]]:
     if pair is not None:
         for arm in (pair.blue, pair.red):
             prefix = f"{arm.extname}"
-            rows += [(f"{prefix} S/N", _text(arm.snr)),
-                     (f"{prefix} exptime", _text(arm.exptime)),
-                     (f"{prefix} pixels", str(arm.wave.size)),
-                     (f"{prefix} masked", str(int(arm.mask.sum()))),
-                     (f"{prefix} range", f"{arm.wave[0]:.1f}–{arm.wave[-1]:.1f} Å" if arm.wave.size else "-")]
+            rows += [
+                (f"{prefix} S/N", _text(arm.snr)),
+                (f"{prefix} exptime", _text(arm.exptime)),
+                (f"{prefix} pixels", str(arm.wave.size)),
+                (f"{prefix} masked", str(int(arm.mask.sum()))),
+                (f"{prefix} range", f"{arm.wave[0]:.1f}–{arm.wave[-1]:.1f} Å" if arm.wave.size else "-"),
+            ]
     for arm in getattr(opened.mrs, "unpaired", []):
         rows.append(("unpaired arm", arm.extname))
     for warning in getattr(opened.mrs, "warnings", []):

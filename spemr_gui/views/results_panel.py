@@ -1,27 +1,41 @@
 """The inference panel: model caveat banner, run/cancel with a busy indicator, the
 results table (fused value, 1-sigma, winning sub-model per label), copy and export.
 Unusable spectra show the preprocessing's reason instead of numbers."""
+
 from __future__ import annotations
 
 from pathlib import Path
 
 from PySide6.QtCore import Qt, Signal
 from PySide6.QtGui import QColor, QGuiApplication
-from PySide6.QtWidgets import (QAbstractItemView, QFileDialog, QHBoxLayout, QHeaderView,
-                               QLabel, QProgressBar, QPushButton, QTableWidget,
-                               QTableWidgetItem, QVBoxLayout, QWidget)
+from PySide6.QtWidgets import (
+    QAbstractItemView,
+    QFileDialog,
+    QHBoxLayout,
+    QHeaderView,
+    QLabel,
+    QProgressBar,
+    QPushButton,
+    QTableWidget,
+    QTableWidgetItem,
+    QVBoxLayout,
+    QWidget,
+)
 
 from .. import results as R
 
 COLUMNS = ["label", "value", "± 1σ", "unit", "winner"]
-BANNER_STYLE = ("QLabel { background: #fff3cd; color: #7a4b00; border: 1px solid #e0b54a;"
-                " padding: 6px; font-weight: bold; }")
+BANNER_STYLE = (
+    "QLabel { background: #fff3cd; color: #7a4b00; border: 1px solid #e0b54a; padding: 6px; font-weight: bold; }"
+)
 UNUSABLE_STYLE = "QLabel { color: #a00000; font-weight: bold; }"
-POOR_FIT_STYLE = ("QLabel { background: #fde2e1; color: #8a0000; border: 1px solid #d9534f;"
-                  " padding: 4px; font-weight: bold; }")
+POOR_FIT_STYLE = (
+    "QLabel { background: #fde2e1; color: #8a0000; border: 1px solid #d9534f; padding: 4px; font-weight: bold; }"
+)
 GOOD_FIT_STYLE = "QLabel { color: #2d5f2d; }"
-MISMATCH_STYLE = ("QLabel { background: #fff0d9; color: #8a4b00; border: 1px solid #f0ad4e;"
-                  " padding: 4px; font-weight: bold; }")
+MISMATCH_STYLE = (
+    "QLabel { background: #fff0d9; color: #8a4b00; border: 1px solid #f0ad4e; padding: 4px; font-weight: bold; }"
+)
 POOR_FIT_CELL = QColor(253, 200, 196)
 
 
@@ -51,18 +65,18 @@ class ResultsPanel(QWidget):
         self.busy.hide()
         self.message = QLabel("")
         self.message.setWordWrap(True)
-        self.fit_label = QLabel("")           # fit chi2 / poor_fit (spemr_engine.fit_quality)
+        self.fit_label = QLabel("")  # fit chi2 / poor_fit (spemr_engine.fit_quality)
         self.fit_label.setWordWrap(True)
         self.fit_label.hide()
-        self.mismatch_label = QLabel("")      # region_mismatch
+        self.mismatch_label = QLabel("")  # region_mismatch
         self.mismatch_label.setWordWrap(True)
         self.mismatch_label.setStyleSheet(MISMATCH_STYLE)
         self.mismatch_label.hide()
-        self.snr_label = QLabel("")           # sigma against S/N over the file's spectra
+        self.snr_label = QLabel("")  # sigma against S/N over the file's spectra
         self.snr_label.setWordWrap(True)
         self.snr_label.hide()
         self.sigma_inverted = False
-        self.fit = None                       # results.FitSummary of the shown result
+        self.fit = None  # results.FitSummary of the shown result
         self.table = QTableWidget(0, len(COLUMNS))
         self.table.setHorizontalHeaderLabels(COLUMNS)
         self.table.verticalHeader().setVisible(False)
@@ -110,13 +124,18 @@ class ResultsPanel(QWidget):
 
     def _show_sigma_snr(self, result) -> None:
         opened = self.state.current
-        text, inverted = ("", False) if opened is None or result is None or not result.usable \
+        text, inverted = (
+            ("", False)
+            if opened is None or result is None or not result.usable
             else R.sigma_snr_note(opened, self.state.current_pair)
+        )
         self.sigma_inverted = inverted
         if inverted:
-            text = ("⚠ σ here is smaller than for a spectrum of this star with higher S/N: "
-                    "the network's σ is the spread it learned for such spectra, not a "
-                    "photon-noise error bar, so do not read this one as more precise. " + text)
+            text = (
+                "⚠ σ here is smaller than for a spectrum of this star with higher S/N: "
+                "the network's σ is the spread it learned for such spectra, not a "
+                "photon-noise error bar, so do not read this one as more precise. " + text
+            )
         self.snr_label.setStyleSheet(MISMATCH_STYLE if inverted else "color: #444;")
         self.snr_label.setText(text)
         self.snr_label.setVisible(bool(text))
@@ -148,8 +167,9 @@ class ResultsPanel(QWidget):
             return
         self.rows = R.label_results(result.prediction, 0)
         self.message.setStyleSheet("")
-        self.message.setText(f"fused SPEMR estimate on {result.device}; winner = sub-model "
-                             f"with the smallest predicted variance")
+        self.message.setText(
+            f"fused SPEMR estimate on {result.device}; winner = sub-model with the smallest predicted variance"
+        )
         self._fill(self.rows)
 
     def _show_fit(self, result) -> None:
@@ -161,8 +181,9 @@ class ResultsPanel(QWidget):
         self.fit_label.setStyleSheet(POOR_FIT_STYLE if self.fit and self.fit.poor else GOOD_FIT_STYLE)
         mismatch = ""
         if self.fit is not None:
-            mismatch = R.region_mismatch_text(result.prediction, self.fit.mismatch,
-                                              getattr(self.state.model, "regions", ()))
+            mismatch = R.region_mismatch_text(
+                result.prediction, self.fit.mismatch, getattr(self.state.model, "regions", ())
+            )
         self.mismatch_label.setText(f"⚠ {mismatch}" if mismatch else "")
         self.mismatch_label.setVisible(bool(mismatch))
 
@@ -171,8 +192,7 @@ class ResultsPanel(QWidget):
         poor = self.fit is not None and self.fit.poor
         for i, row in enumerate(rows):
             sigma_text = R.format_value(row.sigma, row.unit) + (" ⚠" if poor else "")
-            cells = [row.display, R.format_value(row.value, row.unit),
-                     sigma_text, row.unit, row.winner]
+            cells = [row.display, R.format_value(row.value, row.unit), sigma_text, row.unit, row.winner]
             for j, text in enumerate(cells):
                 item = QTableWidgetItem(text)
                 if j in (1, 2):
@@ -189,9 +209,11 @@ class ResultsPanel(QWidget):
     # ----------------------------------------------------------------- export
     def context(self) -> dict:
         opened, pair = self.state.current, self.state.current_pair_obj
-        context = {"file": str(opened.path) if opened else "",
-                   "spectrum": pair.label if pair else "",
-                   "model": self.state.model_path}
+        context = {
+            "file": str(opened.path) if opened else "",
+            "spectrum": pair.label if pair else "",
+            "model": self.state.model_path,
+        }
         caveat = R.model_caveat(self.state.model)
         if caveat:
             context["caveat"] = caveat
@@ -210,13 +232,17 @@ class ResultsPanel(QWidget):
 
     def export(self, path: str | Path) -> Path:
         path = Path(path)
-        text = R.to_json(self.rows, self.context()) if path.suffix.lower() == ".json" \
+        text = (
+            R.to_json(self.rows, self.context())
+            if path.suffix.lower() == ".json"
             else R.to_csv(self.rows, self.context())
+        )
         path.write_text(text)
         return path
 
     def _export_dialog(self, kind: str) -> None:
-        name, _ = QFileDialog.getSaveFileName(self, "Export results", f"spemr_result.{kind}",
-                                              f"{kind.upper()} (*.{kind})")
+        name, _ = QFileDialog.getSaveFileName(
+            self, "Export results", f"spemr_result.{kind}", f"{kind.upper()} (*.{kind})"
+        )
         if name:
             self.export(name)

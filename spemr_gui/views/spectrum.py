@@ -2,6 +2,7 @@
 line markers at the measured RV, an RV override box, a cursor readout and keyboard
 navigation (arrows pan/zoom, R resets, N toggles the normalised model input).
 """
+
 from __future__ import annotations
 
 import math
@@ -11,13 +12,20 @@ import numpy as np
 import pyqtgraph as pg
 from PySide6.QtCore import Qt, Signal
 from PySide6.QtGui import QKeySequence, QShortcut
-from PySide6.QtWidgets import (QCheckBox, QComboBox, QDoubleSpinBox, QHBoxLayout, QLabel, QLineEdit,
-                               QPushButton,
-                               QVBoxLayout, QWidget)
+from PySide6.QtWidgets import (
+    QCheckBox,
+    QComboBox,
+    QDoubleSpinBox,
+    QHBoxLayout,
+    QLabel,
+    QLineEdit,
+    QPushButton,
+    QVBoxLayout,
+    QWidget,
+)
 
 from ..lines import load_lines
-from ..plotdata import (SMOOTHING_KINDS, ArmCurve, normalised_curves, observed_wavelength, raw_curves,
-                        smooth_curve)
+from ..plotdata import SMOOTHING_KINDS, ArmCurve, normalised_curves, observed_wavelength, raw_curves, smooth_curve
 from .arm_plot import ArmPlot, LegendSample, legend_proxies, marker_legend
 
 PAN_FRACTION = 0.15
@@ -27,18 +35,18 @@ ZOOM_FACTOR = 0.8
 class SpectrumView(QWidget):
     """Shows the state's current arm pair; asks the window for work via signals."""
 
-    normalised_toggled = Signal(bool)          # the window prepares the spectrum if needed
-    rv_override_requested = Signal(object)     # float, or None to measure again
+    normalised_toggled = Signal(bool)  # the window prepares the spectrum if needed
+    rv_override_requested = Signal(object)  # float, or None to measure again
 
     def __init__(self, state, parent: QWidget | None = None):
         super().__init__(parent)
         self.state = state
-        self._lines = None   # read on first use: the engine's rv module (scipy) must not
-                             # be imported on the GUI thread before the window shows
+        self._lines = None  # read on first use: the engine's rv module (scipy) must not
+        # be imported on the GUI thread before the window shows
         self.graphics = pg.GraphicsLayoutWidget()
         self.graphics.setBackground("w")
         self.arm_plots = [self._make_plot(0, "blue"), self._make_plot(1, "red")]
-        for arm_plot in self.arm_plots:   # the model spectrum: over the data, half transparent
+        for arm_plot in self.arm_plots:  # the model spectrum: over the data, half transparent
             arm_plot.overlay_item.setPen(pg.mkPen((20, 20, 20, 140), width=1))
         self._build_legend()
         self.normalised_box = QCheckBox("&Normalised model input (N)")
@@ -62,8 +70,10 @@ class SpectrumView(QWidget):
         self.smooth_width.setValue(2.0)
         self.smooth_width.setSuffix(" px")
         self.smooth_width.setEnabled(False)
-        tip = ("Smoothing for display only: box width or Gaussian sigma in pixels. The model "
-               "input, inference and File > Export plotted data use the unsmoothed flux.")
+        tip = (
+            "Smoothing for display only: box width or Gaussian sigma in pixels. The model "
+            "input, inference and File > Export plotted data use the unsmoothed flux."
+        )
         for widget in (self.smooth_kind, self.smooth_width):
             widget.setToolTip(tip)
         self.smooth_kind.currentTextChanged.connect(self._on_smoothing_changed)
@@ -79,8 +89,7 @@ class SpectrumView(QWidget):
         self.status_label.setStyleSheet("color: #a05000;")
 
         bar = QHBoxLayout()
-        for widget in (self.normalised_box, self.rv_label, self.rv_edit, apply_button,
-                       measure_button, reset_button):
+        for widget in (self.normalised_box, self.rv_label, self.rv_edit, apply_button, measure_button, reset_button):
             bar.addWidget(widget)
         bar.addStretch(1)
         layout = QVBoxLayout(self)
@@ -88,13 +97,12 @@ class SpectrumView(QWidget):
         layout.addLayout(bar)
         layout.addWidget(self.status_label)
         layout.addWidget(self.graphics, 1)
-        bottom = QHBoxLayout()   # the toolbar above is full: smoothing sits by the readout
+        bottom = QHBoxLayout()  # the toolbar above is full: smoothing sits by the readout
         bottom.addWidget(self.cursor_label, 1)
         for widget in (smooth_label, self.smooth_kind, self.smooth_width):
             bottom.addWidget(widget)
         layout.addLayout(bottom)
-        self._proxy = pg.SignalProxy(self.graphics.scene().sigMouseMoved, rateLimit=30,
-                                     slot=self._on_mouse_moved)
+        self._proxy = pg.SignalProxy(self.graphics.scene().sigMouseMoved, rateLimit=30, slot=self._on_mouse_moved)
         self._install_keys()
         for event in (state.selection_changed, state.prepared_changed, state.model_changed):
             event.connect(lambda *args: self.refresh())
@@ -113,17 +121,18 @@ class SpectrumView(QWidget):
     def _build_legend(self) -> None:
         """One legend for both arms, in its own row under the plots (a legend inside a
         plot covers the spectrum or the line labels)."""
-        self.legend = pg.LegendItem(colCount=3, labelTextColor="k", labelTextSize="8pt",
-                                    horSpacing=18)
+        self.legend = pg.LegendItem(colCount=3, labelTextColor="k", labelTextSize="8pt", horSpacing=18)
         self.graphics.addItem(self.legend, row=2, col=0)
         self.graphics.ci.layout.setRowStretchFactor(2, 0)
         self.legend_proxies = legend_proxies()
         self.legend_labels: dict[str, object] = {}
-        entries = [("blue", self.arm_plots[0].curve_item, "blue arm flux"),
-                   ("red", self.arm_plots[1].curve_item, "red arm flux"),
-                   ("error", self.legend_proxies["error"], "1σ error"),
-                   ("mask", self.legend_proxies["mask"], "masked / no data"),
-                   ("marker", self.legend_proxies["marker"], marker_legend(False, False)[0])]
+        entries = [
+            ("blue", self.arm_plots[0].curve_item, "blue arm flux"),
+            ("red", self.arm_plots[1].curve_item, "red arm flux"),
+            ("error", self.legend_proxies["error"], "1σ error"),
+            ("mask", self.legend_proxies["mask"], "masked / no data"),
+            ("marker", self.legend_proxies["marker"], marker_legend(False, False)[0]),
+        ]
         for key, item, text in entries:
             self.legend.addItem(LegendSample(item), text)
             self.legend_labels[key] = self.legend.items[-1][1]
@@ -133,10 +142,14 @@ class SpectrumView(QWidget):
 
     def _install_keys(self) -> None:
         keys = {
-            Qt.Key_Left: lambda: self.pan(-PAN_FRACTION), Qt.Key_Right: lambda: self.pan(PAN_FRACTION),
-            Qt.Key_Up: lambda: self.zoom(ZOOM_FACTOR), Qt.Key_Down: lambda: self.zoom(1 / ZOOM_FACTOR),
-            Qt.Key_Plus: lambda: self.zoom(ZOOM_FACTOR), Qt.Key_Minus: lambda: self.zoom(1 / ZOOM_FACTOR),
-            Qt.Key_R: self.reset_view, Qt.Key_0: self.reset_view,
+            Qt.Key_Left: lambda: self.pan(-PAN_FRACTION),
+            Qt.Key_Right: lambda: self.pan(PAN_FRACTION),
+            Qt.Key_Up: lambda: self.zoom(ZOOM_FACTOR),
+            Qt.Key_Down: lambda: self.zoom(1 / ZOOM_FACTOR),
+            Qt.Key_Plus: lambda: self.zoom(ZOOM_FACTOR),
+            Qt.Key_Minus: lambda: self.zoom(1 / ZOOM_FACTOR),
+            Qt.Key_R: self.reset_view,
+            Qt.Key_0: self.reset_view,
             Qt.Key_N: self.normalised_box.toggle,
         }
         for key, action in keys.items():
@@ -173,7 +186,7 @@ class SpectrumView(QWidget):
 
     def _on_smoothing_changed(self, *_args) -> None:
         self.smooth_width.setEnabled(self.smooth_kind.currentText() != "none")
-        ranges = self.x_ranges()   # keep the user's zoom: only the curves change
+        ranges = self.x_ranges()  # keep the user's zoom: only the curves change
         self.refresh()
         if self.state.current_pair_obj is not None:
             for arm_plot, (x0, x1) in zip(self.arm_plots, ranges):
@@ -182,11 +195,10 @@ class SpectrumView(QWidget):
     def displayed_curves(self) -> list[ArmCurve | None]:
         """What the plots show: current_curves() smoothed when asked (display only)."""
         kind, width = self.smoothing
-        return [None if curve is None else smooth_curve(curve, kind, width)
-                for curve in self.current_curves()]
+        return [None if curve is None else smooth_curve(curve, kind, width) for curve in self.current_curves()]
 
     def _measure_rv(self) -> None:
-        self.rv_edit.clear()   # the box must not keep saying an override is in force
+        self.rv_edit.clear()  # the box must not keep saying an override is in force
         self.status_label.setText("")
         self.rv_override_requested.emit(None)
 
@@ -227,30 +239,37 @@ class SpectrumView(QWidget):
             self.cursor_label.setText(" ")
             self.rv_edit.clear()
             return
-        self.title_label.setText(f"<b>{opened.name}</b> — {pair.label}: "
-                                 f"{pair.extname_blue} / {pair.extname_red}, "
-                                 f"S/N {pair.snr_blue:.1f} / {pair.snr_red:.1f}")
+        self.title_label.setText(
+            f"<b>{opened.name}</b> — {pair.label}: "
+            f"{pair.extname_blue} / {pair.extname_red}, "
+            f"S/N {pair.snr_blue:.1f} / {pair.snr_red:.1f}"
+        )
         spectra = self.state.current_prepared()
         rv = self._rv_text(spectra)
         self.rv_label.setText(rv)
         # The override box shows the override in force for this spectrum, or nothing.
         override = self.state.rv_override()
         self.rv_edit.setText("" if override is None else f"{override:g}")
-        self.cursor_label.setText(" ")   # a readout of the previous spectrum is stale
+        self.cursor_label.setText(" ")  # a readout of the previous spectrum is stale
         unreliable = rv_unreliable(spectra)
         waiting = self.normalised and spectra is None
         status = "preparing the normalised spectrum…" if waiting else ""
         if unreliable and not self.normalised:
-            status = (f"RV unreliable (CCF peak {float(spectra.quality.ccf_peak[0]):.2f}): "
-                      "line markers (dotted, orange) may be misplaced; give an RV to fix them")
+            status = (
+                f"RV unreliable (CCF peak {float(spectra.quality.ccf_peak[0]):.2f}): "
+                "line markers (dotted, orange) may be misplaced; give an RV to fix them"
+            )
         self.status_label.setText(status)
         rest_rv = None if spectra is None else float(spectra.rv[0])
         frame = "rest-frame wavelength (vacuum)" if self.normalised else "observed wavelength (vacuum)"
         text, pen = marker_legend(unreliable, self.normalised)
         self.legend_labels["marker"].setText(text)
         self.legend_proxies["marker"].setPen(pen)
-        flux_label = ("normalised flux (continuum = 1)" if self.normalised
-                      else flux_axis_label(getattr(opened, "flux_unit", None)))
+        flux_label = (
+            "normalised flux (continuum = 1)"
+            if self.normalised
+            else flux_axis_label(getattr(opened, "flux_unit", None))
+        )
         overlays = self._model_overlays()
         self._show_model_legend(any(o is not None for o in overlays))
         for arm_plot, curve, overlay in zip(self.arm_plots, self.displayed_curves(), overlays):
@@ -261,8 +280,7 @@ class SpectrumView(QWidget):
             if self.normalised:
                 arm_plot.set_markers(self.lines)
             elif rest_rv is not None:
-                arm_plot.set_markers(self.lines, lambda w, v=rest_rv: observed_wavelength(w, v),
-                                     unreliable=unreliable)
+                arm_plot.set_markers(self.lines, lambda w, v=rest_rv: observed_wavelength(w, v), unreliable=unreliable)
             else:
                 arm_plot.set_markers([])
             arm_plot.reset_view()

@@ -3,15 +3,25 @@ estimate in standardised label space, from the model bundle's template library,
 overlaid on the normalised spectrum with a residual panel sharing the x axis.
 T / Shift+T step to the next / previous nearest template. The model spectrum at the fused
 labels (what fit_chi2 is measured against) is drawn too, dashed orange."""
+
 from __future__ import annotations
 
 import numpy as np
 import pyqtgraph as pg
 from PySide6.QtCore import Qt, Signal
 from PySide6.QtGui import QKeySequence, QShortcut
-from PySide6.QtWidgets import (QAbstractItemView, QHBoxLayout, QHeaderView, QLabel,
-                               QPushButton, QSplitter, QTableWidget, QTableWidgetItem,
-                               QVBoxLayout, QWidget)
+from PySide6.QtWidgets import (
+    QAbstractItemView,
+    QHBoxLayout,
+    QHeaderView,
+    QLabel,
+    QPushButton,
+    QSplitter,
+    QTableWidget,
+    QTableWidgetItem,
+    QVBoxLayout,
+    QWidget,
+)
 
 from spemr_engine.config import default_grid, label_infos
 
@@ -20,10 +30,10 @@ from ..results import fit_summary, format_value
 from .arm_plot import ArmPlot
 
 
-POOR_FIT_STYLE = ("QLabel { background: #fde2e1; color: #8a0000; border: 1px solid #d9534f;"
-                  " padding: 4px; font-weight: bold; }")
-GOOD_FIT_STYLE = ("QLabel { background: #e6f4e6; color: #2d5f2d; border: 1px solid #8bc48b;"
-                  " padding: 4px; }")
+POOR_FIT_STYLE = (
+    "QLabel { background: #fde2e1; color: #8a0000; border: 1px solid #d9534f; padding: 4px; font-weight: bold; }"
+)
+GOOD_FIT_STYLE = "QLabel { background: #e6f4e6; color: #2d5f2d; border: 1px solid #8bc48b; padding: 4px; }"
 
 
 class TemplateView(QWidget):
@@ -34,12 +44,12 @@ class TemplateView(QWidget):
     def __init__(self, state, parent=None):
         super().__init__(parent)
         self.state = state
-        self.matches = None          # engine_calls.TemplateMatches for the current result
+        self.matches = None  # engine_calls.TemplateMatches for the current result
         self.infos = {info.name: info for info in label_infos()}
         self.graphics = pg.GraphicsLayoutWidget()
         self.graphics.setBackground("w")
         self.spectrum_plots, self.residual_plots, self.residual_items = [], [], []
-        self.model_items = []            # the model spectrum at the fused labels, per arm
+        self.model_items = []  # the model spectrum at the fused labels, per arm
         for col, arm in enumerate(("blue", "red")):
             top = self.graphics.addPlot(row=0, col=col)
             top.setLabel("left", "normalised flux")
@@ -56,8 +66,7 @@ class TemplateView(QWidget):
             residual.setDownsampling(auto=True, method="peak")
             residual.setClipToView(True)
             bottom.addItem(residual)
-            model_curve = pg.PlotDataItem(pen=pg.mkPen((230, 120, 0), width=1.2, style=Qt.DashLine),
-                                          connect="finite")
+            model_curve = pg.PlotDataItem(pen=pg.mkPen((230, 120, 0), width=1.2, style=Qt.DashLine), connect="finite")
             model_curve.setClipToView(True)
             top.addItem(model_curve)
             self.model_items.append(model_curve)
@@ -68,10 +77,10 @@ class TemplateView(QWidget):
         self.graphics.ci.layout.setRowStretchFactor(1, 1)
         self.info_label = QLabel("")
         self.info_label.setWordWrap(True)
-        self.fit_label = QLabel("")      # the fit chi2 and poor_fit, always beside the residuals
+        self.fit_label = QLabel("")  # the fit chi2 and poor_fit, always beside the residuals
         self.fit_label.setWordWrap(True)
         self.fit_label.hide()
-        self.fit = None                  # results.FitSummary of the shown result
+        self.fit = None  # results.FitSummary of the shown result
         self.table = QTableWidget(0, 4)
         self.table.setHorizontalHeaderLabels(["label", "estimate", "template", "difference"])
         self.table.verticalHeader().setVisible(False)
@@ -156,8 +165,9 @@ class TemplateView(QWidget):
         wave, flux = self.matches.spectra[rank]
         grid = default_grid()
         model_flux = self.matches.model_flux
-        for arm_plot, residual, model_curve, part in zip(self.spectrum_plots, self.residual_items, self.model_items,
-                                                         grid.arm_slices().values()):
+        for arm_plot, residual, model_curve, part in zip(
+            self.spectrum_plots, self.residual_items, self.model_items, grid.arm_slices().values()
+        ):
             arm_plot.set_overlay(wave[part], flux[part])
             if model_flux is None:
                 model_curve.setData([], [])
@@ -171,8 +181,13 @@ class TemplateView(QWidget):
             f"<b>template {rank + 1} of {len(self.matches.indices)}</b> "
             f"(library entry #{self.matches.indices[rank]}), nearest to the fused estimate in "
             f"standardised label space. Black: template; colour: this spectrum"
-            + ("; dashed orange: the model spectrum at the fused labels (synthetic world, typical "
-               "broadening), which fit χ² is measured against." if model_flux is not None else "."))
+            + (
+                "; dashed orange: the model spectrum at the fused labels (synthetic world, typical "
+                "broadening), which fit χ² is measured against."
+                if model_flux is not None
+                else "."
+            )
+        )
 
     def _show_fit(self, result) -> None:
         usable = result is not None and result.usable
@@ -205,7 +220,11 @@ class TemplateView(QWidget):
             unit = info.unit if info else ""
             estimate = float(prediction.mean[0, i])
             template = float(template_labels[i])
-            cells = [info.display if info else name, format_value(estimate, unit),
-                     format_value(template, unit), format_value(estimate - template, unit)]
+            cells = [
+                info.display if info else name,
+                format_value(estimate, unit),
+                format_value(template, unit),
+                format_value(estimate - template, unit),
+            ]
             for j, text in enumerate(cells):
                 self.table.setItem(i, j, QTableWidgetItem(text))

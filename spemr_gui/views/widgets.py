@@ -1,4 +1,5 @@
 """Small widgets shared by several views."""
+
 from __future__ import annotations
 
 from PySide6.QtWidgets import QHBoxLayout, QLineEdit, QPushButton, QWidget

@@ -6,6 +6,7 @@ Every long step (generating, importing or building a reference set, training) ru
 a separate process through :class:`JobRunner`, so the app never waits on it and a crash
 in training cannot take the app down.
 """
+
 from __future__ import annotations
 
 import html
@@ -13,13 +14,34 @@ import html
 import numpy as np
 import pyqtgraph as pg
 from PySide6.QtCore import Qt, Signal
-from PySide6.QtWidgets import (QButtonGroup, QCheckBox, QComboBox, QDoubleSpinBox, QFileDialog,
-                               QFormLayout, QHBoxLayout, QLabel, QLineEdit, QProgressBar, QPushButton,
-                               QRadioButton, QSpinBox, QTextBrowser, QVBoxLayout,
-                               QWizard, QWizardPage)
+from PySide6.QtWidgets import (
+    QButtonGroup,
+    QCheckBox,
+    QComboBox,
+    QDoubleSpinBox,
+    QFileDialog,
+    QFormLayout,
+    QHBoxLayout,
+    QLabel,
+    QLineEdit,
+    QProgressBar,
+    QPushButton,
+    QRadioButton,
+    QSpinBox,
+    QTextBrowser,
+    QVBoxLayout,
+    QWizard,
+    QWizardPage,
+)
 
-from spemr_engine.config import (architecture, architecture_names, default_regions, label_infos, preset_epochs,
-                                 training_recipe)
+from spemr_engine.config import (
+    architecture,
+    architecture_names,
+    default_regions,
+    label_infos,
+    preset_epochs,
+    training_recipe,
+)
 
 from ..eta import TrainingEta
 from ..settings import DEVICES
@@ -29,10 +51,14 @@ from .widgets import path_row
 SOURCES = {
     "synthetic": ("Generate a synthetic reference set", "spemr_engine.synth.refset_builder:build_reference_set"),
     "open": ("Open an engine reference set (folder)", None),
-    "published": ("Import the published layout (train/valid/test_flux.pkl, *_label.csv, label_config.pkl)",
-                  "spemr_engine.refset:import_published"),
-    "crossmatch": ("Build from real MRS files + a label catalog (cross-match)",
-                   "spemr_engine.crossmatch:build_reference_set"),
+    "published": (
+        "Import the published layout (train/valid/test_flux.pkl, *_label.csv, label_config.pkl)",
+        "spemr_engine.refset:import_published",
+    ),
+    "crossmatch": (
+        "Build from real MRS files + a label catalog (cross-match)",
+        "spemr_engine.crossmatch:build_reference_set",
+    ),
 }
 # The source page's fields each source uses (the others are disabled).
 FIELDS_USED = {
@@ -54,8 +80,6 @@ def open_wizard(window) -> "TrainingWizard":
     window.training_wizard = wizard
     wizard.show()
     return wizard
-
-
 
 
 def _pick_folder(parent, edit: QLineEdit, title: str) -> None:
@@ -84,8 +108,7 @@ class TrainingWizard(QWizard):
         self.config_page = ConfigPage(self)
         self.training_page = TrainingPage(self)
         self.evaluation_page = EvaluationPage(self)
-        for page in (self.source_page, self.summary_page, self.config_page,
-                     self.training_page, self.evaluation_page):
+        for page in (self.source_page, self.summary_page, self.config_page, self.training_page, self.evaluation_page):
             self.addPage(page)
         self.finished.connect(self._on_finished)
         window.close_checks = getattr(window, "close_checks", []) + [self.training_page.confirm_close]
@@ -130,17 +153,22 @@ class SourcePage(QWizardPage):
         self.existing = QLineEdit()
         self.existing.setPlaceholderText("an existing reference set folder")
         form = QFormLayout()
-        self.fields = {   # field name -> its row's widget (enabled only where it applies)
-            "n_stars": self.n_stars, "seed": self.seed,
+        self.fields = {  # field name -> its row's widget (enabled only where it applies)
+            "n_stars": self.n_stars,
+            "seed": self.seed,
             "source_dir": path_row(self.source_dir, lambda: _pick_folder(self, self.source_dir, "Source folder")),
             "catalog": path_row(self.catalog, self._pick_catalog),
             "output": path_row(self.output, lambda: _pick_folder(self, self.output, "Output folder")),
             "existing": path_row(self.existing, lambda: _pick_folder(self, self.existing, "Reference set")),
         }
-        for key, text in (("n_stars", "synthetic: stars"), ("seed", "synthetic: seed"),
-                          ("source_dir", "published layout / MRS files folder"),
-                          ("catalog", "label catalog (cross-match)"), ("output", "new reference set folder"),
-                          ("existing", "existing reference set")):
+        for key, text in (
+            ("n_stars", "synthetic: stars"),
+            ("seed", "synthetic: seed"),
+            ("source_dir", "published layout / MRS files folder"),
+            ("catalog", "label catalog (cross-match)"),
+            ("output", "new reference set folder"),
+            ("existing", "existing reference set"),
+        ):
             form.addRow(text, self.fields[key])
         self.form = form
         layout.addLayout(form)
@@ -154,7 +182,7 @@ class SourcePage(QWizardPage):
         row.addWidget(self.cancel_button)
         row.addStretch(1)
         layout.addLayout(row)
-        self.progress_bar = QProgressBar()   # stars / files done of total
+        self.progress_bar = QProgressBar()  # stars / files done of total
         self.progress_bar.setRange(0, 0)
         self.progress_bar.hide()
         layout.addWidget(self.progress_bar)
@@ -175,8 +203,9 @@ class SourcePage(QWizardPage):
             label = self.form.labelForField(widget)
             if label is not None:
                 label.setEnabled(key in used)
-        self.prepare_button.setEnabled(self.choice() != "open"
-                                       and not (self.runner is not None and self.runner.is_running()))
+        self.prepare_button.setEnabled(
+            self.choice() != "open" and not (self.runner is not None and self.runner.is_running())
+        )
         self.completeChanged.emit()
 
     def _pick_catalog(self) -> None:
@@ -213,8 +242,11 @@ class SourcePage(QWizardPage):
         if choice == "published":
             return SOURCES[choice][1], {"source_dir": self.source_dir.text().strip(), "out_path": out}
         if choice == "crossmatch":
-            return SOURCES[choice][1], {"inputs": [self.source_dir.text().strip()],
-                                        "catalog_path": self.catalog.text().strip(), "out": out}
+            return SOURCES[choice][1], {
+                "inputs": [self.source_dir.text().strip()],
+                "catalog_path": self.catalog.text().strip(),
+                "out": out,
+            }
         raise ValueError(f"nothing to prepare for {choice!r}")
 
     def prepare(self) -> JobRunner | None:
@@ -229,10 +261,11 @@ class SourcePage(QWizardPage):
         self.runner.progress.connect(self._on_progress)
         self.runner.done.connect(lambda _result: self._accept_refset(out))
         self.runner.failed.connect(lambda message: self._job_ended(f"failed: {message}"))
-        self.runner.cancelled.connect(lambda message: self._job_ended(f"cancelled: {message} "
-                                                                       "(Prepare again to resume)"))
+        self.runner.cancelled.connect(
+            lambda message: self._job_ended(f"cancelled: {message} (Prepare again to resume)")
+        )
         self.runner.start()
-        self.progress_bar.setRange(0, 0)   # busy until the first count arrives
+        self.progress_bar.setRange(0, 0)  # busy until the first count arrives
         self.progress_bar.show()
         self.status.setText("started in a separate process…")
         self.prepare_button.setEnabled(False)
@@ -284,8 +317,11 @@ def _event_text(event: dict) -> str:
     parts = []
     done, total = _event_counts(event)
     if total:
-        unit = "stars" if "stars_total" in event else {"build": "files", "scan": "files"}.get(
-            event.get("stage"), "spectra")
+        unit = (
+            "stars"
+            if "stars_total" in event
+            else {"build": "files", "scan": "files"}.get(event.get("stage"), "spectra")
+        )
         stage = event.get("stage")
         parts.append(f"{stage}: " if stage and unit != "stars" else "")
         parts[-1] += f"{done:,} of {total:,} {unit}"
@@ -295,11 +331,13 @@ def _event_text(event: dict) -> str:
         parts.append(f"{kept:,} spectra kept" + (f", {int(rejected):,} rejected" if rejected is not None else ""))
     if isinstance(event.get("elapsed_s"), (int, float)):
         seconds = int(round(event["elapsed_s"]))
-        parts.append(f"{seconds // 60} min {seconds % 60:02d} s elapsed" if seconds >= 60
-                     else f"{seconds} s elapsed")
+        parts.append(f"{seconds // 60} min {seconds % 60:02d} s elapsed" if seconds >= 60 else f"{seconds} s elapsed")
     if not parts:  # an event of another shape: its plain values, numbers rounded
-        parts = [f"{k.replace('_', ' ')} {v:.3g}" if isinstance(v, float) else f"{k.replace('_', ' ')} {v}"
-                 for k, v in event.items() if not isinstance(v, (dict, list))]
+        parts = [
+            f"{k.replace('_', ' ')} {v:.3g}" if isinstance(v, float) else f"{k.replace('_', ' ')} {v}"
+            for k, v in event.items()
+            if not isinstance(v, (dict, list))
+        ]
     return " · ".join(p for p in parts if p)[:300]
 
 
@@ -309,8 +347,9 @@ class SummaryPage(QWizardPage):
         super().__init__()
         self.wiz = wizard
         self.setTitle("2. Summary")
-        self.setSubTitle("What the reference set holds: spectra and stars, counts per fine-tuning "
-                         "region, label distributions.")
+        self.setSubTitle(
+            "What the reference set holds: spectra and stars, counts per fine-tuning region, label distributions."
+        )
         self.text = QLabel("")
         self.text.setWordWrap(True)
         self.text.setTextFormat(Qt.RichText)
@@ -328,12 +367,16 @@ class SummaryPage(QWizardPage):
         labels = np.asarray(refset.labels, dtype=np.float64)
         names = list(refset.label_names)
         self.region_counts = {r.name: int(r.contains(labels, names).sum()) for r in default_regions()}
-        regions = "".join(f"<li>{html.escape(r.name)} ({html.escape(r.description)}): "
-                          f"{self.region_counts[r.name]}</li>" for r in default_regions())
+        regions = "".join(
+            f"<li>{html.escape(r.name)} ({html.escape(r.description)}): {self.region_counts[r.name]}</li>"
+            for r in default_regions()
+        )
         n_stars = len(set(refset.star_id))
         kind = "synthetic" if refset.synthetic else "real"
-        self.text.setText(f"<b>{len(refset)}</b> spectra of <b>{n_stars}</b> stars ({kind}); "
-                          f"source: {html.escape(str(refset.source))}<br>per region:<ul>{regions}</ul>")
+        self.text.setText(
+            f"<b>{len(refset)}</b> spectra of <b>{n_stars}</b> stars ({kind}); "
+            f"source: {html.escape(str(refset.source))}<br>per region:<ul>{regions}</ul>"
+        )
         self.graphics.clear()
         infos = {info.name: info for info in label_infos()}
         for col, name in enumerate(HISTOGRAM_LABELS):
@@ -345,8 +388,9 @@ class SummaryPage(QWizardPage):
             plot.getAxis("bottom").enableAutoSIPrefix(False)
             if values.size:
                 counts, edges = np.histogram(values, bins=30)
-                plot.addItem(pg.BarGraphItem(x0=edges[:-1], x1=edges[1:], height=counts,
-                                             brush=pg.mkBrush(70, 110, 190)))
+                plot.addItem(
+                    pg.BarGraphItem(x0=edges[:-1], x1=edges[1:], height=counts, brush=pg.mkBrush(70, 110, 190))
+                )
 
 
 # =========================================================== 3: configuration
@@ -355,9 +399,11 @@ class ConfigPage(QWizardPage):
         super().__init__()
         self.wiz = wizard
         self.setTitle("3. Configuration")
-        self.setSubTitle("RRNet preset and the training recipe (paper: Adam, lr 1e-4, 30 epochs; "
-                         "region fine-tuning of fc1, lr 1e-5, 10 epochs).")
-        recipe = training_recipe()      # the defaults of spemr train, from presets/training.json
+        self.setSubTitle(
+            "RRNet preset and the training recipe (paper: Adam, lr 1e-4, 30 epochs; "
+            "region fine-tuning of fc1, lr 1e-5, 10 epochs)."
+        )
+        recipe = training_recipe()  # the defaults of spemr train, from presets/training.json
         self.preset = QComboBox()
         self.preset.addItems(architecture_names())
         self.preset.setCurrentText(recipe.architecture)
@@ -408,21 +454,30 @@ class ConfigPage(QWizardPage):
         return bool(self.output.text().strip())
 
     def train_arguments(self) -> dict:
-        return {"refset": self.wiz.refset_path, "out_dir": self.output.text().strip(),
-                "architecture": self.preset.currentText(), "members": self.members.value(),
-                "epochs": self.epochs.value(), "finetune_epochs": self.finetune_epochs.value(),
-                "lr": self.lr.value(), "finetune_lr": self.finetune_lr.value(),
-                "batch_size": self.batch_size.value(), "seed": self.seed.value(),
-                "device": self.device.currentText(), "resume": True,
-                "command": "spemr-gui training wizard"}
+        return {
+            "refset": self.wiz.refset_path,
+            "out_dir": self.output.text().strip(),
+            "architecture": self.preset.currentText(),
+            "members": self.members.value(),
+            "epochs": self.epochs.value(),
+            "finetune_epochs": self.finetune_epochs.value(),
+            "lr": self.lr.value(),
+            "finetune_lr": self.finetune_lr.value(),
+            "batch_size": self.batch_size.value(),
+            "seed": self.seed.value(),
+            "device": self.device.currentText(),
+            "resume": True,
+            "command": "spemr-gui training wizard",
+        }
 
 
 def eta_for(arguments: dict) -> TrainingEta:
     """The ETA of a run with these train_model arguments."""
     config = architecture(arguments["architecture"])
     members = arguments.get("members") or config.members
-    return TrainingEta(members, len(config.networks), len(default_regions()),
-                       arguments["epochs"], arguments["finetune_epochs"])
+    return TrainingEta(
+        members, len(config.networks), len(default_regions()), arguments["epochs"], arguments["finetune_epochs"]
+    )
 
 
 def _rate(value: float) -> QDoubleSpinBox:
@@ -452,8 +507,10 @@ class TrainingPage(QWizardPage):
         self.status.setWordWrap(True)
         self.eta: TrainingEta | None = None
         self.eta_label = QLabel("")
-        self.eta_label.setToolTip("From the pace of the epochs finished so far; a fine-tuning "
-                                  "epoch counts as a pre-training one until one has finished.")
+        self.eta_label.setToolTip(
+            "From the pace of the epochs finished so far; a fine-tuning "
+            "epoch counts as a pre-training one until one has finished."
+        )
         self.graphics = pg.GraphicsLayoutWidget()
         self.graphics.setBackground("w")
         self.loss_plot = self.graphics.addPlot(row=0, col=0, title="loss per epoch")
@@ -473,7 +530,7 @@ class TrainingPage(QWizardPage):
         self.val_curve = self.loss_plot.plot([], [], pen=pg.mkPen((200, 60, 40), width=2), name="validation")
         self.loss_legend.addItem(self.train_curve, "train")
         self.loss_legend.addItem(self.val_curve, "validation")
-        self.history: list[dict] = []          # one entry per finished epoch, all jobs
+        self.history: list[dict] = []  # one entry per finished epoch, all jobs
         self.mae_history: dict[str, list[float]] = {}
         self.mae_job = ""
         row = QHBoxLayout()
@@ -517,11 +574,13 @@ class TrainingPage(QWizardPage):
             self.eta.update(event)
             self.eta_label.setText(self.eta.text())
         elif stage in ("evaluate", "done"):
-            self.eta_label.setText("" if stage == "done" or self.eta is None
-                                   else f"{self.eta.elapsed_text()} · evaluating")
+            self.eta_label.setText(
+                "" if stage == "done" or self.eta is None else f"{self.eta.elapsed_text()} · evaluating"
+            )
         if stage in ("pretrain", "finetune"):
-            where = f"m{event.get('member')} {event.get('network')}" + \
-                    (f" {event['region']}" if event.get("region") else "")
+            where = f"m{event.get('member')} {event.get('network')}" + (
+                f" {event['region']}" if event.get("region") else ""
+            )
             text = f"{stage} {where}: epoch {event.get('epoch')}/{event.get('n_epochs')}"
             if "val_loss" in event:
                 self._add_epoch(f"{stage} {where}", event)
@@ -539,22 +598,29 @@ class TrainingPage(QWizardPage):
         segment of the loss curves, with a marker where it starts."""
         if not self.history or self.history[-1]["job"] != job:
             start = len(self.history) + 1
-            marker = pg.InfiniteLine(start - 0.5, angle=90, pen=pg.mkPen((160, 160, 160), style=Qt.DotLine),
-                                     label=job.replace("pretrain ", "").replace("finetune ", "ft "),
-                                     labelOpts={"position": 0.95, "color": (90, 90, 90),
-                                                "rotateAxis": (1, 0), "anchors": [(1, 0.5), (1, 0.5)]})
+            marker = pg.InfiniteLine(
+                start - 0.5,
+                angle=90,
+                pen=pg.mkPen((160, 160, 160), style=Qt.DotLine),
+                label=job.replace("pretrain ", "").replace("finetune ", "ft "),
+                labelOpts={
+                    "position": 0.95,
+                    "color": (90, 90, 90),
+                    "rotateAxis": (1, 0),
+                    "anchors": [(1, 0.5), (1, 0.5)],
+                },
+            )
             self.loss_plot.addItem(marker)
         self.history.append({"job": job, "train": event["train_loss"], "val": event["val_loss"]})
         x = np.arange(1, len(self.history) + 1, dtype=float)
         jobs = [h["job"] for h in self.history]
         breaks = np.array([i > 0 and jobs[i] != jobs[i - 1] for i in range(len(jobs))])
-        connect = ~np.append(breaks[1:], False)   # no line across a job boundary
+        connect = ~np.append(breaks[1:], False)  # no line across a job boundary
         self.train_curve.setData(x, [h["train"] for h in self.history], connect=connect)
         val = np.array([h["val"] for h in self.history], dtype=float)
         finite = np.isfinite(val)
         connect_val = connect & finite & np.append(finite[1:], False)  # lines only, no symbols
-        self.val_curve.setData(x, np.where(finite, val, np.nanmin(val) if finite.any() else 0.0),
-                               connect=connect_val)
+        self.val_curve.setData(x, np.where(finite, val, np.nanmin(val) if finite.any() else 0.0), connect=connect_val)
         mae = {k: v for k, v in (event.get("val_mae") or {}).items() if v is not None and np.isfinite(v)}
         if not mae:
             return  # e.g. a region without validation spectra: keep the last curves
@@ -574,8 +640,7 @@ class TrainingPage(QWizardPage):
             good = np.isfinite(values) & (values > 0)
             colour = pg.intColor(k, hues=max(len(self.mae_history), 1))
             name = infos[label].display if label in infos else label
-            curve = self.mae_plot.plot(np.arange(1, len(values) + 1)[good], values[good],
-                                       pen=pg.mkPen(colour, width=2))
+            curve = self.mae_plot.plot(np.arange(1, len(values) + 1)[good], values[good], pen=pg.mkPen(colour, width=2))
             self.mae_legend.addItem(curve, name)
 
     def _on_done(self, result) -> None:
@@ -605,10 +670,14 @@ class TrainingPage(QWizardPage):
         if self.runner is None or not self.runner.is_running():
             return True
         from PySide6.QtWidgets import QMessageBox
-        answer = QMessageBox.question(self, "Training is running",
-                                      "Training is running. Stop it (a checkpoint is kept; the wizard "
-                                      "can resume it later) and quit?",
-                                      QMessageBox.Yes | QMessageBox.No, QMessageBox.No)
+
+        answer = QMessageBox.question(
+            self,
+            "Training is running",
+            "Training is running. Stop it (a checkpoint is kept; the wizard can resume it later) and quit?",
+            QMessageBox.Yes | QMessageBox.No,
+            QMessageBox.No,
+        )
         return answer == QMessageBox.Yes
 
 
@@ -639,4 +708,3 @@ class EvaluationPage(QWizardPage):
             self.report.setMarkdown(header + render_markdown(metrics))
         else:
             self.report.setMarkdown(header + f"No evaluation: {metrics.get('note', 'no test split')}.")
-

@@ -1,6 +1,7 @@
 """Fixtures for the GUI tests: isolated settings, a main window with every view,
 and a small random-weight model bundle (until a trained default ships, tests must not
 depend on one; its caveat banner is part of what they check)."""
+
 from __future__ import annotations
 
 import pytest
@@ -48,8 +49,10 @@ def random_bundle(tmp_path_factory):
 @pytest.fixture
 def open_file(qtbot, window):
     """open_file(path) -> OpenFile: open through the window and wait until it lands."""
+
     def _open(path, timeout=20000):
         with qtbot.waitSignal(window.file_opened, timeout=timeout):
             window.open_files([str(path)])
         return window.state.current
+
     return _open

@@ -1,6 +1,7 @@
 """Batch labelling through the Batch tab (engine run_catalog in a worker): a folder
 with a corrupt file gives a flagged row while the rest complete; cancel, then a later
 run resumes; the event loop keeps ticking during a batch (latency measured)."""
+
 from __future__ import annotations
 
 import os

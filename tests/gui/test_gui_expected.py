@@ -1,6 +1,7 @@
 """Issue 12, "what users of such tools expect": the full FITS header of every HDU,
 legends and units, a display-only smoothing control, and the training wizard's ETA,
 source-dependent fields and a really quick tiny preset; through real widgets."""
+
 from __future__ import annotations
 
 import threading
@@ -10,8 +11,7 @@ import pytest
 from PySide6.QtCore import Qt
 
 
-def test_fits_header_tab_lists_every_hdu_with_all_cards(qtbot, window, open_file, mrs_files,
-                                                        monkeypatch):
+def test_fits_header_tab_lists_every_hdu_with_all_cards(qtbot, window, open_file, mrs_files, monkeypatch):
     from astropy.io import fits
 
     from spemr_gui import engine_calls
@@ -28,7 +28,7 @@ def test_fits_header_tab_lists_every_hdu_with_all_cards(qtbot, window, open_file
     view = window.fits_header_view
     with qtbot.waitSignal(view.headers_loaded, timeout=20000):
         opened = open_file(mrs_files[0])
-    assert threads and gui_thread not in threads   # read in a worker
+    assert threads and gui_thread not in threads  # read in a worker
     with fits.open(opened.path) as hdul:
         expected = [(hdu.header.get("EXTNAME", ""), len(hdu.header)) for hdu in hdul]
         assert view.hdu_list.count() == len(hdul)
@@ -97,9 +97,11 @@ def test_batch_kiel_error_bars_and_isochrone_legend(window):
     view = window.batch_view
     teff, logg = _catalog_name("Teff"), _catalog_name("Logg")
     columns = ["obsid", teff, f"{teff}_err", logg, f"{logg}_err"]
-    rows = [{"obsid": 1, teff: 5000.0, f"{teff}_err": 80.0, logg: 3.0, f"{logg}_err": 0.1},
-            {"obsid": 2, teff: 5800.0, f"{teff}_err": 120.0, logg: 4.4, f"{logg}_err": 0.2},
-            {"obsid": 3, teff: None, f"{teff}_err": None, logg: None, f"{logg}_err": None}]
+    rows = [
+        {"obsid": 1, teff: 5000.0, f"{teff}_err": 80.0, logg: 3.0, f"{logg}_err": 0.1},
+        {"obsid": 2, teff: 5800.0, f"{teff}_err": 120.0, logg: 4.4, f"{logg}_err": 0.2},
+        {"obsid": 3, teff: None, f"{teff}_err": None, logg: None, f"{logg}_err": None},
+    ]
     view.model.replace(columns, rows)
     view._plot_rows()
     opts = view.error_bars.opts
@@ -111,7 +113,7 @@ def test_batch_kiel_error_bars_and_isochrone_legend(window):
         pytest.skip("no shared isochrones")
     isochrones = read_isochrones(default_isochrones())
     view.set_isochrones(isochrones)
-    view.set_isochrones(isochrones)   # replaced, not added twice
+    view.set_isochrones(isochrones)  # replaced, not added twice
     legend = [label.text for _sample, label in view.kiel_legend.items]
     assert sum(text.startswith("isochrone ") for text in legend) == len(isochrones)
     assert f"isochrone {isochrones[0].name}" in legend
@@ -140,7 +142,7 @@ def test_smoothing_is_for_display_only(qtbot, window, open_file, mrs_files, tmp_
     good = np.isfinite(raw_y) & np.isfinite(box_y)
     # smoother: the pixel-to-pixel scatter drops
     assert np.std(np.diff(box_y[good], 2)) < 0.7 * np.std(np.diff(raw_y[good], 2))
-    assert view.x_ranges() == zoomed                       # the zoom is kept
+    assert view.x_ranges() == zoomed  # the zoom is kept
     view.set_smoothing("Gaussian", 3)
     _x, gauss_y = view.arm_plots[0].curve_item.getData()
     assert np.array_equal(gauss_y, smooth_curve(raw_curves(pair)[0], "Gaussian", 3).flux, equal_nan=True)
@@ -162,7 +164,7 @@ def test_smoothing_skips_masked_pixels_and_propagates_errors():
     flux = 1 + 0.1 * rng.standard_normal(400)
     mask = np.zeros(400, bool)
     mask[200:210] = True
-    flux[200:210] = 1e6   # masked garbage must not leak into neighbours
+    flux[200:210] = 1e6  # masked garbage must not leak into neighbours
     curve = ArmCurve("blue", np.arange(400.0), flux, np.full(400, 0.1), mask, "observed")
     box = smooth_curve(curve, "box", 9)
     assert np.isnan(box.flux[200:210]).all()
@@ -180,7 +182,7 @@ def test_wizard_source_page_disables_fields_that_do_not_apply(qtbot, window):
     def enabled():
         return {key for key, widget in page.fields.items() if widget.isEnabled()}
 
-    assert enabled() == {"n_stars", "seed", "output", "existing"}            # synthetic
+    assert enabled() == {"n_stars", "seed", "output", "existing"}  # synthetic
     assert not page.form.labelForField(page.fields["catalog"]).isEnabled()
     page.buttons["crossmatch"].setChecked(True)
     assert enabled() == {"source_dir", "catalog", "output", "existing"}
@@ -222,27 +224,37 @@ def test_training_page_shows_an_eta(qtbot, window):
     page.eta = TrainingEta(2, 2, 4, 3, 1, clock=lambda: now[0])
 
     def event(stage, epoch, step=None, **extra):
-        base = {"stage": stage, "member": 0, "network": "SP", "region": "S1" if stage == "finetune" else None,
-                "epoch": epoch, "n_epochs": 3 if stage == "pretrain" else 1, "n_steps": 4}
-        base.update({"step": step, "train_loss": 1.0} if step is not None else
-                    {"train_loss": 1.0, "val_loss": 1.0, "val_mae": {}})
+        base = {
+            "stage": stage,
+            "member": 0,
+            "network": "SP",
+            "region": "S1" if stage == "finetune" else None,
+            "epoch": epoch,
+            "n_epochs": 3 if stage == "pretrain" else 1,
+            "n_steps": 4,
+        }
+        base.update(
+            {"step": step, "train_loss": 1.0}
+            if step is not None
+            else {"train_loss": 1.0, "val_loss": 1.0, "val_mae": {}}
+        )
         base.update(extra)
         return base
 
     page.on_progress(event("pretrain", 1, step=0))
     assert "estimating" in page.eta_label.text()
     now[0] += 5
-    page.on_progress(event("pretrain", 1, step=2))     # half an epoch in 5 s: 10 s per epoch
+    page.on_progress(event("pretrain", 1, step=2))  # half an epoch in 5 s: 10 s per epoch
     assert "about 4:35 left" in page.eta_label.text()  # 11.5 + 16 epochs x 10 s
     now[0] += 5
-    page.on_progress(event("pretrain", 1))             # epoch finished after 10 s
+    page.on_progress(event("pretrain", 1))  # epoch finished after 10 s
     assert "elapsed 0:10" in page.eta_label.text() and "about 4:30 left" in page.eta_label.text()
     now[0] += 10
     page.on_progress(event("pretrain", 2))
     now[0] += 10
     page.on_progress(event("pretrain", 3))
     now[0] += 2
-    page.on_progress(event("finetune", 1))             # fine-tuning epochs are cheaper: 2 s
+    page.on_progress(event("finetune", 1))  # fine-tuning epochs are cheaper: 2 s
     # 9 pre-training epochs x 10 s + 15 fine-tuning epochs x 2 s = 2:00
     assert "about 2:00 left" in page.eta_label.text()
 

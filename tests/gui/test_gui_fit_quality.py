@@ -2,6 +2,7 @@
 results panel and the template view show fit chi2 and a clear POOR FIT for a spectrum
 from another world (sigmas marked), the sub-model comparison shows region_mismatch for
 the metal-poor sample labelled by S1, and the batch table marks poor_fit sigmas."""
+
 from __future__ import annotations
 
 import pytest
@@ -25,8 +26,7 @@ def _infer(qtbot, window):
     return window.state.current_result()
 
 
-def test_poor_fit_is_shown_in_results_and_template_views(qtbot, window, default_model, open_file,
-                                                         tmp_path):
+def test_poor_fit_is_shown_in_results_and_template_views(qtbot, window, default_model, open_file, tmp_path):
     open_file(other_world_file(tmp_path))
     result = _infer(qtbot, window)
     assert result.usable and bool(result.fit.poor_fit[0])
@@ -81,12 +81,27 @@ def test_batch_table_marks_poor_fit_sigmas(qtbot):
     from spemr_gui.views.batch import POOR_FIT_BRUSH, CatalogModel
 
     model = CatalogModel()
-    model.replace(["Teff[K]", "Teff[K]_err", "fit_chi2", "region_mismatch", "flags"], [
-        {"Teff[K]": 4800.0, "Teff[K]_err": 520.0, "fit_chi2": 56.0, "region_mismatch": "",
-         "flags": "poor_fit", "sigma_inflation": 3.2},
-        {"Teff[K]": 5500.0, "Teff[K]_err": 90.0, "fit_chi2": 1.1, "region_mismatch": "S1",
-         "flags": "region_mismatch"},
-        {"Teff[K]": 5000.0, "Teff[K]_err": 80.0, "fit_chi2": 1.0, "region_mismatch": "", "flags": ""}])
+    model.replace(
+        ["Teff[K]", "Teff[K]_err", "fit_chi2", "region_mismatch", "flags"],
+        [
+            {
+                "Teff[K]": 4800.0,
+                "Teff[K]_err": 520.0,
+                "fit_chi2": 56.0,
+                "region_mismatch": "",
+                "flags": "poor_fit",
+                "sigma_inflation": 3.2,
+            },
+            {
+                "Teff[K]": 5500.0,
+                "Teff[K]_err": 90.0,
+                "fit_chi2": 1.1,
+                "region_mismatch": "S1",
+                "flags": "region_mismatch",
+            },
+            {"Teff[K]": 5000.0, "Teff[K]_err": 80.0, "fit_chi2": 1.0, "region_mismatch": "", "flags": ""},
+        ],
+    )
     err = model.data(model.index(0, 1), Qt.BackgroundRole)
     assert err.color().getRgb()[:3] == POOR_FIT_BRUSH
     assert "inflated" in model.data(model.index(0, 1), Qt.ToolTipRole)

@@ -2,6 +2,7 @@
 exactly what the engine computes for the same input; the caveat banner is there for a
 random/synthetic model; an unusable spectrum says why; cancel works; the sub-model
 comparison and Kiel views show the same prediction."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -70,7 +71,7 @@ def test_cancel_inference_releases_the_ui(qtbot, loaded, open_file, mrs_files):
     assert window.results_panel.run_button.isEnabled()
     assert "cancelled" in window.results_panel.message.text()
     window.runner.wait_all(30000)
-    assert window.state.current_result() is None   # a cancelled result is never applied
+    assert window.state.current_result() is None  # a cancelled result is never applied
 
 
 def test_comparison_and_kiel_show_the_prediction(qtbot, loaded, open_file, mrs_files):
@@ -79,7 +80,7 @@ def test_comparison_and_kiel_show_the_prediction(qtbot, loaded, open_file, mrs_f
     result = _infer(qtbot, window)
     view = window.comparison_view
     window.tabs.setCurrentWidget(view)
-    view.label_list.setCurrentRow(2)            # [Fe/H]
+    view.label_list.setCurrentRow(2)  # [Fe/H]
     prediction = result.prediction
     dots = [item for item in view.point_items if item.__class__.__name__ == "ScatterPlotItem"][-1]
     x, y = dots.getData()

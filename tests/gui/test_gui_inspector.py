@@ -1,6 +1,7 @@
 """The spectrum inspector driven through real widgets (offscreen): open a real LAMOST
 file, switch exposures with the keyboard, zoom/reset, export data and figure, refuse a
 bad file with one line, remember recent files."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -18,12 +19,14 @@ def test_open_real_file_lists_pairs_and_plots_raw_flux(qtbot, window, open_file,
     assert top.child(0).text(1) == f"{opened.pairs[0].snr_blue:.1f}"
     blue = window.spectrum_view.arm_plots[0]
     x, y = blue.curve_item.getData()
-    flux = opened.pairs[0].blue.flux   # flux exactly 0 is no data: a gap (issue 12, item 1)
+    flux = opened.pairs[0].blue.flux  # flux exactly 0 is no data: a gap (issue 12, item 1)
     assert np.array_equal(y, np.where(flux == 0, np.nan, flux), equal_nan=True)
     assert "coadd" in window.spectrum_view.title_label.text()
-    meta = dict(window.metadata_view.item(i, 0).text() and
-                (window.metadata_view.item(i, 0).text(), window.metadata_view.item(i, 1).text())
-                for i in range(window.metadata_view.rowCount()))
+    meta = dict(
+        window.metadata_view.item(i, 0).text()
+        and (window.metadata_view.item(i, 0).text(), window.metadata_view.item(i, 1).text())
+        for i in range(window.metadata_view.rowCount())
+    )
     assert meta["obsid"] == str(opened.mrs.meta["obsid"])
 
 

@@ -1,5 +1,6 @@
 """Defects a new user met (issue 12), each driven through the real widgets. Every test
 here fails on the code before its fix. Shipped sample files only (no model needed)."""
+
 from __future__ import annotations
 
 import time
@@ -53,10 +54,10 @@ def test_failed_opens_stay_in_the_log(qtbot, window, open_file, tmp_path, sample
     bad.write_bytes(b"not a FITS file at all")
     with qtbot.waitSignal(window.open_failed, timeout=30000):
         window.open_files([str(bad)])
-    open_file(sample)                      # a later success overwrites the status bar...
+    open_file(sample)  # a later success overwrites the status bar...
     window.status("something else")
     log = window.log_view
-    assert log.rowCount() == 1             # ...but the failure is still listed
+    assert log.rowCount() == 1  # ...but the failure is still listed
     assert log.item(0, 1).text() == bad.name
     assert log.item(0, 2).text()
     assert "Log (1)" in window.side_tabs.tabText(window.log_index)
@@ -73,7 +74,7 @@ def test_command_line_model_is_not_saved(qtbot, settings, tmp_path, sample):
     try:
         with qtbot.waitSignal(window.model_failed, timeout=60000):
             window.show()
-        assert settings.model_path == ""   # the next launch still uses the default model
+        assert settings.model_path == ""  # the next launch still uses the default model
     finally:
         window.shutdown()
 
@@ -94,9 +95,16 @@ def test_wizard_summary_keeps_region_descriptions_with_angle_brackets(qtbot, win
     from spemr_gui.views.wizard import open_wizard
 
     class FakeRefset:
-        labels = np.column_stack([np.linspace(3800, 7000, 50) if name == "Teff" else
-                                  np.linspace(0.5, 4.5, 50) if name == "Logg" else
-                                  np.linspace(-2, 0.4, 50) for name in LABELS])
+        labels = np.column_stack(
+            [
+                np.linspace(3800, 7000, 50)
+                if name == "Teff"
+                else np.linspace(0.5, 4.5, 50)
+                if name == "Logg"
+                else np.linspace(-2, 0.4, 50)
+                for name in LABELS
+            ]
+        )
         label_names = list(LABELS)
         star_id = [str(i) for i in range(50)]
         synthetic = True
@@ -127,8 +135,15 @@ def test_reference_set_progress_is_a_bar_and_a_sentence(qtbot, window):
     wizard = open_wizard(window)
     qtbot.addWidget(wizard)
     page = wizard.source_page
-    page._on_progress({"stars_done": 120, "stars_total": 500, "spectra_kept": 313,
-                       "spectra_rejected": 2, "elapsed_s": 4.068258952000178})
+    page._on_progress(
+        {
+            "stars_done": 120,
+            "stars_total": 500,
+            "spectra_kept": 313,
+            "spectra_rejected": 2,
+            "elapsed_s": 4.068258952000178,
+        }
+    )
     assert (page.progress_bar.value(), page.progress_bar.maximum()) == (120, 500)
     text = page.status.text()
     assert "120 of 500 stars" in text and "313 spectra kept" in text and "4 s elapsed" in text
@@ -148,7 +163,7 @@ def test_line_labels_sit_above_the_data_and_apart(qtbot, window, open_file, samp
         data_top = float(np.nanmax(np.where(arm_plot.curve.mask, np.nan, flux)))
         scene_rects = []
         for label in arm_plot.label_items:
-            assert label.zValue() > arm_plot.curve_item.zValue()   # never under the spectrum
+            assert label.zValue() > arm_plot.curve_item.zValue()  # never under the spectrum
             rect = label.mapRectToView(label.boundingRect())
             assert rect.bottom() >= data_top - 1e-9 or rect.top() >= data_top - 1e-9
             scene_rects.append(label.sceneBoundingRect())
@@ -166,17 +181,17 @@ def test_rv_box_readout_and_axis_are_not_stale(qtbot, window, open_file, sample)
     assert view.rv_edit.text() == "12.5" and "given" in view.rv_label.text()
     with qtbot.waitSignal(window.prepared, timeout=60000):
         qtbot.mouseClick(view.measure_button, Qt.LeftButton)
-    assert view.rv_edit.text() == ""      # no override is in force any more
+    assert view.rv_edit.text() == ""  # no override is in force any more
     assert "ccf" in view.rv_label.text()
 
     view.cursor_label.setText(view.readout(view.arm_plots[0], 5000.0))
     assert "flux =" in view.cursor_label.text()
-    qtbot.keyClick(view, Qt.Key_BracketRight)   # next spectrum
+    qtbot.keyClick(view, Qt.Key_BracketRight)  # next spectrum
     assert "flux =" not in view.cursor_label.text()
 
     view.set_normalised(True)
     axis = view.arm_plots[0].plot.getAxis("bottom").labelText
-    assert "rest" in axis                   # as the readout says
+    assert "rest" in axis  # as the readout says
     view.set_normalised(False)
     assert "observed" in view.arm_plots[0].plot.getAxis("bottom").labelText
 
@@ -204,13 +219,12 @@ def _fake_batch(monkeypatch, view, tmp_path, sample, wait_for):
     from spemr_gui.views import batch
 
     def fake_run_catalog(progress=None, cancel=None, pause=None, **options):
-        progress({"files_done": 0, "files_total": 1, "spectra_done": 0})   # running
+        progress({"files_done": 0, "files_total": 1, "spectra_done": 0})  # running
         deadline = time.monotonic() + 20
         while not wait_for(cancel) and time.monotonic() < deadline:
             time.sleep(0.01)
         progress({"files_done": 1, "files_total": 1, "spectra_done": 1})
-        return SimpleNamespace(lines=lambda: ["1 of 1 files labelled"], output=None,
-                               model_trained_on="synthetic")
+        return SimpleNamespace(lines=lambda: ["1 of 1 files labelled"], output=None, model_trained_on="synthetic")
 
     monkeypatch.setattr(batch, "_run_catalog", fake_run_catalog)
     view.add_inputs([str(sample)])
@@ -230,12 +244,11 @@ def test_batch_pause_on_a_run_that_ends_anyway(qtbot, window, monkeypatch, tmp_p
     assert "1 of 1 files labelled" in view.progress_label.text()
 
 
-def test_batch_cancel_after_everything_was_done_reports_the_finished_run(qtbot, window, monkeypatch,
-                                                                        tmp_path, sample):
+def test_batch_cancel_after_everything_was_done_reports_the_finished_run(qtbot, window, monkeypatch, tmp_path, sample):
     view = window.batch_view
     _fake_batch(monkeypatch, view, tmp_path, sample, lambda cancel: cancel())
     view.start()
-    qtbot.waitUntil(lambda: bool(view.last_progress), timeout=30000)   # the run is under way
+    qtbot.waitUntil(lambda: bool(view.last_progress), timeout=30000)  # the run is under way
     with qtbot.waitSignal(view.run_finished, timeout=30000):
         view.cancel()
     assert "cancelled" not in view.progress_label.text()
@@ -243,10 +256,12 @@ def test_batch_cancel_after_everything_was_done_reports_the_finished_run(qtbot, 
 
 
 # ------------------------------------------------------------- items 5 and 6
-SUMMARY = ["/some/rather/long/folder/name/for/the/output/catalog_of_the_night.csv: 12 rows from 12 files "
-           "(12 labelled now, 0 resumed)",
-           "flags: bad_pixels: 1, low_snr: 2, no_good_pixels: 1, poor_fit: 3, rv_unreliable: 2",
-           "time: 41.2 s, 0.3 spectra/s"]
+SUMMARY = [
+    "/some/rather/long/folder/name/for/the/output/catalog_of_the_night.csv: 12 rows from 12 files "
+    "(12 labelled now, 0 resumed)",
+    "flags: bad_pixels: 1, low_snr: 2, no_good_pixels: 1, poor_fit: 3, rv_unreliable: 2",
+    "time: 41.2 s, 0.3 spectra/s",
+]
 
 
 def test_batch_buttons_stay_put_and_texts_are_not_clipped(qtbot, window):
@@ -259,11 +274,11 @@ def test_batch_buttons_stay_put_and_texts_are_not_clipped(qtbot, window):
     view.caveat.setText("⚠ the model was trained on SYNTHETIC data: this catalog is not survey-grade")
     qtbot.wait(50)
     after = view.pause_button.mapTo(view, view.pause_button.rect().topLeft())
-    assert after == before                              # item 5: clicks land where aimed
+    assert after == before  # item 5: clicks land where aimed
     label = view.progress_label
     assert label.wordWrap() and label.heightForWidth(label.width()) <= label.height()
     assert label.text() == "\n".join(SUMMARY)
-    box = view.overwrite                                 # item 6: the checkbox keeps its ")"
+    box = view.overwrite  # item 6: the checkbox keeps its ")"
     assert box.sizeHint().width() <= box.width()
 
 
@@ -273,12 +288,21 @@ def test_batch_table_labels_first_flags_readable_double_click_opens(qtbot, windo
     view = window.batch_view
     window.tabs.setCurrentWidget(view)
     teff = next(i.catalog for i in label_infos() if i.name == "Teff")
-    row = {"obsid": 1, "filename": sample.name, "ra": 1.0, "dec": 2.0, "snr_blue": 50.0,
-           teff: 4800.0, f"{teff}_err": 90.0, "flags": "rv_unreliable|no_good_pixels",
-           "source": str(sample), "spectrum": "coadd"}
+    row = {
+        "obsid": 1,
+        "filename": sample.name,
+        "ra": 1.0,
+        "dec": 2.0,
+        "snr_blue": 50.0,
+        teff: 4800.0,
+        f"{teff}_err": 90.0,
+        "flags": "rv_unreliable|no_good_pixels",
+        "source": str(sample),
+        "spectrum": "coadd",
+    }
     view._add_rows([row])
     columns = view.model.columns
-    assert columns[:3] == ["filename", teff, f"{teff}_err"]     # labels before metadata
+    assert columns[:3] == ["filename", teff, f"{teff}_err"]  # labels before metadata
     flags = columns.index("flags")
     assert view.table.columnWidth(flags) >= view.table.fontMetrics().horizontalAdvance(row["flags"])
     index = view.proxy.index(0, 0)
@@ -304,15 +328,15 @@ def test_zero_flux_is_no_data_in_every_view(qtbot, window, open_file, shared_mrs
     zero = (arm.flux == 0) & (arm.wave > 5200) & (arm.wave < 5220)
     assert zero.any()
     x, y = blue.curve_item.getData()
-    assert np.isnan(y[zero]).all()                               # a gap, not a line to 0
+    assert np.isnan(y[zero]).all()  # a gap, not a line to 0
     x0, x1 = blue.mask_item.opts["x0"], blue.mask_item.opts["x1"]
-    assert all(((x0 <= w) & (w <= x1)).any() for w in arm.wave[zero])   # shaded
-    assert blue.y_range[0] > 0                                   # 0 does not set the scale
+    assert all(((x0 <= w) & (w <= x1)).any() for w in arm.wave[zero])  # shaded
+    assert blue.y_range[0] > 0  # 0 does not set the scale
     view.set_normalised(True)
     spectra = window.state.current_prepared()
     rest = arm.wave[zero] / (1 + float(spectra.rv[0]) / 299792.458)
     x, y = blue.curve_item.getData()
-    near = np.abs(x[:, None] - rest[None, :]).argmin(axis=0)    # nearest grid pixels
+    near = np.abs(x[:, None] - rest[None, :]).argmin(axis=0)  # nearest grid pixels
     assert blue.curve.mask[near].all() and (y[near] > 0.3).all()
 
 
@@ -328,27 +352,35 @@ def test_training_plots_legends_outside_and_y_labels(qtbot, window):
     wizard.show()
     for job, epochs in (("m0 SP", 4), ("m0 CA", 3)):
         for epoch in range(1, epochs + 1):
-            page.on_progress({"stage": "pretrain", "member": 0, "network": job.split()[1], "epoch": epoch,
-                              "n_epochs": epochs, "train_loss": 2.0 / epoch, "val_loss": 2.2 / epoch,
-                              "val_mae": {name: 0.1 * (k + 1) / epoch for k, name in enumerate(LABELS)}})
+            page.on_progress(
+                {
+                    "stage": "pretrain",
+                    "member": 0,
+                    "network": job.split()[1],
+                    "epoch": epoch,
+                    "n_epochs": epochs,
+                    "train_loss": 2.0 / epoch,
+                    "val_loss": 2.2 / epoch,
+                    "val_mae": {name: 0.1 * (k + 1) / epoch for k, name in enumerate(LABELS)},
+                }
+            )
     qtbot.wait(50)
     for plot in (page.loss_plot, page.mae_plot):
-        assert plot.getAxis("left").labelText                      # y axes say what they show
+        assert plot.getAxis("left").labelText  # y axes say what they show
     for legend, plot in ((page.loss_legend, page.loss_plot), (page.mae_legend, page.mae_plot)):
-        assert legend.items                                          # a legend with entries...
+        assert legend.items  # a legend with entries...
         assert not legend.sceneBoundingRect().intersects(plot.vb.sceneBoundingRect())  # ...outside
     assert len(page.mae_legend.items) == len(LABELS)
     wizard.reject()
 
 
 # ----------------------------------------------------------------- item 14
-def test_sigma_against_snr_is_shown_and_an_inversion_flagged(qtbot, window, open_file, random_bundle,
-                                                            shared_mrs_files):
+def test_sigma_against_snr_is_shown_and_an_inversion_flagged(qtbot, window, open_file, random_bundle, shared_mrs_files):
     path = next(p for p in shared_mrs_files if "58408" in p.name)
     with qtbot.waitSignal(window.model_loaded, timeout=60000):
         window.load_model(str(random_bundle))
     opened = open_file(path)
-    for pair in (0, 1):                                  # the coadd, then one exposure
+    for pair in (0, 1):  # the coadd, then one exposure
         window.state.select(0, pair)
         with qtbot.waitSignal(window.inference_finished, timeout=120000):
             window.run_inference()
@@ -358,7 +390,7 @@ def test_sigma_against_snr_is_shown_and_an_inversion_flagged(qtbot, window, open
     coadd, exposure = opened.results[0], opened.results[1]
     assert opened.pairs[0].snr_blue > opened.pairs[1].snr_blue and opened.pairs[0].snr_red > opened.pairs[1].snr_red
     teff = coadd.prediction.labels.index("Teff")
-    coadd.prediction.sigma[0, teff], exposure.prediction.sigma[0, teff] = 172.0, 139.0   # as seen
+    coadd.prediction.sigma[0, teff], exposure.prediction.sigma[0, teff] = 172.0, 139.0  # as seen
     panel.refresh()
     assert panel.sigma_inverted and "not a photon-noise error bar" in panel.snr_label.text()
     assert "±172 K" in panel.snr_label.text() and "±139 K" in panel.snr_label.text()

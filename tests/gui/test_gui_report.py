@@ -1,6 +1,7 @@
 """The Batch tab's Report… button (issue 12, "the paper's diagnostics as plots"): enabled
 once a catalog exists, writes `spemr report` in a worker (the GUI thread keeps ticking)
 and says where the file went; a bad catalog is one line in the panel."""
+
 from __future__ import annotations
 
 import pytest
@@ -25,13 +26,14 @@ def test_report_button_writes_the_report_in_a_worker(qtbot, window, catalog, tmp
     view = window.batch_view
     window.tabs.setCurrentWidget(view)
     view.output.setText(str(tmp_path / "not-yet.csv"))
-    assert not view.report_button.isEnabled()          # no catalog yet
+    assert not view.report_button.isEnabled()  # no catalog yet
     view.output.setText(str(catalog))
     assert view.report_button.isEnabled()
 
     target = tmp_path / "report.html"
-    monkeypatch.setattr("spemr_gui.views.batch.QFileDialog.getSaveFileName",
-                        lambda *args, **kwargs: (str(target), "HTML (*.html)"))
+    monkeypatch.setattr(
+        "spemr_gui.views.batch.QFileDialog.getSaveFileName", lambda *args, **kwargs: (str(target), "HTML (*.html)")
+    )
     with qtbot.waitSignal(view.report_written, timeout=60000) as written:
         qtbot.mouseClick(view.report_button, Qt.LeftButton)
         # the click returned at once: the work is in a worker, the button waits for it
@@ -68,7 +70,7 @@ def test_sigma_against_snr_plot_in_the_tab(window, catalog):
     view._plot_rows()
     x, _ = view.sigma_points.getData()
     assert len(x) == sum(1 for row in rows if row.get("Teff[K]_err") is not None and row.get("snr_blue"))
-    assert len(view.repeat_curve.getData()[0] or []) == 0      # streaming: points only
+    assert len(view.repeat_curve.getData()[0] or []) == 0  # streaming: points only
     view._plot_rows(finished=True)
     rx, ry = view.repeat_curve.getData()
     assert len(rx) >= 1 and all(value > 0 for value in ry)

@@ -1,6 +1,7 @@
 """A shipped sample with the shipped default model: inference, the best-fit template
 view (nearest templates from the bundle's library, stepping with T), plus the ways in:
 command-line arguments and drag and drop; and closing mid-batch asks first."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -45,6 +46,7 @@ def test_sample_with_default_model_and_template_view(qtbot, window, default_mode
     with qtbot.waitSignal(window.templates_found, timeout=60000):
         window.tabs.setCurrentWidget(view)
     from spemr_engine.templates import TemplateLibrary
+
     library = TemplateLibrary.load(default_model.template_library_path)
     expected = library.nearest(result.prediction.mean[0], k=len(view.matches.indices))
     assert view.matches.indices == [int(i) for i in expected]
@@ -61,6 +63,7 @@ def test_sample_with_default_model_and_template_view(qtbot, window, default_mode
     from spemr_engine.synth.model_spectra import model_spectra
     from spemr_gui.engine_calls import _in_order
     from spemr_engine.config import LABELS
+
     model_flux = model_spectra(_in_order(result.prediction.mean[0], result.prediction.labels, LABELS)[None, :])[0]
     mx, my = view.model_items[0].getData()
     np.testing.assert_allclose(my, model_flux[blue], rtol=1e-6)

@@ -1,6 +1,7 @@
 """Walk the training wizard through a tiny run: generate a synthetic reference set (in a
 separate process), look at its summary, configure the tiny preset, train in a separate
 process, cancel mid-way and resume, read the evaluation, and make the model active."""
+
 from __future__ import annotations
 
 import pytest
@@ -52,19 +53,19 @@ def test_wizard_tiny_training_with_cancel_and_resume(qtbot, window, tmp_path):
     with qtbot.waitSignal(wizard.training_cancelled, timeout=120000):
         training.cancel()
     assert not training.isComplete() and training.start_button.isEnabled()
-    assert window.isVisible()                      # the app is untouched by the job process
+    assert window.isVisible()  # the app is untouched by the job process
     with qtbot.waitSignal(wizard.training_done, timeout=180000) as done:
-        training.start()                            # resumes from the checkpoint
+        training.start()  # resumes from the checkpoint
     model_path = done.args[0]
     assert training.isComplete()
-    assert len(training.history) >= 2               # epochs with train/validation loss plotted
-    assert training.mae_history                      # per-label validation MAE curves
+    assert len(training.history) >= 2  # epochs with train/validation loss plotted
+    assert training.mae_history  # per-label validation MAE curves
     assert load_bundle(model_path).trained_on == "synthetic"
 
     wizard.next()
     evaluation = wizard.evaluation_page
     assert "Overall" in evaluation.report.toPlainText()
-    assert not evaluation.make_active.isChecked()   # never by default (issue 12, item 8)
+    assert not evaluation.make_active.isChecked()  # never by default (issue 12, item 8)
     evaluation.make_active.setChecked(True)
     with qtbot.waitSignal(window.model_loaded, timeout=60000):
         wizard.done(QWizard.Accepted)
@@ -77,9 +78,10 @@ def test_training_job_crash_is_reported_not_fatal(qtbot, window, tmp_path):
     wizard; the app goes on."""
     from spemr_gui.views.jobs import JobRunner
 
-    runner = JobRunner("spemr_engine.training:train_model",
-                       {"refset": str(tmp_path / "missing"), "out_dir": str(tmp_path / "m"),
-                        "architecture": "tiny"})
+    runner = JobRunner(
+        "spemr_engine.training:train_model",
+        {"refset": str(tmp_path / "missing"), "out_dir": str(tmp_path / "m"), "architecture": "tiny"},
+    )
     with qtbot.waitSignal(runner.failed, timeout=120000) as failed:
         runner.start()
     assert "missing" in failed.args[0]
@@ -94,6 +96,12 @@ def test_wizard_configuration_defaults_are_the_training_recipe(qtbot, window):
     qtbot.addWidget(wizard)
     config, recipe = wizard.config_page, training_recipe()
     assert config.preset.currentText() == recipe.architecture
-    assert (config.epochs.value(), config.finetune_epochs.value(), config.batch_size.value(),
-            config.seed.value()) == (recipe.epochs, recipe.finetune_epochs, recipe.batch_size, recipe.seed)
-    assert config.lr.value() == pytest.approx(recipe.lr) and config.finetune_lr.value() == pytest.approx(recipe.finetune_lr)
+    assert (config.epochs.value(), config.finetune_epochs.value(), config.batch_size.value(), config.seed.value()) == (
+        recipe.epochs,
+        recipe.finetune_epochs,
+        recipe.batch_size,
+        recipe.seed,
+    )
+    assert config.lr.value() == pytest.approx(recipe.lr) and config.finetune_lr.value() == pytest.approx(
+        recipe.finetune_lr
+    )

@@ -7,6 +7,7 @@ dill); its own code is not used because atmosnet 1.0.1 inverts the outputs with 
 while the networks were trained on ``log10(x + 1e-16)``: ``exp`` gives a ~35 K solar
 surface, ``10**y - 1e-16`` the physical one.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -25,12 +26,13 @@ LEAKY_SLOPE = 0.01
 @dataclass(frozen=True)
 class ColumnNet:
     """One network: three dense layers with leaky ReLU between them."""
+
     column: int
     weights: tuple[np.ndarray, np.ndarray, np.ndarray]
     biases: tuple[np.ndarray, np.ndarray, np.ndarray]
     x_min: np.ndarray
     x_max: np.ndarray
-    ranges: np.ndarray          # (4, 2) valid (Teff, log g, [Fe/H], [alpha/Fe])
+    ranges: np.ndarray  # (4, 2) valid (Teff, log g, [Fe/H], [alpha/Fe])
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
         h = (x - self.x_min) / (self.x_max - self.x_min) - 0.5
@@ -38,7 +40,7 @@ class ColumnNet:
             h = h @ w.T + b
             if i < 2:
                 h = np.where(h > 0, h, LEAKY_SLOPE * h)
-        return 10.0 ** h - 1e-16      # the networks' targets were log10(value + 1e-16)
+        return 10.0**h - 1e-16  # the networks' targets were log10(value + 1e-16)
 
 
 def _config() -> dict:
@@ -57,9 +59,16 @@ def load_networks(directory: str, kind: str) -> tuple[ColumnNet, ...]:
     for d in raw:
         w0, w1, w2 = (np.asarray(d[f"w_array_{i}"], np.float64) for i in range(3))
         b0, b1, b2 = (np.asarray(d[f"b_array_{i}"], np.float64) for i in range(3))
-        nets.append(ColumnNet(int(d["column"]), (w0, w1, w2), (b0, b1, b2),
-                              np.asarray(d["x_min"], np.float64), np.asarray(d["x_max"], np.float64),
-                              np.asarray(d["ranges"], np.float64)))
+        nets.append(
+            ColumnNet(
+                int(d["column"]),
+                (w0, w1, w2),
+                (b0, b1, b2),
+                np.asarray(d["x_min"], np.float64),
+                np.asarray(d["x_max"], np.float64),
+                np.asarray(d["ranges"], np.float64),
+            )
+        )
     return tuple(sorted(nets, key=lambda n: n.column))
 
 
@@ -86,8 +95,10 @@ def atmosphere(directory: str | Path, teff: float, logg: float, feh: float, alph
     outside the networks' range: extrapolated atmospheres are not physical."""
     params = np.array([teff, logg, feh, alpha_fe], dtype=np.float64)
     if not in_range(directory, params)[0]:
-        raise ValueError(f"Teff {teff:.0f}, log g {logg:.2f}, [Fe/H] {feh:.2f}, [alpha/Fe] {alpha_fe:.2f} "
-                         "is outside atmosnet's range")
+        raise ValueError(
+            f"Teff {teff:.0f}, log g {logg:.2f}, [Fe/H] {feh:.2f}, [alpha/Fe] {alpha_fe:.2f} "
+            "is outside atmosnet's range"
+        )
     nets = load_networks(str(directory), str(kind_for(teff)))
     deck = np.empty((nets[0].biases[2].size, len(nets)))
     for net in nets:

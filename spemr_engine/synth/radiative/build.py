@@ -11,6 +11,7 @@ stars and whole chunks. A star is done when its name is in a chunk or in pending
 restart skips it and packs pending stars into chunks. Only full chunks are written while
 stars are still running; the rest is packed when the run ends.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -39,6 +40,7 @@ CHUNK_PATTERN = "rt_{:05d}.npz"
 @dataclass
 class StarResult:
     """What a worker returns for one task: the star's job and flux, or an error."""
+
     name: str
     job: GridJob | None = None
     flux: np.ndarray | None = None
@@ -64,7 +66,7 @@ class GridFolder:
     def __init__(self, root: str | Path):
         self.root = Path(root)
         self.pending = self.root / "pending"
-        self._in_chunks: set[str] | None = None     # names in chunks, read once per run
+        self._in_chunks: set[str] | None = None  # names in chunks, read once per run
 
     def in_chunks(self) -> set[str]:
         if self._in_chunks is None:
@@ -99,8 +101,12 @@ class GridFolder:
         flux, job = result.flux, result.job
         self.pending.mkdir(parents=True, exist_ok=True)
         path = self.pending / f"{result.name}.npz"
-        atomic_write(path, lambda f: np.savez(f, flux=flux.astype(np.float32), job=json.dumps(job.to_dict())),
-                     binary=True, suffix=".part")
+        atomic_write(
+            path,
+            lambda f: np.savez(f, flux=flux.astype(np.float32), job=json.dumps(job.to_dict())),
+            binary=True,
+            suffix=".part",
+        )
 
     def pack(self, chunk: int, final: bool) -> int:
         """Pending stars into chunks of ``chunk`` (the rest too when ``final``); a chunk is
@@ -145,10 +151,18 @@ def _stack(paths: list[Path]) -> RtSpectra:
         with np.load(path, allow_pickle=False) as d:
             flux.append(d["flux"])
             jobs.append(GridJob.from_dict(json.loads(str(d["job"]))))
-    vmic, vmac, vsini, resolution = (np.array([getattr(j, f) for j in jobs])
-                                     for f in ("vmic", "vmac", "vsini", "resolution"))
-    return RtSpectra(np.stack(flux), np.stack([j.labels for j in jobs]), vmic, vmac, vsini, resolution,
-                     np.array([j.name for j in jobs], dtype=str))
+    vmic, vmac, vsini, resolution = (
+        np.array([getattr(j, f) for j in jobs]) for f in ("vmic", "vmac", "vsini", "resolution")
+    )
+    return RtSpectra(
+        np.stack(flux),
+        np.stack([j.labels for j in jobs]),
+        vmic,
+        vmac,
+        vsini,
+        resolution,
+        np.array([j.name for j in jobs], dtype=str),
+    )
 
 
 def check_same_stars(done: dict[str, np.ndarray], jobs: Iterable[GridJob], root: Path) -> None:
@@ -156,8 +170,10 @@ def check_same_stars(done: dict[str, np.ndarray], jobs: Iterable[GridJob], root:
     other labels means another --seed/--widen or job file was pointed at it."""
     for job in jobs:
         if job.name in done and not np.allclose(done[job.name], job.labels, rtol=0, atol=1e-9):
-            raise SpemrError(f"{root}: star {job.name} there has other labels than in this job list "
-                             "(another seed, --widen or job file?); use a new folder")
+            raise SpemrError(
+                f"{root}: star {job.name} there has other labels than in this job list "
+                "(another seed, --widen or job file?); use a new folder"
+            )
 
 
 def lower_priority(target: int) -> None:
@@ -183,9 +199,16 @@ def _raise_interrupt(signum, frame):
     raise KeyboardInterrupt
 
 
-def build(root: str | Path, tasks: list, work: Callable[..., StarResult], *, workers: int = 1,
-          chunk: int = 50, progress: Callable[[BuildSummary], None] | None = None,
-          done: set[str] | None = None) -> BuildSummary:
+def build(
+    root: str | Path,
+    tasks: list,
+    work: Callable[..., StarResult],
+    *,
+    workers: int = 1,
+    chunk: int = 50,
+    progress: Callable[[BuildSummary], None] | None = None,
+    done: set[str] | None = None,
+) -> BuildSummary:
     """Run ``work(task)`` for every task (objects with a ``name``) not in ``done``, into
     chunks under ``root``. The caller holds ``GridFolder(root).locked()``."""
     folder = GridFolder(root)
@@ -255,6 +278,7 @@ def synthesise_job(engine, job: GridJob) -> StarResult:
     """One star through Turbospectrum onto the RT grid. Failures (e.g. Turbospectrum
     stopping on a star) are returned, not raised, so one star never stops a run."""
     from .turbospectrum import synthesise
+
     try:
         teff, logg, feh, alpha_fe = (float(x) for x in job.atmosphere_params())
         spectrum = synthesise(engine, teff, logg, feh, alpha_fe, job.abundances(), job.vmic)
@@ -266,6 +290,7 @@ def synthesise_job(engine, job: GridJob) -> StarResult:
 @dataclass(frozen=True)
 class NpzStar:
     """One per-star npz of the reference tools (wave_air, norm, job JSON)."""
+
     name: str
     path: Path
 
@@ -279,6 +304,7 @@ def npz_stars(directory: str | Path) -> list[NpzStar]:
 def import_npz(star: NpzStar) -> StarResult:
     """Read without pickles and put on the RT grid; the job's name is the star's name."""
     from .grid import from_turbospectrum
+
     try:
         with np.load(star.path, allow_pickle=False) as d:
             job = GridJob.from_dict({**json.loads(str(d["job"])), "name": star.name})

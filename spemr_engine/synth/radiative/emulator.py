@@ -9,6 +9,7 @@ clipped to it: a network extrapolates badly, the edge spectrum is the honest fal
 Training needs torch; evaluation is plain numpy, so the synthetic world and the fit-quality
 measure do not load torch. Stored as `emulator.safetensors` + `emulator.json`.
 """
+
 from __future__ import annotations
 
 import json
@@ -30,8 +31,9 @@ FORMAT = "spemr-rt-emulator"
 VERSION = 1
 WEIGHTS = "emulator.safetensors"
 MANIFEST = "emulator.json"
-INPUTS: list[str] = _json.loads(resources.files("spemr_engine.presets").joinpath("rt_grid.json")
-                                .read_text())["emulator_inputs"]
+INPUTS: list[str] = _json.loads(resources.files("spemr_engine.presets").joinpath("rt_grid.json").read_text())[
+    "emulator_inputs"
+]
 _LABEL_COLUMNS = [LABELS.index(name) for name in INPUTS[:-1]]
 
 
@@ -46,9 +48,9 @@ class EmulatorError(ValueError):
 
 @dataclass
 class Emulator:
-    x_min: np.ndarray                       # (17,)
-    x_max: np.ndarray                       # (17,)
-    layers: list[tuple[np.ndarray, np.ndarray]]   # (W (out, in), b (out,)) per layer
+    x_min: np.ndarray  # (17,)
+    x_max: np.ndarray  # (17,)
+    layers: list[tuple[np.ndarray, np.ndarray]]  # (W (out, in), b (out,)) per layer
     grid: RtGrid = field(default_factory=rt_grid)
     info: dict = field(default_factory=dict)
 
@@ -63,7 +65,7 @@ class Emulator:
         for i, (w, b) in enumerate(self.layers):
             h = h @ w.T + b
             if i < len(self.layers) - 1:
-                h = h / (1.0 + np.exp(-h))          # SiLU
+                h = h / (1.0 + np.exp(-h))  # SiLU
         return h
 
     def outside_range(self, labels: np.ndarray, vmic: np.ndarray) -> np.ndarray:
@@ -74,6 +76,7 @@ class Emulator:
     # ------------------------------------------------------------- storage
     def save(self, folder: str | Path) -> None:
         from safetensors.numpy import save_file
+
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
         tensors = {"x_min": self.x_min.astype(np.float64), "x_max": self.x_max.astype(np.float64)}
@@ -81,14 +84,22 @@ class Emulator:
             tensors[f"layer{i}.weight"] = np.ascontiguousarray(w, dtype=np.float32)
             tensors[f"layer{i}.bias"] = np.ascontiguousarray(b, dtype=np.float32)
         save_file(tensors, str(folder / WEIGHTS))
-        manifest = {"format": FORMAT, "version": VERSION, "inputs": INPUTS, "activation": "silu",
-                    "n_layers": len(self.layers), "grid": self.grid.fingerprint(), **self.info}
+        manifest = {
+            "format": FORMAT,
+            "version": VERSION,
+            "inputs": INPUTS,
+            "activation": "silu",
+            "n_layers": len(self.layers),
+            "grid": self.grid.fingerprint(),
+            **self.info,
+        }
         atomic_write_text(folder / MANIFEST, json.dumps(manifest, indent=1), suffix=".part")
 
 
 def load(folder: str | Path) -> Emulator:
     """Read and validate an emulator folder (every problem is one EmulatorError line)."""
     from safetensors.numpy import load_file
+
     folder = Path(folder)
     try:
         manifest = json.loads((folder / MANIFEST).read_text())
@@ -108,8 +119,15 @@ def load(folder: str | Path) -> Emulator:
     layers, width = [], len(INPUTS)
     for i in range(n_layers):
         w, b = tensors.get(f"layer{i}.weight"), tensors.get(f"layer{i}.bias")
-        if w is None or b is None or w.dtype != np.float32 or b.dtype != np.float32 \
-                or w.ndim != 2 or w.shape[1] != width or b.shape != (w.shape[0],):
+        if (
+            w is None
+            or b is None
+            or w.dtype != np.float32
+            or b.dtype != np.float32
+            or w.ndim != 2
+            or w.shape[1] != width
+            or b.shape != (w.shape[0],)
+        ):
             raise EmulatorError(f"{folder}: layer {i} missing or of the wrong shape/dtype")
         if not (np.all(np.isfinite(w)) and np.all(np.isfinite(b))):
             raise EmulatorError(f"{folder}: layer {i} has non-finite weights")
@@ -118,11 +136,18 @@ def load(folder: str | Path) -> Emulator:
     if width != grid.n_pixels:
         raise EmulatorError(f"{folder}: output has {width} pixels, the RT grid {grid.n_pixels}")
     x_min, x_max = tensors.get("x_min"), tensors.get("x_max")
-    if x_min is None or x_max is None or x_min.shape != (len(INPUTS),) or x_max.shape != (len(INPUTS),) \
-            or not np.all(np.isfinite(x_min)) or not np.all(x_max > x_min):
+    if (
+        x_min is None
+        or x_max is None
+        or x_min.shape != (len(INPUTS),)
+        or x_max.shape != (len(INPUTS),)
+        or not np.all(np.isfinite(x_min))
+        or not np.all(x_max > x_min)
+    ):
         raise EmulatorError(f"{folder}: bad input range")
-    info = {k: v for k, v in manifest.items() if k not in ("format", "version", "inputs", "activation",
-                                                           "n_layers", "grid")}
+    info = {
+        k: v for k, v in manifest.items() if k not in ("format", "version", "inputs", "activation", "n_layers", "grid")
+    }
     return Emulator(x_min, x_max, layers, grid, info)
 
 
@@ -146,8 +171,9 @@ def split_holdout(n: int, fraction: float, seed: int) -> tuple[np.ndarray, np.nd
     return np.sort(order[n_hold:]), np.sort(order[:n_hold])
 
 
-def train(spectra: RtSpectra, settings: EmulatorSettings = EmulatorSettings(),
-          progress: Callable[[dict], None] | None = None) -> tuple[Emulator, dict]:
+def train(
+    spectra: RtSpectra, settings: EmulatorSettings = EmulatorSettings(), progress: Callable[[dict], None] | None = None
+) -> tuple[Emulator, dict]:
     """Fit the emulator on part of the grid; returns it and its accuracy on the held-out part."""
     import torch
     from torch import nn
@@ -183,23 +209,35 @@ def train(spectra: RtSpectra, settings: EmulatorSettings = EmulatorSettings(),
     for epoch in range(settings.epochs):
         order = train_t[torch.randperm(len(train_t), generator=generator)]
         for start in range(0, len(order), settings.batch_size):
-            batch = order[start:start + settings.batch_size]
+            batch = order[start : start + settings.batch_size]
             loss = torch.mean((net(x[batch]) - y[batch]) ** 2)
             optimiser.zero_grad()
             loss.backward()
             optimiser.step()
             scheduler.step()
         if progress and (epoch % 50 == 0 or epoch == settings.epochs - 1):
-            progress({"epoch": epoch + 1, "epochs": settings.epochs, "loss": float(loss.detach()),
-                      "elapsed_s": time.monotonic() - started})
+            progress(
+                {
+                    "epoch": epoch + 1,
+                    "epochs": settings.epochs,
+                    "loss": float(loss.detach()),
+                    "elapsed_s": time.monotonic() - started,
+                }
+            )
     linears = [m for m in net if isinstance(m, nn.Linear)]
     emulator.layers = [(m.weight.detach().numpy().copy(), m.bias.detach().numpy().copy()) for m in linears]
     metrics = accuracy(emulator, spectra.take(hold_idx))
-    emulator.info = {"training": {"n_grid": len(spectra), "n_train": int(len(train_idx)),
-                                  "n_holdout": int(len(hold_idx)), "settings": vars_of(settings),
-                                  "train_seconds": round(time.monotonic() - started, 1),
-                                  "holdout_names": [str(n) for n in spectra.names[hold_idx]]},
-                     "holdout_accuracy": metrics}
+    emulator.info = {
+        "training": {
+            "n_grid": len(spectra),
+            "n_train": int(len(train_idx)),
+            "n_holdout": int(len(hold_idx)),
+            "settings": vars_of(settings),
+            "train_seconds": round(time.monotonic() - started, 1),
+            "holdout_names": [str(n) for n in spectra.names[hold_idx]],
+        },
+        "holdout_accuracy": metrics,
+    }
     return emulator, metrics
 
 
@@ -215,7 +253,10 @@ def accuracy(emulator: Emulator, spectra: RtSpectra) -> dict:
     out: dict = {"n_spectra": len(spectra)}
     for name, part in emulator.grid.arm_slices().items():
         e = error[:, part]
-        out[name] = {"median_abs": float(np.median(e)), "p99_abs": float(np.percentile(e, 99)),
-                     "max_abs": float(e.max()),
-                     "worst_star_p99": float(np.percentile(e, 99, axis=1).max())}
+        out[name] = {
+            "median_abs": float(np.median(e)),
+            "p99_abs": float(np.percentile(e, 99)),
+            "max_abs": float(e.max()),
+            "worst_star_p99": float(np.percentile(e, 99, axis=1).max()),
+        }
     return out

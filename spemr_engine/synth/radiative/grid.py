@@ -7,6 +7,7 @@ gets anyway) it costs ~23 kB and loses nothing the observation model would keep.
 Gaussians compose in quadrature, so `remaining_sigma_kms` tells the observation model how
 much LSF is left to apply.
 """
+
 from __future__ import annotations
 
 import json
@@ -24,7 +25,7 @@ from ...lamost import air_to_vacuum
 
 C_KMS = preprocess_config().speed_of_light_kms
 FWHM_TO_SIGMA = 1.0 / (2.0 * np.sqrt(2.0 * np.log(2.0)))
-OVERSAMPLE = 6           # working grid for the pre-broadening: log_step / OVERSAMPLE
+OVERSAMPLE = 6  # working grid for the pre-broadening: log_step / OVERSAMPLE
 
 
 @dataclass(frozen=True)
@@ -66,11 +67,15 @@ class RtGrid:
     def remaining_sigma_kms(self, resolution: np.ndarray) -> np.ndarray:
         """Gaussian sigma [km/s] still to apply for an instrument of resolving power R."""
         total = C_KMS / np.asarray(resolution, dtype=np.float64) * FWHM_TO_SIGMA
-        return np.sqrt(np.clip(total ** 2 - self.pre_sigma_kms ** 2, 0.0, None))
+        return np.sqrt(np.clip(total**2 - self.pre_sigma_kms**2, 0.0, None))
 
     def fingerprint(self) -> dict:
-        return {"r_pre": self.r_pre, "log_step": self.log_step, "flux_scale": self.flux_scale,
-                "arms": [[a.name, a.log_start, a.n] for a in self.arms]}
+        return {
+            "r_pre": self.r_pre,
+            "log_step": self.log_step,
+            "flux_scale": self.flux_scale,
+            "arms": [[a.name, a.log_start, a.n] for a in self.arms],
+        }
 
 
 @lru_cache(maxsize=1)
@@ -101,15 +106,17 @@ def from_turbospectrum(wave_air: np.ndarray, norm: np.ndarray, grid: RtGrid | No
     for arm in grid.arms:
         fine_log = arm.log_start + fine_step * np.arange(-pad, arm.n * OVERSAMPLE + pad)
         if fine_log[0] < log_vac[0] or fine_log[-1] > log_vac[-1]:
-            raise ValueError(f"spectrum does not cover the {arm.name} arm of the RT grid "
-                             f"({10 ** fine_log[0]:.1f}-{10 ** fine_log[-1]:.1f} A vacuum)")
+            raise ValueError(
+                f"spectrum does not cover the {arm.name} arm of the RT grid "
+                f"({10 ** fine_log[0]:.1f}-{10 ** fine_log[-1]:.1f} A vacuum)"
+            )
         # A jump between the two Turbospectrum windows must not be bridged: check spacing.
         inside = (log_vac >= fine_log[0]) & (log_vac <= fine_log[-1])
         if np.max(np.diff(log_vac[inside])) > 4 * fine_step:
             raise ValueError(f"spectrum has a gap inside the {arm.name} arm of the RT grid")
         fine = np.interp(fine_log, log_vac, norm)
         smooth = gaussian_filter1d(fine, sigma_px, mode="nearest")
-        out.append(smooth[pad:pad + arm.n * OVERSAMPLE:OVERSAMPLE])
+        out.append(smooth[pad : pad + arm.n * OVERSAMPLE : OVERSAMPLE])
     return np.concatenate(out)
 
 
@@ -117,13 +124,14 @@ def from_turbospectrum(wave_air: np.ndarray, norm: np.ndarray, grid: RtGrid | No
 @dataclass
 class RtSpectra:
     """Radiative-transfer spectra on the RT grid with what made them."""
-    flux: np.ndarray            # (N, P) float32 normalised flux
-    labels: np.ndarray          # (N, 16) config.LABELS order
-    vmic: np.ndarray            # (N,) km/s used in the synthesis
-    vmac: np.ndarray            # (N,) broadening drawn for the star (not in flux)
+
+    flux: np.ndarray  # (N, P) float32 normalised flux
+    labels: np.ndarray  # (N, 16) config.LABELS order
+    vmic: np.ndarray  # (N,) km/s used in the synthesis
+    vmac: np.ndarray  # (N,) broadening drawn for the star (not in flux)
     vsini: np.ndarray
     resolution: np.ndarray
-    names: np.ndarray           # (N,) str
+    names: np.ndarray  # (N,) str
 
     FIELDS = ("flux", "labels", "vmic", "vmac", "vsini", "resolution", "names")
 
@@ -146,11 +154,23 @@ def save_chunk(path: str | Path, spectra: RtSpectra, grid: RtGrid | None = None)
     grid = grid or rt_grid()
     quantised = np.round(np.clip(spectra.flux, 0, 65535 / grid.flux_scale) * grid.flux_scale)
     path = Path(path)
-    atomic_write(path, lambda f: np.savez_compressed(
-        f, flux_u16=quantised.astype(np.uint16), labels=spectra.labels.astype(np.float64), vmic=spectra.vmic,
-        vmac=spectra.vmac, vsini=spectra.vsini, resolution=spectra.resolution,
-        names=np.asarray(spectra.names, dtype=str), label_names=np.asarray(LABELS),
-        grid=json.dumps(grid.fingerprint())), binary=True, suffix=".part")
+    atomic_write(
+        path,
+        lambda f: np.savez_compressed(
+            f,
+            flux_u16=quantised.astype(np.uint16),
+            labels=spectra.labels.astype(np.float64),
+            vmic=spectra.vmic,
+            vmac=spectra.vmac,
+            vsini=spectra.vsini,
+            resolution=spectra.resolution,
+            names=np.asarray(spectra.names, dtype=str),
+            label_names=np.asarray(LABELS),
+            grid=json.dumps(grid.fingerprint()),
+        ),
+        binary=True,
+        suffix=".part",
+    )
 
 
 def load_chunks(paths, grid: RtGrid | None = None) -> RtSpectra:
@@ -163,15 +183,23 @@ def load_chunks(paths, grid: RtGrid | None = None) -> RtSpectra:
                 raise ValueError(f"{path}: made on another RT grid")
             if list(d["label_names"]) != list(LABELS):
                 raise ValueError(f"{path}: labels are not {', '.join(LABELS)}")
-            parts.append(RtSpectra(d["flux_u16"].astype(np.float32) / grid.flux_scale, d["labels"], d["vmic"],
-                                   d["vmac"], d["vsini"], d["resolution"], d["names"]))
+            parts.append(
+                RtSpectra(
+                    d["flux_u16"].astype(np.float32) / grid.flux_scale,
+                    d["labels"],
+                    d["vmic"],
+                    d["vmac"],
+                    d["vsini"],
+                    d["resolution"],
+                    d["names"],
+                )
+            )
     if not parts:
         raise ValueError("no RT grid chunks given")
     return RtSpectra.concatenate(parts)
 
 
-def load_turbospectrum_grid(path: str | Path, grid: RtGrid | None = None,
-                            names: set[str] | None = None) -> RtSpectra:
+def load_turbospectrum_grid(path: str | Path, grid: RtGrid | None = None, names: set[str] | None = None) -> RtSpectra:
     """A grid in the reference tools' format (`grid.npz`: wave_air, norm (N, P), labels,
     vmic, vmac, vsini, R, names; e.g. ../shared/data/turbospectrum_grid) on the RT grid;
     ``names``: only those stars (only they are converted)."""
@@ -181,10 +209,20 @@ def load_turbospectrum_grid(path: str | Path, grid: RtGrid | None = None,
             raise ValueError(f"{path}: not a Turbospectrum grid (missing {', '.join(sorted(missing))})")
         keep = [i for i, name in enumerate(d["names"]) if names is None or str(name) in names]
         norm = d["norm"]
-        flux = np.stack([from_turbospectrum(d["wave_air"], norm[i], grid) for i in keep]) if keep \
+        flux = (
+            np.stack([from_turbospectrum(d["wave_air"], norm[i], grid) for i in keep])
+            if keep
             else np.empty((0, (grid or rt_grid()).n_pixels))
-        return RtSpectra(flux.astype(np.float32), d["labels"][keep], d["vmic"][keep], d["vmac"][keep],
-                         d["vsini"][keep], d["R"][keep], d["names"][keep])
+        )
+        return RtSpectra(
+            flux.astype(np.float32),
+            d["labels"][keep],
+            d["vmic"][keep],
+            d["vmac"][keep],
+            d["vsini"][keep],
+            d["R"][keep],
+            d["names"][keep],
+        )
 
 
 def load_any(paths, grid: RtGrid | None = None) -> RtSpectra:

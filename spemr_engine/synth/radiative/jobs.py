@@ -7,6 +7,7 @@ jittered (presets/rt_synthesis.json) so an emulator trained on the grid sees the
 the prior, not only its bulk. Broadening comes from each star's own seed
 (``generate.broadening_for``); stars outside atmosnet's range are dropped.
 """
+
 from __future__ import annotations
 
 import json
@@ -28,6 +29,7 @@ _WIDEN_STREAM = 7
 class GridJob:
     """One star: its 16 labels (config.LABELS order), broadening and generator seed
     (-1 when it did not come from the sampler)."""
+
     name: str
     labels: np.ndarray
     vmic: float
@@ -51,8 +53,15 @@ class GridJob:
         return {k: float(self.labels[LABELS.index(k)]) for k in _preset("rt_synthesis")["elements"]}
 
     def to_dict(self) -> dict:
-        return {"name": self.name, "labels": [float(x) for x in self.labels], "vmic": self.vmic,
-                "vmac": self.vmac, "vsini": self.vsini, "R": self.resolution, "seed": self.seed}
+        return {
+            "name": self.name,
+            "labels": [float(x) for x in self.labels],
+            "vmic": self.vmic,
+            "vmac": self.vmac,
+            "vsini": self.vsini,
+            "R": self.resolution,
+            "seed": self.seed,
+        }
 
     @classmethod
     def from_dict(cls, d: dict) -> GridJob:
@@ -60,9 +69,15 @@ class GridJob:
         labels = np.asarray(d["labels"], dtype=np.float64)
         if labels.shape != (len(LABELS),) or not np.all(np.isfinite(labels)):
             raise ValueError(f"job {d.get('name')!r}: labels must be {len(LABELS)} finite numbers")
-        return cls(str(d["name"]), labels, float(d["vmic"]), float(d.get("vmac", 0.0)),
-                   float(d.get("vsini", 0.0)), float(d.get("R", d.get("resolution", np.nan))),
-                   int(d.get("seed", -1)))
+        return cls(
+            str(d["name"]),
+            labels,
+            float(d["vmic"]),
+            float(d.get("vmac", 0.0)),
+            float(d.get("vsini", 0.0)),
+            float(d.get("R", d.get("resolution", np.nan))),
+            int(d.get("seed", -1)),
+        )
 
 
 def _widen(labels: np.ndarray, fraction: float, rng: np.random.Generator) -> np.ndarray:
@@ -88,8 +103,7 @@ def _block(seed: int, block: int, widen: float) -> tuple[np.ndarray, np.ndarray]
     return labels, stars.seeds
 
 
-def make_jobs(n: int, seed: int, in_range: Callable[[np.ndarray], np.ndarray],
-              widen: float = 0.4) -> list[GridJob]:
+def make_jobs(n: int, seed: int, in_range: Callable[[np.ndarray], np.ndarray], widen: float = 0.4) -> list[GridJob]:
     """``n`` jobs named rt<seed>_<index in the draw>. ``in_range`` maps (m, 4) atmosphere
     parameters to a bool mask (e.g. ``atmosnet.in_range`` of the engine's networks)."""
     if n < 1 or not 0.0 <= widen <= 1.0:
@@ -99,9 +113,18 @@ def make_jobs(n: int, seed: int, in_range: Callable[[np.ndarray], np.ndarray],
     while len(jobs) < n:
         labels, seeds = _block(seed, block, widen)
         broad = broadening_for(labels, seeds)
-        batch = [GridJob(f"rt{seed}_{block * BLOCK + i:07d}", labels[i], float(broad.vmic[i]),
-                         float(broad.vmac[i]), float(broad.vsini[i]), float(broad.resolution[i]), int(seeds[i]))
-                 for i in range(len(labels))]
+        batch = [
+            GridJob(
+                f"rt{seed}_{block * BLOCK + i:07d}",
+                labels[i],
+                float(broad.vmic[i]),
+                float(broad.vmac[i]),
+                float(broad.vsini[i]),
+                float(broad.resolution[i]),
+                int(seeds[i]),
+            )
+            for i in range(len(labels))
+        ]
         keep = in_range(np.stack([j.atmosphere_params() for j in batch]))
         jobs += [j for j, ok in zip(batch, keep) if ok]
         block += 1

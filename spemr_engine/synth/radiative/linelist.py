@@ -6,6 +6,7 @@ lines it never uses. The format is blocks of: a species header ``'<id>' <ion> <n
 a name line, then n lines that start with the air wavelength. Species with no line left
 are dropped; the others keep their header with the new count.
 """
+
 from __future__ import annotations
 
 import re

