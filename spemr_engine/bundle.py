@@ -1,11 +1,19 @@
-"""Model bundles (format version 1): one folder per trained SPEMR model.
+"""Model bundles (format versions 1 and 2): one folder per trained SPEMR model.
 
     manifest.json            format, version, architecture, labels, networks, members,
                              regions, grid, statistics, provenance, metrics
+                             (version 2 only: region_statistics)
     weights.safetensors      m{k}.{NET}.{published RRNet key}          base networks
                              m{k}.{NET}.region.{R}.fc1.0.{weight,bias}  region fc1 heads
     statistics.safetensors   flux_mean, flux_std (per pixel)
+    statistics.{R}.safetensors  version 2: flux_mean, flux_std of region R when it was
+                             fine-tuned with its own standardisation (its reference subset's
+                             statistics); its label_mean/label_std are in the manifest
     templates.npz            optional best-fit template library
+
+A bundle is written as version 1 unless a region has its own statistics; version 2 is
+version 1 plus ``region_statistics`` (region name -> the same entry as ``statistics``),
+so a reader that only knows version 1 refuses it instead of ignoring the statistics.
 
 Weights are safetensors (never pickle) and are read lazily through a memory map, so
 loading a bundle only validates names and shapes; tensors are read when a network is
@@ -17,7 +25,7 @@ from __future__ import annotations
 import datetime as _dt
 import json
 import shutil
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Mapping, NoReturn, Sequence, TypeAlias
 
@@ -35,7 +43,10 @@ from .io_utils import atomic_path, atomic_write_text, plain
 from .rrnet import RRNet
 
 FORMAT = "spemr-model"
-VERSION = 1
+VERSION = 1  # written when no region has its own statistics (unchanged format)
+VERSION_REGION_STATISTICS = 2  # version 1 plus region_statistics
+VERSIONS = (VERSION, VERSION_REGION_STATISTICS)
+REGION_STATISTICS = "region_statistics"
 MANIFEST = "manifest.json"
 WEIGHTS = "weights.safetensors"
 STATISTICS = "statistics.safetensors"
@@ -122,6 +133,8 @@ class ModelBundle:
     statistics: Statistics
     template_library_path: Path | None = None
     quality: "QualityThresholds | None" = None  # fit-quality thresholds (calibrate-quality)
+    # regions fine-tuned with their own standardisation (absent: the base's statistics)
+    region_statistics: dict[str, Statistics] = field(default_factory=dict)
 
     flux_mean = property(lambda self: self.statistics.flux_mean)
     flux_std = property(lambda self: self.statistics.flux_std)
@@ -151,6 +164,11 @@ class ModelBundle:
     @property
     def weights_path(self) -> Path:
         return self.path / WEIGHTS
+
+    def statistics_of(self, submodel: str) -> Statistics:
+        """The standardisation a sub-model ("base" or a region) was trained with: the
+        region's own statistics when the bundle holds them, else the base's."""
+        return self.region_statistics.get(submodel, self.statistics)
 
     def label_indices(self, network: str) -> list[int]:
         """Positions in ``labels`` of the outputs of ``network``."""
@@ -211,7 +229,18 @@ def load_bundle(path: str | Path) -> ModelBundle:
     architecture, labels, networks = _parse_model(path, manifest)
     regions = _parse_regions(path, manifest)
     grid = _parse_grid(path, manifest, architecture)
-    statistics = _read_statistics(path, manifest, labels, architecture.len_spectrum)
+    statistics = _read_statistics(path, manifest.get("statistics") or {}, labels, architecture.len_spectrum)
+    region_statistics = {
+        name: _read_statistics(
+            path, entry, labels, architecture.len_spectrum, what=f"{REGION_STATISTICS}.{name}", default_file=None
+        )
+        for name, entry in manifest.get(REGION_STATISTICS, {}).items()
+    }
+    unknown = sorted(set(region_statistics) - {region.name for region in regions})
+    if unknown:
+        raise ModelBundleError(
+            path, f"{MANIFEST}: {REGION_STATISTICS} names regions {unknown} the bundle does not have"
+        )
     _check_weights(path, architecture, networks, regions)
     templates = path / TEMPLATES
     quality = manifest.get(QUALITY_KEY)
@@ -227,6 +256,7 @@ def load_bundle(path: str | Path) -> ModelBundle:
         statistics=statistics,
         template_library_path=templates if templates.is_file() else None,
         quality=None if quality is None else QualityThresholds.from_manifest(path, quality),
+        region_statistics=region_statistics,
     )
 
 
@@ -248,11 +278,12 @@ def _read_manifest(path: Path) -> dict:
         raise ModelBundleError(path, f"{MANIFEST} is nested too deeply to be a model manifest") from None
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
         raise ModelBundleError(path, f"{MANIFEST} does not describe a {FORMAT} bundle")
-    if manifest.get("version") != VERSION:
+    version = manifest.get("version")
+    if isinstance(version, bool) or version not in VERSIONS:
         raise ModelBundleError(
             path,
-            f"unknown model bundle version {manifest.get('version')!r} "
-            f"(this spemr {__version__} reads version {VERSION})",
+            f"unknown model bundle version {version!r} "
+            f"(this spemr {__version__} reads versions {', '.join(map(str, VERSIONS))})",
         )
     return manifest
 
@@ -350,16 +381,35 @@ def _validate_manifest(path: Path, manifest: dict) -> None:
             number(f"grid.arms[{i}].start", arm.get("start"), 0.0, 1e6, low_open=True)
             number(f"grid.arms[{i}].step", arm.get("step"), 0.0, 1e3, low_open=True)
             integer(f"grid.arms[{i}].n_pixels", arm.get("n_pixels"), 1, 10**6)
-    statistics = manifest.get("statistics")
-    if not isinstance(statistics, dict):
-        fail("statistics", statistics, "a mapping")
-    for key in ("label_mean", "label_std"):
-        values = statistics.get(key)
-        if not isinstance(values, list) or not all(
-            not isinstance(v, bool) and isinstance(v, (int, float)) for v in values
-        ):
-            fail(f"statistics.{key}", values, "a list of numbers")
-    bundle_file(path, statistics.get("file", STATISTICS), "statistics.file")
+
+    def statistics_entry(key: str, entry, default_file: str | None) -> None:
+        if not isinstance(entry, dict):
+            fail(key, entry, "a mapping")
+        for name in ("label_mean", "label_std"):
+            values = entry.get(name)
+            if not isinstance(values, list) or not all(
+                not isinstance(v, bool) and isinstance(v, (int, float)) for v in values
+            ):
+                fail(f"{key}.{name}", values, "a list of numbers")
+        if "source" in entry and not isinstance(entry["source"], str):
+            fail(f"{key}.source", entry["source"], "a text")
+        bundle_file(path, entry.get("file", default_file), f"{key}.file")
+
+    statistics_entry("statistics", manifest.get("statistics"), STATISTICS)
+    if REGION_STATISTICS in manifest:
+        own = manifest[REGION_STATISTICS]
+        if manifest.get("version") != VERSION_REGION_STATISTICS:
+            fail(REGION_STATISTICS, own, f"allowed in a version {manifest.get('version')} manifest (needs version 2)")
+        if not isinstance(own, dict) or not own:
+            fail(REGION_STATISTICS, own, "a non-empty mapping of region name to statistics")
+        files = [entry.get("file") if isinstance(entry, dict) else None for entry in own.values()]
+        for name, entry in own.items():
+            statistics_entry(f"{REGION_STATISTICS}.{name}", entry, None)
+        named = [*files, manifest["statistics"].get("file", STATISTICS)]
+        if len(set(named)) != len(named):
+            fail(f"{REGION_STATISTICS} files", named, "one file per region, none shared with the base")
+    elif manifest.get("version") == VERSION_REGION_STATISTICS:
+        fail("version", 2, f"a version 2 manifest without {REGION_STATISTICS} (write version 1)")
     if "templates" in manifest:
         bundle_file(path, manifest["templates"], "templates")
 
@@ -419,16 +469,22 @@ def _parse_grid(path: Path, manifest: dict, architecture: RRNetConfig) -> InputG
     return grid
 
 
-def _read_statistics(path: Path, manifest: dict, labels: list[str], n_pixels: int) -> Statistics:
-    entry = manifest.get("statistics") or {}
-    file = bundle_file(path, entry.get("file", STATISTICS), "statistics.file")
+def _read_statistics(
+    path: Path,
+    entry: dict,
+    labels: list[str],
+    n_pixels: int,
+    what: str = "statistics",
+    default_file: str | None = STATISTICS,
+) -> Statistics:
+    file = bundle_file(path, entry.get("file", default_file), f"{what}.file")
     try:
         with safe_open(str(file), framework="numpy") as handle:
             flux = {name: handle.get_tensor(name).astype(np.float64) for name in ("flux_mean", "flux_std")}
         label_mean = np.asarray(entry["label_mean"], dtype=np.float64)
         label_std = np.asarray(entry["label_std"], dtype=np.float64)
     except (KeyError, TypeError, ValueError) as error:
-        raise ModelBundleError(path, f"statistics missing or malformed ({error!r})") from None
+        raise ModelBundleError(path, f"{what} missing or malformed ({error!r})") from None
     except Exception as error:  # missing or corrupt safetensors file
         raise ModelBundleError(path, f"cannot read {file.name}: {error}") from None
     for name, array, size in (
@@ -438,11 +494,11 @@ def _read_statistics(path: Path, manifest: dict, labels: list[str], n_pixels: in
         ("label_std", label_std, len(labels)),
     ):
         if array.shape != (size,):
-            raise ModelBundleError(path, f"statistics {name} has shape {array.shape}, expected ({size},)")
+            raise ModelBundleError(path, f"{what} {name} has shape {array.shape}, expected ({size},)")
         if not np.all(np.isfinite(array)):
-            raise ModelBundleError(path, f"statistics {name} has non-finite values")
+            raise ModelBundleError(path, f"{what} {name} has non-finite values")
     if np.any(label_std <= 0):
-        raise ModelBundleError(path, "statistics label_std must be positive")
+        raise ModelBundleError(path, f"{what} label_std must be positive")
     return Statistics(
         flux["flux_mean"], flux["flux_std"], label_mean, label_std, source=str(entry.get("source", "training set"))
     )
@@ -511,6 +567,7 @@ def save_bundle(
     metrics: Mapping | None = None,
     grid: InputGrid | None = None,
     templates: str | Path | None = None,
+    region_statistics: Mapping[str, Statistics | Mapping] | None = None,
 ) -> Path:
     """Write a model folder and return its path (the folder is created or updated in place).
 
@@ -518,6 +575,9 @@ def save_bundle(
     region_heads[k][NET][R]: region R's fine-tuned fc1 — an nn.Sequential fc1, its
     state dict (0.weight/0.bias), or a whole RRNet whose fc1 is taken.
     regions defaults to config.default_regions() when region_heads is given, else none.
+    region_statistics[R]: the standardisation region R was fine-tuned with, when it is
+    not the base's (inference then gives R its own input and label scale); with any,
+    the bundle is written as version 2, else as version 1.
     provenance["trained_on"] must be one of TRAINED_ON; date and spemr version are added.
     The written bundle is re-loaded and validated before returning.
     """
@@ -533,35 +593,39 @@ def save_bundle(
         regions = config.default_regions() if region_heads else ()
     provenance = _complete_provenance(path, provenance)
     statistics = Statistics.coerce(statistics)
+    own = {name: Statistics.coerce(value) for name, value in (region_statistics or {}).items()}
+    unknown = sorted(set(own) - {region.name for region in regions})
+    if unknown:
+        raise ModelBundleError(path, f"statistics given for regions {unknown} the bundle does not have")
     tensors = _collect_tensors(path, members, region_heads or [], networks, regions)
 
     path.mkdir(parents=True, exist_ok=True)
     (path / MANIFEST).unlink(missing_ok=True)  # a half-written folder must not look valid
     _atomic_save(tensors, path / WEIGHTS)
-    _atomic_save(
-        {
-            "flux_mean": torch.as_tensor(np.asarray(statistics.flux_mean, dtype=np.float64)),
-            "flux_std": torch.as_tensor(np.asarray(statistics.flux_std, dtype=np.float64)),
-        },
-        path / STATISTICS,
-    )
+    _save_flux_statistics(statistics, path / STATISTICS)
+    for name, value in own.items():
+        _save_flux_statistics(value, path / region_statistics_file(name))
     if templates is not None:
         shutil.copyfile(templates, path / TEMPLATES)
     manifest = {
         "format": FORMAT,
-        "version": VERSION,
+        "version": VERSION_REGION_STATISTICS if own else VERSION,
         "architecture": architecture.to_dict(),
         "labels": labels,
         "networks": {k: list(v) for k, v in networks.items()},
         "members": architecture.members,
         "regions": [region.to_dict() for region in regions],
         "grid": (grid or config.default_grid()).to_dict(),
-        "statistics": {
-            "file": STATISTICS,
-            "source": statistics.source,
-            "label_mean": [float(x) for x in statistics.label_mean],
-            "label_std": [float(x) for x in statistics.label_std],
-        },
+        "statistics": _statistics_entry(statistics, STATISTICS),
+        **(
+            {
+                REGION_STATISTICS: {
+                    name: _statistics_entry(value, region_statistics_file(name)) for name, value in own.items()
+                }
+            }
+            if own
+            else {}
+        ),
         "provenance": plain(provenance),
         "metrics": plain(dict(metrics or {})),
     }
@@ -570,6 +634,30 @@ def save_bundle(
     _write_manifest(path, manifest)
     load_bundle(path)
     return path
+
+
+def region_statistics_file(region: str) -> str:
+    """File name of a region's own flux statistics inside the bundle."""
+    return f"statistics.{region}.safetensors"
+
+
+def _statistics_entry(statistics: Statistics, file: str) -> dict:
+    return {
+        "file": file,
+        "source": statistics.source,
+        "label_mean": [float(x) for x in statistics.label_mean],
+        "label_std": [float(x) for x in statistics.label_std],
+    }
+
+
+def _save_flux_statistics(statistics: Statistics, target: Path) -> None:
+    _atomic_save(
+        {
+            "flux_mean": torch.as_tensor(np.asarray(statistics.flux_mean, dtype=np.float64)),
+            "flux_std": torch.as_tensor(np.asarray(statistics.flux_std, dtype=np.float64)),
+        },
+        target,
+    )
 
 
 def update_manifest(
@@ -673,12 +761,14 @@ def create_random_bundle(
     seed: int = 0,
     regions: Sequence[Region] | None = None,
     statistics: Statistics | Mapping | None = None,
+    region_statistics: Mapping[str, Statistics | Mapping] | None = None,
 ) -> Path:
     """A bundle of randomly initialised networks for tests, benchmarks and demos.
 
     Region heads are the base fc1 plus noise, so sub-models disagree a little and fusion
     has something to choose. The manifest says trained_on = "random": its numbers mean
     nothing. regions=None gives the default four regions; () gives a base-only bundle.
+    region_statistics: regions' own standardisation (see save_bundle).
     """
     architecture = config.architecture(architecture) if isinstance(architecture, str) else architecture
     regions = config.default_regions() if regions is None else tuple(regions)
@@ -701,6 +791,7 @@ def create_random_bundle(
         region_heads=heads,
         regions=regions,
         labels=labels,
+        region_statistics=region_statistics,
     )
 
 

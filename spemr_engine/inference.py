@@ -5,6 +5,12 @@ and network the convolution + RNN features are computed once and all fc1 heads (
 regions, stacked into one matrix) are applied to them; fc2, mu and sigma are shared too.
 Members are then combined per sub-model (paper eq. 1) and the regions fused per label by
 smallest variance (eqs. 2-3).
+
+A region fine-tuned with its own standardisation (``ModelBundle.region_statistics``) sees
+its own input: sub-models are grouped by their flux statistics, each group standardises
+the flux with them and has its own feature pass (the base and every region that shares the
+base's statistics stay in one). Each sub-model's outputs are de-standardised with its own
+label statistics, before the members are combined and the regions fused.
 """
 
 from __future__ import annotations
@@ -110,17 +116,19 @@ def recurrent_features(net: RRNet, convolved: torch.Tensor) -> torch.Tensor:
 
 
 class _SharedHeads(nn.Module):
-    """One member/network: the base RRNet plus every sub-model's fc1 stacked row-wise."""
+    """One member/network and one input group: the base RRNet plus the group's fc1 heads
+    stacked row-wise (the base's own fc1 first when the group holds the base)."""
 
-    def __init__(self, net: RRNet, fc1_layers: list[nn.Linear]):
+    def __init__(self, net: RRNet, fc1_layers: list[nn.Linear], holds_base: bool = True):
         super().__init__()
         self.net = net
         self.n_heads = len(fc1_layers)
         self.weight = nn.Parameter(torch.cat([layer.weight for layer in fc1_layers]), requires_grad=False)
         self.bias = nn.Parameter(torch.cat([layer.bias for layer in fc1_layers]), requires_grad=False)
-        width = fc1_layers[0].out_features  # the base fc1 becomes a view: no second copy
-        net.fc1[0].weight = nn.Parameter(self.weight[:width], requires_grad=False)
-        net.fc1[0].bias = nn.Parameter(self.bias[:width], requires_grad=False)
+        if holds_base:  # the base fc1 becomes a view: no second copy
+            width = fc1_layers[0].out_features
+            net.fc1[0].weight = nn.Parameter(self.weight[:width], requires_grad=False)
+            net.fc1[0].bias = nn.Parameter(self.bias[:width], requires_grad=False)
 
     def forward(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(B, F) features -> mean, variance (B, S, n_labels) in standardised units."""
@@ -130,6 +138,32 @@ class _SharedHeads(nn.Module):
         hidden = self.net.fc2(hidden)
         mean, variance = self.net.mu(hidden), self.net.sigma(hidden)
         return mean.reshape(batch, self.n_heads, -1), variance.reshape(batch, self.n_heads, -1)
+
+
+@dataclass(frozen=True)
+class InputGroup:
+    """Sub-models that read the same standardised input: one feature pass per group."""
+
+    flux_mean: np.ndarray
+    flux_std: np.ndarray
+    submodels: tuple[int, ...]  # indices into SpemrPredictor.submodels, base first when present
+
+
+def input_groups(bundle: ModelBundle) -> list[InputGroup]:
+    """The base and the regions sharing its flux statistics, then one group per distinct
+    set of regions' own flux statistics (in region order)."""
+    groups: list[InputGroup] = []
+    for index, name in enumerate(bundle.submodels):
+        statistics = bundle.statistics_of(name)
+        for i, group in enumerate(groups):
+            if np.array_equal(group.flux_mean, statistics.flux_mean) and np.array_equal(
+                group.flux_std, statistics.flux_std
+            ):
+                groups[i] = InputGroup(group.flux_mean, group.flux_std, (*group.submodels, index))
+                break
+        else:
+            groups.append(InputGroup(statistics.flux_mean, statistics.flux_std, (index,)))
+    return groups
 
 
 class SpemrPredictor:
@@ -142,12 +176,17 @@ class SpemrPredictor:
         self.conv_chunk = CPU_CONV_CHUNK if self.device.type == "cpu" else self.batch_size
         self.submodels = self.bundle.submodels
         self.fused_over = [r.name for r in self.bundle.regions] or [BASE]
+        self.groups = input_groups(self.bundle)
+        own = [self.bundle.statistics_of(name) for name in self.submodels]  # (S, L) label scales
+        self._label_std = np.stack([np.asarray(s.label_std, dtype=np.float64) for s in own])
+        self._label_mean = np.stack([np.asarray(s.label_mean, dtype=np.float64) for s in own])
         self._heads = [
             {network: self._load(member, network) for network in self.bundle.networks}
             for member in range(self.bundle.members)
         ]
 
-    def _load(self, member: int, network: str) -> _SharedHeads:
+    def _load(self, member: int, network: str) -> list[_SharedHeads]:
+        """One _SharedHeads per input group, all on the one base network."""
         net = self.bundle.build_network(member, network, device=self.device)
         layers = [net.fc1[0]] + [
             self.bundle.build_region_fc1(member, network, r.name, self.device)[0]  # type: ignore[index]
@@ -156,7 +195,11 @@ class SpemrPredictor:
         fc1_layers = [layer for layer in layers if isinstance(layer, nn.Linear)]
         if len(fc1_layers) != len(layers):
             raise TypeError(f"{self.bundle.path}: fc1 heads are not linear layers")
-        return _SharedHeads(net, fc1_layers).eval()  # built in place: .to() would unshare fc1
+        # built in place: .to() would unshare fc1
+        return [
+            _SharedHeads(net, [fc1_layers[i] for i in group.submodels], holds_base=group.submodels[0] == 0).eval()
+            for group in self.groups
+        ]
 
     # ------------------------------------------------------------------ public
     def predict(
@@ -164,43 +207,79 @@ class SpemrPredictor:
     ) -> Prediction:
         """(n, n_pixels) continuum-normalised flux -> Prediction. A row with non-finite
         flux gives NaN labels for that row only."""
-        flux = self._check_input(flux)
-        x = standardise(flux, self.bundle.flux_mean, self.bundle.flux_std)
-        means, variances = self.standardised_outputs(x, progress, cancel)
+        means, variances = self.outputs(flux, progress, cancel)
         return self.combine(means, variances)
+
+    def outputs(
+        self, flux: np.ndarray, progress: Callable[[dict], None] | None = None, cancel: Callable[[], bool] | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """(n, n_pixels) continuum-normalised flux -> every member's mean and variance in
+        standardised label units (each sub-model's own), each (n, S, M, L) float32 (S: base
+        then regions). Each input group standardises the flux with its own statistics."""
+        flux = self._check_input(flux)
+        return self._outputs(
+            len(flux),
+            lambda start, stop: [
+                standardise(flux[start:stop], group.flux_mean, group.flux_std) for group in self.groups
+            ],
+            progress,
+            cancel,
+        )
 
     def standardised_outputs(
         self, x: np.ndarray, progress: Callable[[dict], None] | None = None, cancel: Callable[[], bool] | None = None
     ) -> tuple[np.ndarray, np.ndarray]:
-        """Standardised model input (n, n_pixels) -> every member's mean and variance in
-        standardised label units, each (n, S, M, L) float32 (S: base then regions)."""
-        n, n_labels = len(x), len(self.bundle.labels)
-        shape = (n, len(self.submodels), self.bundle.members, n_labels)
+        """As ``outputs`` from input already standardised with the bundle's statistics: only
+        for bundles whose sub-models all share them (one input group)."""
+        if len(self.groups) != 1:
+            raise SpemrError(
+                f"{self.bundle.path}: regions with their own statistics need the flux itself (use outputs or predict)"
+            )
+        return self._outputs(len(x), lambda start, stop: [x[start:stop]], progress, cancel)
+
+    # ----------------------------------------------------------------- private
+    def _outputs(
+        self,
+        n: int,
+        inputs: Callable[[int, int], list[np.ndarray]],
+        progress: Callable[[dict], None] | None,
+        cancel: Callable[[], bool] | None,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        shape = (n, len(self.submodels), self.bundle.members, len(self.bundle.labels))
         means, variances = np.empty(shape, np.float32), np.empty(shape, np.float32)
         for start in range(0, n, self.batch_size):
             if cancel is not None and cancel():
                 raise Cancelled(f"prediction cancelled after {start} of {n} spectra")
             stop = min(n, start + self.batch_size)
-            batch = torch.from_numpy(np.ascontiguousarray(x[start:stop], dtype=np.float32)).to(self.device)
-            self._run_batch(batch, means[start:stop], variances[start:stop])
+            batches = [
+                torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)).to(self.device) for x in inputs(start, stop)
+            ]
+            self._run_batch(batches, means[start:stop], variances[start:stop])
             if progress is not None:
                 progress({"stage": "predict", "done": stop, "total": n})
         return means, variances
 
-    # ----------------------------------------------------------------- private
     @torch.inference_mode()
-    def _run_batch(self, batch: torch.Tensor, means: np.ndarray, variances: np.ndarray) -> None:
+    def _run_batch(self, batches: list[torch.Tensor], means: np.ndarray, variances: np.ndarray) -> None:
         with full_precision():
-            self._run_networks(batch, means, variances)
+            self._run_networks(batches, means, variances)
 
-    def _run_networks(self, batch: torch.Tensor, means: np.ndarray, variances: np.ndarray) -> None:
+    def _run_networks(self, batches: list[torch.Tensor], means: np.ndarray, variances: np.ndarray) -> None:
+        """One feature pass per member, network and input group (``batches``: one
+        standardised batch per group)."""
         for member, heads_by_network in enumerate(self._heads):
-            for network, heads in heads_by_network.items():
+            for network, groups in heads_by_network.items():
                 columns = self.bundle.label_indices(network)
-                features = self._features(heads.net, batch)
-                mean, variance = heads(features)
-                means[:, :, member, columns] = mean.cpu().numpy()
-                variances[:, :, member, columns] = variance.cpu().numpy()
+                for group, heads, batch in zip(self.groups, groups, batches):
+                    features = self._features(heads.net, batch)
+                    mean, variance = (value.cpu().numpy() for value in heads(features))
+                    if len(group.submodels) == len(self.submodels):  # one group: every sub-model
+                        means[:, :, member, columns] = mean
+                        variances[:, :, member, columns] = variance
+                        continue
+                    for j, submodel in enumerate(group.submodels):
+                        means[:, submodel, member, columns] = mean[:, j]
+                        variances[:, submodel, member, columns] = variance[:, j]
 
     def _features(self, net: RRNet, batch: torch.Tensor) -> torch.Tensor:
         convolved = torch.cat([net.convolve(chunk) for chunk in batch.split(self.conv_chunk)])
@@ -216,9 +295,10 @@ class SpemrPredictor:
         return flux
 
     def combine(self, means: np.ndarray, variances: np.ndarray) -> Prediction:
-        """Standardised (n, S, M, L) member outputs -> Prediction: destandardise, combine
-        members per sub-model (eq. 1), fuse the regions per label (eqs. 2-3)."""
-        scale, offset = self.bundle.label_std, self.bundle.label_mean
+        """Standardised (n, S, M, L) member outputs -> Prediction: destandardise (each
+        sub-model with its own label statistics), combine members per sub-model (eq. 1),
+        fuse the regions per label (eqs. 2-3)."""
+        scale, offset = self._label_std[:, np.newaxis, :], self._label_mean[:, np.newaxis, :]  # (S, 1, L)
         member_mean = means.astype(np.float64) * scale + offset  # (n, S, M, L)
         member_var = variances.astype(np.float64) * scale**2
         n, n_sub, n_members, n_labels = member_mean.shape

@@ -11,11 +11,22 @@ Run folder layout read here:
     RUN/<REGION>/label_config.pkl        optional: the region's own standardisation (the
                                          authors' <refset>/S<k>/label_config.pkl)
 
-A spemr bundle runs every sub-model on one standardised input and reads every output
-with one label scale. The authors fine-tune each region with its subset's own statistics;
-a region that brings a label_config.pkl equal to the base's imports, one whose statistics
-differ is refused (importing it with the base's would silently mis-scale that region).
-A region folder without a label_config.pkl is taken as standardised like the base.
+Region statistics. The authors fine-tune each region with its reference subset's own
+label_config.pkl (SPEMR fine_tuning.py: get_dataset_info(args, sub_data) reads
+<refset>/<sub_data>/label_config.pkl and standardises both the flux, (flux - flux_mean) /
+flux_std, and the labels with it; train() reads the region's outputs back with that
+label_mean/label_std). Their predict(args, ..., sub_data) likewise standardises the input
+and de-standardises the outputs with ONE label_config, the same for both. So a region's
+own label_config is honoured as a pair: the region runs on flux standardised with its
+flux_mean/flux_std (its own feature pass: the shared convolution + RNN see a different
+input) and its outputs (mean and sigma) are de-standardised with its label_mean/label_std,
+before the members are combined and the regions fused. Such statistics go into the
+bundle's ``region_statistics`` (bundle format version 2). A region label_config equal to
+the base's (to 1e-6) adds nothing (the bundle stays version 1); a region folder without
+one is taken as standardised like the base. (The authors' __main__ calls predict for a
+region model with sub_data="refer_set", the base's config; with a region config that
+differs from the base this disagrees with how that region was fine-tuned, and we follow
+the fine-tuning, i.e. what the weights mean.)
 
 Labels are matched by name, never by position. label_config lists its labels in its own
 order (FeH after MnH); its statistics are read by name. A network's outputs are in the
@@ -70,18 +81,30 @@ def import_published(run_dir: str | Path, output: str | Path, command: str | Non
         for k in range(len(next(iter(folders.values()))))
     ]
     regions = [r for r in config.default_regions() if (run_dir / r.name).is_dir()]
-    for region in regions:
-        _require_base_statistics(run_dir / region.name / LABEL_CONFIG, region.name, statistics)
+    own = {
+        region.name: found
+        for region in regions
+        if (found := region_statistics(run_dir / region.name / LABEL_CONFIG, region.name, statistics)) is not None
+    }
     heads = _region_heads(run_dir, regions, members, architecture, networks, len(members))
-    provenance = {
+    provenance: dict[str, object] = {
         "trained_on": "published",
         "source": str(run_dir.resolve()),
         "command": command or f"spemr import-published {run_dir}",
     }
+    if own:
+        provenance["region_statistics"] = {name: f"{name}/{LABEL_CONFIG}" for name in own}
     return _save_atomically(
         Path(output),
         lambda folder: save_bundle(
-            folder, architecture, members, statistics, provenance, region_heads=heads or None, regions=regions
+            folder,
+            architecture,
+            members,
+            statistics,
+            provenance,
+            region_heads=heads or None,
+            regions=regions,
+            region_statistics=own or None,
         ),
     )
 
@@ -161,32 +184,22 @@ def _check_label_statistics(path: Path, names: list[str], mean: np.ndarray, std:
         raise InputFileError(path, f"label_std is not positive and finite for {', '.join(bad_std)}")
 
 
-def _require_base_statistics(path: Path, region: str, base: Statistics) -> None:
-    """A region's own label_config.pkl must hold the base's statistics (see the module
-    docstring); otherwise refuse, saying what differs."""
+def region_statistics(path: Path, region: str, base: Statistics) -> Statistics | None:
+    """A region's own label_config.pkl: its statistics when they differ from the base's
+    (to 1e-6 relative), None when the region has none or the same as the base."""
     if not path.exists():
-        return
+        return None
     if not path.is_file():
-        raise InputFileError(path, "not a file (expected the region's label_config.pkl)")
-    _, own = read_label_config(path)
-    differs = [
-        name
-        for name in ("flux_mean", "flux_std")
-        if not np.allclose(getattr(own, name), getattr(base, name), rtol=1e-6, atol=0)
-    ]
-    for name in ("label_mean", "label_std"):
-        mine, theirs = getattr(own, name), getattr(base, name)
-        labels = [label for label, a, b in zip(config.LABELS, mine, theirs) if not np.isclose(a, b, rtol=1e-6, atol=0)]
-        if labels:
-            differs.append(f"{name} of {', '.join(labels[:3])}{', ...' if len(labels) > 3 else ''}")
-    if differs:
-        raise InputFileError(
-            path,
-            f"region {region} was standardised with its own statistics "
-            f"({'; '.join(differs)} differ from the base label_config.pkl), "
-            "which a spemr bundle cannot hold: not imported (remove the "
-            f"{region} folder to import the base and the other regions)",
-        )
+        raise InputFileError(path, f"region {region}: not a file (expected the region's label_config.pkl)")
+    try:
+        _, own = read_label_config(path)
+    except InputFileError as error:  # say which label_config.pkl: the base's has the same name
+        raise InputFileError(path, f"region {region}: {error.problem}") from None
+    same = all(
+        np.allclose(getattr(own, name), getattr(base, name), rtol=1e-6, atol=0)
+        for name in ("flux_mean", "flux_std", "label_mean", "label_std")
+    )
+    return None if same else replace(own, source=f"published {region}/{path.name}")
 
 
 def find_member_folders(folder: Path) -> dict[str, list[Path]]:

@@ -530,7 +530,9 @@ def _bundle_statistics(stats: dict, refset_labels: Sequence[str], labels: Sequen
     }
 
 
-def _save(out_dir, config, base_states, region_heads, statistics, provenance, regions, labels, metrics) -> Path:
+def _save(
+    out_dir, config, base_states, region_heads, statistics, provenance, regions, labels, metrics, region_statistics=None
+) -> Path:
     return bundle_io.save_bundle(
         out_dir,
         config,
@@ -541,6 +543,7 @@ def _save(out_dir, config, base_states, region_heads, statistics, provenance, re
         regions=regions,
         labels=labels,
         metrics=plain(metrics),
+        region_statistics=region_statistics or None,
     )
 
 
@@ -768,6 +771,8 @@ def finetune_bundle(
         "source": source.statistics.source,
     }
     metrics = dict(source.metrics)
+    # re-tuned regions learn with the base's statistics; kept ones keep their own
+    kept_statistics = {r.name: source.region_statistics[r.name] for r in kept if r.name in source.region_statistics}
     _save(
         out_dir,
         source.architecture,
@@ -778,6 +783,7 @@ def finetune_bundle(
         all_regions,
         source.labels,
         metrics,
+        region_statistics=kept_statistics,
     )
     if len(split.test):
         metrics = _evaluate_quietly(out_dir, refset, split.test, device, progress)

@@ -181,3 +181,41 @@ def test_update_manifest_changes_metrics_not_weights(tmp_path):
     assert (path / WEIGHTS).read_bytes() == weights_before
     with pytest.raises(ModelBundleError, match="trained_on"):
         update_manifest(path, provenance={"trained_on": "guesswork"})
+
+
+def _own_statistics(shift: float) -> Statistics:
+    return Statistics(
+        np.linspace(0.85, 1.05, 7200),
+        np.full(7200, 0.05),
+        np.arange(16.0) + shift,
+        np.arange(1.0, 17.0) * 0.5,
+        source="subset S2",
+    )
+
+
+def test_region_statistics_round_trip_as_version_2(tmp_path):
+    """A region with its own standardisation makes a version 2 bundle: its flux statistics
+    in their own file, its label statistics in the manifest; the others read the base's."""
+    own = _own_statistics(3.0)
+    path = create_random_bundle(tmp_path / "m", "tiny", seed=2, region_statistics={"S2": own})
+    bundle = load_bundle(path)
+    assert bundle.manifest["version"] == 2
+    assert (path / "statistics.S2.safetensors").is_file()
+    assert bundle.manifest["region_statistics"]["S2"]["file"] == "statistics.S2.safetensors"
+    assert list(bundle.region_statistics) == ["S2"]
+    got = bundle.statistics_of("S2")
+    for name in ("flux_mean", "flux_std", "label_mean", "label_std"):
+        np.testing.assert_array_equal(getattr(got, name), getattr(own, name))
+    assert got.source == "subset S2"
+    assert bundle.statistics_of("S1") is bundle.statistics and bundle.statistics_of("base") is bundle.statistics
+
+
+def test_bundle_without_region_statistics_is_written_as_before(random_bundle):
+    manifest = load_bundle(random_bundle).manifest
+    assert manifest["version"] == 1 and "region_statistics" not in manifest
+    assert load_bundle(random_bundle).region_statistics == {}
+
+
+def test_statistics_for_a_region_the_bundle_lacks_are_refused(tmp_path):
+    with pytest.raises(ModelBundleError, match=r"statistics given for regions \['S9'\]"):
+        create_random_bundle(tmp_path / "m", "tiny", region_statistics={"S9": _own_statistics(0.0)})

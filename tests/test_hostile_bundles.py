@@ -14,7 +14,7 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 from safetensors.torch import load_file, save_file
 
 from spemr_engine import cli
-from spemr_engine.bundle import create_random_bundle, load_bundle
+from spemr_engine.bundle import Statistics, create_random_bundle, load_bundle
 from spemr_engine.errors import ModelBundleError
 
 REPO = Path(__file__).resolve().parents[1]
@@ -191,6 +191,84 @@ def test_any_tampered_manifest_value_loads_or_is_one_line(pristine, tmp_path, da
         shutil.copytree(pristine, bundle)
     manifest = json.loads((pristine / "manifest.json").read_text())
     where = data.draw(st.sampled_from([p for p in _paths(manifest) if p]), label="key")
+    value = data.draw(_JSON, label="value")
+    target = manifest
+    for key in where[:-1]:
+        target = target[key]
+    target[where[-1]] = value
+    (bundle / "manifest.json").write_text(json.dumps(manifest))
+    try:
+        load_bundle(bundle)
+    except ModelBundleError as error:
+        assert "\n" not in str(error)
+
+
+# ----------------------------------------------------- regions' own statistics (version 2)
+@pytest.fixture(scope="module")
+def pristine_v2(tmp_path_factory):
+    own = Statistics(np.linspace(0.85, 1.05, 7200), np.full(7200, 0.05), np.zeros(16), np.ones(16), source="S2")
+    return create_random_bundle(tmp_path_factory.mktemp("bundle") / "v2", "tiny", seed=1, region_statistics={"S2": own})
+
+
+@pytest.fixture
+def bundle_v2(pristine_v2, tmp_path):
+    return Path(shutil.copytree(pristine_v2, tmp_path / "copy"))
+
+
+@pytest.mark.parametrize(
+    "change, expected",
+    [
+        (_set("region_statistics", "S2", "file", "../../etc/passwd"), "region_statistics.S2.file must be a file name"),
+        (_set("region_statistics", "S2", "file", "/etc/passwd"), "region_statistics.S2.file must be a file name"),
+        (_set("region_statistics", "S2", "file", None), "region_statistics.S2.file must be a file name"),
+        (_set("region_statistics", "S2", "file", "absent.safetensors"), "cannot read absent.safetensors"),
+        (_set("region_statistics", "S2", "file", "statistics.safetensors"), "one file per region"),
+        (_set("region_statistics", "S2", "label_std", [1.0] * 15), "region_statistics.S2 label_std has shape (15,)"),
+        (_set("region_statistics", "S2", "label_std", [0.0] * 16), "region_statistics.S2 label_std must be positive"),
+        (_set("region_statistics", "S2", "label_mean", "0"), 'region_statistics.S2.label_mean = "0" is not a list'),
+        (_set("region_statistics", "S2", "source", 5), "region_statistics.S2.source = 5 is not a text"),
+        (_set("region_statistics", "S2", 7), "region_statistics.S2 = 7 is not a mapping"),
+        (_set("region_statistics", {}), "region_statistics = {} is not a non-empty mapping"),
+        (_set("region_statistics", "S9", {}), "region_statistics.S9.label_mean"),
+        (_set("version", 1), "region_statistics"),
+        (lambda m: m.pop("region_statistics"), "version = 2 is not a version 2 manifest without region_statistics"),
+        (_set("version", 3), "unknown model bundle version 3"),
+    ],
+)
+def test_region_statistics_are_validated(bundle_v2, change, expected):
+    assert expected in _refused(_edit(bundle_v2, change))
+
+
+def test_region_statistics_for_an_unknown_region_are_refused(bundle_v2):
+    def rename(manifest):
+        manifest["region_statistics"]["S9"] = manifest["region_statistics"].pop("S2")
+
+    assert "region_statistics names regions ['S9'] the bundle does not have" in _refused(_edit(bundle_v2, rename))
+
+
+def test_region_statistics_file_linking_out_of_the_bundle(bundle_v2, tmp_path):
+    outside = tmp_path / "elsewhere.safetensors"
+    shutil.move(bundle_v2 / "statistics.S2.safetensors", outside)
+    (bundle_v2 / "statistics.S2.safetensors").symlink_to(outside)
+    assert "leads outside the bundle folder" in _refused(bundle_v2)
+
+
+def test_non_finite_region_flux_statistics_are_refused(bundle_v2):
+    tensors = load_file(str(bundle_v2 / "statistics.S2.safetensors"))
+    tensors["flux_std"][10] = float("nan")
+    save_file(tensors, str(bundle_v2 / "statistics.S2.safetensors"))
+    assert "region_statistics.S2 flux_std has non-finite values" in _refused(bundle_v2)
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.data())
+def test_any_tampered_version_2_manifest_value_loads_or_is_one_line(pristine_v2, tmp_path, data):
+    bundle = tmp_path / "fuzzed"
+    if not bundle.exists():
+        shutil.copytree(pristine_v2, bundle)
+    manifest = json.loads((pristine_v2 / "manifest.json").read_text())
+    paths = [p for p in _paths(manifest) if p and p[0] in ("region_statistics", "version", "regions")]
+    where = data.draw(st.sampled_from(paths), label="key")
     value = data.draw(_JSON, label="value")
     target = manifest
     for key in where[:-1]:

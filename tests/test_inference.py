@@ -149,3 +149,36 @@ def test_device_resolution():
     if not torch.cuda.is_available():
         with pytest.raises(SpemrError, match="CUDA is not available"):
             resolve_device("cuda")
+
+
+def test_regions_with_their_own_flux_statistics_get_their_own_feature_pass(tmp_path, flux):
+    """S2 and S4 share one set of own flux statistics, S3 has another (label statistics
+    alike): three input groups; each sub-model's standardised outputs equal its full
+    network run on the flux standardised with its own statistics; a batch size that splits
+    the input changes nothing; standardised_outputs (base-standardised input) refuses."""
+    from spemr_engine.bundle import Statistics
+    from spemr_engine.preprocess import standardise
+
+    first = Statistics(np.linspace(0.85, 1.05, 7200), np.full(7200, 0.05), np.full(16, 0.1), np.full(16, 0.5))
+    second = Statistics(np.full(7200, 0.95), np.full(7200, 0.2), np.full(16, -0.1), np.full(16, 2.0))
+    path = create_random_bundle(
+        tmp_path / "m", "tiny", seed=3, region_statistics={"S2": first, "S3": second, "S4": first}
+    )
+    bundle = load_bundle(path)
+    predictor = SpemrPredictor(bundle, device="cpu", batch_size=5)
+    assert [g.submodels for g in predictor.groups] == [(0, 1), (2, 4), (3,)]
+    means, variances = predictor.outputs(flux)
+    with torch.inference_mode():
+        for member in range(bundle.members):
+            for network in bundle.networks:
+                columns = bundle.label_indices(network)
+                for s, submodel in enumerate(bundle.submodels):
+                    own = bundle.statistics_of(submodel)
+                    x = torch.from_numpy(standardise(flux, own.flux_mean, own.flux_std))
+                    mu, var = bundle.build_network(member, network, region=submodel)(x)
+                    np.testing.assert_allclose(means[:, s, member, columns], mu.numpy(), atol=1e-5)
+                    np.testing.assert_allclose(variances[:, s, member, columns], var.numpy(), atol=1e-5)
+    whole = SpemrPredictor(bundle, device="cpu", batch_size=64).predict(flux)
+    np.testing.assert_allclose(predictor.predict(flux).mean, whole.mean, rtol=1e-6)
+    with pytest.raises(SpemrError, match="regions with their own statistics need the flux itself"):
+        predictor.standardised_outputs(flux)

@@ -10,6 +10,7 @@ from spemr_engine import config
 from spemr_engine.bundle import expected_shapes, load_bundle
 from spemr_engine.cli import main
 from spemr_engine.errors import InputFileError
+from spemr_engine.inference import SpemrPredictor
 from spemr_engine.published import import_published, infer_architecture, read_label_config
 from spemr_engine.rrnet import RRNet
 
@@ -226,29 +227,117 @@ def test_region_label_config_equal_to_the_base_is_accepted(published_run, import
     np.testing.assert_array_equal(other.label_mean, imported.label_mean)
 
 
-@pytest.mark.parametrize("change", ["label_mean", "flux_std"])
-def test_region_with_its_own_standardisation_is_refused_not_ignored(published_run, tmp_path, capsys, change):
-    """The authors fine-tune each region with its subset's own label_config.pkl. A bundle
-    has one standardisation, so a region whose statistics differ is refused with one line
-    naming the file and the region; nothing is written."""
+def _own_label_config() -> dict:
+    """A region subset's own label_config (the authors' <refset>/S<k>/label_config.pkl):
+    hotter and narrower in every label, other flux mean and std, its own label order."""
+    data = _label_config()
+    data["label_mean"] = data["label_mean"] + np.where(np.arange(16) == 0, 215.0, 0.05)
+    data["label_std"] = data["label_std"] * 0.6
+    data["flux_mean"] = np.linspace(0.85, 1.02, 7200)
+    data["flux_std"] = np.full(7200, 0.05)
+    return data
+
+
+def _reference_prediction(nets, configs: dict, flux: np.ndarray):
+    """The published method written out on the published state dicts, independent of
+    spemr's inference: per sub-model, the authors' predict() -- clip to [-0.5, 2.5],
+    (flux - flux_mean) / flux_std and (mu, var) * label_std (+ label_mean) with ONE
+    label_config, the sub-model's own -- then eq. 1 over members and per label the
+    region with the smallest variance. Returns sub_mean, sub_sigma (S, n, 16), mean, sigma."""
+    names = [config.published_to_label()[n] for n in _label_config()["label_list"]]
+    subs = ("base", "S1", "S3")
+    sub_mean = np.full((len(subs), len(flux), 16), np.nan)
+    sub_sigma = np.full_like(sub_mean, np.nan)
+    for s, sub in enumerate(subs):
+        data = configs[sub]
+        x = np.clip(flux, -0.5, 2.5)
+        x = torch.tensor((x - data["flux_mean"]) / data["flux_std"], dtype=torch.float32)
+        for network, labels in (("SP", ("Teff", "Logg", "FeH")), ("CA", TINY.networks["CA"])):
+            where = [names.index(label) for label in labels]
+            std, mean = data["label_std"][where], data["label_mean"][where]
+            mus, variances = [], []
+            with torch.no_grad():
+                for k in (1, 2):
+                    mu, var = nets[(k, network, sub)].eval()(x)
+                    mus.append(mu.double().numpy() * std + mean)
+                    variances.append(var.double().numpy() * std**2)
+            mu_bar = np.mean(mus, axis=0)
+            var_bar = np.mean([m**2 + v for m, v in zip(mus, variances)], axis=0) - mu_bar**2
+            columns = [config.LABELS.index(label) for label in labels]
+            sub_mean[s][:, columns], sub_sigma[s][:, columns] = mu_bar, np.sqrt(var_bar)
+    regions = sub_sigma[1:]
+    best = np.argmin(regions, axis=0)
+    pick = lambda a: np.take_along_axis(a, best[np.newaxis], axis=0)[0]  # noqa: E731
+    return sub_mean, sub_sigma, pick(sub_mean[1:]), pick(regions)
+
+
+def test_region_with_its_own_standardisation_is_honoured(published_run, imported, tmp_path):
+    """The authors fine-tune each region with its subset's own label_config.pkl and predict
+    with one label_config per sub-model for input and output alike. Region S3 brings its
+    own: the bundle holds it (version 2), S3 runs on its own standardised input and its
+    outputs are de-standardised with its own label statistics; the base and S1 keep the
+    base's. Predictions equal the published method written out in torch."""
+    run, nets = published_run
+    copy = _copy_run(run, tmp_path / "run")
+    own = _own_label_config()
+    _write_label_config(copy / "S3", own)
+    bundle = load_bundle(import_published(copy, tmp_path / "m"))
+    assert bundle.manifest["version"] == 2 and list(bundle.region_statistics) == ["S3"]
+    assert bundle.provenance["region_statistics"] == {"S3": "S3/label_config.pkl"}
+    s3 = bundle.statistics_of("S3")
+    np.testing.assert_array_equal(s3.flux_mean, own["flux_mean"])
+    assert s3.label_mean[config.LABELS.index("Teff")] == pytest.approx(_expected_mean("Teff") + 215.0)
+    assert s3.label_std[config.LABELS.index("FeH")] == pytest.approx(0.6 * (1 + PUBLISHED_ORDER.index("FeH")))
+    assert bundle.statistics_of("S1") is bundle.statistics and bundle.statistics_of("base") is bundle.statistics
+
+    predictor = SpemrPredictor(bundle, device="cpu", batch_size=3)
+    assert [group.submodels for group in predictor.groups] == [(0, 1), (2,)]  # base+S1 share one feature pass
+    rng = np.random.default_rng(5)
+    flux = 1.0 + 0.1 * rng.standard_normal((5, 7200))
+    flux[0, :50] = 3.0  # clipped to 2.5 first, as the authors do
+    prediction = predictor.predict(flux)
+
+    base = _label_config()
+    sub_mean, sub_sigma, mean, sigma = _reference_prediction(nets, {"base": base, "S1": base, "S3": own}, flux)
+    np.testing.assert_allclose(np.moveaxis(prediction.sub_mean, 1, 0), sub_mean, rtol=2e-5, atol=1e-6)
+    np.testing.assert_allclose(np.moveaxis(prediction.sub_sigma, 1, 0), sub_sigma, rtol=2e-5, atol=1e-6)
+    np.testing.assert_allclose(prediction.mean, mean, rtol=2e-5, atol=1e-6)
+    np.testing.assert_allclose(prediction.sigma, sigma, rtol=2e-5, atol=1e-6)
+
+    # the base and S1 are unchanged by S3's statistics; S3's are not the base-statistics ones
+    before = SpemrPredictor(imported, device="cpu").predict(flux)
+    np.testing.assert_allclose(prediction.sub_mean[:, :2], before.sub_mean[:, :2], rtol=1e-6, atol=1e-6)
+    assert np.abs(prediction.sub_mean[:, 2, 0] - before.sub_mean[:, 2, 0]).min() > 10.0  # Teff, K
+
+
+def test_region_with_only_its_own_label_statistics_shares_the_base_input(published_run, tmp_path):
+    """Same flux statistics as the base, other label statistics: one feature pass for all,
+    S3 de-standardised with its own label scale."""
+    run, nets = published_run
+    copy = _copy_run(run, tmp_path / "run")
+    own = _own_label_config()
+    own["flux_mean"], own["flux_std"] = _label_config()["flux_mean"], _label_config()["flux_std"]
+    _write_label_config(copy / "S3", own)
+    predictor = SpemrPredictor(load_bundle(import_published(copy, tmp_path / "m")), device="cpu")
+    assert [group.submodels for group in predictor.groups] == [(0, 1, 2)]
+    flux = 1.0 + 0.1 * np.random.default_rng(6).standard_normal((2, 7200))
+    base = _label_config()
+    sub_mean, _, mean, _ = _reference_prediction(nets, {"base": base, "S1": base, "S3": own}, flux)
+    np.testing.assert_allclose(np.moveaxis(predictor.predict(flux).sub_mean, 1, 0), sub_mean, rtol=2e-5, atol=1e-6)
+
+
+def test_region_label_config_that_is_not_a_label_config_is_refused(published_run, tmp_path, capsys):
+    """A broken region label_config.pkl is one line naming it; nothing is written."""
     run, _ = published_run
     copy = _copy_run(run, tmp_path / "run")
-    data = _label_config()
-    if change == "label_mean":
-        data["label_mean"] = data["label_mean"].copy()
-        data["label_mean"][0] += 215.0  # Teff: the region's subset is hotter
-    else:
-        data["flux_std"] = data["flux_std"] * 1.1
+    data = _own_label_config()
+    data["label_std"] = data["label_std"].copy()
+    data["label_std"][3] = 0.0
     _write_label_config(copy / "S3", data)
-    expected = "Teff" if change == "label_mean" else "flux_std"
-    with pytest.raises(
-        InputFileError,
-        match=rf"label_config.pkl: region S3 was standardised with its own "
-        rf"statistics \(.*{expected}",
-    ):
+    with pytest.raises(InputFileError, match=r"^label_config.pkl: region S3: label_std is not positive"):
         import_published(copy, tmp_path / "m")
     assert not (tmp_path / "m").exists()
     assert main(["import-published", str(copy), "-o", str(tmp_path / "m2")]) == 2
     err = capsys.readouterr().err.strip()
-    assert len(err.splitlines()) == 1 and "S3" in err and "label_config.pkl" in err
+    assert len(err.splitlines()) == 1 and "label_config.pkl: region S3" in err
     assert not (tmp_path / "m2").exists()
