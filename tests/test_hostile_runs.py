@@ -225,6 +225,9 @@ def test_resume_with_other_threads_is_refused(tmp_path, model, synthetic):
         run_catalog(synthetic, tmp_path / "cat.csv", threads=1, resume=True, **kwargs)
     summary = run_catalog(synthetic, tmp_path / "cat.csv", resume=True, **kwargs)
     assert summary.n_files_resumed > 0 and summary.n_rows == len(synthetic)
+    # the resume kept the interrupted run's 2 threads: the table is the uninterrupted one's
+    run_catalog(synthetic, tmp_path / "whole.csv", threads=2, **kwargs)
+    assert (tmp_path / "cat.csv").read_bytes() == (tmp_path / "whole.csv").read_bytes()
 
 
 def test_output_that_a_live_run_is_writing_is_said_to_be_in_use(tmp_path, model, synthetic):
