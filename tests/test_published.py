@@ -271,7 +271,7 @@ def _reference_prediction(nets, configs: dict, flux: np.ndarray):
     return sub_mean, sub_sigma, pick(sub_mean[1:]), pick(regions)
 
 
-def test_region_with_its_own_standardisation_is_honoured(published_run, imported, tmp_path):
+def test_region_with_its_own_standardisation_is_honoured(published_run, imported, tmp_path, capsys):
     """The authors fine-tune each region with its subset's own label_config.pkl and predict
     with one label_config per sub-model for input and output alike. Region S3 brings its
     own: the bundle holds it (version 2), S3 runs on its own standardised input and its
@@ -289,6 +289,8 @@ def test_region_with_its_own_standardisation_is_honoured(published_run, imported
     assert s3.label_mean[config.LABELS.index("Teff")] == pytest.approx(_expected_mean("Teff") + 215.0)
     assert s3.label_std[config.LABELS.index("FeH")] == pytest.approx(0.6 * (1 + PUBLISHED_ORDER.index("FeH")))
     assert bundle.statistics_of("S1") is bundle.statistics and bundle.statistics_of("base") is bundle.statistics
+    assert main(["import-published", str(copy), "-o", str(tmp_path / "m2")]) == 0
+    assert "regions with their own statistics: S3" in capsys.readouterr().out
 
     predictor = SpemrPredictor(bundle, device="cpu", batch_size=3)
     assert [group.submodels for group in predictor.groups] == [(0, 1), (2,)]  # base+S1 share one feature pass
