@@ -173,7 +173,11 @@ def test_finetune_cli_retunes_only_the_chosen_regions(refset, tmp_path):
     from spemr_engine.bundle import create_random_bundle
 
     stats = usable_statistics(refset.statistics)
-    source = create_random_bundle(tmp_path / "base", "tiny", seed=5, statistics=stats)
+    # S2 (kept) and S3 (re-tuned) were fine-tuned with their own statistics
+    own = {k: np.asarray(v) * 1.01 for k, v in stats.items()}
+    source = create_random_bundle(
+        tmp_path / "base", "tiny", seed=5, statistics=stats, region_statistics={"S2": own, "S3": own}
+    )
     out = tmp_path / "tuned"
     code = cli.main(
         [
@@ -203,6 +207,11 @@ def test_finetune_cli_retunes_only_the_chosen_regions(refset, tmp_path):
     tuned = load_bundle(out)
     assert tuned.provenance["finetuned"]["regions"] == ["S1", "S3"]
     assert [r.name for r in tuned.regions] == ["S1", "S2", "S3", "S4"]
+    # a kept region keeps its own statistics; a re-tuned one learnt with the base's
+    assert list(tuned.region_statistics) == ["S2"]
+    np.testing.assert_array_equal(
+        tuned.statistics_of("S2").flux_mean, load_bundle(source).statistics_of("S2").flux_mean
+    )
 
 
 def test_training_inputs_match_the_inference_standardisation(refset):
