@@ -47,7 +47,8 @@ def peak_rss_mb() -> float:
 def weight_bytes(predictor: SpemrPredictor) -> int:
     """Bytes of the distinct tensors the predictor holds (shared views counted once)."""
     storages = {}
-    for heads in (h for by_network in predictor._heads for h in by_network.values()):
+    # one _SharedHeads per member, network and input group (they share the base network)
+    for heads in (h for by_network in predictor._heads for groups in by_network.values() for h in groups):
         for tensor in heads.state_dict().values():
             storage = tensor.untyped_storage()
             storages[storage.data_ptr()] = storage.nbytes()
