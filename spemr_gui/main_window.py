@@ -15,6 +15,7 @@ from PySide6.QtGui import QAction, QActionGroup, QKeySequence
 from PySide6.QtWidgets import QDockWidget, QFileDialog, QLabel, QMainWindow, QMessageBox, QTabWidget
 
 from . import engine_calls
+from .controller import CloseChecks, Request
 from .import_speed import skip_source_scan
 from .plotdata import curves_to_csv
 from .settings import DEVICES, AppSettings
@@ -52,8 +53,9 @@ class MainWindow(QMainWindow):
         self.settings = settings or AppSettings()
         self.state = AppState()
         self.runner = TaskRunner(max_threads=3, parent=self)
+        self.close_checks = CloseChecks()  # views with running jobs register here
         self.inference_task: Task | None = None
-        self.prepare_tasks: dict[tuple, Task] = {}
+        self.prepare_tasks: dict[Request, Task] = {}
         self._open_queue: list[list] = []  # reads in the order they were asked for
         self._show_when_open: dict[str, str | None] = {}  # file -> pair label to select
         self.model_task: Task | None = None
@@ -389,12 +391,6 @@ class MainWindow(QMainWindow):
         ):
             self.run_inference()
 
-    def _request_key(self) -> tuple | None:
-        opened = self.state.current
-        if opened is None or not opened.pairs:
-            return None
-        return (str(opened.path), self.state.current_pair, self.state.model_key, self.state.rv_override())
-
     def _ensure_prepared(self) -> None:
         """Preprocess the current pair in the background when it is not yet: the
         measured RV places the line markers and the normalised view shows the result.
@@ -403,36 +399,31 @@ class MainWindow(QMainWindow):
         two workers on the same pair made each inference ~2x slower on 2 cores."""
         QTimer.singleShot(0, self._ensure_prepared_now)
 
-    def _inference_in_flight(self, key) -> bool:
+    def _inference_in_flight(self, request: Request) -> bool:
         task = self.inference_task
-        return task is not None and not task.is_done() and getattr(task, "key", None) == key
+        return task is not None and not task.is_done() and getattr(task, "request", None) == request
 
     def _ensure_prepared_now(self) -> None:
-        key = self._request_key()
-        if key is None or self.state.current_prepared() is not None or key in self.prepare_tasks:
+        request = Request.current(self.state)
+        if request is None or self.state.current_prepared() is not None or request in self.prepare_tasks:
             return
-        if self._inference_in_flight(key):
+        if self._inference_in_flight(request):
             return
         opened, pair_index = self.state.current, self.state.current_pair
         model, rv = self.state.model, self.state.rv_override()
         task = Task(lambda progress, cancel: engine_calls.prepare_pair(opened, pair_index, model, rv), "preprocess")
-        task.signals.result.connect(lambda spectra, k=key: self._on_prepared(k, spectra))
+        task.signals.result.connect(lambda spectra, r=request: self._on_prepared(r, spectra))
         task.signals.failed.connect(lambda message: self.status(message, error=True))
-        task.signals.finished.connect(lambda k=key: self.prepare_tasks.pop(k, None))
-        self.prepare_tasks[key] = self.runner.start(task)
+        task.signals.finished.connect(lambda r=request: self.prepare_tasks.pop(r, None))
+        self.prepare_tasks[request] = self.runner.start(task)
 
-    def _on_prepared(self, key: tuple, spectra) -> None:
-        path, pair_index, model_key, rv = key
-        for file_index, opened in enumerate(self.state.files):
-            if (
-                str(opened.path) == path
-                and model_key == self.state.model_key
-                and opened.rv_override.get(pair_index) == rv
-            ):
-                if pair_index not in opened.prepared:
-                    self.state.set_prepared(file_index, pair_index, spectra)
-                self.prepared.emit(file_index, pair_index)
-                return
+    def _on_prepared(self, request: Request, spectra) -> None:
+        file_index = request.file_index(self.state)
+        if file_index is None:
+            return  # stale: the file closed, the model or the RV override changed
+        if request.pair not in self.state.files[file_index].prepared:
+            self.state.set_prepared(file_index, request.pair, spectra)
+        self.prepared.emit(file_index, request.pair)
 
     def override_rv(self, rv: float | None) -> None:
         if self.state.current is None:
@@ -449,8 +440,8 @@ class MainWindow(QMainWindow):
 
     # ============================================================= inference
     def run_inference(self) -> Task | None:
-        key = self._request_key()
-        if key is None:
+        request = Request.current(self.state)
+        if request is None:
             self.status("open a file first", error=True)
             return None
         if self.state.model is None:
@@ -468,10 +459,10 @@ class MainWindow(QMainWindow):
             ),
             "inference",
         )
-        task.signals.result.connect(lambda result, k=key, t=task: self._on_inferred(k, result, t))
+        task.signals.result.connect(lambda result, r=request, t=task: self._on_inferred(r, result, t))
         task.signals.failed.connect(lambda message, t=task: self._on_inference_failed(message, t))
         task.signals.cancelled.connect(lambda t=task: self._on_inference_cancelled(t))
-        task.key = key
+        task.request = request
         self.inference_task = self.runner.start(task)
         self.results_panel.set_busy(True, f"running fused SPEMR on {pair_label(opened, pair_index)} ({device})…")
         return task
@@ -482,20 +473,18 @@ class MainWindow(QMainWindow):
             task.cancel()
             self._on_inference_cancelled(task)
 
-    def _on_inferred(self, key: tuple, result, task: Task) -> None:
+    def _on_inferred(self, request: Request, result, task: Task) -> None:
         if task is self.inference_task:
             self.results_panel.set_busy(False)
-        path, pair_index, model_key, rv = key
-        if model_key != self.state.model_key:
-            return  # the model changed meanwhile: a stale result
-        for file_index, opened in enumerate(self.state.files):
-            if str(opened.path) == path and opened.rv_override.get(pair_index) == rv:
-                if pair_index not in opened.prepared and result.spectra is not None:
-                    self.state.set_prepared(file_index, pair_index, result.spectra)
-                self.state.set_result(file_index, pair_index, result)
-                self.inference_finished.emit(file_index, pair_index)
-                self.status(f"inference done: {opened.name} {pair_label(opened, pair_index)}")
-                return
+        file_index = request.file_index(self.state)
+        if file_index is None:
+            return  # stale: the file closed, the model or the RV override changed
+        opened, pair_index = self.state.files[file_index], request.pair
+        if pair_index not in opened.prepared and result.spectra is not None:
+            self.state.set_prepared(file_index, pair_index, result.spectra)
+        self.state.set_result(file_index, pair_index, result)
+        self.inference_finished.emit(file_index, pair_index)
+        self.status(f"inference done: {opened.name} {pair_label(opened, pair_index)}")
 
     def _on_inference_failed(self, message: str, task: Task) -> None:
         self._ensure_prepared()  # the view still needs its normalised spectrum
@@ -551,15 +540,12 @@ class MainWindow(QMainWindow):
         event.accept()
 
     def confirm_close(self) -> bool:
-        """Views with running jobs (batch, training) get to ask; hooks are added by them."""
-        for ask in getattr(self, "close_checks", []):
-            if not ask():
-                return False
-        return True
+        """Views with running jobs (batch, training) get to ask: they registered in
+        close_checks."""
+        return self.close_checks.may_close()
 
     def shutdown(self) -> None:
-        for stop in getattr(self, "shutdown_hooks", []):
-            stop()
+        self.close_checks.stop_all()
         self.runner.cancel_all()
         self.runner.wait_all(10000)
         self.settings.sync()

@@ -186,7 +186,7 @@ def main(argv=None) -> int:
         (None, shot("batch.png"), 300),
         (None, wizard_start, 500),
         (lambda: bool(wizard_holder["w"].refset_path), wizard_train, 500),
-        (lambda: len(wizard_holder["w"].training_page.history) >= 8, lambda: None, 800),
+        (lambda: len(wizard_holder["w"].training_page.training_state.history) >= 8, lambda: None, 800),
         (None, wizard_shot, 300),
         (None, lambda: (wizard_holder["w"].training_page.cancel(), window.shutdown()), 3000),
     ]

@@ -9,7 +9,6 @@ so starting again after a cancel or a crash continues where it stopped.
 from __future__ import annotations
 
 import math
-import threading
 from pathlib import Path
 
 import numpy as np
@@ -42,6 +41,7 @@ from spemr_engine.config import label_infos
 
 from ..kiel import LOGG_EXTENT, TEFF_EXTENT
 from ..catalog_table import column_values, numeric, read_catalog, write_csv
+from ..controller import BatchState
 from ..settings import DEVICES
 from ..workers import Task
 from .widgets import path_row
@@ -197,15 +197,10 @@ class BatchView(QWidget):
         super().__init__()
         self.window = window
         self.task: Task | None = None
-        self.pause_event = threading.Event()
-        self.last_progress: dict = {}
-        self.streamed_rows = 0
+        self.batch_state = BatchState()  # running, paused, progress, isochrones, report
         self.isochrone_items: list = []
-        self.isochrone_path: str | None = None  # what the Kiel diagram overlays, for the report
-        self.report_task: Task | None = None
         self._build()
-        window.close_checks = getattr(window, "close_checks", []) + [self.confirm_close]
-        window.shutdown_hooks = getattr(window, "shutdown_hooks", []) + [self.stop_for_shutdown]
+        window.close_checks.register(self.confirm_close, self.stop_for_shutdown)
 
     # ----------------------------------------------------------------- layout
     def _build(self) -> None:
@@ -273,7 +268,7 @@ class BatchView(QWidget):
             "flags) as an HTML or PDF file"
         )
         self.report_button.clicked.connect(self._report_dialog)
-        self.output.textChanged.connect(self._update_report_button)
+        self.output.textChanged.connect(lambda _text: self._show_controls())
         # two rows: six buttons in one row of the 460 px panel clip their text
         controls = QVBoxLayout()
         for buttons in (
@@ -340,7 +335,7 @@ class BatchView(QWidget):
         splitter.setSizes([380, 900])
         layout = QGridLayout(self)
         layout.addWidget(splitter, 0, 0)
-        self._set_running(False)
+        self._show_controls()
 
     def _open_row(self, index) -> None:
         """The inspector shows the row's spectrum (its file and exposure)."""
@@ -436,7 +431,7 @@ class BatchView(QWidget):
     # -------------------------------------------------------------------- run
     def is_running(self) -> bool:
         """True from start until the run's outcome (result/failure/cancel) has landed."""
-        return self.task is not None
+        return self.batch_state.running
 
     def run_options(self) -> dict:
         model = self.model_path.text().strip() or self.window.state.model_path or None
@@ -462,16 +457,15 @@ class BatchView(QWidget):
         if options["model"] is None:
             self._show_problem("no model: load one (Model menu) or pick a bundle folder")
             return None
-        self.pause_event.clear()
         self.pause_button.setChecked(False)
+        self.batch_state.start()
         self.model.set_columns([])
-        self.streamed_rows = 0
-        self.last_progress = {}
         self._plot_rows()
         completed: list = []  # the summary, when the run ended although Cancel was pressed
+        pause = self.batch_state.pause_event
 
         def run(progress, cancel):
-            summary = _run_catalog(progress=progress, cancel=cancel, pause=self.pause_event, **options)
+            summary = _run_catalog(progress=progress, cancel=cancel, pause=pause, **options)
             completed.append(summary)
             return summary
 
@@ -482,18 +476,15 @@ class BatchView(QWidget):
         task.signals.failed.connect(self._on_failed)
         task.signals.cancelled.connect(self._on_cancelled)
         self.task = self.window.runner.start(task)
-        self._set_running(True)
+        self._show_controls()
         self.progress_label.setText("starting… (worker processes load the engine)")
         return task
 
     def set_paused(self, paused: bool) -> None:
-        if paused:
-            self.pause_event.set()
-        else:
-            self.pause_event.clear()
-        self.pause_button.setText("Resume" if paused else "Pause")
-        if self.is_running():
-            self.progress_label.setText("paused" if paused else "resuming…")
+        text = self.batch_state.set_paused(paused)
+        self._show_controls()
+        if text:
+            self.progress_label.setText(text)
 
     def cancel(self) -> None:
         if self.is_running():
@@ -501,12 +492,10 @@ class BatchView(QWidget):
             self.progress_label.setText("cancelling (committed work is kept; Start resumes)…")
 
     def on_progress(self, info: dict) -> None:
-        self.last_progress = info
+        done, total = self.batch_state.on_progress(info)
         rows = info.get("rows")
         if rows:
             self._add_rows(rows)
-        total = int(info.get("files_total") or 0)
-        done = int(info.get("files_done") or 0)
         self.progress.setMaximum(max(total, 1))
         self.progress.setValue(done)
         self.progress_label.setText(progress_text(info))
@@ -514,25 +503,24 @@ class BatchView(QWidget):
     def _add_rows(self, rows: list[dict]) -> None:
         self.model.append(rows)
         self._size_text_columns()
-        self.streamed_rows += len(rows)
+        self.batch_state.add_rows(len(rows))
         self._plot_rows()
         self.rows_added.emit(len(rows))
 
-    def _release_pause(self) -> bool:
-        """A run that ended is not paused: the button reads Pause again. True when it
-        was pressed (a small run's files were all in flight, so nothing waited)."""
-        was_paused = self.pause_event.is_set()
-        self.pause_event.clear()
+    def _end_run(self) -> bool:
+        """The run's outcome landed: not running, and not paused (the button reads Pause
+        again). True when Pause was pressed (a small run's files were all in flight, so
+        nothing waited)."""
+        self.task = None
+        was_paused = self.batch_state.end()
         self.pause_button.blockSignals(True)
         self.pause_button.setChecked(False)
         self.pause_button.blockSignals(False)
-        self.pause_button.setText("Pause")
+        self._show_controls()
         return was_paused
 
     def _on_finished(self, summary) -> None:
-        self.task = None
-        was_paused = self._release_pause()
-        self._set_running(False)
+        was_paused = self._end_run()
         self.progress.setValue(self.progress.maximum())
         lines = summary.lines() if hasattr(summary, "lines") else [str(summary)]
         if was_paused:
@@ -560,23 +548,17 @@ class BatchView(QWidget):
         self.run_finished.emit(summary)
 
     def _on_failed(self, message: str) -> None:
-        self.task = None
-        self._release_pause()
-        self._set_running(False)
+        self._end_run()
         self._show_problem(message)
         self.run_failed.emit(message)
 
     def _on_cancelled(self) -> None:
-        task, self.task = self.task, None
-        completed = getattr(task, "completed", None)
+        completed = getattr(self.task, "completed", None)
         if completed:  # every file was done (and the catalog written) before the cancel
             self._on_finished(completed[0])
             return
-        self._release_pause()
-        self._set_running(False)
-        self.progress_label.setText(
-            f"cancelled after {self.last_progress.get('files_done', 0)} files; Start again to resume where it stopped"
-        )
+        self._end_run()
+        self.progress_label.setText(self.batch_state.cancelled_text())
         self.run_cancelled.emit()
 
     def _show_problem(self, message: str) -> None:
@@ -592,11 +574,14 @@ class BatchView(QWidget):
         else:
             self.caveat.setText("")
 
-    def _set_running(self, running: bool) -> None:
-        self.start_button.setEnabled(not running)
-        self.pause_button.setEnabled(running)
-        self.cancel_button.setEnabled(running)
-        self._update_report_button()
+    def _show_controls(self) -> None:
+        """The buttons as the batch state says (the state is the truth, not the widgets)."""
+        controls = self.batch_state.controls(self.catalog_path() is not None)
+        self.start_button.setEnabled(controls.start)
+        self.pause_button.setEnabled(controls.pause)
+        self.pause_button.setText(controls.pause_text)
+        self.cancel_button.setEnabled(controls.cancel)
+        self.report_button.setEnabled(controls.report)
 
     # ------------------------------------------------------------------ Kiel
     def _plot_rows(self, finished: bool = False) -> None:
@@ -728,17 +713,13 @@ class BatchView(QWidget):
         except SpemrError as error:
             self._show_problem(str(error))
             return
-        self.isochrone_path = name
+        self.batch_state.isochrone_path = name
 
     # ----------------------------------------------------------------- report
     def catalog_path(self) -> Path | None:
         """The catalog the report is made from: the output, once it exists as a file."""
         text = self.output.text().strip()
         return Path(text) if text and Path(text).is_file() else None
-
-    def _update_report_button(self, *_args) -> None:
-        ready = self.catalog_path() is not None and not self.is_running() and self.report_task is None
-        self.report_button.setEnabled(ready)
 
     def _report_dialog(self) -> None:
         catalog = self.catalog_path()
@@ -752,9 +733,9 @@ class BatchView(QWidget):
     def make_report(self, target: str | Path) -> Task | None:
         """Write the report of the current catalog to target (.html or .pdf) in a worker."""
         catalog = self.catalog_path()
-        if catalog is None or self.report_task is not None:
+        if catalog is None or self.batch_state.reporting:
             return None
-        isochrones = self.isochrone_path
+        isochrones = self.batch_state.isochrone_path
 
         def run(progress, cancel):
             from spemr_engine.report import default_isochrones, write_report
@@ -765,22 +746,23 @@ class BatchView(QWidget):
         task = Task(run, "report")
         task.signals.result.connect(self._on_report_written)
         task.signals.failed.connect(self._on_report_failed)
-        self.report_task = self.window.runner.start(task)
-        self._update_report_button()
+        self.batch_state.reporting = True
+        self.window.runner.start(task)
+        self._show_controls()
         self.progress_label.setText(f"writing the report of {catalog.name}…")
         return task
 
     def _on_report_written(self, paths) -> None:
-        self.report_task = None
-        self._update_report_button()
+        self.batch_state.reporting = False
+        self._show_controls()
         where = ", ".join(str(p) for p in paths)
         self.progress_label.setText(f"report written to {where}")
         self.window.status(f"report written to {where}")
         self.report_written.emit([str(p) for p in paths])
 
     def _on_report_failed(self, message: str) -> None:
-        self.report_task = None
-        self._update_report_button()
+        self.batch_state.reporting = False
+        self._show_controls()
         self._show_problem(f"report: {message}")
         self.report_written.emit([])
 
@@ -808,8 +790,8 @@ class BatchView(QWidget):
         return answer == QMessageBox.Yes
 
     def stop_for_shutdown(self) -> None:
-        if self.is_running():
-            self.pause_event.clear()
+        if self.is_running() and self.task is not None:
+            self.batch_state.pause_event.clear()
             self.task.cancel()
             self.task.wait(60)
 

@@ -5,6 +5,7 @@ main window stays an inspector and each view stays one module."""
 from __future__ import annotations
 
 from .. import engine_calls
+from ..controller import Request
 from ..workers import Task
 from .batch import BatchView
 from .comparison import ComparisonView
@@ -41,13 +42,13 @@ def request_templates(window) -> Task | None:
     view = window.template_view
     if result is None or not result.usable or model is None:
         return None
-    key = window.state.model_key, window.state.current_file, window.state.current_pair
+    request = Request.current(window.state)
     task = Task(
         lambda progress, cancel: engine_calls.find_templates(model, result.prediction, TEMPLATES_TO_FIND), "templates"
     )
 
-    def landed(matches, key=key):
-        if key == (window.state.model_key, window.state.current_file, window.state.current_pair):
+    def landed(matches):
+        if request is not None and request.is_current(window.state):  # else the user moved on
             view.set_matches(matches)
             window.templates_found.emit()
 

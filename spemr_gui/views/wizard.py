@@ -43,8 +43,10 @@ from spemr_engine.config import (
     training_recipe,
 )
 
+from ..controller import RefsetSummary, TrainingState, summarise_refset
 from ..eta import TrainingEta
 from ..settings import DEVICES
+from ..workers import Task
 from .jobs import JobRunner
 from .widgets import path_row
 
@@ -102,6 +104,7 @@ class TrainingWizard(QWizard):
         self.setWizardStyle(QWizard.ClassicStyle)
         self.resize(1000, 720)
         self.refset_path = ""
+        self.refset_summary: RefsetSummary | None = None  # of refset_path, read in a worker
         self.bundle_path = ""
         self.source_page = SourcePage(self)
         self.summary_page = SummaryPage(self)
@@ -111,8 +114,7 @@ class TrainingWizard(QWizard):
         for page in (self.source_page, self.summary_page, self.config_page, self.training_page, self.evaluation_page):
             self.addPage(page)
         self.finished.connect(self._on_finished)
-        window.close_checks = getattr(window, "close_checks", []) + [self.training_page.confirm_close]
-        window.shutdown_hooks = getattr(window, "shutdown_hooks", []) + [self.stop_jobs]
+        window.close_checks.register(self.training_page.confirm_close, self.stop_jobs)
 
     def stop_jobs(self) -> None:
         for runner in (self.source_page.runner, self.training_page.runner):
@@ -130,6 +132,8 @@ class SourcePage(QWizardPage):
         super().__init__()
         self.wiz = wizard
         self.runner: JobRunner | None = None
+        self.check_task: Task | None = None  # opening a set to accept it, in a worker
+        self._next_when_accepted = False
         self.setTitle("1. Reference set")
         self.setSubTitle("Spectra with known labels to train on, in the engine's reference-set format.")
         self.group = QButtonGroup(self)
@@ -221,16 +225,26 @@ class SourcePage(QWizardPage):
             self.buttons["open"].setChecked(True)
         self.completeChanged.emit()
 
+    def _checking(self) -> bool:
+        return self.check_task is not None and not self.check_task.is_done()
+
     def isComplete(self) -> bool:
-        if self.runner is not None and self.runner.is_running():
+        if (self.runner is not None and self.runner.is_running()) or self._checking():
             return False
         if self.choice() == "open":
             return bool(self.existing.text().strip())
         return bool(self.wiz.refset_path)
 
     def validatePage(self) -> bool:
+        """An existing set is opened in a worker first (reading its rows table takes
+        seconds for a large one); Next then happens once it is accepted."""
         if self.choice() == "open":
-            return self._accept_refset(self.existing.text().strip())
+            path = self.existing.text().strip()
+            if self.wiz.refset_path == path and self.wiz.refset_summary is not None:
+                return True
+            self._next_when_accepted = True
+            self._accept_refset(path)
+            return False
         return bool(self.wiz.refset_path)
 
     def job_arguments(self) -> tuple[str, dict]:
@@ -255,7 +269,7 @@ class SourcePage(QWizardPage):
         except ValueError as error:
             self.status.setText(str(error))
             return None
-        self.wiz.refset_path = ""
+        self.wiz.refset_path, self.wiz.refset_summary = "", None
         self.runner = JobRunner(target, kwargs, self)
         out = self.output.text().strip()
         self.runner.progress.connect(self._on_progress)
@@ -283,23 +297,36 @@ class SourcePage(QWizardPage):
     def _job_ended(self, text: str) -> None:
         self.progress_bar.hide()
         self.status.setText(text)
-        self.prepare_button.setEnabled(True)
         self.cancel_button.setEnabled(False)
+        self._update_fields()  # the prepare button again, where the source has one
+
+    def _accept_refset(self, path: str) -> Task:
+        """Open and summarise the set in a worker; it becomes the wizard's set when that
+        succeeds (the summary page then shows what was read, without reading again)."""
+        self.progress_bar.setRange(0, 0)
+        self.progress_bar.show()
+        self.status.setText(f"reading the reference set {path}…")
+        task = Task(lambda progress, cancel: summarise_refset(path), "open reference set")
+        task.signals.result.connect(self._on_accepted)
+        task.signals.failed.connect(lambda message: self._on_not_accepted(f"not a usable reference set: {message}"))
+        task.signals.finished.connect(self.completeChanged.emit)
+        self.check_task = self.wiz.window.runner.start(task)
         self.completeChanged.emit()
+        return task
 
-    def _accept_refset(self, path: str) -> bool:
-        from spemr_engine.errors import SpemrError
-        from spemr_engine.refset import ReferenceSet
+    def _on_accepted(self, summary: RefsetSummary) -> None:
+        self.check_task = None  # landed (its finished signal may still be queued)
+        self.wiz.refset_path, self.wiz.refset_summary = summary.path, summary
+        self._job_ended(f"reference set ready: {summary.path} ({summary.n_spectra} spectra)")
+        self.wiz.refset_ready.emit(summary.path)
+        if self._next_when_accepted and self.wiz.currentPage() is self:
+            self._next_when_accepted = False
+            self.wiz.next()
 
-        try:
-            refset = ReferenceSet.open(path)
-        except (SpemrError, OSError, ValueError) as error:
-            self._job_ended(f"not a usable reference set: {error}")
-            return False
-        self.wiz.refset_path = str(path)
-        self._job_ended(f"reference set ready: {path} ({len(refset)} spectra)")
-        self.wiz.refset_ready.emit(str(path))
-        return True
+    def _on_not_accepted(self, message: str) -> None:
+        self.check_task = None
+        self._next_when_accepted = False
+        self._job_ended(message)
 
 
 def _event_counts(event: dict) -> tuple[int, int]:
@@ -343,6 +370,8 @@ def _event_text(event: dict) -> str:
 
 # ================================================================ 2: summary
 class SummaryPage(QWizardPage):
+    summary_shown = Signal()
+
     def __init__(self, wizard: TrainingWizard):
         super().__init__()
         self.wiz = wizard
@@ -359,38 +388,58 @@ class SummaryPage(QWizardPage):
         layout.addWidget(self.text)
         layout.addWidget(self.graphics, 1)
         self.region_counts: dict[str, int] = {}
+        self.shown_path = ""  # the set whose summary is on the page
 
     def initializePage(self) -> None:
-        from spemr_engine.refset import ReferenceSet
+        """Show the set's summary: the one read when the set was accepted, else read it
+        now in a worker (never on the GUI thread)."""
+        summary = self.wiz.refset_summary
+        if summary is not None and summary.path == self.wiz.refset_path:
+            self.show_summary(summary)
+            return
+        self.shown_path = ""
+        self.graphics.clear()
+        self.text.setText(f"reading {html.escape(self.wiz.refset_path)}…")
+        path = self.wiz.refset_path
+        task = Task(lambda progress, cancel: summarise_refset(path), "reference-set summary")
+        task.signals.result.connect(self._on_summary)
+        task.signals.failed.connect(
+            lambda message, p=path: p == self.wiz.refset_path and self.text.setText(html.escape(message))
+        )
+        self.wiz.window.runner.start(task)
 
-        refset = ReferenceSet.open(self.wiz.refset_path)
-        labels = np.asarray(refset.labels, dtype=np.float64)
-        names = list(refset.label_names)
-        self.region_counts = {r.name: int(r.contains(labels, names).sum()) for r in default_regions()}
+    def _on_summary(self, summary: RefsetSummary) -> None:
+        if summary.path != self.wiz.refset_path:
+            return  # the user went back and chose another set meanwhile
+        self.wiz.refset_summary = summary
+        self.show_summary(summary)
+
+    def isComplete(self) -> bool:
+        return bool(self.shown_path) and self.shown_path == self.wiz.refset_path
+
+    def show_summary(self, summary: RefsetSummary) -> None:
+        self.region_counts = dict(summary.region_counts)
         regions = "".join(
-            f"<li>{html.escape(r.name)} ({html.escape(r.description)}): {self.region_counts[r.name]}</li>"
+            f"<li>{html.escape(r.name)} ({html.escape(r.description)}): {self.region_counts.get(r.name, 0)}</li>"
             for r in default_regions()
         )
-        n_stars = len(set(refset.star_id))
-        kind = "synthetic" if refset.synthetic else "real"
+        kind = "synthetic" if summary.synthetic else "real"
         self.text.setText(
-            f"<b>{len(refset)}</b> spectra of <b>{n_stars}</b> stars ({kind}); "
-            f"source: {html.escape(str(refset.source))}<br>per region:<ul>{regions}</ul>"
+            f"<b>{summary.n_spectra}</b> spectra of <b>{summary.n_stars}</b> stars ({kind}); "
+            f"source: {html.escape(summary.source)}<br>per region:<ul>{regions}</ul>"
         )
         self.graphics.clear()
         infos = {info.name: info for info in label_infos()}
         for col, name in enumerate(HISTOGRAM_LABELS):
-            if name not in names:
+            if name not in summary.histograms:
                 continue
-            values = labels[:, names.index(name)]
-            values = values[np.isfinite(values)]
+            counts, edges = summary.histograms[name]
             plot = self.graphics.addPlot(row=0, col=col, title=f"{infos[name].display}")
             plot.getAxis("bottom").enableAutoSIPrefix(False)
-            if values.size:
-                counts, edges = np.histogram(values, bins=30)
-                plot.addItem(
-                    pg.BarGraphItem(x0=edges[:-1], x1=edges[1:], height=counts, brush=pg.mkBrush(70, 110, 190))
-                )
+            plot.addItem(pg.BarGraphItem(x0=edges[:-1], x1=edges[1:], height=counts, brush=pg.mkBrush(70, 110, 190)))
+        self.shown_path = summary.path
+        self.completeChanged.emit()
+        self.summary_shown.emit()
 
 
 # =========================================================== 3: configuration
@@ -495,17 +544,15 @@ class TrainingPage(QWizardPage):
         super().__init__()
         self.wiz = wizard
         self.runner: JobRunner | None = None
-        self.done_path = ""
+        self.training_state = TrainingState()  # phase, status, epochs, MAE: the truth
         self.setTitle("4. Training")
         self.setSubTitle("Runs in a separate process. Cancel keeps a checkpoint; Start again resumes.")
         self.start_button = QPushButton("Start / resume training")
         self.start_button.clicked.connect(self.start)
         self.cancel_button = QPushButton("Cancel")
         self.cancel_button.clicked.connect(self.cancel)
-        self.cancel_button.setEnabled(False)
-        self.status = QLabel("not started")
+        self.status = QLabel("")
         self.status.setWordWrap(True)
-        self.eta: TrainingEta | None = None
         self.eta_label = QLabel("")
         self.eta_label.setToolTip(
             "From the pace of the epochs finished so far; a fine-tuning "
@@ -519,6 +566,7 @@ class TrainingPage(QWizardPage):
         self.mae_plot = self.graphics.addPlot(row=0, col=1, title="validation MAE per label (latest job)")
         self.mae_plot.setLabel("bottom", "epoch")
         self.mae_plot.setLabel("left", "validation MAE (K for Teff, dex otherwise; log scale)")
+        self.mae_plot.getAxis("left").enableAutoSIPrefix(False)  # not "(x0.001)" on a log axis
         self.mae_plot.setLogMode(y=True)
         # Legends below the plots, in their own layout cells: inside, the job markers'
         # labels covered the loss legend and the MAE legend covered its curves.
@@ -530,9 +578,7 @@ class TrainingPage(QWizardPage):
         self.val_curve = self.loss_plot.plot([], [], pen=pg.mkPen((200, 60, 40), width=2), name="validation")
         self.loss_legend.addItem(self.train_curve, "train")
         self.loss_legend.addItem(self.val_curve, "validation")
-        self.history: list[dict] = []  # one entry per finished epoch, all jobs
-        self.mae_history: dict[str, list[float]] = {}
-        self.mae_job = ""
+        self.job_markers: list = []
         row = QHBoxLayout()
         row.addWidget(self.start_button)
         row.addWidget(self.cancel_button)
@@ -542,64 +588,53 @@ class TrainingPage(QWizardPage):
         layout.addWidget(self.status)
         layout.addWidget(self.eta_label)
         layout.addWidget(self.graphics, 1)
+        self._show_state()
+
+    def _show_state(self) -> None:
+        """Buttons and texts from the training state."""
+        state = self.training_state
+        self.start_button.setEnabled(state.phase in ("idle", "stopped"))
+        self.cancel_button.setEnabled(state.phase == "running")
+        self.status.setText(state.status)
+        self.eta_label.setText(state.eta_text)
 
     def isComplete(self) -> bool:
-        return bool(self.done_path)
+        return bool(self.training_state.done_path)
 
     def start(self) -> JobRunner | None:
         if self.runner is not None and self.runner.is_running():
             return self.runner
         arguments = self.wiz.config_page.train_arguments()
-        self.eta = eta_for(arguments)
-        self.eta_label.setText("")
         self.runner = JobRunner("spemr_engine.training:train_model", arguments, self)
         self.runner.progress.connect(self.on_progress)
         self.runner.done.connect(self._on_done)
         self.runner.failed.connect(self._on_failed)
         self.runner.cancelled.connect(self._on_cancelled)
         self.runner.start()
-        self.start_button.setEnabled(False)
-        self.cancel_button.setEnabled(True)
-        self.status.setText("starting the training process…")
+        self.training_state.start(eta_for(arguments))
+        self._show_state()
         return self.runner
 
     def cancel(self) -> None:
         if self.runner is not None and self.runner.is_running():
             self.runner.cancel()
-            self.status.setText("cancelling (saving a checkpoint)…")
+            self.training_state.cancelling()
+            self._show_state()
 
     def on_progress(self, event: dict) -> None:
-        stage = event.get("stage")
-        if self.eta is not None and stage in ("pretrain", "finetune"):
-            self.eta.update(event)
-            self.eta_label.setText(self.eta.text())
-        elif stage in ("evaluate", "done"):
-            self.eta_label.setText(
-                "" if stage == "done" or self.eta is None else f"{self.eta.elapsed_text()} · evaluating"
-            )
-        if stage in ("pretrain", "finetune"):
-            where = f"m{event.get('member')} {event.get('network')}" + (
-                f" {event['region']}" if event.get("region") else ""
-            )
-            text = f"{stage} {where}: epoch {event.get('epoch')}/{event.get('n_epochs')}"
-            if "val_loss" in event:
-                self._add_epoch(f"{stage} {where}", event)
-                text += f" — train {event['train_loss']:.4f}, validation {event['val_loss']:.4f}"
-            else:
-                text += f", step {event.get('step')}/{event.get('n_steps')}, loss {event.get('train_loss', 0):.4f}"
-            self.status.setText(text)
-        elif stage == "evaluate":
-            self.status.setText(f"evaluating on {event.get('n_spectra')} test spectra…")
-        elif stage == "done":
-            self.status.setText(f"saved {event.get('path')}")
+        job = self.training_state.on_progress(event)
+        self._show_state()
+        if job is not None:
+            self._draw_epochs()
 
-    def _add_epoch(self, job: str, event: dict) -> None:
-        """One finished epoch; each job (member x network x stage/region) is its own
-        segment of the loss curves, with a marker where it starts."""
-        if not self.history or self.history[-1]["job"] != job:
-            start = len(self.history) + 1
+    def _draw_epochs(self) -> None:
+        """The loss curves, each job (member x network x stage/region) its own segment
+        with a marker where it starts; the latest job's validation MAE per label."""
+        state = self.training_state
+        starts = state.job_starts()
+        for x, job in starts[len(self.job_markers) :]:
             marker = pg.InfiniteLine(
-                start - 0.5,
+                x,
                 angle=90,
                 pen=pg.mkPen((160, 160, 160), style=Qt.DotLine),
                 label=job.replace("pretrain ", "").replace("finetune ", "ft "),
@@ -611,60 +646,52 @@ class TrainingPage(QWizardPage):
                 },
             )
             self.loss_plot.addItem(marker)
-        self.history.append({"job": job, "train": event["train_loss"], "val": event["val_loss"]})
-        x = np.arange(1, len(self.history) + 1, dtype=float)
-        jobs = [h["job"] for h in self.history]
-        breaks = np.array([i > 0 and jobs[i] != jobs[i - 1] for i in range(len(jobs))])
-        connect = ~np.append(breaks[1:], False)  # no line across a job boundary
-        self.train_curve.setData(x, [h["train"] for h in self.history], connect=connect)
-        val = np.array([h["val"] for h in self.history], dtype=float)
-        finite = np.isfinite(val)
-        connect_val = connect & finite & np.append(finite[1:], False)  # lines only, no symbols
-        self.val_curve.setData(x, np.where(finite, val, np.nanmin(val) if finite.any() else 0.0), connect=connect_val)
-        mae = {k: v for k, v in (event.get("val_mae") or {}).items() if v is not None and np.isfinite(v)}
-        if not mae:
-            return  # e.g. a region without validation spectra: keep the last curves
-        if job != self.mae_job:
-            self.mae_job, self.mae_history = job, {}
-        for label, value in mae.items():
-            self.mae_history.setdefault(label, []).append(float(value))
-        self._draw_mae()
+            self.job_markers.append(marker)
+        curves = state.loss_curves()
+        self.train_curve.setData(curves.x, curves.train, connect=curves.connect)
+        self.val_curve.setData(curves.x, curves.val, connect=curves.val_connect)
+        if state.mae_history:
+            self._draw_mae()
 
     def _draw_mae(self) -> None:
+        state = self.training_state
         self.mae_plot.clear()
         self.mae_legend.clear()
-        self.mae_plot.setTitle(f"validation MAE per label — {self.mae_job}")
+        self.mae_plot.setTitle(f"validation MAE per label — {state.mae_job}")
         infos = {info.name: info for info in label_infos()}
-        for k, (label, values) in enumerate(self.mae_history.items()):
+        for k, (label, values) in enumerate(state.mae_history.items()):
             values = np.asarray(values, dtype=float)
             good = np.isfinite(values) & (values > 0)
-            colour = pg.intColor(k, hues=max(len(self.mae_history), 1))
+            colour = pg.intColor(k, hues=max(len(state.mae_history), 1))
             name = infos[label].display if label in infos else label
-            curve = self.mae_plot.plot(np.arange(1, len(values) + 1)[good], values[good], pen=pg.mkPen(colour, width=2))
+            # symbols too: a job's first epoch is a single point, which a line alone hides
+            curve = self.mae_plot.plot(
+                np.arange(1, len(values) + 1)[good],
+                values[good],
+                pen=pg.mkPen(colour, width=2),
+                symbol="o",
+                symbolSize=5,
+                symbolBrush=colour,
+                symbolPen=None,
+            )
             self.mae_legend.addItem(curve, name)
 
     def _on_done(self, result) -> None:
-        self.done_path = str(result)
-        self.wiz.bundle_path = self.done_path
-        self.status.setText(f"training finished: {self.done_path}")
-        self.start_button.setEnabled(False)
-        self.cancel_button.setEnabled(False)
+        self.training_state.finished(str(result))
+        self.wiz.bundle_path = self.training_state.done_path
+        self._show_state()
         self.completeChanged.emit()
-        self.wiz.training_done.emit(self.done_path)
+        self.wiz.training_done.emit(self.training_state.done_path)
 
     def _on_failed(self, message: str) -> None:
-        self.status.setText(f"training failed: {message} — Start again resumes from the last checkpoint")
-        self._stopped()
+        self.training_state.failed(message)
+        self._show_state()
         self.wiz.training_failed.emit(message)
 
     def _on_cancelled(self, message: str) -> None:
-        self.status.setText(f"{message}")
-        self._stopped()
+        self.training_state.cancelled(message)
+        self._show_state()
         self.wiz.training_cancelled.emit(message)
-
-    def _stopped(self) -> None:
-        self.start_button.setEnabled(True)
-        self.cancel_button.setEnabled(False)
 
     def confirm_close(self) -> bool:
         if self.runner is None or not self.runner.is_running():

@@ -33,7 +33,7 @@ def window(qtbot, settings):
     # Stop background work first, then close without the "a batch is running" question
     # (a modal dialog would wait forever in an unattended test run).
     win.shutdown()
-    win.close_checks = []
+    win.close_checks.without_questions()
     win.close()
     win.deleteLater()
 

@@ -221,7 +221,7 @@ def test_training_page_shows_an_eta(qtbot, window):
     # tiny: 2 members x 2 networks; 4 regions; 3 pre-training epochs, 1 fine-tuning epoch
     plan = eta_for({"architecture": "tiny", "members": None, "epochs": 3, "finetune_epochs": 1})
     assert plan.total == {"pretrain": 12, "finetune": 16}
-    page.eta = TrainingEta(2, 2, 4, 3, 1, clock=lambda: now[0])
+    page.training_state.eta = TrainingEta(2, 2, 4, 3, 1, clock=lambda: now[0])
 
     def event(stage, epoch, step=None, **extra):
         base = {

@@ -118,7 +118,8 @@ def test_wizard_summary_keeps_region_descriptions_with_angle_brackets(qtbot, win
     qtbot.addWidget(wizard)
     wizard.refset_path = "fake"
     page = wizard.summary_page
-    page.initializePage()
+    with qtbot.waitSignal(page.summary_shown, timeout=30000):
+        page.initializePage()  # the set is read in a worker, not on the GUI thread
     document = QTextDocument()
     document.setHtml(page.text.text())
     shown = document.toPlainText()
@@ -234,13 +235,13 @@ def _fake_batch(monkeypatch, view, tmp_path, sample, wait_for):
 
 def test_batch_pause_on_a_run_that_ends_anyway(qtbot, window, monkeypatch, tmp_path, sample):
     view = window.batch_view
-    _fake_batch(monkeypatch, view, tmp_path, sample, lambda cancel: view.pause_event.is_set())
+    _fake_batch(monkeypatch, view, tmp_path, sample, lambda cancel: view.batch_state.pause_event.is_set())
     view.start()
-    qtbot.waitUntil(lambda: bool(view.last_progress), timeout=30000)
+    qtbot.waitUntil(lambda: bool(view.batch_state.progress), timeout=30000)
     with qtbot.waitSignal(view.run_finished, timeout=30000):
         qtbot.mouseClick(view.pause_button, Qt.LeftButton)
     assert view.pause_button.text() == "Pause" and not view.pause_button.isChecked()
-    assert not view.pause_event.is_set()
+    assert not view.batch_state.pause_event.is_set()
     assert "1 of 1 files labelled" in view.progress_label.text()
 
 
@@ -248,7 +249,7 @@ def test_batch_cancel_after_everything_was_done_reports_the_finished_run(qtbot, 
     view = window.batch_view
     _fake_batch(monkeypatch, view, tmp_path, sample, lambda cancel: cancel())
     view.start()
-    qtbot.waitUntil(lambda: bool(view.last_progress), timeout=30000)  # the run is under way
+    qtbot.waitUntil(lambda: bool(view.batch_state.progress), timeout=30000)  # the run is under way
     with qtbot.waitSignal(view.run_finished, timeout=30000):
         view.cancel()
     assert "cancelled" not in view.progress_label.text()

@@ -37,7 +37,7 @@ def test_report_button_writes_the_report_in_a_worker(qtbot, window, catalog, tmp
     with qtbot.waitSignal(view.report_written, timeout=60000) as written:
         qtbot.mouseClick(view.report_button, Qt.LeftButton)
         # the click returned at once: the work is in a worker, the button waits for it
-        assert view.report_task is not None and not view.report_button.isEnabled()
+        assert view.batch_state.reporting and not view.report_button.isEnabled()
     assert written.args[0] == [str(target)]
     text = target.read_text()
     for section in ("header", "kiel", "uncertainty", "quality"):

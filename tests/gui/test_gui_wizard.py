@@ -58,8 +58,8 @@ def test_wizard_tiny_training_with_cancel_and_resume(qtbot, window, tmp_path):
         training.start()  # resumes from the checkpoint
     model_path = done.args[0]
     assert training.isComplete()
-    assert len(training.history) >= 2  # epochs with train/validation loss plotted
-    assert training.mae_history  # per-label validation MAE curves
+    assert len(training.training_state.history) >= 2  # epochs with train/validation loss plotted
+    assert training.training_state.mae_history  # per-label validation MAE curves
     assert load_bundle(model_path).trained_on == "synthetic"
 
     wizard.next()
