@@ -17,6 +17,7 @@ from spemr_engine.config import label_infos
 
 from ..kiel import LOGG_EXTENT, TEFF_EXTENT, off_plane_conditions, region_boxes, regions_containing
 from ..results import format_value, region_mismatch_text, submodel_points
+from .widgets import RedrawWhenShown
 
 REGION_COLOURS = [(31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40), (148, 103, 189), (140, 86, 75)]
 POINT_COLOUR = (70, 70, 70)
@@ -61,23 +62,10 @@ class ComparisonView(QWidget):
         layout.addWidget(right, 1)
         self.point_items: list = []
         self.kiel_items: list = []
-        self._stale = False
+        self.redraws = RedrawWhenShown(self, self.refresh)  # a hidden tab redraws when shown
         for event in (state.selection_changed, state.result_changed, state.model_changed):
-            event.connect(lambda *args: self._on_state_changed())
+            event.connect(lambda *args: self.redraws.changed())
         self.refresh()
-
-    def _on_state_changed(self) -> None:
-        """Redraw now when on screen; a hidden tab redraws when it is shown (its plots
-        cost ~0.1-0.3 s of GUI time that a user on another tab would feel)."""
-        if self.isVisible():
-            self.refresh()
-        else:
-            self._stale = True
-
-    def showEvent(self, event) -> None:
-        super().showEvent(event)
-        if self._stale:
-            self.refresh()
 
     def _setup_kiel(self) -> None:
         plot = self.kiel_plot
@@ -111,7 +99,6 @@ class ComparisonView(QWidget):
             self.label_list.blockSignals(False)
 
     def refresh(self) -> None:
-        self._stale = False
         result = self.state.current_result()
         labels = self.labels()
         self._sync_label_list(labels)

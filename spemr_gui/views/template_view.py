@@ -28,6 +28,7 @@ from spemr_engine.config import default_grid, label_infos
 from ..plotdata import normalised_curves
 from ..results import fit_summary, format_value
 from .arm_plot import ArmPlot
+from .widgets import RedrawWhenShown
 
 
 POOR_FIT_STYLE = (
@@ -110,7 +111,7 @@ class TemplateView(QWidget):
             shortcut = QShortcut(key, self)
             shortcut.setContext(Qt.WidgetWithChildrenShortcut)
             shortcut.activated.connect(lambda s=step: self.step(s))
-        self._stale = False
+        self.redraws = RedrawWhenShown(self, self.refresh, on_show=self._request_if_missing)
         for event in (state.selection_changed, state.result_changed, state.model_changed):
             event.connect(lambda *args: self.on_state_changed())
         self.refresh()
@@ -118,16 +119,10 @@ class TemplateView(QWidget):
     # ------------------------------------------------------------------ state
     def on_state_changed(self) -> None:
         self.matches = None
-        if self.isVisible():  # a hidden tab redraws when shown (see ComparisonView)
-            self.refresh()
+        if self.redraws.changed():  # on screen: the templates now; hidden: when shown
             self.templates_requested.emit()
-        else:
-            self._stale = True
 
-    def showEvent(self, event) -> None:
-        super().showEvent(event)
-        if self._stale:
-            self.refresh()
+    def _request_if_missing(self) -> None:
         if self.matches is None:
             self.templates_requested.emit()
 
@@ -144,7 +139,6 @@ class TemplateView(QWidget):
 
     # ------------------------------------------------------------------ draw
     def refresh(self) -> None:
-        self._stale = False
         result = self.state.current_result()
         spectra = result.spectra if result is not None else None
         curves = normalised_curves(spectra) if spectra is not None else [None, None]
