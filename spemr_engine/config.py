@@ -278,8 +278,9 @@ def training_recipe() -> TrainingRecipe:
 
 
 def preset_epochs(architecture: str) -> tuple[int, int]:
-    """(epochs, finetune_epochs) an architecture preset starts with in the training
-    wizard: its presets/training.json preset_epochs entry (tiny: a quick trial run),
+    """(epochs, finetune_epochs) an architecture preset runs with in `spemr train --config`
+    and starts with in the GUI training wizard: its presets/training.json preset_epochs
+    entry (tiny: a quick trial run),
     else the recipe's."""
     entry = _preset("training").get("preset_epochs", {}).get(architecture)
     if entry is not None:

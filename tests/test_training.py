@@ -150,10 +150,6 @@ def test_train_cli_writes_a_loadable_bundle(refset, tmp_path, capsys):
             "tiny",
             "--members",
             "1",
-            "--epochs",
-            "1",
-            "--finetune-epochs",
-            "1",
             "--batch-size",
             "32",
             "--device",
@@ -164,7 +160,9 @@ def test_train_cli_writes_a_loadable_bundle(refset, tmp_path, capsys):
     captured = capsys.readouterr()
     assert "pretrain" in captured.err and "saved" in captured.err
     bundle = load_bundle(out)
-    assert bundle.provenance["command"].startswith("spemr") and bundle.provenance["settings"]["epochs"] == 1
+    settings = bundle.provenance["settings"]
+    assert bundle.provenance["command"].startswith("spemr")
+    assert (settings["epochs"], settings["finetune_epochs"]) == (3, 1)  # tiny is quick (presets/training.json)
     assert cli.main(["train", str(tmp_path / "missing"), "-o", str(out)]) == 2
     assert "not a reference set" in capsys.readouterr().err
 
@@ -234,6 +232,8 @@ def test_the_training_recipe_is_read_from_one_preset_everywhere():
     finetune_bundle and the train/finetune commands all default to it."""
     import inspect
 
+    from spemr_engine.commands.train import epochs_of
+
     from spemr_engine.config import training_recipe
     from spemr_engine.training import finetune_bundle, train_model
 
@@ -277,8 +277,7 @@ def test_the_training_recipe_is_read_from_one_preset_everywhere():
     train_args = cli.build_parser(["train"]).parse_args(["train", "REFSET", "-o", "OUT"])
     assert (
         train_args.config,
-        train_args.epochs,
-        train_args.finetune_epochs,
+        *epochs_of(train_args),
         train_args.lr,
         train_args.finetune_lr,
         train_args.batch_size,
@@ -303,3 +302,19 @@ def test_the_training_recipe_is_read_from_one_preset_everywhere():
         recipe.batch_size,
         recipe.seed,
     )
+
+
+def test_spemr_train_tiny_is_the_quick_preset_of_presets_training_json():
+    """`spemr train --config tiny` runs the tiny preset's epochs (a quick trial run, as in
+    the GUI wizard), read from presets/training.json; --epochs/--finetune-epochs win."""
+    from spemr_engine.commands.train import epochs_of
+    from spemr_engine.config import preset_epochs, training_recipe
+
+    parser = cli.build_parser(["train"])
+    tiny = parser.parse_args(["train", "REFSET", "-o", "OUT", "--config", "tiny"])
+    assert epochs_of(tiny) == preset_epochs("tiny") == (3, 1)
+    assert preset_epochs("tiny") != (training_recipe().epochs, training_recipe().finetune_epochs)
+    given = parser.parse_args(["train", "REFSET", "-o", "OUT", "--config", "tiny", "--epochs", "5"])
+    assert epochs_of(given) == (5, 1)
+    paper = parser.parse_args(["train", "REFSET", "-o", "OUT", "--config", "paper", "--finetune-epochs", "0"])
+    assert epochs_of(paper) == (training_recipe().epochs, 0)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 
-from ..config import architecture_names, training_recipe
+from ..config import architecture_names, preset_epochs, training_recipe
 
 
 def register(subparsers) -> None:
@@ -25,14 +25,21 @@ def register(subparsers) -> None:
         help="architecture preset (default: %(default)s)",
     )
     parser.add_argument("--members", type=int, help="ensemble members (default: the preset's)")
+    special = [name for name in architecture_names() if preset_epochs(name) != (recipe.epochs, recipe.finetune_epochs)]
+
+    def default_text(which: int, recipe_value: int) -> str:  # "30; tiny: 3" (presets/training.json)
+        return "; ".join([str(recipe_value)] + [f"{name}: {preset_epochs(name)[which]}" for name in special])
+
     parser.add_argument(
-        "--epochs", type=int, default=recipe.epochs, help="pre-training epochs (default: %(default)s; paper: 30)"
+        "--epochs",
+        type=int,
+        help=f"pre-training epochs (default: the preset's, {default_text(0, recipe.epochs)}; paper: 30)",
     )
     parser.add_argument(
         "--finetune-epochs",
         type=int,
-        default=recipe.finetune_epochs,
-        help="fine-tuning epochs per region (default: %(default)s; paper: 10)",
+        help=f"fine-tuning epochs per region (default: the preset's, "
+        f"{default_text(1, recipe.finetune_epochs)}; paper: 10)",
     )
     parser.add_argument(
         "--lr", type=float, default=recipe.lr, help="pre-training learning rate (default: %(default)s; paper: 1e-4)"
@@ -67,16 +74,27 @@ def register(subparsers) -> None:
     parser.set_defaults(func=run)
 
 
+def epochs_of(args) -> tuple[int, int]:
+    """(epochs, finetune_epochs): those given, else the preset's (tiny: a quick trial run),
+    read from presets/training.json as the GUI's training wizard reads them."""
+    epochs, finetune_epochs = preset_epochs(args.config)
+    return (
+        epochs if args.epochs is None else args.epochs,
+        finetune_epochs if args.finetune_epochs is None else args.finetune_epochs,
+    )
+
+
 def run(args) -> int:
     from ..training import print_progress, train_model
 
+    epochs, finetune_epochs = epochs_of(args)
     path = train_model(
         args.refset,
         args.output,
         architecture=args.config,
         members=args.members,
-        epochs=args.epochs,
-        finetune_epochs=args.finetune_epochs,
+        epochs=epochs,
+        finetune_epochs=finetune_epochs,
         lr=args.lr,
         finetune_lr=args.finetune_lr,
         batch_size=args.batch_size,
