@@ -131,8 +131,10 @@ class ArmPlot:
             return
         width_px = float(self.plot.vb.width() or 0)
         min_gap = LABEL_WIDTH_PX * (high - low) / width_px if width_px > 50 else 0.0
+        # no label within half a label's width of the ends: it would be cut by the plot's edge
+        away_from_ends = [line for line in inside if low + min_gap / 2 <= positions[line] <= high - min_gap / 2]
         labelled = labelled_lines(
-            inside, min(line.wave_vac for line in inside), max(line.wave_vac for line in inside), min_gap
+            away_from_ends, min(line.wave_vac for line in inside), max(line.wave_vac for line in inside), min_gap
         )
         y0, y1 = self.y_range
         span = (y1 - y0) or 1.0

@@ -9,6 +9,7 @@ so starting again after a cancel or a crash continues where it stopped.
 from __future__ import annotations
 
 import math
+import re
 from pathlib import Path
 
 import numpy as np
@@ -57,6 +58,10 @@ MISMATCH_BRUSH = (250, 200, 120)
 MISMATCH = pg.mkBrush(*MISMATCH_BRUSH)
 POOR_FIT_COLUMNS = ("fit_chi2", "member_spread", "sigma_inflation")
 SIGMA_LABEL, SIGMA_LABEL_DISPLAY, SIGMA_LABEL_UNIT = "Teff", "Teff", "K"  # the sigma-vs-S/N plot's label
+SORT_ARROW_PX = 14  # room for the header's sort indicator
+# File names lose their middle beyond this (the tooltip has them whole), so that the
+# label columns after them are in view in a panel a few hundred pixels wide.
+MAX_COLUMN_PX = {"filename": 210}
 
 
 def _catalog_name(label: str) -> str:
@@ -103,6 +108,8 @@ class CatalogModel(QAbstractTableModel):
                 )
             if row.get(ERROR_COLUMN):
                 return str(row.get(ERROR_COLUMN))
+            if column == "filename":
+                return _display(value)  # whole, where the cell elides its middle
         return None
 
     def set_columns(self, columns: list[str]) -> None:
@@ -307,6 +314,8 @@ class BatchView(QWidget):
         self.table.doubleClicked.connect(self._open_row)
         self.table.setToolTip("Double-click a row to open that spectrum in the inspector")
         self.table.setAlternatingRowColors(False)
+        self.table.setWordWrap(False)  # wrapped at '-', a name was cut to "med-58408-..."
+        self.table.setTextElideMode(Qt.ElideMiddle)  # "med-58408-TD2…sp01-015.fits"
         self.table.verticalHeader().setDefaultSectionSize(22)
         # Fixed widths: measuring ~70 columns of contents costs tens of ms on the GUI thread.
         self.table.horizontalHeader().setDefaultSectionSize(90)
@@ -349,14 +358,14 @@ class BatchView(QWidget):
         """File names and flags are wider than numbers: fit them (from the longest text
         seen, not by measuring every cell) so 'rv_unreliable' is not 'rv_unreliab'."""
         metrics = self.table.fontMetrics()
-        for name in ("filename", FLAG_COLUMN, "region_mismatch"):
+        for name in ("filename", "extname_blue", FLAG_COLUMN, "region_mismatch"):
             if name not in self.model.columns:
                 continue
             column = self.model.columns.index(name)
             longest = max((str(row.get(name) or "") for row in self.model.rows[-200:]), key=len, default="")
-            width = max(metrics.horizontalAdvance(longest), metrics.horizontalAdvance(name)) + 16
+            width = max(metrics.horizontalAdvance(longest), metrics.horizontalAdvance(name) + SORT_ARROW_PX) + 16
             if width > self.table.columnWidth(column):
-                self.table.setColumnWidth(column, min(width, 420))
+                self.table.setColumnWidth(column, min(width, MAX_COLUMN_PX.get(name, 420)))
 
     def _lines_height(self, lines: int, bold: bool = False) -> int:
         font = self.font()
@@ -827,10 +836,22 @@ def progress_text(info: dict) -> str:
 PROGRESS_LINES = 7  # a finished run's summary (output path, flags, time), wrapped
 
 
+LONG_WORD = 30  # characters: a word this long may not fit the panel's width
+
+
+def _breakable(match) -> str:
+    """A long word (a path, a flag list) with break opportunities after '/', '_' and
+    ','; shorter words wrap whole ("no_good_pixels", not "no_good_ / pixels")."""
+    word = match.group(0)
+    for mark in ("/", "_", ","):
+        word = word.replace(mark, mark + "\u200b")
+    return word
+
+
 class WrappingLabel(QLabel):
     """A word-wrapped, top-aligned, selectable label that can also break long paths
-    and flag lists (after '/', ',' and '_'), so nothing is clipped; text() is the text
-    as set, the full text is also the tooltip."""
+    and flag lists (after '/', ',' and '_' in words of LONG_WORD characters or more),
+    so nothing is clipped; text() is the text as set, the full text is also the tooltip."""
 
     def __init__(self, text: str = "", parent=None):
         super().__init__(parent)
@@ -842,10 +863,7 @@ class WrappingLabel(QLabel):
 
     def setText(self, text: str) -> None:
         self._plain = str(text)
-        shown = self._plain
-        for mark in ("/", "_", ","):
-            shown = shown.replace(mark, mark + "\u200b")
-        super().setText(shown)
+        super().setText(re.sub(r"\S{%d,}" % LONG_WORD, _breakable, self._plain))
         self.setToolTip(self._plain if len(self._plain) > 60 else "")
 
     def text(self) -> str:

@@ -77,7 +77,10 @@ class ComparisonView(QWidget):
         plot.invertY(True)
         plot.setXRange(*TEFF_EXTENT, padding=0)
         plot.setYRange(*LOGG_EXTENT, padding=0)
-        plot.addLegend(offset=(10, 10))
+        # The regions' legend below the plot, in its own cell: inside, it covered the
+        # region boxes and its longest entry ran past the plot's edge.
+        self.kiel_legend = pg.LegendItem(colCount=1, labelTextSize="8pt", labelTextColor="k")
+        self.graphics.addItem(self.kiel_legend, row=1, col=1)
 
     # ------------------------------------------------------------------ data
     def labels(self) -> list[str]:
@@ -207,8 +210,7 @@ class ComparisonView(QWidget):
         for item in self.kiel_items:
             plot.removeItem(item)
         self.kiel_items = []
-        if plot.legend is not None:
-            plot.legend.clear()
+        self.kiel_legend.clear()
         plot.setTitle("Kiel diagram")
         model = self.state.model
         regions = tuple(getattr(model, "regions", ()) or ())
@@ -224,7 +226,7 @@ class ComparisonView(QWidget):
             swatch = pg.PlotDataItem([], [], pen=pg.mkPen(*colour, width=4))
             plot.addItem(swatch)
             self.kiel_items.append(swatch)
-            plot.legend.addItem(swatch, html.escape(region_legend(region)))
+            self.kiel_legend.addItem(swatch, html.escape(region_legend(region)))
         if result is None or not result.usable:
             return
         prediction = result.prediction
@@ -261,5 +263,5 @@ def region_legend(region) -> str:
     """Legend text: the region's name, plus what the Kiel plane cannot show."""
     others = off_plane_conditions(region)
     if not region_boxes(region):
-        return f"{region.name}: {others} (not drawn: off this plane)"
+        return f"{region.name}: {others} (not in this plane)"
     return f"{region.name}" + (f" (and {others})" if others else "")

@@ -22,6 +22,9 @@ class FileListView(QTreeWidget):
         self.setUniformRowHeights(True)
         self.setColumnWidth(0, 110)
         self.setMinimumWidth(300)
+        # a long file name loses its middle, not the end that tells files apart
+        # ("med-58408-TD2…sp01-015.fits"); the tooltip has the full path
+        self.setTextElideMode(Qt.ElideMiddle)
         self._mirroring = False
         self.currentItemChanged.connect(self._on_current_changed)
         state.file_added.connect(self._on_file_added)

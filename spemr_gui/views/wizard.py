@@ -675,6 +675,10 @@ class TrainingPage(QWizardPage):
                 symbolPen=None,
             )
             self.mae_legend.addItem(curve, name)
+        # whole epochs on the axis (not 1.2, 1.4, ...): about eight ticks at most
+        n_epochs = max((len(values) for values in state.mae_history.values()), default=1)
+        step = max(1, -(-n_epochs // 8))
+        self.mae_plot.getAxis("bottom").setTicks([[(e, str(e)) for e in range(1, n_epochs + 1, step)], []])
 
     def _on_done(self, result) -> None:
         self.training_state.finished(str(result))

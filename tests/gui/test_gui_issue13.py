@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import threading
 
+import numpy as np
 import pytest
 from PySide6.QtCore import QPoint, Qt
 
@@ -152,3 +153,95 @@ def test_a_running_training_asks_before_the_app_closes(qtbot, window, wizard, mo
     assert not window.confirm_close()
     assert asked and "Training is running" in asked[0]
     page.runner = None
+
+
+# ============================================ what the regenerated screenshots showed
+def test_no_line_label_is_cut_by_the_plot_edge(qtbot, window, open_file):
+    """A deep line at an arm's very end keeps its marker but gets no label: half of it
+    would lie past the plot's edge (Fe I at 5330, Al I at 6698 on the screenshots)."""
+    import dataclasses
+
+    from spemr_engine.config import assets_dir
+    from spemr_gui.lines import load_lines
+
+    sample = next(p for p in sorted((assets_dir() / "samples").glob("*.fits*")) if "GIANT" in p.name)
+    open_file(sample)
+    qtbot.waitUntil(lambda: window.state.current_prepared() is not None, timeout=60000)
+    window.spectrum_view.set_normalised(True)
+    qtbot.wait(50)
+    arm_plot = window.spectrum_view.arm_plots[0]
+    low, high = float(arm_plot.curve.wave[0]), float(arm_plot.curve.wave[-1])
+    lines = [line for line in load_lines() if low <= line.wave_vac <= high]
+    template = max(lines, key=lambda line: line.depth)
+    at_ends = [
+        dataclasses.replace(template, species="Xx I", wave_vac=high - 0.2, depth=0.99),
+        dataclasses.replace(template, species="Yy I", wave_vac=low + 0.2, depth=0.99),
+    ]
+    arm_plot.set_markers(lines + at_ends)
+    assert arm_plot.label_items  # the others are still labelled...
+    assert "Xx I" not in arm_plot.marker_positions and "Yy I" not in arm_plot.marker_positions  # ...not these
+    x, _y = arm_plot.marker_faint.getData()
+    assert np.isclose(x, high - 0.2).any() and np.isclose(x, low + 0.2).any()  # their markers are drawn
+    view_rect = arm_plot.plot.vb.sceneBoundingRect()
+    arm_plot.reset_view()
+    qtbot.wait(50)
+    for label in arm_plot.label_items:
+        rect = label.sceneBoundingRect()
+        assert view_rect.left() <= rect.left() and rect.right() <= view_rect.right()
+
+
+def test_the_rv_box_shows_its_whole_placeholder(qtbot, window):
+    edit = window.spectrum_view.rv_edit
+    window.resize(1100, 800)  # a smaller screen: the toolbar row is full
+    qtbot.wait(50)
+    assert edit.width() >= edit.fontMetrics().horizontalAdvance(edit.placeholderText()) + 8
+
+
+def test_long_file_names_keep_their_end(qtbot, window):
+    from PySide6.QtCore import Qt as QtNS
+
+    assert window.file_list.textElideMode() == QtNS.ElideMiddle
+    view = window.batch_view
+    name = "med-58408-TD230151N343645T01_sp01-015.fits"
+    view._add_rows([{"filename": name, "extname_blue": "COADD_B", "flags": ""}])
+    column = view.model.columns.index("filename")
+    assert view.table.textElideMode() == QtNS.ElideMiddle and not view.table.wordWrap()
+    assert view.table.columnWidth(column) <= 210  # the labels after it stay in view
+    assert view.proxy.index(0, column).data(QtNS.ToolTipRole) == name  # whole in the tooltip
+    header = view.table.fontMetrics().horizontalAdvance("extname_blue")
+    assert view.table.columnWidth(view.model.columns.index("extname_blue")) > header  # "extname_" no more
+
+
+def test_the_kiel_legend_of_the_sub_model_view_sits_outside_its_plot(qtbot, window, random_bundle):
+    view = window.comparison_view
+    with qtbot.waitSignal(window.model_loaded, timeout=60000):
+        window.load_model(str(random_bundle))
+    window.tabs.setCurrentWidget(view)
+    qtbot.wait(50)
+    legend = view.kiel_legend
+    assert len(legend.items) == len(window.state.model.regions)
+    assert not legend.sceneBoundingRect().intersects(view.kiel_plot.vb.sceneBoundingRect())
+    width = view.graphics.width()
+    assert legend.sceneBoundingRect().right() <= width  # its longest entry is not cut
+
+
+def test_one_epoch_of_validation_mae_is_visible_and_epochs_are_whole(qtbot, wizard):
+    page = wizard.training_page
+    wizard.show()
+    page.on_progress(
+        {
+            "stage": "pretrain",
+            "member": 0,
+            "network": "CA",
+            "epoch": 1,
+            "n_epochs": 6,
+            "train_loss": 5.4,
+            "val_loss": 5.2,
+            "val_mae": {"CH": 0.12, "NH": 0.25},
+        }
+    )
+    curves = page.mae_plot.listDataItems()
+    assert len(curves) == 2 and all(curve.opts["symbol"] == "o" for curve in curves)  # a point, not nothing
+    assert not page.mae_plot.getAxis("left").autoSIPrefix  # no "(x0.001)" on the log axis
+    ticks = page.mae_plot.getAxis("bottom")._tickLevels
+    assert [value for value, _text in ticks[0]] == [1]
