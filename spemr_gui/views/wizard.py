@@ -714,6 +714,8 @@ class TrainingPage(QWizardPage):
 
 # ============================================================== 5: evaluation
 class EvaluationPage(QWizardPage):
+    report_shown = Signal()
+
     def __init__(self, wizard: TrainingWizard):
         super().__init__()
         self.wiz = wizard
@@ -726,16 +728,35 @@ class EvaluationPage(QWizardPage):
         layout = QVBoxLayout(self)
         layout.addWidget(self.report, 1)
         layout.addWidget(self.make_active)
+        self.shown_path = ""
         self.setFinalPage(True)
 
     def initializePage(self) -> None:
-        from spemr_engine.bundle import load_bundle
-        from spemr_engine.evaluate import render_markdown
+        """The bundle's evaluation, read in a worker (loading a bundle reads its weights)."""
+        path = self.wiz.bundle_path
+        self.shown_path = ""
+        self.report.setMarkdown(f"Reading the evaluation of `{path}`…")
+        task = Task(lambda progress, cancel: evaluation_markdown(path), "read the evaluation")
+        task.signals.result.connect(lambda text, p=path: self._show(p, text))
+        task.signals.failed.connect(lambda message, p=path: self._show(p, f"Could not read the model: {message}"))
+        self.wiz.window.runner.start(task)
 
-        bundle = load_bundle(self.wiz.bundle_path)
-        metrics = bundle.metrics
-        header = f"Model saved in `{self.wiz.bundle_path}` (trained on {bundle.trained_on} spectra).\n\n"
-        if "overall" in metrics:
-            self.report.setMarkdown(header + render_markdown(metrics))
-        else:
-            self.report.setMarkdown(header + f"No evaluation: {metrics.get('note', 'no test split')}.")
+    def _show(self, path: str, text: str) -> None:
+        if path != self.wiz.bundle_path:
+            return  # another run's model meanwhile
+        self.report.setMarkdown(text)
+        self.shown_path = path
+        self.report_shown.emit()
+
+
+def evaluation_markdown(bundle_path: str) -> str:
+    """The evaluation page's text for a saved bundle (off the GUI thread)."""
+    from spemr_engine.bundle import load_bundle
+    from spemr_engine.evaluate import render_markdown
+
+    bundle = load_bundle(bundle_path)
+    metrics = bundle.metrics
+    header = f"Model saved in `{bundle_path}` (trained on {bundle.trained_on} spectra).\n\n"
+    if "overall" in metrics:
+        return header + render_markdown(metrics)
+    return header + f"No evaluation: {metrics.get('note', 'no test split')}."

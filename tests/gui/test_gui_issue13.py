@@ -245,3 +245,23 @@ def test_one_epoch_of_validation_mae_is_visible_and_epochs_are_whole(qtbot, wiza
     assert not page.mae_plot.getAxis("left").autoSIPrefix  # no "(x0.001)" on the log axis
     ticks = page.mae_plot.getAxis("bottom")._tickLevels
     assert [value for value, _text in ticks[0]] == [1]
+
+
+def test_the_evaluation_page_reads_the_bundle_in_a_worker(qtbot, wizard, random_bundle, monkeypatch):
+    from spemr_engine import bundle as bundle_module
+
+    threads = []
+    real_load = bundle_module.load_bundle
+
+    def recording_load(path, *args, **kwargs):
+        threads.append(threading.current_thread())
+        return real_load(path, *args, **kwargs)
+
+    monkeypatch.setattr(bundle_module, "load_bundle", recording_load)
+    wizard.bundle_path = str(random_bundle)
+    page = wizard.evaluation_page
+    with qtbot.waitSignal(page.report_shown, timeout=30000):
+        page.initializePage()
+        assert "Reading the evaluation" in page.report.toPlainText()
+    assert f"Model saved in {random_bundle}" in page.report.toPlainText()
+    assert threads and all(thread is not threading.main_thread() for thread in threads)

@@ -62,8 +62,9 @@ def test_wizard_tiny_training_with_cancel_and_resume(qtbot, window, tmp_path):
     assert training.training_state.mae_history  # per-label validation MAE curves
     assert load_bundle(model_path).trained_on == "synthetic"
 
-    wizard.next()
     evaluation = wizard.evaluation_page
+    with qtbot.waitSignal(evaluation.report_shown, timeout=60000):
+        wizard.next()  # the bundle is read in a worker
     assert "Overall" in evaluation.report.toPlainText()
     assert not evaluation.make_active.isChecked()  # never by default (issue 12, item 8)
     evaluation.make_active.setChecked(True)
