@@ -39,6 +39,7 @@ from . import __version__, config
 from .config import InputGrid, Region, RRNetConfig
 from .errors import ModelBundleError
 from .fit_quality import MANIFEST_KEY as QUALITY_KEY, QualityThresholds
+from .sigma_calibration import MANIFEST_KEY as SIGMA_KEY, SigmaCalibration
 from .io_utils import atomic_path, atomic_write_text, plain
 from .rrnet import RRNet
 
@@ -133,6 +134,7 @@ class ModelBundle:
     statistics: Statistics
     template_library_path: Path | None = None
     quality: "QualityThresholds | None" = None  # fit-quality thresholds (calibrate-quality)
+    sigma_calibration: "SigmaCalibration | None" = None  # per-label sigma factors (calibrate-sigma)
     # regions fine-tuned with their own standardisation (absent: the base's statistics)
     region_statistics: dict[str, Statistics] = field(default_factory=dict)
 
@@ -244,6 +246,7 @@ def load_bundle(path: str | Path) -> ModelBundle:
     _check_weights(path, architecture, networks, regions)
     templates = path / TEMPLATES
     quality = manifest.get(QUALITY_KEY)
+    sigma_entry = manifest.get(SIGMA_KEY)
     return ModelBundle(
         path=path,
         manifest=manifest,
@@ -257,6 +260,7 @@ def load_bundle(path: str | Path) -> ModelBundle:
         template_library_path=templates if templates.is_file() else None,
         quality=None if quality is None else QualityThresholds.from_manifest(path, quality),
         region_statistics=region_statistics,
+        sigma_calibration=None if sigma_entry is None else SigmaCalibration.from_manifest(path, sigma_entry, labels),
     )
 
 
@@ -666,10 +670,12 @@ def update_manifest(
     provenance: Mapping | None = None,
     metrics: Mapping | None = None,
     quality: Mapping | None = None,
+    sigma_calibration: Mapping | None = None,
 ) -> Path:
-    """Replace a saved bundle's provenance, metrics and/or fit-quality thresholds without
-    rewriting its weights (a paper-size model is 1.7 GB), e.g. to add the evaluation or
-    the calibration made after saving it. Thresholds are validated before writing."""
+    """Replace a saved bundle's provenance, metrics, fit-quality thresholds and/or sigma
+    calibration without rewriting its weights (a paper-size model is 1.7 GB), e.g. to add
+    the evaluation or the calibrations made after saving it. Both calibrations are
+    validated before writing."""
     path = Path(path)
     manifest = _read_manifest(path)
     if provenance is not None:
@@ -680,6 +686,10 @@ def update_manifest(
         quality = plain(dict(quality))
         QualityThresholds.from_manifest(path, quality)
         manifest[QUALITY_KEY] = quality
+    if sigma_calibration is not None:
+        sigma_calibration = plain(dict(sigma_calibration))
+        SigmaCalibration.from_manifest(path, sigma_calibration, list(manifest.get("labels") or []))
+        manifest[SIGMA_KEY] = sigma_calibration
     _write_manifest(path, manifest)
     return path
 

@@ -162,7 +162,8 @@ def fit_chi2(flux: np.ndarray, ivar: np.ndarray, model_flux: np.ndarray) -> np.n
 
 
 def member_spread(prediction, labels: Sequence[str] | None = None) -> np.ndarray:
-    """(n,) max over ``labels`` of std over members (winning sub-model) / fused sigma."""
+    """(n,) max over ``labels`` of std over members (winning sub-model) / fused sigma
+    (the ensemble's, before any sigma calibration: the share eq. 1 gives the members)."""
     labels = list(labels or config.fit_quality_config().spread_labels)
     n = len(prediction.mean)
     if prediction.member_mean.shape[2] < 2:
@@ -170,11 +171,12 @@ def member_spread(prediction, labels: Sequence[str] | None = None) -> np.ndarray
     columns = [prediction.labels.index(name) for name in labels if name in prediction.labels]
     out = np.full(n, np.nan)
     rows = np.arange(n)
+    ensemble_sigma = prediction.ensemble_sigma()
     for j in columns:
         winner = prediction.winner[:, j]
         members = prediction.member_mean[rows, np.maximum(winner, 0), :, j]  # (n, M)
         with np.errstate(invalid="ignore", divide="ignore"):
-            ratio = np.std(members, axis=1) / prediction.sigma[:, j]
+            ratio = np.std(members, axis=1) / ensemble_sigma[:, j]
         ratio = np.where((winner >= 0) & np.isfinite(ratio), ratio, np.nan)
         out = np.fmax(out, ratio)
     return out

@@ -24,6 +24,7 @@ import torch
 from torch import nn
 
 from .bundle import BASE, ModelBundle, load_bundle
+from . import sigma_calibration
 from .ensemble import ensemble_combine, fuse_min_variance
 from .errors import Cancelled, SpemrError
 from .preprocess import standardise
@@ -55,6 +56,12 @@ class Prediction:
     sub_mean: np.ndarray  # (n, S, L)
     sub_sigma: np.ndarray  # (n, S, L)
     member_mean: np.ndarray  # (n, S, M, L)
+    # (L,) factors already applied to sigma and sub_sigma (sigma_calibration); None: none
+    sigma_scale: np.ndarray | None = None
+
+    def ensemble_sigma(self) -> np.ndarray:
+        """(n, L) fused sigma as eq. 1 gives it, before any calibration factor."""
+        return self.sigma if self.sigma_scale is None else self.sigma / self.sigma_scale
 
     def __len__(self) -> int:
         return len(self.mean)
@@ -83,6 +90,7 @@ class Prediction:
             spread(self.sub_mean, np.nan),
             spread(self.sub_sigma, np.nan),
             spread(self.member_mean, np.nan),
+            self.sigma_scale,
         )
 
 
@@ -180,6 +188,8 @@ class SpemrPredictor:
         own = [self.bundle.statistics_of(name) for name in self.submodels]  # (S, L) label scales
         self._label_std = np.stack([np.asarray(s.label_std, dtype=np.float64) for s in own])
         self._label_mean = np.stack([np.asarray(s.label_mean, dtype=np.float64) for s in own])
+        calibration = self.bundle.sigma_calibration
+        self._sigma_factors = None if calibration is None else calibration.factors(list(self.bundle.labels))
         self._heads = [
             {network: self._load(member, network) for network in self.bundle.networks}
             for member in range(self.bundle.members)
@@ -313,7 +323,7 @@ class SpemrPredictor:
             np.moveaxis(sub_mean[:, first:], 1, 0), np.moveaxis(sub_var[:, first:], 1, 0)
         )
         winner = np.where(np.isnan(mean), -1, winner + first)
-        return Prediction(
+        prediction = Prediction(
             labels=list(self.bundle.labels),
             submodels=list(self.submodels),
             fused_over=list(self.fused_over),
@@ -324,3 +334,4 @@ class SpemrPredictor:
             sub_sigma=np.sqrt(sub_var),
             member_mean=member_mean,
         )
+        return prediction if self._sigma_factors is None else sigma_calibration.apply(prediction, self._sigma_factors)
