@@ -114,6 +114,21 @@ class FitSummary:
         return f"{self.headline}: {self.text}"
 
 
+def sigma_note(model) -> str:
+    """How the shown sigmas were made: calibrated per label (spemr calibrate-sigma) or as
+    the ensemble gives them."""
+    calibration = getattr(model, "sigma_calibration", None)
+    if calibration is None:
+        return "σ as the ensemble gives it (not calibrated on held-out spectra)"
+    shown = ", ".join(
+        f"{name} ×{calibration.scale[name]:.2f}" for name in ("Teff", "Logg", "FeH") if name in calibration.scale
+    )
+    return (
+        f"σ calibrated so {100 * calibration.coverage:.0f} % of held-out errors fall within 1σ "
+        f"({calibration.split} split of the training set, {calibration.n_spectra} spectra; {shown})"
+    )
+
+
 def fit_summary(fit, model, row: int = 0) -> FitSummary | None:
     """The fit quality of one spectrum (None when it was not judged)."""
     if fit is None or row >= len(fit.fit_chi2):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 import subprocess
 import sys
 from pathlib import Path
@@ -130,3 +131,15 @@ def test_cli_writes_the_factors_and_refuses_a_missing_refset_in_one_line(tmp_pat
         command[:5] + [str(tmp_path / "nowhere")], capture_output=True, text=True, cwd=REPO, timeout=120
     )
     assert missing.returncode == 2 and len(missing.stderr.strip().splitlines()) == 1, missing.stderr
+
+
+def test_the_app_says_how_the_shipped_models_sigmas_were_made():
+    from spemr_engine.config import assets_dir
+    from spemr_gui.results import sigma_note
+
+    model = load_bundle(assets_dir() / "models" / "default")
+    calibration = model.sigma_calibration
+    assert calibration is not None, "the shipped default model must carry calibrated sigmas"
+    note = sigma_note(model)
+    assert "68 % of held-out errors" in note and f"Teff ×{calibration.scale['Teff']:.2f}" in note
+    assert "not calibrated" in sigma_note(replace(model, sigma_calibration=None))

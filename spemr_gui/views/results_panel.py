@@ -168,7 +168,8 @@ class ResultsPanel(QWidget):
         self.rows = R.label_results(result.prediction, 0)
         self.message.setStyleSheet("")
         self.message.setText(
-            f"fused SPEMR estimate on {result.device}; winner = sub-model with the smallest predicted variance"
+            f"fused SPEMR estimate on {result.device}; winner = sub-model with the smallest predicted variance. "
+            + R.sigma_note(self.state.model)
         )
         self._fill(self.rows)
 

@@ -46,6 +46,7 @@ def test_table_equals_engine_for_same_input(qtbot, loaded, open_file, shared_mrs
     assert result.spectra.extname_blue[0] == opened.pairs[1].extname_blue
     banner = window.results_panel.banner
     assert banner.isVisible() and "RANDOM" in banner.text()
+    assert "not calibrated on held-out spectra" in window.results_panel.message.text()  # random bundle
     # copy and export carry the same numbers
     text = window.results_panel.copy_to_clipboard()
     assert text.splitlines()[1].split("\t")[1] == str(rows[0].value)
