@@ -2,11 +2,13 @@
 
     default_model_path() -> Path
     load_model(path=None) -> ModelBundle
-    analyse_file(path, model=None, exposure="coadd", rv=None, rv_catalog=None, device="auto")
-        -> FileAnalysis (read, preprocess, predict, judge the fit; rows() gives catalog rows)
+    analyse_file(source, model=None, exposure="coadd", rv=None, rv_catalog=None, device="auto")
+        -> FileAnalysis (read, preprocess, predict, judge the fit; rows() gives catalog rows);
+        source: a path, an MRSFile already read, or a PreparedInput already preprocessed
+    label_prepared(prepared, device="auto") -> FileAnalysis (the labelling half)
     predict_with_quality(model, flux, ivar) -> (Prediction with inflated sigmas, FitQuality)
-    preprocess_file(path, model=None, exposure="coadd", rv=None, rv_catalog=None)
-        -> PreparedInput (read and preprocess exactly as analyse_file does for that model)
+    preprocess_file(source, model=None, exposure="coadd", rv=None, rv_catalog=None)
+        -> PreparedInput (pipeline.file_spectra for the model, as analyse_file does)
     preprocess_for_model(pairs, model, rv=None) -> PreprocessedSpectra (the one RV/grid path)
     catalog_columns(labels=None) -> list[str]
 
@@ -19,7 +21,6 @@ from __future__ import annotations
 import math
 import os
 from dataclasses import dataclass, field
-from functools import lru_cache
 from pathlib import Path
 from types import SimpleNamespace
 from typing import TYPE_CHECKING, Sequence
@@ -28,12 +29,13 @@ import numpy as np
 
 from . import catalog_rows, config
 from .bundle import ModelBundle, load_bundle
-from .errors import InputFileError, ModelBundleError
-from .lamost import ArmPair, MRSFile, read_mrs
-from .preprocess import PreprocessedSpectra, preprocess_pairs
-from .rv import RVCatalog, load_rv_catalog
+from .errors import ModelBundleError
+from .lamost import ArmPair, MRSFile
+from .pipeline import Preparation, file_spectra
+from .preprocess import PreprocessedSpectra
 
 if TYPE_CHECKING:  # torch-free at run time: inference is imported lazily
+    from .rv import RVCatalog
     from .fit_quality import FitQuality
     from .inference import Prediction
 
@@ -114,8 +116,9 @@ def label_values(labelled: Sequence[tuple[str, str]], prediction, index: int | N
 
 @dataclass
 class PreparedInput:
-    """One file read and preprocessed for a model: ``spectra.flux`` (its usable rows) is
-    exactly what the model is given."""
+    """One file read and preprocessed for a model (pipeline.file_spectra with
+    Preparation.for_model): ``spectra.flux`` (its usable rows) is exactly what the model
+    is given. The app builds one from the MRSFile and spectra it already holds."""
 
     path: Path
     mrs: MRSFile
@@ -130,37 +133,30 @@ def preprocess_for_model(
     """The one preprocessing path for a model (predict, preprocess, the GUI): the model's
     grid, and RV by cross-correlation against the model's mean training spectrum (a
     rest-frame mean star), or the shipped line template when the model has only
-    placeholder statistics, for pairs without a given rv."""
-    return preprocess_pairs(pairs, rv=rv, rv_template=catalog_rows.rv_template_for(model), grid=model.grid)
+    placeholder statistics, for pairs without a given rv (pipeline.Preparation.for_model)."""
+    return Preparation.for_model(model).preprocess(pairs, rv)
 
 
 def preprocess_file(
-    path: str | Path,
+    source: "str | Path | MRSFile",
     model: "ModelBundle | str | Path | None" = None,
     exposure: str = "coadd",
     rv: float | Sequence[float] | None = None,
     rv_catalog: "RVCatalog | str | Path | None" = None,
 ) -> PreparedInput:
-    """Read one LAMOST MRS file and preprocess the chosen pairs as ``analyse_file`` does.
+    """Read one LAMOST MRS file (or take the MRSFile the caller holds) and preprocess the
+    chosen pairs for the model (pipeline.file_spectra) as ``analyse_file`` does.
 
     rv: km/s for every pair (or one per pair); otherwise the RV catalog's value for the
     file when it has one; otherwise measured (see preprocess_for_model). Raises
     InputFileError for unreadable files."""
-    path = Path(path)
     bundle = model if isinstance(model, ModelBundle) else load_model(model)
-    mrs = read_mrs(path)
-    pairs = mrs.select(exposure)
-    if not pairs:
-        raise InputFileError(path, "has no complete blue+red pair to analyse")
-    if rv is None and rv_catalog is not None:
-        rv = _catalog_rv(rv_catalog, mrs.meta)
-    return PreparedInput(
-        path=path, mrs=mrs, pairs=list(pairs), spectra=preprocess_for_model(pairs, bundle, rv), model=bundle
-    )
+    found = file_spectra(source, Preparation.for_model(bundle), exposure, rv, rv_catalog)
+    return PreparedInput(path=found.path, mrs=found.mrs, pairs=found.pairs, spectra=found.spectra, model=bundle)
 
 
 def analyse_file(
-    path: str | Path,
+    source: "str | Path | MRSFile | PreparedInput",
     model: "ModelBundle | str | Path | None" = None,
     exposure: str = "coadd",
     rv: float | Sequence[float] | None = None,
@@ -169,24 +165,34 @@ def analyse_file(
     batch_size: int = 256,
 ) -> FileAnalysis:
     """Read one LAMOST MRS file, preprocess the chosen pairs (``preprocess_file``) and
-    label the usable ones. Raises InputFileError for unreadable files."""
-    prepared = preprocess_file(path, model, exposure, rv, rv_catalog)
-    path, mrs, pairs, spectra, bundle = (prepared.path, prepared.mrs, prepared.pairs, prepared.spectra, prepared.model)
+    label the usable ones. Raises InputFileError for unreadable files.
+
+    ``source`` may be a path, an MRSFile already read, or a PreparedInput already
+    preprocessed for this model (then exposure, rv and rv_catalog are not used): the app
+    passes what it holds instead of reading and preprocessing the file again."""
+    if not isinstance(source, PreparedInput):
+        source = preprocess_file(source, model, exposure, rv, rv_catalog)
+    return label_prepared(source, device=device, batch_size=batch_size)
+
+
+def label_prepared(prepared: PreparedInput, device: str = "auto", batch_size: int = 256) -> FileAnalysis:
+    """Label the usable spectra of a prepared file and judge their fit."""
+    bundle, spectra, n = prepared.model, prepared.spectra, len(prepared.pairs)
     usable = np.flatnonzero(spectra.quality.usable)
     prediction = fit = None
     if usable.size:
         prediction, fit = predict_with_quality(
             bundle, spectra.flux[usable], spectra.ivar[usable], device=device, batch_size=batch_size
         )
-        prediction, fit = prediction.expand(usable, len(pairs)), fit.expand(usable, len(pairs))
+        prediction, fit = prediction.expand(usable, n), fit.expand(usable, n)
     return FileAnalysis(
-        path=path,
-        mrs=mrs,
-        pairs=list(pairs),
+        path=prepared.path,
+        mrs=prepared.mrs,
+        pairs=list(prepared.pairs),
         spectra=spectra,
         prediction=prediction,
         model=bundle,
-        warnings=list(mrs.warnings),
+        warnings=list(prepared.mrs.warnings),
         fit=fit,
     )
 
@@ -232,17 +238,6 @@ def _predictor(bundle: ModelBundle, device: str, batch_size: int):
             _PREDICTORS.pop(next(iter(_PREDICTORS)))
         _PREDICTORS[key] = SpemrPredictor(bundle, device=device, batch_size=batch_size)
     return _PREDICTORS[key]
-
-
-def _catalog_rv(rv_catalog: "RVCatalog | str | Path", meta: dict) -> float | None:
-    catalog = rv_catalog if isinstance(rv_catalog, RVCatalog) else _load_rv_catalog(str(rv_catalog))
-    found = catalog.lookup(obsid=meta.get("obsid"), filename=meta.get("filename"))
-    return None if found is None else float(found[0])
-
-
-@lru_cache(maxsize=4)
-def _load_rv_catalog(path: str) -> RVCatalog:
-    return load_rv_catalog(path)
 
 
 def _finite(value) -> float | None:

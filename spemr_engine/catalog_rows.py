@@ -17,13 +17,13 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from functools import lru_cache
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 
-from . import config
+from . import config, pipeline
+from .pipeline import Preparation
 
 FLAG_DOC = {
     "file_error": "the file could not be read as a LAMOST MRS file (see error)",
@@ -109,26 +109,15 @@ class PrepareOptions:
 
     exposures: str
     rv_catalog: str | None
-    grid: object  # config.InputGrid (a frozen dataclass: pickles)
-    rv_template: tuple | None = None
+    preparation: Preparation  # the model's grid and RV template
 
     @classmethod
     def from_settings(cls, settings, bundle) -> "PrepareOptions":
         return cls(
             exposures=settings.exposures,
             rv_catalog=settings.rv_catalog,
-            grid=bundle.grid,
-            rv_template=rv_template_for(bundle),
+            preparation=Preparation.for_model(bundle),
         )
-
-
-def rv_template_for(bundle):
-    """The rest-frame template for RV measurement: the model's mean training spectrum
-    when it has real statistics (it is the average real star on the grid), else the
-    shipped line-list template (None)."""
-    if getattr(bundle.statistics, "source", "") == "placeholder":
-        return None
-    return (np.asarray(bundle.grid.wave), np.asarray(bundle.flux_mean, dtype=np.float64))
 
 
 @dataclass
@@ -176,31 +165,27 @@ def prepare_batch(paths: Sequence[str], options: PrepareOptions) -> list[Prepare
 
 
 def prepare_file(path: str, options: PrepareOptions) -> PreparedFile:
-    """Read and preprocess one file; never raises for a bad file (it becomes a row)."""
+    """Read and preprocess one file through the pipeline's stages; never raises for a
+    bad file (it becomes a row flagged by the stage that failed)."""
     from .errors import SpemrError
-    from .lamost import read_mrs
 
     try:
-        mrs = read_mrs(path)
-        pairs = mrs.select(options.exposures)
+        mrs = pipeline.read(path)
+        pairs = pipeline.select_pairs(mrs, options.exposures)
+    except pipeline.NoSpectra as error:
+        return failed_file(path, "no_spectra", str(error))
     except SpemrError as error:
         return failed_file(path, "file_error", str(error))
     except Exception as error:  # a bug or a file we did not foresee: keep going, say so
         return failed_file(path, "internal_error", f"{Path(path).name}: {type(error).__name__}: {error}")
-    if not pairs:
-        detail = "; ".join(mrs.warnings) or "no complete blue+red pair"
-        return failed_file(path, "no_spectra", f"{Path(path).name}: {detail}")
     try:
-        return _preprocess_file(path, mrs, pairs, options)
+        spectra = options.preparation.preprocess(pairs, rv=pipeline.file_rv(mrs.meta, options.rv_catalog))
+        return _prepared(path, mrs, pairs, spectra)
     except Exception as error:
         return failed_file(path, "internal_error", f"{Path(path).name}: {type(error).__name__}: {error}")
 
 
-def _preprocess_file(path: str, mrs, pairs, options: PrepareOptions) -> PreparedFile:
-    from .preprocess import preprocess_pairs
-
-    rv = _catalog_rv(options.rv_catalog, mrs.meta)
-    spectra = preprocess_pairs(pairs, rv=rv, rv_template=options.rv_template, grid=options.grid)
+def _prepared(path: str, mrs, pairs, spectra) -> PreparedFile:
     rows, infer = [], []
     for index, pair in enumerate(pairs):
         row, labelled = spectrum_row(path, mrs.meta, pair, spectra, index)
@@ -210,21 +195,6 @@ def _preprocess_file(path: str, mrs, pairs, options: PrepareOptions) -> Prepared
     flux = spectra.flux[infer] if infer else None
     ivar = spectra.ivar[infer] if infer else None
     return PreparedFile(source=str(path), rows=rows, flux=flux, infer_rows=infer, ivar=ivar)
-
-
-@lru_cache(maxsize=2)
-def _rv_catalog(path: str):
-    from .rv import load_rv_catalog
-
-    return load_rv_catalog(path)
-
-
-def _catalog_rv(path: str | None, meta: dict) -> float | None:
-    """The file's RV from the catalog (None = measure by cross-correlation)."""
-    if not path:
-        return None
-    found = _rv_catalog(path).lookup(obsid=meta.get("obsid"), filename=meta.get("filename"))
-    return None if found is None else float(found[0])
 
 
 def spectrum_row(path: str, meta: dict, pair, spectra, index: int) -> tuple[dict, bool]:

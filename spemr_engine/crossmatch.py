@@ -26,11 +26,12 @@ from typing import Callable, Iterable, Sequence
 import numpy as np
 from astropy import units as u
 
+from . import pipeline
 from .config import LABELS, default_regions, preprocess_config
 from .errors import Cancelled, InputFileError, SpemrError
 from .io_utils import atomic_write_text
 from .label_catalog import LabelCatalog, read_label_catalog
-from .lamost import read_mrs, read_mrs_meta
+from .lamost import read_mrs_meta
 from .refset import ReferenceSetWriter
 
 DEFAULT_MATCH_RADIUS = "3arcsec"
@@ -270,14 +271,15 @@ def build_reference_set(
     log = BuildLog(out, options.fingerprint(catalog.path), writer.n_spectra)
     scan = _scan(files, progress, cancel)
     match = match_positions(scan["ra"], scan["dec"], catalog, options.match_radius_arcsec, options.keep_ambiguous)
-    config = replace(preprocess_config(), reject_min_snr=options.resolved_min_snr())
+    # the default grid and line template (a reference set belongs to no model), with the build's S/N minimum
+    preparation = pipeline.Preparation(config=replace(preprocess_config(), reject_min_snr=options.resolved_min_snr()))
     for i, path in enumerate(files):
         key = str(path.resolve())
         if key in log.done:
             continue
         if _stop_requested(cancel):
             raise Cancelled(f"build-refset cancelled after {len(log.done)} of {len(files)} files; run again to resume")
-        result = _process_file(path, key, scan["error"][i], match, i, catalog, options, config, rv_lookup)
+        result = _process_file(path, key, scan["error"][i], match, i, catalog, options, preparation, rv_lookup)
         log.append(result.entry)
         if result.rows and result.flux is not None and result.labels is not None:
             writer.append(result.flux, result.labels, result.rows)
@@ -299,6 +301,7 @@ def _stop_requested(cancel) -> bool:
 
 
 def _rv_lookup(path: str | None):
+    """The RV catalog, read once per build (errors before any file is processed)."""
     if path is None:
         return None
     from .rv import load_rv_catalog  # only needed when an RV catalog is given
@@ -334,7 +337,7 @@ def _process_file(
     i: int,
     catalog: LabelCatalog,
     options: BuildOptions,
-    config,
+    preparation: pipeline.Preparation,
     rv_lookup,
 ) -> _FileResult:
     entry: dict = {"file": key, "outcome": "", "detail": "", "star_id": None, "spectra": [], "kept": 0}
@@ -349,31 +352,29 @@ def _process_file(
     if np.all(np.isnan(labels)):
         return _FileResult({**entry, "outcome": "no_labels", "detail": "every label flagged or missing"})
     try:
-        mrs = read_mrs(path)
+        mrs = pipeline.read(path)
     except InputFileError as error:
         return _FileResult({**entry, "outcome": "unreadable", "detail": str(error)})
     try:
-        pairs = mrs.select(options.exposures)
+        pairs = pipeline.select_pairs(mrs, options.exposures)
     except InputFileError as error:
         return _FileResult({**entry, "outcome": "no_pairs", "detail": str(error)})
-    if not pairs:
-        return _FileResult({**entry, "outcome": "no_pairs", "detail": f"{path.name}: no arm pairs"})
     entry["outcome"] = "matched"
     entry["detail"] = match.detail[i]  # non-empty when an ambiguous match was kept
-    return _cut_and_collect(entry, mrs, pairs, labels, float(match.sep_arcsec[i]), config, rv_lookup)
+    return _cut_and_collect(entry, mrs, pairs, labels, float(match.sep_arcsec[i]), preparation, rv_lookup)
 
 
-def _cut_and_collect(entry: dict, mrs, pairs, labels: np.ndarray, sep: float, config, rv_lookup) -> _FileResult:
+def _cut_and_collect(
+    entry: dict, mrs, pairs, labels: np.ndarray, sep: float, preparation: pipeline.Preparation, rv_lookup
+) -> _FileResult:
     """Header S/N first (saves preprocessing hopeless spectra), then the grid-based cuts."""
-    from .preprocess import preprocess_pairs  # heavy; keeps `spemr info` etc. light
-
+    config = preparation.config
     results = ["low_snr" if _below(p.snr_blue, config) or _below(p.snr_red, config) else "" for p in pairs]
     whys = ["header S/N below the minimum" if r else "" for r in results]
     todo = [k for k, r in enumerate(results) if not r]
     kept_rows, kept_flux = [], []
     if todo:
-        rv = _file_rv(rv_lookup, mrs.meta)
-        spectra = preprocess_pairs([pairs[k] for k in todo], rv=rv, config=config)
+        spectra = preparation.preprocess([pairs[k] for k in todo], rv=pipeline.file_rv(mrs.meta, rv_lookup))
         for j, k in enumerate(todo):
             results[k] = _classify(spectra.quality, j)
             whys[k] = "" if results[k] == KEPT else spectra.quality.reason[j]
@@ -403,13 +404,6 @@ def _classify(quality, j: int) -> str:
         if getattr(quality, criterion)[j]:
             return cut
     return "unreliable"
-
-
-def _file_rv(rv_lookup, meta: dict):
-    if rv_lookup is None:
-        return None
-    found = rv_lookup.lookup(obsid=meta.get("obsid"), filename=meta.get("filename"))
-    return None if found is None else float(found[0])
 
 
 def _row(star_id: str, mrs, pair, spectra, j: int, sep: float) -> dict:

@@ -100,24 +100,30 @@ def default_model_exists() -> bool:
 
 def prepare_pair(opened: OpenFile, pair_index: int, model=None, rv: float | None = None):
     """The normalised model input of one arm pair (no inference), prepared exactly as
-    the engine's analyse_file prepares it for this model (same RV template and grid)."""
-    from spemr_engine.preprocess import preprocess_pairs
+    the engine's analyse_file prepares it for this model (pipeline.Preparation: same RV
+    template and grid)."""
+    from spemr_engine.pipeline import Preparation
 
-    if model is None:
-        return preprocess_pairs([opened.pairs[pair_index]], rv=rv)
-    from spemr_engine.api import preprocess_for_model
-
-    return preprocess_for_model([opened.pairs[pair_index]], model, rv=rv)
+    preparation = Preparation() if model is None else Preparation.for_model(model)
+    return preparation.preprocess([opened.pairs[pair_index]], rv=rv)
 
 
 def infer_pair(
     opened: OpenFile, pair_index: int, model, model_key: str, rv: float | None = None, device: str = "auto"
 ) -> PairResult:
-    """Fused SPEMR for one arm pair through the engine's high-level API."""
+    """Fused SPEMR for one arm pair through the engine's high-level API, on what the app
+    holds: the file already read and, when it is there, the pair already preprocessed for
+    this model and RV (the state drops it when either changes), so nothing is read or
+    preprocessed twice."""
     from spemr_engine import api
 
-    exposure = opened.exposure_of(pair_index)
-    analysis = api.analyse_file(opened.path, model=model, exposure=exposure, rv=rv, device=device)
+    held = opened.prepared.get(pair_index)
+    if held is None:
+        source = opened.mrs
+    else:
+        pair = opened.pairs[pair_index]
+        source = api.PreparedInput(path=opened.path, mrs=opened.mrs, pairs=[pair], spectra=held, model=model)
+    analysis = api.analyse_file(source, model=model, exposure=opened.exposure_of(pair_index), rv=rv, device=device)
     return PairResult(
         spectra=analysis.spectra, prediction=analysis.prediction, model_key=model_key, device=device, fit=analysis.fit
     )

@@ -7,7 +7,10 @@ import numpy as np
 import pytest
 
 from mrs_testfiles import write_star_file
-from spemr_engine import api, config
+from spemr_engine import api, catalog_rows, config
+from spemr_engine.catalog_rows import FIT_COLUMNS
+from spemr_engine.lamost import MRSFile, read_mrs
+from spemr_engine.pipeline import NoSpectra, Preparation, select_pairs
 from spemr_engine.bundle import create_random_bundle, load_bundle
 from spemr_engine.cli import main
 from spemr_engine.errors import ModelBundleError, SpemrError
@@ -95,6 +98,34 @@ def test_given_rv_and_rv_catalog(star_file, model, tmp_path):
     catalog.write_text("obsid,rv_ku0\n424242,-36.5\n")
     from_catalog = api.analyse_file(star_file, model=model, rv_catalog=catalog, device="cpu")
     assert from_catalog.spectra.rv_source == ["given"] and from_catalog.spectra.rv[0] == -36.5
+
+
+def test_a_file_held_or_prepared_is_labelled_as_when_read_from_its_path(star_file, model, analysis):
+    """The app passes the MRSFile it holds (or a pair it already preprocessed) instead of
+    the path: nothing is read twice, and the rows are those of the path."""
+    held = api.analyse_file(read_mrs(star_file), model=model, exposure="all", device="cpu")
+    assert held.rows() == analysis.rows()
+    prepared = api.preprocess_file(star_file, model=model, exposure="all")
+    assert api.analyse_file(prepared, device="cpu").rows() == analysis.rows()
+
+
+def test_catalog_workers_prepare_what_analyse_file_labels(star_file, model, analysis):
+    """One file-to-spectra pipeline: the catalog's worker gives the model exactly the
+    flux analyse_file gives it, with the same rows before labelling."""
+    options = catalog_rows.PrepareOptions(exposures="all", rv_catalog=None, preparation=Preparation.for_model(model))
+    prepared = catalog_rows.prepare_file(str(star_file), options)
+    assert prepared.infer_rows == [0, 1]
+    np.testing.assert_array_equal(prepared.flux, analysis.spectra.flux[:2])
+    before_labels = [key for key in prepared.rows[0] if key not in (*FIT_COLUMNS, "flags")]
+    assert len(before_labels) == 18
+    for row, full in zip(prepared.rows, analysis.rows()):
+        assert {key: row[key] for key in before_labels} == {key: full[key] for key in before_labels}
+
+
+def test_a_selection_without_a_complete_pair_is_one_line_and_a_no_spectra_row(tmp_path):
+    lonely = MRSFile(path=tmp_path / "med-1.fits", meta={}, pairs=[], warnings=["B-101 has no red arm"])
+    with pytest.raises(NoSpectra, match=r"^med-1\.fits: B-101 has no red arm$"):
+        select_pairs(lonely, "all")
 
 
 def test_real_file_that_fails_selection_gets_no_prediction(shared_mrs_dir, model):
