@@ -21,6 +21,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from refset_testdata import make_refset  # noqa: E402
 
+from spemr_engine.progress import TrainingProgress  # noqa: E402
 from spemr_engine.training import _Data, _Normaliser, resolve_device, train_model, usable_statistics  # noqa: E402
 
 
@@ -53,12 +54,12 @@ def main() -> None:
         spectra = {"pretrain": 0, "finetune": 0}
         last: dict = {}
 
-        def progress(event: dict) -> None:
+        def progress(event) -> None:
             # Time between consecutive steps of one job: training steps only, no validation.
-            stage = event.get("stage")
-            if stage not in seconds or "val_loss" in event:
+            if not isinstance(event, TrainingProgress) or event.epoch_finished:
                 return
-            job = (stage, event["member"], event["network"], event.get("region"), event["epoch"])
+            stage = event.stage
+            job = (*event.job, event.epoch)
             now = time.perf_counter()
             if last.get("job") == job:
                 seconds[stage] += now - last["time"]

@@ -43,6 +43,7 @@ from .catalog_store import (
     require_pyarrow,
     write_table,
 )
+from .progress import ASSEMBLING, DONE, LABELLING, CatalogCallback, CatalogProgress
 from .errors import Cancelled, SpemrError
 
 FITS_NAME = re.compile(r"\.(fits|fit|fts)(\.gz|\.bz2|\.fz)?$", re.IGNORECASE)
@@ -136,9 +137,9 @@ class Control:
                 notified = True
             time.sleep(0.1)
 
-    def report(self, info: dict) -> None:
+    def report(self, event: CatalogProgress) -> None:
         if self._progress is not None:
-            self._progress(dict(info))
+            self._progress(event)
 
 
 # ================================================================== summary
@@ -203,7 +204,7 @@ def run_catalog(
     chunk_size: int = DEFAULT_CHUNK_ROWS,
     batch_size: int = DEFAULT_BATCH_SIZE,
     files_per_task: int = 4,
-    progress=None,
+    progress: CatalogCallback | None = None,
     cancel=None,
     pause=None,
     cluster: str | None = None,
@@ -220,9 +221,8 @@ def run_catalog(
     on the thread count).
     resume: continue an interrupted run (the same inputs and settings).
     cluster: "dask://HOST:PORT" or "local:N" runs on Dask (see spemr_engine.distributed).
-    progress(info): info has phase ("labelling" | "assembling" | "done"), files_done,
-    files_total, files_resumed, files_committed, spectra_done, elapsed_s, spectra_per_s,
-    eta_s, and while labelling "rows" (the rows just labelled, for live views).
+    progress(event): a progress.CatalogProgress (phase "labelling" | "assembling" | "done",
+    files and spectra done, rate, ETA, and while labelling the rows just labelled).
     pause: a callable or threading.Event; while set, no new work starts.
     Raises Cancelled (keeping what was committed) when ``cancel`` asks to stop.
     """
@@ -652,7 +652,7 @@ class _Tracker:
         rows = [row for file_rows in groups.values() for row in file_rows]
         self.files_done += len(groups)
         self.spectra_done_now += sum(row.get("spectrum") != "file" for row in rows)
-        self.control.report({**self.snapshot("labelling"), "rows": rows})
+        self.control.report(self.snapshot(LABELLING, rows))
 
     def committed(self, n_files: int) -> None:
         self.files_committed += n_files
@@ -661,22 +661,23 @@ class _Tracker:
         elapsed = max(time.monotonic() - self.started, 1e-9)
         return self.spectra_done_now / elapsed
 
-    def snapshot(self, phase: str) -> dict:
+    def snapshot(self, phase: str, rows: list[dict] | None = None) -> CatalogProgress:
         elapsed = time.monotonic() - self.started
         files_now = self.files_done - self.n_resumed
         left = self.n_inputs - self.files_done
         eta = (elapsed / files_now * left) if files_now else None
-        return {
-            "phase": phase,
-            "files_done": self.files_done,
-            "files_total": self.n_inputs,
-            "files_resumed": self.n_resumed,
-            "files_committed": self.files_committed,
-            "spectra_done": self.spectra_done_now,
-            "elapsed_s": elapsed,
-            "spectra_per_s": self.rate(),
-            "eta_s": eta,
-        }
+        return CatalogProgress(
+            phase=phase,
+            files_done=self.files_done,
+            files_total=self.n_inputs,
+            files_resumed=self.n_resumed,
+            files_committed=self.files_committed,
+            spectra_done=self.spectra_done_now,
+            elapsed_s=elapsed,
+            spectra_per_s=self.rate(),
+            eta_s=eta,
+            rows=rows or [],
+        )
 
 
 class _Committer:
@@ -721,7 +722,7 @@ def _assemble(
     folder: RunFolder, settings: _Settings, bundle, columns, record: dict, tracker: _Tracker, n_resumed: int
 ) -> CatalogSummary:
     """Stream every chunk, in input order, into the final table, then tidy up."""
-    tracker.control.report(tracker.snapshot("assembling"))
+    tracker.control.report(tracker.snapshot(ASSEMBLING))
     infos = folder.chunk_infos()
     schema = TableSchema.merge(columns, infos)
     flags: dict[str, int] = {}
@@ -756,5 +757,5 @@ def _assemble(
     )
     folder.write_run(record)
     folder.remove_chunks()
-    tracker.control.report(tracker.snapshot("done"))
+    tracker.control.report(tracker.snapshot(DONE))
     return summary

@@ -29,6 +29,7 @@ from astropy import units as u
 from . import pipeline
 from .config import LABELS, default_regions, preprocess_config
 from .errors import Cancelled, InputFileError, SpemrError
+from .progress import BUILD, SCAN, Count, CountProgress
 from .io_utils import atomic_write_text
 from .label_catalog import LabelCatalog, read_label_catalog
 from .lamost import read_mrs_meta
@@ -252,7 +253,7 @@ def build_reference_set(
     catalog_path: str | Path,
     out: str | Path,
     options: BuildOptions | None = None,
-    progress: Callable[[dict], None] | None = None,
+    progress: CountProgress | None = None,
     cancel: Callable[[], bool] | threading.Event | None = None,
 ) -> dict:
     """Cross-match the files with the catalog, cut, and write the reference set at ``out``.
@@ -284,7 +285,7 @@ def build_reference_set(
         if result.rows and result.flux is not None and result.labels is not None:
             writer.append(result.flux, result.labels, result.rows)
         if progress:
-            progress({"stage": "build", "done": i + 1, "total": len(files), "kept": writer.n_spectra})
+            progress(Count(BUILD, done=i + 1, total=len(files), unit="files", kept=writer.n_spectra))
     summary = summarise(log.entries, catalog, options, files_now=len(files))
     atomic_write_text(out / SUMMARY_FILE, json.dumps(summary, indent=1))
     if writer.n_spectra == 0:
@@ -325,7 +326,7 @@ def _scan(files: list[Path], progress, cancel) -> dict:
         except InputFileError as error:
             errors[i] = str(error)
         if progress and (i % 200 == 0 or i == len(files) - 1):
-            progress({"stage": "scan", "done": i + 1, "total": len(files)})
+            progress(Count(SCAN, done=i + 1, total=len(files), unit="files"))
     return {"ra": ra, "dec": dec, "error": errors}
 
 

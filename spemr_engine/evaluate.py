@@ -19,6 +19,7 @@ import numpy as np
 from .bundle import BASE, ModelBundle, load_bundle
 from .config import label_infos, training_recipe
 from .errors import Cancelled, SpemrError
+from .progress import EVALUATE, Count, CountProgress
 from .inference import SpemrPredictor
 from .io_utils import plain
 from .refset import SPLIT_NAMES, ReferenceSet
@@ -52,7 +53,7 @@ def predict_refset(
     indices: np.ndarray,
     device: str = "auto",
     batch_size: int = 256,
-    progress: Callable[[dict], None] | None = None,
+    progress: CountProgress | None = None,
     cancel: Callable[[], bool] | None = None,
 ) -> dict[str, Any]:
     """Fused and per-sub-model predictions for ``indices``, reading READ_CHUNK spectra at a time."""
@@ -67,7 +68,7 @@ def predict_refset(
         for key in parts:
             parts[key].append(np.asarray(getattr(prediction, key), dtype=np.float64))
         if progress:
-            progress({"stage": "evaluate", "done": min(start + READ_CHUNK, len(indices)), "total": len(indices)})
+            progress(Count(EVALUATE, done=min(start + READ_CHUNK, len(indices)), total=len(indices)))
     n_sub, n_labels = len(submodels), len(model.labels)
     empty = {
         "mean": (0, n_labels),
@@ -114,7 +115,7 @@ def evaluate(
     split="test",
     device: str = "auto",
     batch_size: int = 256,
-    progress: Callable[[dict], None] | None = None,
+    progress: CountProgress | None = None,
     cancel: Callable[[], bool] | None = None,
 ) -> dict:
     """Report (plain JSON-able dict) comparing base ensemble and fused SPEMR with the truth."""

@@ -27,6 +27,7 @@ from .bundle import BASE, ModelBundle, load_bundle
 from . import sigma_calibration
 from .ensemble import ensemble_combine, fuse_min_variance
 from .errors import Cancelled, SpemrError
+from .progress import PREDICT, Count, CountProgress
 from .preprocess import standardise
 from .rrnet import RRNet
 
@@ -213,7 +214,7 @@ class SpemrPredictor:
 
     # ------------------------------------------------------------------ public
     def predict(
-        self, flux: np.ndarray, progress: Callable[[dict], None] | None = None, cancel: Callable[[], bool] | None = None
+        self, flux: np.ndarray, progress: CountProgress | None = None, cancel: Callable[[], bool] | None = None
     ) -> Prediction:
         """(n, n_pixels) continuum-normalised flux -> Prediction. A row with non-finite
         flux gives NaN labels for that row only."""
@@ -221,7 +222,7 @@ class SpemrPredictor:
         return self.combine(means, variances)
 
     def outputs(
-        self, flux: np.ndarray, progress: Callable[[dict], None] | None = None, cancel: Callable[[], bool] | None = None
+        self, flux: np.ndarray, progress: CountProgress | None = None, cancel: Callable[[], bool] | None = None
     ) -> tuple[np.ndarray, np.ndarray]:
         """(n, n_pixels) continuum-normalised flux -> every member's mean and variance in
         standardised label units (each sub-model's own), each (n, S, M, L) float32 (S: base
@@ -237,7 +238,7 @@ class SpemrPredictor:
         )
 
     def standardised_outputs(
-        self, x: np.ndarray, progress: Callable[[dict], None] | None = None, cancel: Callable[[], bool] | None = None
+        self, x: np.ndarray, progress: CountProgress | None = None, cancel: Callable[[], bool] | None = None
     ) -> tuple[np.ndarray, np.ndarray]:
         """As ``outputs`` from input already standardised with the bundle's statistics: only
         for bundles whose sub-models all share them (one input group)."""
@@ -252,7 +253,7 @@ class SpemrPredictor:
         self,
         n: int,
         inputs: Callable[[int, int], list[np.ndarray]],
-        progress: Callable[[dict], None] | None,
+        progress: CountProgress | None,
         cancel: Callable[[], bool] | None,
     ) -> tuple[np.ndarray, np.ndarray]:
         shape = (n, len(self.submodels), self.bundle.members, len(self.bundle.labels))
@@ -266,7 +267,7 @@ class SpemrPredictor:
             ]
             self._run_batch(batches, means[start:stop], variances[start:stop])
             if progress is not None:
-                progress({"stage": "predict", "done": stop, "total": n})
+                progress(Count(PREDICT, done=stop, total=n))
         return means, variances
 
     @torch.inference_mode()

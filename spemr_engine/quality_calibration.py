@@ -24,6 +24,7 @@ import numpy as np
 from . import config
 from .bundle import ModelBundle, load_bundle, update_manifest
 from .errors import Cancelled, SpemrError
+from .progress import CALIBRATE, Count, CountProgress
 from .fit_quality import QualityThresholds
 from .refset import ReferenceSet
 
@@ -97,7 +98,7 @@ def measure(
     indices: np.ndarray,
     device: str = "auto",
     batch_size: int = 256,
-    progress: Callable[[dict], None] | None = None,
+    progress: CountProgress | None = None,
     cancel: Callable[[], bool] | None = None,
 ) -> dict[str, np.ndarray]:
     """fit_chi2 and member_spread of the raw predictions of reference-set spectra."""
@@ -116,7 +117,7 @@ def measure(
         fit = assess(predictor.predict(flux), flux, ivar, model)  # exactly what rows get
         chi2[part], spread[part] = fit.fit_chi2, fit.member_spread
         if progress is not None:
-            progress({"stage": "calibrate-quality", "done": min(start + step, len(order)), "total": len(order)})
+            progress(Count(CALIBRATE, done=min(start + step, len(order)), total=len(order)))
     return {"fit_chi2": chi2, "member_spread": spread}
 
 
@@ -128,7 +129,7 @@ def calibrate(
     device: str = "auto",
     batch_size: int = 256,
     write: bool = True,
-    progress: Callable[[dict], None] | None = None,
+    progress: CountProgress | None = None,
     cancel: Callable[[], bool] | None = None,
 ) -> dict:
     """Measure both fit-quality measures on ``split`` of ``refset`` and (``write``) store

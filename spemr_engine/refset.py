@@ -24,6 +24,7 @@ import numpy as np
 
 from .config import LABELS, InputGrid, default_grid, preprocess_config, published_to_label, training_recipe
 from .errors import Cancelled, InputFileError
+from .progress import IMPORT, Count, CountProgress
 from .io_utils import atomic_write
 from .safe_pickle import safe_load
 
@@ -479,7 +480,7 @@ def import_published(
     source_dir: str | Path,
     out_path: str | Path,
     synthetic: bool = False,
-    progress: Callable[[dict], None] | None = None,
+    progress: CountProgress | None = None,
     cancel: Callable[[], bool] | None = None,
 ) -> ReferenceSet:
     """Convert the published layout (``{train,valid,test}_flux.pkl``, ``*_label.csv`` with
@@ -544,7 +545,7 @@ def _import_split(
     split: str,
     writer: ReferenceSetWriter,
     already: int,
-    progress: Callable[[dict], None] | None,
+    progress: CountProgress | None,
     cancel: Callable[[], bool] | None,
 ) -> None:
     flux_path = source_dir / f"{split}_flux.pkl"
@@ -566,7 +567,7 @@ def _import_split(
         stop = start + IMPORT_CHUNK_ROWS
         writer.append(flux[start:stop], labels[start:stop], rows[start:stop])
         if progress:
-            progress({"stage": "import", "split": split, "done": min(stop, len(flux)), "total": len(flux)})
+            progress(Count(IMPORT, done=min(stop, len(flux)), total=len(flux), split=split))
 
 
 def _published_labels(path: Path, split: str) -> tuple[np.ndarray, list[dict]]:

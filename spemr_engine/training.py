@@ -39,6 +39,7 @@ from .config import (
     preprocess_config,
     training_recipe,
 )
+from .progress import Evaluating, Saved, TrainingCallback, TrainingProgress
 from .errors import Cancelled, SpemrError
 from .evaluate import evaluate
 from .inference import resolve_device
@@ -49,7 +50,6 @@ from .rrnet import RRNet, gaussian_nll
 CHECKPOINT_DIR = ".checkpoints"
 RUN_FILE = "run.json"
 PRETRAIN, FINETUNE = "pretrain", "finetune"
-Progress = Callable[[dict], None]
 RECIPE = training_recipe()  # presets/training.json: every default below comes from it
 
 
@@ -261,15 +261,15 @@ class _Job:
             return self.model.head(features)
         return self.model(x)
 
-    def event(self, **values) -> dict:
-        return {
-            "stage": self.stage,
-            "member": self.member,
-            "network": self.network,
-            "region": self.region,
-            "n_epochs": self.epochs,
+    def event(self, **values) -> TrainingProgress:
+        return TrainingProgress(
+            stage=self.stage,
+            member=self.member,
+            network=self.network,
+            region=self.region,
+            n_epochs=self.epochs,
             **values,
-        }
+        )
 
 
 class _Checkpoints:
@@ -315,7 +315,11 @@ def _set_rng_state(state: dict, device: torch.device) -> None:
 
 
 def run_job(
-    job: _Job, settings: TrainSettings, checkpoints: _Checkpoints, progress: Progress | None, cancel: Callable[[], bool]
+    job: _Job,
+    settings: TrainSettings,
+    checkpoints: _Checkpoints,
+    progress: TrainingCallback | None,
+    cancel: Callable[[], bool],
 ) -> dict[str, torch.Tensor]:
     """Train one job to the end (or resume it) and return its best state dict."""
     device = job.data.device
@@ -460,7 +464,7 @@ def train_model(
     seed: int = RECIPE.seed,
     device: str = "auto",
     regions: Sequence[Region] | None = None,
-    progress: Progress | None = None,
+    progress: TrainingCallback | None = None,
     cancel=None,
     resume: bool = True,
     split_fractions: Sequence[float] = RECIPE.split_fractions,
@@ -515,7 +519,7 @@ def train_model(
     bundle_io.update_manifest(out_dir, provenance=plain(provenance), metrics=plain(metrics))
     shutil.rmtree(out_dir / CHECKPOINT_DIR, ignore_errors=True)
     if progress:
-        progress({"stage": "done", "path": str(out_dir), "seconds": round(time.time() - started, 1)})
+        progress(Saved(path=str(out_dir), seconds=round(time.time() - started, 1)))
     return out_dir
 
 
@@ -548,13 +552,13 @@ def _save(
 
 
 def _evaluate_quietly(
-    bundle_path: Path, refset: ReferenceSet, indices: np.ndarray, device: str, progress: Progress | None
+    bundle_path: Path, refset: ReferenceSet, indices: np.ndarray, device: str, progress: TrainingCallback | None
 ) -> dict:
     """Test-split metrics for the manifest; none when the test split is empty."""
     if len(indices) == 0:
         return {"note": "no test spectra"}
     if progress:
-        progress({"stage": "evaluate", "n_spectra": int(len(indices))})
+        progress(Evaluating(n_spectra=int(len(indices))))
     return evaluate(bundle_path, refset, split=indices, device=device)
 
 
@@ -692,7 +696,7 @@ def finetune_bundle(
     gamma: float = RECIPE.gamma,
     seed: int = RECIPE.seed,
     device: str = "auto",
-    progress: Progress | None = None,
+    progress: TrainingCallback | None = None,
     cancel=None,
     resume: bool = True,
     command: str | None = None,
@@ -802,32 +806,30 @@ def _bundle_normaliser(source, refset: ReferenceSet) -> _Normaliser:
     return _Normaliser(np.asarray(source.flux_mean), np.asarray(source.flux_std), mean, std)
 
 
-def print_progress(stream=None) -> Progress:
+def print_progress(stream=None) -> TrainingCallback:
     """A text progress display for the CLI: one line per epoch, a rewritten line per step."""
 
-    def show(event: dict) -> None:
+    def show(event) -> None:
         out = stream or sys.stderr
-        stage = event.get("stage")
-        if stage in (PRETRAIN, FINETUNE):
-            where = f"m{event['member']} {event['network']}" + (f" {event['region']}" if event.get("region") else "")
-            head = f"{stage:8s} {where:12s} epoch {event['epoch']}/{event['n_epochs']}"
-            if "val_loss" in event:
-                mae = " ".join(f"{k}={v:.3g}" for k, v in list(event.get("val_mae", {}).items())[:4])
+        if isinstance(event, TrainingProgress):
+            head = f"{event.stage:8s} {event.where:12s} epoch {event.epoch}/{event.n_epochs}"
+            if event.epoch_finished:
+                mae = " ".join(f"{k}={v:.3g}" for k, v in list(event.val_mae.items())[:4])
                 print(
-                    f"\r{head} train {event['train_loss']:.4f} val {event['val_loss']:.4f} {mae}".ljust(100),
+                    f"\r{head} train {event.train_loss:.4f} val {event.val_loss:.4f} {mae}".ljust(100),
                     file=out,
                     flush=True,
                 )
             else:
                 print(
-                    f"\r{head} step {event['step']}/{event['n_steps']} loss {event['train_loss']:.4f}",
+                    f"\r{head} step {event.step}/{event.n_steps} loss {event.train_loss:.4f}",
                     end="",
                     file=out,
                     flush=True,
                 )
-        elif stage == "evaluate":
-            print(f"evaluating on {event['n_spectra']} test spectra", file=out, flush=True)
-        elif stage == "done":
-            print(f"saved {event['path']} ({event['seconds']} s)", file=out, flush=True)
+        elif isinstance(event, Evaluating):
+            print(f"evaluating on {event.n_spectra} test spectra", file=out, flush=True)
+        elif isinstance(event, Saved):
+            print(f"saved {event.path} ({event.seconds} s)", file=out, flush=True)
 
     return show

@@ -16,6 +16,8 @@ from typing import Any, Callable
 
 import numpy as np
 
+from spemr_engine.progress import CatalogProgress, Evaluating, Saved, TrainingEvent, TrainingProgress
+
 
 # =========================================================== request tokens
 @dataclass(frozen=True)
@@ -117,7 +119,7 @@ class BatchState:
 
     running: bool = False
     pause_event: threading.Event = field(default_factory=threading.Event)
-    progress: dict = field(default_factory=dict)
+    progress: CatalogProgress | None = None  # the run's last event (None: none yet)
     streamed_rows: int = 0
     isochrone_path: str | None = None
     reporting: bool = False
@@ -129,7 +131,7 @@ class BatchState:
     def start(self) -> None:
         self.running = True
         self.pause_event.clear()
-        self.progress = {}
+        self.progress = None
         self.streamed_rows = 0
 
     def set_paused(self, paused: bool) -> str:
@@ -142,10 +144,10 @@ class BatchState:
             return ""
         return "paused" if paused else "resuming…"
 
-    def on_progress(self, info: dict) -> tuple[int, int]:
+    def on_progress(self, event: CatalogProgress) -> tuple[int, int]:
         """Keep the event; (files done, files total) for the bar."""
-        self.progress = dict(info)
-        return int(info.get("files_done") or 0), int(info.get("files_total") or 0)
+        self.progress = event
+        return event.files_done, event.files_total
 
     def add_rows(self, n: int) -> None:
         self.streamed_rows += n
@@ -160,7 +162,8 @@ class BatchState:
         return was_paused
 
     def cancelled_text(self) -> str:
-        return f"cancelled after {self.progress.get('files_done', 0)} files; Start again to resume where it stopped"
+        done = self.progress.files_done if self.progress is not None else 0
+        return f"cancelled after {done} files; Start again to resume where it stopped"
 
     def controls(self, catalog_exists: bool) -> BatchControls:
         return BatchControls(
@@ -221,37 +224,33 @@ class TrainingState:
     def cancelled(self, message: str) -> None:
         self.phase, self.status = "stopped", str(message)
 
-    def on_progress(self, event: dict) -> str | None:
-        """Update status, ETA and history from one engine event. Returns the job's name
-        when the event finished an epoch of it (the loss plot gains a point), else None."""
-        stage = event.get("stage")
-        if self.eta is not None and stage in ("pretrain", "finetune"):
-            self.eta.update(event)
-            self.eta_text = self.eta.text()
-        elif stage in ("evaluate", "done"):
-            self.eta_text = "" if stage == "done" or self.eta is None else f"{self.eta.elapsed_text()} · evaluating"
-        if stage in ("pretrain", "finetune"):
-            where = f"m{event.get('member')} {event.get('network')}" + (
-                f" {event['region']}" if event.get("region") else ""
-            )
-            text = f"{stage} {where}: epoch {event.get('epoch')}/{event.get('n_epochs')}"
-            if "val_loss" in event:
-                job = f"{stage} {where}"
+    def on_progress(self, event: TrainingEvent) -> str | None:
+        """Update status, ETA and history from one engine event (a training step or
+        epoch, the closing evaluation, the saved bundle). Returns the job's name when the
+        event finished an epoch of it (the loss plot gains a point), else None."""
+        if isinstance(event, TrainingProgress):
+            if self.eta is not None:
+                self.eta.update(event)
+                self.eta_text = self.eta.text()
+            job = f"{event.stage} {event.where}"
+            text = f"{job}: epoch {event.epoch}/{event.n_epochs}"
+            if event.epoch_finished:
                 self.add_epoch(job, event)
-                self.status = text + f" — train {event['train_loss']:.4f}, validation {event['val_loss']:.4f}"
+                self.status = text + f" — train {event.train_loss:.4f}, validation {event.val_loss:.4f}"
                 return job
-            self.status = (
-                text + f", step {event.get('step')}/{event.get('n_steps')}, loss {event.get('train_loss', 0):.4f}"
-            )
-        elif stage == "evaluate":
-            self.status = f"evaluating on {event.get('n_spectra')} test spectra…"
-        elif stage == "done":
-            self.status = f"saved {event.get('path')}"
+            self.status = text + f", step {event.step}/{event.n_steps}, loss {event.train_loss:.4f}"
+        elif isinstance(event, Evaluating):
+            self.eta_text = "" if self.eta is None else f"{self.eta.elapsed_text()} · evaluating"
+            self.status = f"evaluating on {event.n_spectra} test spectra…"
+        elif isinstance(event, Saved):
+            self.eta_text = ""
+            self.status = f"saved {event.path}"
         return None
 
-    def add_epoch(self, job: str, event: dict) -> None:
-        self.history.append({"job": job, "train": event["train_loss"], "val": event["val_loss"]})
-        mae = {k: float(v) for k, v in (event.get("val_mae") or {}).items() if v is not None and np.isfinite(v)}
+    def add_epoch(self, job: str, event: TrainingProgress) -> None:
+        """One finished epoch (``event.val_loss`` set) of ``job``."""
+        self.history.append({"job": job, "train": event.train_loss, "val": event.val_loss})
+        mae = {k: float(v) for k, v in event.val_mae.items() if v is not None and np.isfinite(v)}
         if not mae:
             return  # e.g. a region without validation spectra: keep the last curves
         if job != self.mae_job:

@@ -13,6 +13,8 @@ from __future__ import annotations
 import time
 from typing import Callable
 
+from spemr_engine.progress import TrainingProgress
+
 
 class TrainingEta:
     def __init__(
@@ -33,14 +35,13 @@ class TrainingEta:
         self.seconds = {"pretrain": [], "finetune": []}  # wall time of finished epochs
         self.current: tuple | None = None  # (stage, fraction of its epoch done)
 
-    def update(self, event: dict) -> None:
-        stage = event.get("stage")
+    def update(self, event: TrainingProgress) -> None:
+        stage = event.stage
         if stage not in self.total:
             return
-        job = (stage, event.get("member"), event.get("network"), event.get("region"))
-        epoch = int(event.get("epoch") or 0)
+        job, epoch = event.job, event.epoch
         now = self.clock()
-        if "val_loss" in event:  # an epoch finished
+        if event.epoch_finished:
             if epoch > self.done.get(job, 0):
                 self.seconds[stage].append(now - self.last_end)
             self.done[job] = max(self.done.get(job, 0), epoch)
@@ -48,8 +49,8 @@ class TrainingEta:
             self.current = None
         else:
             self.done[job] = max(self.done.get(job, 0), epoch - 1)
-            n_steps = max(int(event.get("n_steps") or 1), 1)
-            self.current = (stage, min(float(event.get("step") or 0) / n_steps, 1.0))
+            n_steps = max(event.n_steps, 1)
+            self.current = (stage, min(event.step / n_steps, 1.0))
 
     def _epoch_seconds(self, stage: str) -> float | None:
         measured = self.seconds[stage] or self.seconds["pretrain"]

@@ -106,13 +106,19 @@ def _child(target: str, kwargs: dict, queue, cancel_event, pass_cancel: bool) ->
 
     last_step = [0.0]
 
-    def progress(event: dict) -> None:
-        is_step = "val_loss" not in event and event.get("stage") in ("pretrain", "finetune")
+    def progress(event) -> None:
+        """Forward a progress event (progress.Event: plain values, it pickles); synth's
+        dict becomes a Count here, so the app only ever sees typed events."""
+        from spemr_engine.progress import TrainingProgress, from_synthesis
+
+        if isinstance(event, dict):
+            event = from_synthesis(event)
+        is_step = isinstance(event, TrainingProgress) and not event.epoch_finished
         now = time.monotonic()
         if is_step and now - last_step[0] < STEP_EVENT_INTERVAL_S:
             return
         last_step[0] = now
-        queue.put(("progress", _plain(event)))
+        queue.put(("progress", event))
 
     module_name, function_name = target.split(":")
     try:

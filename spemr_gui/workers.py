@@ -1,7 +1,7 @@
 """Background work for the GUI: anything that may take more than ~100 ms runs here.
 
 A :class:`Task` wraps a plain function ``fn(progress, cancel)`` and runs it on a
-thread pool. ``progress(dict)`` may be called from the worker thread (it becomes a
+thread pool. ``progress(event)`` may be called from the worker thread (it becomes a
 queued Qt signal); ``cancel()`` returns True once the user asked to stop, which the
 engine's long jobs poll (they raise ``spemr_engine.errors.Cancelled``). Results and
 errors come back as signals on the GUI thread, so views never touch worker threads.
@@ -17,13 +17,13 @@ from PySide6.QtCore import QObject, QRunnable, QThreadPool, Signal
 
 from spemr_engine.errors import Cancelled, SpemrError
 
-TaskFunction = Callable[[Callable[[dict], None], Callable[[], bool]], Any]
+TaskFunction = Callable[[Callable[[Any], None], Callable[[], bool]], Any]  # fn(progress, cancel)
 
 
 class TaskSignals(QObject):
     """Signals of one task (a QRunnable cannot carry signals itself)."""
 
-    progress = Signal(object)  # dict from the engine's progress callback
+    progress = Signal(object)  # a spemr_engine.progress event
     result = Signal(object)  # whatever the function returned
     failed = Signal(str)  # one-line message for the user
     cancelled = Signal()

@@ -12,6 +12,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
+from spemr_engine.progress import LABELLING, CatalogProgress, Evaluating, Saved, TrainingProgress
 from spemr_gui.controller import BatchState, CloseChecks, Request, TrainingState, summarise_refset
 from spemr_gui.eta import TrainingEta
 from spemr_gui.state import AppState, OpenFile
@@ -115,10 +116,11 @@ def test_batch_state_through_a_run_paused_at_its_end():
     assert (idle.start, idle.pause, idle.cancel, idle.report, idle.pause_text) == (True, False, False, False, "Pause")
     assert batch.set_paused(True) == "" and batch.paused  # idle: no progress line
     batch.start()
-    assert batch.running and not batch.paused and batch.progress == {} and batch.streamed_rows == 0
+    assert batch.running and not batch.paused and batch.progress is None and batch.streamed_rows == 0
     running = batch.controls(catalog_exists=True)
     assert (running.start, running.pause, running.cancel, running.report) == (False, True, True, False)
-    assert batch.on_progress({"files_done": 3, "files_total": 12, "rows": []}) == (3, 12)
+    event = CatalogProgress(phase=LABELLING, files_done=3, files_total=12)
+    assert batch.on_progress(event) == (3, 12) and batch.progress is event
     batch.add_rows(5)
     batch.add_rows(2)
     assert batch.streamed_rows == 7
@@ -137,20 +139,20 @@ def test_batch_state_through_a_run_paused_at_its_end():
 
 # ============================================================= training run
 def _epoch(stage, network, epoch, n_epochs, region=None, val=1.0, mae=None):
-    event = {
-        "stage": stage,
-        "member": 0,
-        "network": network,
-        "epoch": epoch,
-        "n_epochs": n_epochs,
-        "train_loss": 2.0 / epoch,
-        "val_loss": val,
-    }
-    if region:
-        event["region"] = region
-    if mae is not None:
-        event["val_mae"] = mae
-    return event
+    """The event that ends an epoch (val_loss set)."""
+    return TrainingProgress(
+        stage=stage,
+        member=0,
+        network=network,
+        region=region,
+        n_epochs=n_epochs,
+        epoch=epoch,
+        step=8,
+        n_steps=8,
+        train_loss=2.0 / epoch,
+        val_loss=val,
+        val_mae=mae if mae is not None else {},
+    )
 
 
 def test_training_state_turns_events_into_status_history_and_curves():
@@ -160,16 +162,9 @@ def test_training_state_turns_events_into_status_history_and_curves():
     assert training.phase == "idle" and not training.running
     training.start(eta)
     assert training.running and training.status.startswith("starting")
-    step = {
-        "stage": "pretrain",
-        "member": 0,
-        "network": "SP",
-        "epoch": 1,
-        "n_epochs": 2,
-        "step": 3,
-        "n_steps": 8,
-        "train_loss": 0.5,
-    }
+    step = TrainingProgress(
+        stage="pretrain", member=0, network="SP", region=None, n_epochs=2, epoch=1, step=3, n_steps=8, train_loss=0.5
+    )
     assert training.on_progress(step) is None  # a step: status only
     assert training.status == "pretrain m0 SP: epoch 1/2, step 3/8, loss 0.5000"
     assert training.eta_text
@@ -189,9 +184,9 @@ def test_training_state_turns_events_into_status_history_and_curves():
     assert list(curves.connect[:-1]) == [True, False, False]  # no line across a job
     assert list(curves.val_connect[:-1]) == [True, False, False]
     assert np.isfinite(curves.val).all()  # NaN validation (no spectra) drawn nowhere
-    training.on_progress({"stage": "evaluate", "n_spectra": 40})
+    training.on_progress(Evaluating(n_spectra=40))
     assert training.status == "evaluating on 40 test spectra…" and "evaluating" in training.eta_text
-    training.on_progress({"stage": "done", "path": "/m"})
+    training.on_progress(Saved(path="/m", seconds=12.0))
     assert training.status == "saved /m" and training.eta_text == ""
     training.finished("/m")
     assert training.phase == "done" and training.done_path == "/m" and not training.running

@@ -8,6 +8,7 @@ from spemr_engine import config
 from spemr_engine.bundle import create_random_bundle, load_bundle
 from spemr_engine.errors import Cancelled, SpemrError
 from spemr_engine.inference import SpemrPredictor, resolve_device
+from spemr_engine.progress import PREDICT, Count
 
 
 @pytest.fixture(scope="module")
@@ -114,7 +115,7 @@ def test_progress_and_cancel(bundle, flux):
     seen = []
     predictor = SpemrPredictor(bundle, device="cpu", batch_size=5)
     predictor.predict(flux[:7], progress=seen.append)
-    assert [e["done"] for e in seen] == [5, 7] and seen[-1]["total"] == 7
+    assert seen == [Count(PREDICT, done=5, total=7), Count(PREDICT, done=7, total=7)]
     with pytest.raises(Cancelled):
         predictor.predict(flux, cancel=lambda: True)
 

@@ -11,6 +11,7 @@ from refset_testdata import make_refset
 from spemr_engine import cli
 from spemr_engine.bundle import load_bundle
 from spemr_engine.config import LABELS, architecture, default_regions
+from spemr_engine.progress import Evaluating, Saved, TrainingProgress
 from spemr_engine.errors import Cancelled
 from spemr_engine.refset import split_by_star
 from spemr_engine.rrnet import RRNet, gaussian_nll
@@ -43,16 +44,16 @@ def _weights(path):
 def test_short_training_lowers_validation_loss_and_saves_a_bundle(refset, tmp_path):
     events = []
     path = train_model(refset, tmp_path / "model", epochs=4, finetune_epochs=1, seed=0, progress=events.append, **FAST)
+    training = [e for e in events if isinstance(e, TrainingProgress) and e.stage == PRETRAIN]
     for network in ("SP", "CA"):
-        val = [
-            e["val_loss"] for e in events if e.get("stage") == PRETRAIN and e["network"] == network and "val_loss" in e
-        ]
+        val = [e.val_loss for e in training if e.network == network and e.epoch_finished]
         assert len(val) == 4 and val[-1] < val[0], (network, val)
-    epoch_end = next(e for e in events if "val_mae" in e)
-    assert set(epoch_end["val_mae"]) == {"Teff", "Logg", "FeH"} and epoch_end["val_mae"]["Teff"] > 10  # kelvin
+    epoch_end = next(e for e in training if e.epoch_finished)
+    assert set(epoch_end.val_mae) == {"Teff", "Logg", "FeH"} and epoch_end.val_mae["Teff"] > 10  # kelvin
     bundle = load_bundle(path)
-    steps = [e for e in events if e.get("stage") == PRETRAIN and "val_loss" not in e]
-    assert steps[0]["step"] == 1 and steps[0]["n_steps"] == -(-bundle.provenance["n_train"] // 16)
+    steps = [e for e in training if not e.epoch_finished]
+    assert steps[0].step == 1 and steps[0].n_steps == -(-bundle.provenance["n_train"] // 16)
+    assert isinstance(events[-2], Evaluating) and events[-1] == Saved(str(path), events[-1].seconds)
     assert bundle.trained_on_synthetic and bundle.members == 1
     assert [r.name for r in bundle.regions] == ["S1", "S2", "S3", "S4"]
     assert bundle.provenance["n_test"] > 0 and bundle.provenance["split"]["by"] == "star"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 
+from ..progress import Count
 from ..crossmatch import (
     DEFAULT_MATCH_RADIUS,
     EXPOSURE_CHOICES,
@@ -90,11 +91,11 @@ def run(args) -> int:
 def _progress_printer():
     state = {"last": None}
 
-    def report(event: dict) -> None:
-        bucket = (event["stage"], event["done"] // max(event["total"] // 20, 1))
-        if event["done"] == event["total"] or bucket != state["last"]:
+    def report(event: Count) -> None:
+        bucket = (event.stage, event.done // max(event.total // 20, 1))
+        if event.done == event.total or bucket != state["last"]:
             state["last"] = bucket
-            kept = f", {event['kept']} spectra kept" if "kept" in event else ""
-            print(f"{event['stage']}: {event['done']}/{event['total']} files{kept}", file=sys.stderr)
+            kept = f", {event.kept} spectra kept" if event.kept is not None else ""
+            print(f"{event.stage}: {event.done}/{event.total} files{kept}", file=sys.stderr)
 
     return report

@@ -38,10 +38,11 @@ def register(subparsers) -> None:
 
 
 def run(args) -> int:
+    from ..progress import Count
     from ..quality_calibration import calibrate
 
-    def progress(info: dict) -> None:
-        print(f"\r{info['done']}/{info['total']} spectra", end="", file=sys.stderr, flush=True)
+    def progress(event: Count) -> None:
+        print(f"\r{event.done}/{event.total} spectra", end="", file=sys.stderr, flush=True)
 
     entry = calibrate(
         args.model,

@@ -10,6 +10,7 @@ from .. import catalog
 from ..catalog_rows import model_caveat
 from ..fit_quality import calibration_note
 from ..errors import Cancelled
+from ..progress import LABELLING, CatalogProgress
 
 
 def register(subparsers) -> None:
@@ -134,27 +135,25 @@ class ProgressBar:
         self.last_log = 0.0
         self.drawn = False
 
-    def __call__(self, info: dict) -> None:
-        text = self.format(info)
+    def __call__(self, event: CatalogProgress) -> None:
+        text = self.format(event)
         if self.tty:
             self.stream.write("\r" + text)
             self.drawn = True
-        elif info.get("phase") != "labelling" or time.monotonic() - self.last_log >= self.log_interval_s:
+        elif event.phase != LABELLING or time.monotonic() - self.last_log >= self.log_interval_s:
             self.stream.write(text + "\n")
             self.last_log = time.monotonic()
         self.stream.flush()
 
-    def format(self, info: dict) -> str:
-        total = max(int(info.get("files_total", 0)), 1)
-        done = int(info.get("files_done", 0))
+    def format(self, event: CatalogProgress) -> str:
+        total = max(event.files_total, 1)
+        done = event.files_done
         filled = int(self.width * done / total)
         bar = "#" * filled + "." * (self.width - filled)
-        eta = info.get("eta_s")
-        eta_text = "--:--" if eta is None else _clock(eta)
+        eta_text = "--:--" if event.eta_s is None else _clock(event.eta_s)
         return (
-            f"[{bar}] {done}/{total} files  {info.get('spectra_done', 0)} spectra  "
-            f"{info.get('spectra_per_s', 0.0):.1f} spectra/s  ETA {eta_text}  "
-            f"{info.get('phase', '')}"
+            f"[{bar}] {done}/{total} files  {event.spectra_done} spectra  "
+            f"{event.spectra_per_s:.1f} spectra/s  ETA {eta_text}  {event.phase}"
         )
 
     def close(self) -> None:

@@ -21,11 +21,12 @@ def register(subparsers) -> None:
 
 
 def run(args) -> int:
+    from ..progress import Count
     from ..refset import import_published
 
-    def show(event: dict) -> None:
+    def show(event: Count) -> None:
         # Whole lines only, so an error message that follows stays on its own line.
-        print(f"{event['split']}: {event['done']}/{event['total']} spectra", file=sys.stderr, flush=True)
+        print(f"{event.split}: {event.done}/{event.total} spectra", file=sys.stderr, flush=True)
 
     refset = import_published(args.source, args.output, synthetic=args.synthetic, progress=show)
     print(f"{args.output}: {len(refset)} spectra, {len(set(refset.star_id))} stars")

@@ -39,6 +39,7 @@ from PySide6.QtWidgets import (
 )
 
 from spemr_engine.config import label_infos
+from spemr_engine.progress import LABELLING, CatalogProgress
 
 from ..kiel import LOGG_EXTENT, TEFF_EXTENT
 from ..catalog_table import column_values, numeric, read_catalog, write_csv
@@ -500,14 +501,13 @@ class BatchView(QWidget):
             self.task.cancel()
             self.progress_label.setText("cancelling (committed work is kept; Start resumes)…")
 
-    def on_progress(self, info: dict) -> None:
-        done, total = self.batch_state.on_progress(info)
-        rows = info.get("rows")
-        if rows:
-            self._add_rows(rows)
+    def on_progress(self, event: CatalogProgress) -> None:
+        done, total = self.batch_state.on_progress(event)
+        if event.rows:
+            self._add_rows(event.rows)
         self.progress.setMaximum(max(total, 1))
         self.progress.setValue(done)
-        self.progress_label.setText(progress_text(info))
+        self.progress_label.setText(progress_text(event))
 
     def _add_rows(self, rows: list[dict]) -> None:
         self.model.append(rows)
@@ -812,24 +812,19 @@ def _run_catalog(**options):
     return run_catalog(**options)
 
 
-def progress_text(info: dict) -> str:
-    """ "files 3/10 · 42 spectra · 12.3 spectra/s · ETA 0:12" from a progress dict."""
-    parts = [
-        f"files {info.get('files_done', 0)}/{info.get('files_total', '?')}",
-        f"{info.get('spectra_done', 0)} spectra",
-    ]
-    rate = info.get("spectra_per_s")
-    if rate:
-        parts.append(f"{rate:.1f} spectra/s")
-    eta = info.get("eta_s")
+def progress_text(event: CatalogProgress) -> str:
+    """ "files 3/10 · 42 spectra · 12.3 spectra/s · ETA 0:12" from a progress event."""
+    parts = [f"files {event.files_done}/{event.files_total}", f"{event.spectra_done} spectra"]
+    if event.spectra_per_s:
+        parts.append(f"{event.spectra_per_s:.1f} spectra/s")
+    eta = event.eta_s
     if eta is not None and math.isfinite(eta):
         minutes, seconds = divmod(int(round(eta)), 60)
         parts.append(f"ETA {minutes}:{seconds:02d}")
-    if info.get("files_resumed"):
-        parts.append(f"{info['files_resumed']} resumed")
-    phase = info.get("phase")
-    if phase and phase != "labelling":
-        parts.append(phase)
+    if event.files_resumed:
+        parts.append(f"{event.files_resumed} resumed")
+    if event.phase != LABELLING:
+        parts.append(event.phase)
     return " · ".join(parts)
 
 

@@ -11,7 +11,7 @@ POLL_MS = 100
 
 
 class JobRunner(QObject):
-    progress = Signal(dict)
+    progress = Signal(object)  # a spemr_engine.progress event
     done = Signal(object)
     cancelled = Signal(str)
     failed = Signal(str)  # an engine error, or the process crashed

@@ -43,6 +43,8 @@ from spemr_engine.config import (
     training_recipe,
 )
 
+from spemr_engine.progress import Count, TrainingEvent
+
 from ..controller import RefsetSummary, TrainingState, summarise_refset
 from ..eta import TrainingEta
 from ..settings import DEVICES
@@ -287,11 +289,10 @@ class SourcePage(QWizardPage):
         self.completeChanged.emit()
         return self.runner
 
-    def _on_progress(self, event: dict) -> None:
-        done, total = _event_counts(event)
-        if total:
-            self.progress_bar.setRange(0, total)
-            self.progress_bar.setValue(min(done, total))
+    def _on_progress(self, event: Count) -> None:
+        if event.total:
+            self.progress_bar.setRange(0, event.total)
+            self.progress_bar.setValue(min(event.done, event.total))
         self.status.setText(_event_text(event))
 
     def _job_ended(self, text: str) -> None:
@@ -329,42 +330,19 @@ class SourcePage(QWizardPage):
         self._job_ended(message)
 
 
-def _event_counts(event: dict) -> tuple[int, int]:
-    """(done, total) of a progress event: stars for a synthetic set, files or spectra
-    for the others; (0, 0) when it carries no count."""
-    for done, total in (("stars_done", "stars_total"), ("done", "total")):
-        if isinstance(event.get(done), (int, float)) and isinstance(event.get(total), (int, float)):
-            return int(event[done]), int(event[total])
-    return 0, 0
-
-
-def _event_text(event: dict) -> str:
+def _event_text(event: Count) -> str:
     """A progress event as a sentence: "120 of 500 stars · 313 spectra kept, 2 rejected ·
     1 min 04 s elapsed" (never raw keys and 16-digit floats)."""
     parts = []
-    done, total = _event_counts(event)
-    if total:
-        unit = (
-            "stars"
-            if "stars_total" in event
-            else {"build": "files", "scan": "files"}.get(event.get("stage"), "spectra")
-        )
-        stage = event.get("stage")
-        parts.append(f"{stage}: " if stage and unit != "stars" else "")
-        parts[-1] += f"{done:,} of {total:,} {unit}"
-    if "spectra_kept" in event or "kept" in event:
-        kept = int(event.get("spectra_kept", event.get("kept", 0)))
-        rejected = event.get("spectra_rejected")
-        parts.append(f"{kept:,} spectra kept" + (f", {int(rejected):,} rejected" if rejected is not None else ""))
-    if isinstance(event.get("elapsed_s"), (int, float)):
-        seconds = int(round(event["elapsed_s"]))
+    if event.total:
+        stage = "" if event.unit == "stars" else f"{event.stage}: "
+        parts.append(f"{stage}{event.done:,} of {event.total:,} {event.unit}")
+    if event.kept is not None:
+        rejected = f", {event.rejected:,} rejected" if event.rejected is not None else ""
+        parts.append(f"{event.kept:,} spectra kept{rejected}")
+    if event.elapsed_s is not None:
+        seconds = int(round(event.elapsed_s))
         parts.append(f"{seconds // 60} min {seconds % 60:02d} s elapsed" if seconds >= 60 else f"{seconds} s elapsed")
-    if not parts:  # an event of another shape: its plain values, numbers rounded
-        parts = [
-            f"{k.replace('_', ' ')} {v:.3g}" if isinstance(v, float) else f"{k.replace('_', ' ')} {v}"
-            for k, v in event.items()
-            if not isinstance(v, (dict, list))
-        ]
     return " · ".join(p for p in parts if p)[:300]
 
 
@@ -621,7 +599,7 @@ class TrainingPage(QWizardPage):
             self.training_state.cancelling()
             self._show_state()
 
-    def on_progress(self, event: dict) -> None:
+    def on_progress(self, event: TrainingEvent) -> None:
         job = self.training_state.on_progress(event)
         self._show_state()
         if job is not None:

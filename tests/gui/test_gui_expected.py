@@ -10,6 +10,8 @@ import pytest
 
 from PySide6.QtCore import Qt
 
+from spemr_engine.progress import TrainingProgress
+
 
 def test_fits_header_tab_lists_every_hdu_with_all_cards(qtbot, window, open_file, mrs_files, monkeypatch):
     from astropy.io import fits
@@ -223,23 +225,19 @@ def test_training_page_shows_an_eta(qtbot, window):
     assert plan.total == {"pretrain": 12, "finetune": 16}
     page.training_state.eta = TrainingEta(2, 2, 4, 3, 1, clock=lambda: now[0])
 
-    def event(stage, epoch, step=None, **extra):
-        base = {
-            "stage": stage,
-            "member": 0,
-            "network": "SP",
-            "region": "S1" if stage == "finetune" else None,
-            "epoch": epoch,
-            "n_epochs": 3 if stage == "pretrain" else 1,
-            "n_steps": 4,
-        }
-        base.update(
-            {"step": step, "train_loss": 1.0}
-            if step is not None
-            else {"train_loss": 1.0, "val_loss": 1.0, "val_mae": {}}
+    def event(stage, epoch, step=None):
+        return TrainingProgress(
+            stage=stage,
+            member=0,
+            network="SP",
+            region="S1" if stage == "finetune" else None,
+            epoch=epoch,
+            n_epochs=3 if stage == "pretrain" else 1,
+            step=4 if step is None else step,
+            n_steps=4,
+            train_loss=1.0,
+            val_loss=1.0 if step is None else None,
         )
-        base.update(extra)
-        return base
 
     page.on_progress(event("pretrain", 1, step=0))
     assert "estimating" in page.eta_label.text()

@@ -12,6 +12,7 @@ from PySide6.QtCore import Qt
 from PySide6.QtGui import QTextDocument
 
 from spemr_engine.config import assets_dir
+from spemr_engine.progress import LABELLING, CatalogProgress, TrainingProgress, from_synthesis
 
 SAMPLES = sorted((assets_dir() / "samples").glob("*.fits*"))
 
@@ -136,14 +137,16 @@ def test_reference_set_progress_is_a_bar_and_a_sentence(qtbot, window):
     wizard = open_wizard(window)
     qtbot.addWidget(wizard)
     page = wizard.source_page
-    page._on_progress(
-        {
-            "stars_done": 120,
-            "stars_total": 500,
-            "spectra_kept": 313,
-            "spectra_rejected": 2,
-            "elapsed_s": 4.068258952000178,
-        }
+    page._on_progress(  # synth's own dict, as the job process converts it
+        from_synthesis(
+            {
+                "stars_done": 120,
+                "stars_total": 500,
+                "spectra_kept": 313,
+                "spectra_rejected": 2,
+                "elapsed_s": 4.068258952000178,
+            }
+        )
     )
     assert (page.progress_bar.value(), page.progress_bar.maximum()) == (120, 500)
     text = page.status.text()
@@ -220,11 +223,11 @@ def _fake_batch(monkeypatch, view, tmp_path, sample, wait_for):
     from spemr_gui.views import batch
 
     def fake_run_catalog(progress=None, cancel=None, pause=None, **options):
-        progress({"files_done": 0, "files_total": 1, "spectra_done": 0})  # running
+        progress(CatalogProgress(LABELLING, files_done=0, files_total=1))  # running
         deadline = time.monotonic() + 20
         while not wait_for(cancel) and time.monotonic() < deadline:
             time.sleep(0.01)
-        progress({"files_done": 1, "files_total": 1, "spectra_done": 1})
+        progress(CatalogProgress(LABELLING, files_done=1, files_total=1, spectra_done=1))
         return SimpleNamespace(lines=lambda: ["1 of 1 files labelled"], output=None, model_trained_on="synthetic")
 
     monkeypatch.setattr(batch, "_run_catalog", fake_run_catalog)
@@ -237,7 +240,7 @@ def test_batch_pause_on_a_run_that_ends_anyway(qtbot, window, monkeypatch, tmp_p
     view = window.batch_view
     _fake_batch(monkeypatch, view, tmp_path, sample, lambda cancel: view.batch_state.pause_event.is_set())
     view.start()
-    qtbot.waitUntil(lambda: bool(view.batch_state.progress), timeout=30000)
+    qtbot.waitUntil(lambda: view.batch_state.progress is not None, timeout=30000)
     with qtbot.waitSignal(view.run_finished, timeout=30000):
         qtbot.mouseClick(view.pause_button, Qt.LeftButton)
     assert view.pause_button.text() == "Pause" and not view.pause_button.isChecked()
@@ -249,7 +252,7 @@ def test_batch_cancel_after_everything_was_done_reports_the_finished_run(qtbot, 
     view = window.batch_view
     _fake_batch(monkeypatch, view, tmp_path, sample, lambda cancel: cancel())
     view.start()
-    qtbot.waitUntil(lambda: bool(view.batch_state.progress), timeout=30000)  # the run is under way
+    qtbot.waitUntil(lambda: view.batch_state.progress is not None, timeout=30000)  # the run is under way
     with qtbot.waitSignal(view.run_finished, timeout=30000):
         view.cancel()
     assert "cancelled" not in view.progress_label.text()
@@ -354,16 +357,19 @@ def test_training_plots_legends_outside_and_y_labels(qtbot, window):
     for job, epochs in (("m0 SP", 4), ("m0 CA", 3)):
         for epoch in range(1, epochs + 1):
             page.on_progress(
-                {
-                    "stage": "pretrain",
-                    "member": 0,
-                    "network": job.split()[1],
-                    "epoch": epoch,
-                    "n_epochs": epochs,
-                    "train_loss": 2.0 / epoch,
-                    "val_loss": 2.2 / epoch,
-                    "val_mae": {name: 0.1 * (k + 1) / epoch for k, name in enumerate(LABELS)},
-                }
+                TrainingProgress(
+                    stage="pretrain",
+                    member=0,
+                    network=job.split()[1],
+                    region=None,
+                    epoch=epoch,
+                    n_epochs=epochs,
+                    step=4,
+                    n_steps=4,
+                    train_loss=2.0 / epoch,
+                    val_loss=2.2 / epoch,
+                    val_mae={name: 0.1 * (k + 1) / epoch for k, name in enumerate(LABELS)},
+                )
             )
     qtbot.wait(50)
     for plot in (page.loss_plot, page.mae_plot):

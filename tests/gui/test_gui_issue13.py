@@ -13,6 +13,8 @@ from PySide6.QtCore import QPoint, Qt
 
 from refset_testdata import make_refset
 
+from spemr_engine.progress import TrainingProgress
+
 
 @pytest.fixture
 def wizard(qtbot, window):
@@ -229,16 +231,19 @@ def test_one_epoch_of_validation_mae_is_visible_and_epochs_are_whole(qtbot, wiza
     page = wizard.training_page
     wizard.show()
     page.on_progress(
-        {
-            "stage": "pretrain",
-            "member": 0,
-            "network": "CA",
-            "epoch": 1,
-            "n_epochs": 6,
-            "train_loss": 5.4,
-            "val_loss": 5.2,
-            "val_mae": {"CH": 0.12, "NH": 0.25},
-        }
+        TrainingProgress(
+            stage="pretrain",
+            member=0,
+            network="CA",
+            region=None,
+            n_epochs=6,
+            epoch=1,
+            step=10,
+            n_steps=10,
+            train_loss=5.4,
+            val_loss=5.2,
+            val_mae={"CH": 0.12, "NH": 0.25},
+        )
     )
     curves = page.mae_plot.listDataItems()
     assert len(curves) == 2 and all(curve.opts["symbol"] == "o" for curve in curves)  # a point, not nothing
