@@ -38,13 +38,13 @@ from .catalog_store import (
     RunFolder,
     TableSchema,
     atomic_write_binary,
-    fingerprint,
     output_format,
     require_pyarrow,
     write_table,
 )
-from .progress import ASSEMBLING, DONE, LABELLING, CatalogCallback, CatalogProgress
 from .errors import Cancelled, SpemrError
+from .progress import ASSEMBLING, DONE, LABELLING, CatalogCallback, CatalogProgress
+from .run_manifest import RunManifest
 
 FITS_NAME = re.compile(r"\.(fits|fit|fts)(\.gz|\.bz2|\.fz)?$", re.IGNORECASE)
 GLOB_CHARS = re.compile(r"[*?\[]")
@@ -252,14 +252,14 @@ def run_catalog(
     )
     control = Control(progress, cancel, pause)
     columns = catalog_rows.columns(bundle)
-    run_print = fingerprint(_content_settings(settings, bundle, columns))
     folder = RunFolder(output)
-    if not overwrite and folder.is_finished(run_print):
+    manifest = RunManifest(folder.run_file, _content_settings(settings, bundle, columns), section="settings")
+    if not overwrite and folder.is_finished(manifest):
         return _already_done(folder, settings, bundle, columns)
-    _check_start(folder, output, resume, overwrite, run_print)
+    _check_start(folder, output, resume, overwrite, manifest)
     folder.open()
     try:
-        return _run(folder, settings, bundle, columns, run_print, control, resume, cluster)
+        return _run(folder, settings, bundle, columns, manifest, control, resume, cluster)
     finally:
         folder.close()
 
@@ -345,7 +345,7 @@ def _model_identity(bundle) -> dict:
     return {"path": str(bundle.path), "manifest": manifest, "weights": weights_id}
 
 
-def _check_start(folder: RunFolder, output: Path, resume: bool, overwrite: bool, run_print: str) -> None:
+def _check_start(folder: RunFolder, output: Path, resume: bool, overwrite: bool, manifest: RunManifest) -> None:
     """Refuse to mix runs: an interrupted run needs --resume, a foreign output --overwrite."""
     if folder.in_use():
         raise SpemrError(
@@ -354,14 +354,15 @@ def _check_start(folder: RunFolder, output: Path, resume: bool, overwrite: bool,
         )
     if overwrite:
         return
-    run = folder.read_run() or {}
+    changed = manifest.changes(folder.read_run())
+    if changed is None:
+        changed = ["no run record"]
     has_chunks = bool(folder.chunk_infos()) if folder.chunks_dir.exists() else False
-    same_run = bool(run) and run.get("fingerprint") == run_print
-    if resume and has_chunks and not same_run:
+    if resume and has_chunks and changed:
         raise SpemrError(
             f"{output.name}: cannot resume: the interrupted run used other "
-            "inputs or settings (same inputs, --exposures, --model, --rv-catalog "
-            "and --batch-size are needed; or start again with --overwrite)"
+            f"inputs or settings ({', '.join(changed)}; same inputs, --exposures, --model, "
+            "--rv-catalog and --batch-size are needed; or start again with --overwrite)"
         )
     if not resume and has_chunks:
         raise SpemrError(
@@ -395,22 +396,22 @@ def _run(
     settings: _Settings,
     bundle,
     columns,
-    run_print,
+    manifest: RunManifest,
     control: Control,
     resume: bool,
     cluster: str | None,
 ) -> CatalogSummary:
     started = time.monotonic()
-    record = {
-        "fingerprint": run_print,
-        "state": "running",
-        "output": str(settings.output),
-        "n_inputs": len(settings.inputs),
-        "model": settings.model_path,
-        "exposures": settings.exposures,
-    }
-    existing = folder.read_run() or {}
-    continuing = resume and bool(existing) and existing.get("fingerprint") == run_print
+    record = manifest.record(
+        state="running",
+        output=str(settings.output),
+        n_inputs=len(settings.inputs),
+        model=settings.model_path,
+        exposures=settings.exposures,
+    )
+    existing = folder.read_run()
+    continuing = resume and manifest.changes(existing) == []
+    existing = existing or {}
     recorded_threads = existing.get("inference_threads") if continuing else None
     if recorded_threads and settings.threads is not None and int(recorded_threads) != settings.threads:
         raise SpemrError(

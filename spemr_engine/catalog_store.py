@@ -14,7 +14,8 @@ uninterrupted one, whatever order the chunks were written in.
 Layout, next to ``CATALOG.ext``::
 
     CATALOG.ext.spemr-run/
-        run.json          settings fingerprint, state ("running" | "finished"), summary
+        run.json          settings and their fingerprint (run_manifest.RunManifest, section
+                          "settings"), state ("running" | "finished"), summary
         lock              held (flock) by the run in progress
         chunks/chunk-*.jsonl
 """
@@ -24,7 +25,6 @@ from __future__ import annotations
 import csv
 import errno
 import fcntl
-import hashlib
 import json
 import math
 import os
@@ -38,6 +38,7 @@ import numpy as np
 
 from .errors import SpemrError
 from .io_utils import atomic_path, atomic_write
+from .run_manifest import RunManifest
 
 CHUNK_FORMAT = "spemr-catalog-chunk"
 RUN_FORMAT = "spemr-catalog-run"
@@ -60,12 +61,6 @@ def output_format(output: str | Path) -> str:
             f"{Path(output).name}: unknown catalog format {suffix or '(none)'!r} (use .fits, .parquet or .csv)"
         )
     return OUTPUT_FORMATS[suffix]
-
-
-def fingerprint(settings: dict) -> str:
-    """Stable hash of everything that changes the catalog's content."""
-    text = json.dumps(settings, sort_keys=True, default=str)
-    return hashlib.sha256(text.encode()).hexdigest()
 
 
 # ----------------------------------------------------------------- atomic files
@@ -225,10 +220,10 @@ class RunFolder:
             lambda: atomic_write(self.run_file, lambda f: json.dump(record, f, indent=1)), "cannot write the run record"
         )
 
-    def is_finished(self, run_fingerprint: str) -> bool:
-        """True when a finished run with the same fingerprint made the output present now."""
+    def is_finished(self, manifest: RunManifest) -> bool:
+        """True when a finished run with the same settings made the output present now."""
         run = self.read_run()
-        if not run or run.get("state") != "finished" or run.get("fingerprint") != run_fingerprint:
+        if not run or run.get("state") != "finished" or manifest.changes(run) != []:
             return False
         try:
             return self.output.stat().st_size == run.get("output_size")

@@ -34,6 +34,7 @@ from .io_utils import atomic_write_text
 from .label_catalog import LabelCatalog, read_label_catalog
 from .lamost import read_mrs_meta
 from .refset import ReferenceSetWriter
+from .run_manifest import RunManifest
 
 DEFAULT_MATCH_RADIUS = "3arcsec"
 EXPOSURE_CHOICES = ("coadd", "all")
@@ -204,16 +205,14 @@ class BuildLog:
 
     @staticmethod
     def _check_params(path: Path, params: dict) -> None:
-        if path.exists():
-            previous = json.loads(path.read_text())
-            if previous != params:
-                changed = sorted(k for k in set(previous) | set(params) if previous.get(k) != params.get(k))
-                raise SpemrError(
-                    f"{path.parent}: unfinished build was started with other settings "
-                    f"({', '.join(changed)}); rerun with those or use a new output folder"
-                )
+        manifest = RunManifest(path, params)
+        record = manifest.read()
+        if record is None:
+            manifest.write()
         else:
-            atomic_write_text(path, json.dumps(params, indent=1))
+            manifest.require_same(
+                f"{path.parent}: unfinished build", "rerun with those or use a new output folder", record
+            )
 
     def _reconcile(self, committed: int) -> None:
         """Drop the last entry if its spectra never reached the reference set."""

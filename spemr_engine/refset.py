@@ -26,6 +26,7 @@ from .config import LABELS, InputGrid, default_grid, preprocess_config, publishe
 from .errors import Cancelled, InputFileError
 from .progress import IMPORT, Count, CountProgress
 from .io_utils import atomic_write
+from .run_manifest import RunManifest
 from .safe_pickle import safe_load
 
 FORMAT = "spemr-refset"
@@ -137,6 +138,8 @@ class ReferenceSetWriter:
         self.n_spectra = 0
         self._sizes = {FLUX_FILE: 0, PARTIAL_LABELS_FILE: 0, ROWS_FILE: 0}
         self._closed = False
+        # what a resumed writer must share with the one that started the set
+        self._manifest = RunManifest(self.path / PROGRESS_FILE, {"labels": self.labels, "grid": self.grid.to_dict()})
         if (self.path / PROGRESS_FILE).exists():
             self._resume()
         elif (self.path / MANIFEST_FILE).exists():
@@ -147,33 +150,24 @@ class ReferenceSetWriter:
             self.path.mkdir(parents=True, exist_ok=True)
             self._commit()
 
-    # -- progress file: the single source of truth for what is committed
-    def _progress(self) -> dict:
-        return {
-            "format": FORMAT,
-            "version": VERSION,
-            "n_spectra": self.n_spectra,
-            "labels": self.labels,
-            "grid": self.grid.to_dict(),
-            "synthetic": self.synthetic,
-            "source": self.source,
-            "columns": self.columns,
-            "sizes": self._sizes,
-        }
-
+    # -- progress file (run_manifest.RunManifest): the single source of truth for what is
+    # committed, with the settings (labels, grid) a resumed writer must share
     def _commit(self) -> None:
-        _write_json_atomic(self.path / PROGRESS_FILE, self._progress())
+        self._manifest.write(
+            format=FORMAT,
+            version=VERSION,
+            n_spectra=self.n_spectra,
+            synthetic=self.synthetic,
+            source=self.source,
+            columns=self.columns,
+            sizes=self._sizes,
+        )
 
     def _resume(self) -> None:
-        progress_path = self.path / PROGRESS_FILE
-        try:
-            progress = json.loads(progress_path.read_text())
-        except (OSError, ValueError) as error:
-            raise InputFileError(progress_path, f"unreadable progress file ({error})") from None
-        if progress.get("labels") != self.labels:
-            raise InputFileError(self.path, "unfinished reference set has other labels than requested")
-        if InputGrid.from_dict(progress["grid"]) != self.grid:
-            raise InputFileError(self.path, "unfinished reference set has another wavelength grid")
+        progress = self._manifest.read() or {}
+        self._manifest.require_same(
+            f"{self.path}: unfinished reference set", "write it with those or into a new folder", progress
+        )
         self.n_spectra = int(progress["n_spectra"])
         self.columns = progress.get("columns")
         self.synthetic = bool(progress.get("synthetic", self.synthetic))

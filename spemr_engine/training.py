@@ -16,7 +16,6 @@ dicts (torch.save, read back with weights_only=True).
 from __future__ import annotations
 
 import hashlib
-import json
 import queue
 import shutil
 import sys
@@ -39,13 +38,14 @@ from .config import (
     preprocess_config,
     training_recipe,
 )
-from .progress import Evaluating, Saved, TrainingCallback, TrainingProgress
 from .errors import Cancelled, SpemrError
+from .progress import Evaluating, Saved, TrainingCallback, TrainingProgress
 from .evaluate import evaluate
 from .inference import resolve_device
-from .io_utils import atomic_path, atomic_write_text, plain
+from .io_utils import atomic_path, plain
 from .refset import ReferenceSet
 from .rrnet import RRNet, gaussian_nll
+from .run_manifest import RunManifest
 
 CHECKPOINT_DIR = ".checkpoints"
 RUN_FILE = "run.json"
@@ -584,18 +584,17 @@ def _prepare_checkpoints(
         "regions": [r.to_dict() for r in regions],
         "settings": settings.to_dict(),
     }
-    run = json.loads(json.dumps(run))
+    manifest = RunManifest(folder / RUN_FILE, run)
     if folder.exists() and not resume:
         shutil.rmtree(folder)
     if folder.exists():
-        previous = json.loads((folder / RUN_FILE).read_text()) if (folder / RUN_FILE).exists() else None
-        if previous != run:
-            raise SpemrError(
-                f"{folder}: checkpoints belong to a run with other settings; "
-                "train without resume (--no-resume) to start over"
-            )
+        remedy = "train without resume (--no-resume) to start over"
+        record = manifest.read()
+        if record is None:
+            raise SpemrError(f"{folder}: checkpoints without a run record ({RUN_FILE}); {remedy}")
+        manifest.require_same(f"{folder}: the run whose checkpoints these are", remedy, record)
     folder.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(folder / RUN_FILE, json.dumps(run, indent=1))
+    manifest.write()
     return _Checkpoints(folder)
 
 

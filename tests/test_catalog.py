@@ -199,6 +199,26 @@ def test_cancel_keeps_committed_units_and_resume_matches(tmp_path, model, synthe
     assert (tmp_path / "cat.csv").read_text() == (tmp_path / "ref.csv").read_text()
 
 
+def test_a_run_interrupted_by_an_earlier_version_resumes_and_a_changed_one_says_what_changed(
+    tmp_path, model, synthetic
+):
+    """Earlier versions kept only the settings' fingerprint in run.json: such a run still
+    resumes (the fingerprint is the same), and a resume with other settings names them."""
+    files = synthetic[:4]
+    kwargs = dict(model=model, workers=0, exposures="all", batch_size=2, chunk_size=1)
+    seen = []
+    with pytest.raises(Cancelled):
+        run_catalog(files, tmp_path / "cat.csv", progress=seen.append, cancel=lambda: len(seen) >= 1, **kwargs)
+    run_file = tmp_path / "cat.csv.spemr-run" / "run.json"
+    record = json.loads(run_file.read_text())
+    with pytest.raises(SpemrError, match=r"cannot resume: .*other inputs or settings \(batch_size;"):
+        run_catalog(files, tmp_path / "cat.csv", resume=True, **{**kwargs, "batch_size": 3})
+    del record["settings"]  # as an earlier version wrote it
+    run_file.write_text(json.dumps(record))
+    summary = run_catalog(files, tmp_path / "cat.csv", resume=True, **kwargs)
+    assert summary.n_files_resumed == 2 and summary.n_files_done_now == 2
+
+
 def test_pause_holds_the_run_until_released(tmp_path, model, synthetic):
     pause = threading.Event()
     pause.set()

@@ -12,7 +12,7 @@ import pytest
 
 from spemr_engine import cli
 from spemr_engine.config import LABELS, default_grid, preprocess_config, published_to_label
-from spemr_engine.errors import InputFileError
+from spemr_engine.errors import InputFileError, SpemrError
 from spemr_engine.refset import (
     FLUX_FILE,
     PROGRESS_FILE,
@@ -65,6 +65,14 @@ def test_streaming_statistics_match_whole_array_for_small_chunks():
     stats = compute_statistics(flux, flux, chunk_rows=8, clip=(-np.inf, np.inf))
     np.testing.assert_allclose(stats["flux_mean"], np.nanmean(flux.astype(np.float64), axis=0), rtol=1e-12)
     np.testing.assert_allclose(stats["flux_std"], np.nanstd(flux.astype(np.float64), axis=0), rtol=1e-9)
+
+
+def test_writer_refuses_to_resume_a_set_of_other_labels_and_says_so(tmp_path):
+    rng = np.random.default_rng(3)
+    flux, labels, rows = _batch(rng, 4)
+    ReferenceSetWriter(tmp_path / "rs").append(flux, labels, rows)
+    with pytest.raises(SpemrError, match=r"rs: unfinished reference set was started with other settings \(labels\)"):
+        ReferenceSetWriter(tmp_path / "rs", labels=LABELS[:3])
 
 
 def test_writer_resumes_after_a_crash_mid_append(tmp_path):

@@ -11,8 +11,8 @@ from refset_testdata import make_refset
 from spemr_engine import cli
 from spemr_engine.bundle import load_bundle
 from spemr_engine.config import LABELS, architecture, default_regions
+from spemr_engine.errors import Cancelled, SpemrError
 from spemr_engine.progress import Evaluating, Saved, TrainingProgress
-from spemr_engine.errors import Cancelled
 from spemr_engine.refset import split_by_star
 from spemr_engine.rrnet import RRNet, gaussian_nll
 from spemr_engine.training import (
@@ -59,6 +59,14 @@ def test_short_training_lowers_validation_loss_and_saves_a_bundle(refset, tmp_pa
     assert bundle.provenance["n_test"] > 0 and bundle.provenance["split"]["by"] == "star"
     assert bundle.metrics["overall"]["spemr"]["Teff"]["n"] == bundle.provenance["n_test"]
     assert not (path / CHECKPOINT_DIR).exists()
+
+
+def test_resuming_checkpoints_of_other_settings_names_them(refset, tmp_path):
+    run = dict(finetune_epochs=1, regions=default_regions()[:1], **FAST)
+    with pytest.raises(Cancelled):
+        train_model(refset, tmp_path / "model", epochs=2, seed=3, cancel=lambda: True, **run)
+    with pytest.raises(SpemrError, match=r"other settings \(settings\.epochs, settings\.seed\); train without resume"):
+        train_model(refset, tmp_path / "model", epochs=3, seed=4, **run)
 
 
 def test_cancel_then_resume_finishes_with_the_same_weights_as_one_run(refset, tmp_path):
