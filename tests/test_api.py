@@ -122,6 +122,30 @@ def test_catalog_workers_prepare_what_analyse_file_labels(star_file, model, anal
         assert {key: row[key] for key in before_labels} == {key: full[key] for key in before_labels}
 
 
+def test_a_model_whose_regions_keep_their_own_statistics_labels_the_pipelines_flux(star_file, tmp_path):
+    """Bundle format 2 (a region with its own flux statistics): the pipeline hands the
+    predictor continuum-normalised flux, never standardised, so each input group
+    standardises it with its own statistics, whichever way the file came (path, held,
+    prepared); the RV template is the base's mean star, as for a version 1 bundle."""
+    from spemr_engine.bundle import Statistics
+
+    base = load_bundle(create_random_bundle(tmp_path / "base", "tiny", seed=4)).statistics
+    own = Statistics(np.full(7200, 0.95), np.full(7200, 0.2), base.label_mean, 1.5 * base.label_std)
+    model = load_bundle(create_random_bundle(tmp_path / "m", "tiny", seed=4, region_statistics={"S3": own}))
+    assert SpemrPredictor(model, device="cpu").groups[-1].submodels == (model.submodels.index("S3"),)
+    analysis = api.analyse_file(star_file, model=model, exposure="all", device="cpu")
+    assert api.analyse_file(read_mrs(star_file), model=model, exposure="all", device="cpu").rows() == analysis.rows()
+    prepared = api.preprocess_file(star_file, model=model, exposure="all")
+    assert api.analyse_file(prepared, device="cpu").rows() == analysis.rows()
+    direct = SpemrPredictor(model, device="cpu").predict(analysis.spectra.flux[:2])
+    np.testing.assert_allclose(analysis.prediction.mean[:2], direct.mean, rtol=1e-6)
+    template = Preparation.for_model(model).rv_template
+    if model.statistics.source == "placeholder":
+        assert template is None  # the shipped line template
+    else:
+        np.testing.assert_array_equal(template[1], model.flux_mean)
+
+
 def test_a_selection_without_a_complete_pair_is_one_line_and_a_no_spectra_row(tmp_path):
     lonely = MRSFile(path=tmp_path / "med-1.fits", meta={}, pairs=[], warnings=["B-101 has no red arm"])
     with pytest.raises(NoSpectra, match=r"^med-1\.fits: B-101 has no red arm$"):
