@@ -80,6 +80,21 @@ def test_shipped_samples_fit_at_their_true_labels_and_at_the_prediction(model):
         assert row["sigma_inflation"] == 1.0 and 0 < row["member_spread"] < 1
 
 
+def test_nonsense_labels_get_a_model_spectrum_that_fits_badly(model):
+    """A broken or hostile model's labels (Teff -500 K or 1e6 K, [Mg/H] +50) are clipped
+    into what the world renders: fit_chi2 is large instead of the line model crashing."""
+    truth = labels_of(samples()["giant"])
+    spectra = api.analyse_file(SAMPLES / samples()["giant"]["filename"], model).spectra
+    nonsense = np.repeat(truth, 3, axis=0)
+    nonsense[0, 0], nonsense[1, 0], nonsense[2, config.LABELS.index("MgH")] = -500.0, 1e6, 50.0
+    flux = model_spectra(nonsense)
+    assert np.isfinite(flux).all()
+    chi2 = fit_chi2(np.repeat(spectra.flux[:1], 3, axis=0), np.repeat(spectra.ivar[:1], 3, axis=0), flux)
+    at_truth = fit_chi2(spectra.flux[:1], spectra.ivar[:1], model_spectra(truth))[0]
+    assert (chi2[:2] > 10).all() and chi2[2] > at_truth + 0.2, (chi2, at_truth)
+    assert np.array_equal(model_spectra(truth), model_spectra(truth.copy()))  # in-domain: unclipped
+
+
 def test_model_spectra_is_normalised_like_templates_and_handles_missing_labels():
     labels = labels_of(samples()["giant"])
     flux = model_spectra(np.vstack([labels, np.full((1, 16), np.nan)]))

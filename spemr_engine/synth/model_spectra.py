@@ -30,7 +30,9 @@ WORLD = GENERATOR_VERSION  # synth.generate version whose physics makes the mode
 def model_spectra(labels: np.ndarray) -> np.ndarray:
     """(n, 16) labels in config.LABELS order -> (n, 7200) float64 normalised model flux.
     Rows with a non-finite Teff, log g or [Fe/H] come back NaN; other NaN abundances are
-    taken as solar-scaled ([X/H] = [Fe/H])."""
+    taken as solar-scaled ([X/H] = [Fe/H]). Labels outside what the world renders are
+    clipped into it first (presets/synthetic_world.json ``model_spectra_domain``): a
+    nonsense prediction then fits badly and is flagged rather than breaking the line model."""
     from ..preprocess import normalise_grid
     from . import spectrum as sp
     from .generate import render
@@ -45,9 +47,21 @@ def model_spectra(labels: np.ndarray) -> np.ndarray:
     filled = labels[ok].copy()
     missing = ~np.isfinite(filled)
     filled[missing] = np.broadcast_to(filled[:, 2:3], filled.shape)[missing]
+    filled = clip_to_domain(filled)
     for start in range(0, len(ok), BATCH):
         part = filled[start : start + BATCH]
         fine = render(part, sp.typical_broadening(part), version=WORLD)
         normalised, _bad = normalise_grid(sp.sample_fine(fine, wave))
         out[ok[start : start + BATCH]] = normalised
     return out
+
+
+def clip_to_domain(labels: np.ndarray) -> np.ndarray:
+    """(n, 16) labels in config.LABELS order clipped into ``model_spectra_domain``."""
+    from .rt_world import world_settings
+
+    domain = world_settings()["model_spectra_domain"]
+    low = np.full(labels.shape[1], domain["abundance"][0])
+    high = np.full(labels.shape[1], domain["abundance"][1])
+    low[:2], high[:2] = (domain["Teff"][0], domain["Logg"][0]), (domain["Teff"][1], domain["Logg"][1])
+    return np.clip(labels, low, high)
