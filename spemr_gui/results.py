@@ -114,14 +114,25 @@ class FitSummary:
         return f"{self.headline}: {self.text}"
 
 
+def poor_fit_inflation(fit, row: int = 0) -> float:
+    """The factor a poor_fit row's shown sigmas carry (1 for other rows)."""
+    if fit is None or not bool(fit.poor_fit[row]):
+        return 1.0
+    factor = float(fit.sigma_inflation[row])
+    return factor if math.isfinite(factor) and factor > 0 else 1.0
+
+
 def sigma_note(model) -> str:
     """How the shown sigmas were made: calibrated per label (spemr calibrate-sigma) or as
     the ensemble gives them."""
     calibration = getattr(model, "sigma_calibration", None)
     if calibration is None:
         return "σ as the ensemble gives it (not calibrated on held-out spectra)"
+    displays = {info.name: info.display for info in label_infos()}
     shown = ", ".join(
-        f"{name} ×{calibration.scale[name]:.2f}" for name in ("Teff", "Logg", "FeH") if name in calibration.scale
+        f"{displays.get(name, name)} ×{calibration.scale[name]:.2f}"
+        for name in ("Teff", "Logg", "FeH")
+        if name in calibration.scale
     )
     return (
         f"σ calibrated so {100 * calibration.coverage:.0f} % of held-out errors fall within 1σ "
@@ -168,9 +179,11 @@ def fit_summary(fit, model, row: int = 0) -> FitSummary | None:
     )
 
 
-def region_mismatch_text(prediction, mismatched, regions, row: int = 0) -> str:
+def region_mismatch_text(prediction, mismatched, regions, row: int = 0, inflation: float = 1.0) -> str:
     """'REGION MISMATCH: ...' naming each mismatched winning sub-model, how far the fused
-    labels lie outside its region and which labels it won; '' when there is none."""
+    labels lie outside its region and which labels it won; '' when there is none. The
+    distance is in the sigmas the flag was judged with: those shown divided by a poor_fit
+    row's ``inflation``."""
     if not mismatched:
         return ""
     infos = {info.name: info.display for info in label_infos()}
@@ -185,7 +198,7 @@ def region_mismatch_text(prediction, mismatched, regions, row: int = 0) -> str:
         distance = (
             float(
                 region.outside_sigma(
-                    prediction.mean[row : row + 1], prediction.sigma[row : row + 1], prediction.labels
+                    prediction.mean[row : row + 1], prediction.sigma[row : row + 1] / inflation, prediction.labels
                 )[0]
             )
             if region is not None

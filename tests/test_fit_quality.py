@@ -208,6 +208,18 @@ def test_region_mismatch_on_constructed_predictions():
     assert distance[0] == pytest.approx(7.5)
 
 
+def test_the_mismatch_text_gives_the_distance_the_flag_was_judged_with():
+    """A poor_fit row's shown sigmas are inflated; the text divides the inflation back out,
+    so it never says "1.5 sigma outside" for a row flagged at more than 2 sigma."""
+    from spemr_gui.results import region_mismatch_text
+
+    regions = config.default_regions()
+    star, errors = {"Teff": 5500.0, "Logg": 2.9, "FeH": -1.75}, {"Teff": 100.0, "Logg": 0.2, "FeH": 0.1}
+    shown = _prediction(star, {name: 3.0 * value for name, value in errors.items()}, "S1")  # inflated x3
+    assert "7.5σ outside" in region_mismatch_text(shown, ["S1"], regions, inflation=3.0)
+    assert "2.5σ outside" in region_mismatch_text(shown, ["S1"], regions)
+
+
 def test_region_mismatch_flag_in_rows_for_the_metal_poor_sample(model):
     analysis = api.analyse_file(SAMPLES / samples()["metal-poor"]["filename"], model)
     prediction, row = analysis.prediction, analysis.rows()[0]

@@ -16,7 +16,7 @@ from PySide6.QtWidgets import QGraphicsRectItem, QHBoxLayout, QLabel, QListWidge
 from spemr_engine.config import label_infos
 
 from ..kiel import LOGG_EXTENT, TEFF_EXTENT, off_plane_conditions, region_boxes, regions_containing
-from ..results import format_value, region_mismatch_text, submodel_points
+from ..results import format_value, poor_fit_inflation, region_mismatch_text, submodel_points
 from .widgets import RedrawWhenShown
 
 REGION_COLOURS = [(31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40), (148, 103, 189), (140, 86, 75)]
@@ -126,7 +126,12 @@ class ComparisonView(QWidget):
         usable = result is not None and result.usable and fit is not None
         self.mismatched = list(fit.region_mismatch[0]) if usable else []
         text = (
-            region_mismatch_text(result.prediction, self.mismatched, getattr(self.state.model, "regions", ()))
+            region_mismatch_text(
+                result.prediction,
+                self.mismatched,
+                getattr(self.state.model, "regions", ()),
+                inflation=poor_fit_inflation(fit),
+            )
             if self.mismatched
             else ""
         )

@@ -183,7 +183,10 @@ class ResultsPanel(QWidget):
         mismatch = ""
         if self.fit is not None:
             mismatch = R.region_mismatch_text(
-                result.prediction, self.fit.mismatch, getattr(self.state.model, "regions", ())
+                result.prediction,
+                self.fit.mismatch,
+                getattr(self.state.model, "regions", ()),
+                inflation=R.poor_fit_inflation(result.fit),
             )
         self.mismatch_label.setText(f"⚠ {mismatch}" if mismatch else "")
         self.mismatch_label.setVisible(bool(mismatch))
