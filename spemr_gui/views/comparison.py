@@ -38,10 +38,12 @@ class ComparisonView(QWidget):
         self.label_list.currentRowChanged.connect(lambda _row: self.refresh())
         self.graphics = pg.GraphicsLayoutWidget()
         self.graphics.setBackground("w")
-        self.label_plot = self.graphics.addPlot(row=0, col=0)
+        # The label's plot on top, full width; the Kiel diagram and its legend below: side by
+        # side the three did not fit the tab beside the docks and the Kiel column was cut.
+        self.label_plot = self.graphics.addPlot(row=0, col=0, colspan=2)
         self.label_plot.showGrid(x=False, y=True, alpha=0.25)
         self.label_plot.getAxis("left").enableAutoSIPrefix(False)
-        self.kiel_plot = self.graphics.addPlot(row=0, col=1)
+        self.kiel_plot = self.graphics.addPlot(row=1, col=0)
         self._setup_kiel()
         self.summary = QLabel("")
         self.summary.setWordWrap(True)
@@ -77,10 +79,12 @@ class ComparisonView(QWidget):
         plot.invertY(True)
         plot.setXRange(*TEFF_EXTENT, padding=0)
         plot.setYRange(*LOGG_EXTENT, padding=0)
-        # The regions' legend below the plot, in its own cell: inside, it covered the
+        # The regions' legend beside the plot, in its own cell: inside, it covered the
         # region boxes and its longest entry ran past the plot's edge.
         self.kiel_legend = pg.LegendItem(colCount=1, labelTextSize="8pt", labelTextColor="k")
         self.graphics.addItem(self.kiel_legend, row=1, col=1)
+        self.graphics.ci.layout.setColumnStretchFactor(0, 3)
+        self.graphics.ci.layout.setColumnStretchFactor(1, 1)
 
     # ------------------------------------------------------------------ data
     def labels(self) -> list[str]:
@@ -231,7 +235,8 @@ class ComparisonView(QWidget):
             swatch = pg.PlotDataItem([], [], pen=pg.mkPen(*colour, width=4))
             plot.addItem(swatch)
             self.kiel_items.append(swatch)
-            self.kiel_legend.addItem(swatch, html.escape(region_legend(region)))
+            # one line per condition: the legend's column stays narrow beside the plot
+            self.kiel_legend.addItem(swatch, html.escape(region_legend(region)).replace(" (", "<br>("))
         if result is None or not result.usable:
             return
         prediction = result.prediction
