@@ -21,7 +21,7 @@ from typing import Sequence
 import numpy as np
 
 from .config import LABELS, default_grid
-from .errors import InputFileError
+from .errors import InputFileError, require_regular_file
 
 TEMPLATES_FILE = "templates.npz"
 FORMAT = "spemr-templates"
@@ -159,6 +159,8 @@ class TemplateLibrary:
         path = _npz_path(Path(path))
         if not path.exists():
             raise InputFileError(path, "no template library (templates.npz) here")
+        # A FIFO named templates.npz blocked the viewer forever; a device never ends.
+        require_regular_file(path, "template library")
         try:
             with np.load(path, allow_pickle=False) as data:
                 if str(data.get("format", "")) != FORMAT:

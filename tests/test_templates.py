@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import threading
+
 import numpy as np
 import pytest
 
@@ -86,6 +89,29 @@ def test_load_refuses_missing_and_foreign_files(tmp_path):
         TemplateLibrary.load(tmp_path / "other.npz")
     with pytest.raises(ValueError):
         TemplateLibrary(np.zeros((2, 16)))
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="needs FIFOs")
+def test_load_refuses_a_fifo_or_folder_instead_of_blocking(tmp_path):
+    """A FIFO named templates.npz blocked the viewer forever (issue 11, hostile bundles)."""
+    os.mkfifo(tmp_path / "templates.npz")
+    outcome: list = []
+
+    def load():
+        try:
+            TemplateLibrary.load(tmp_path)
+        except InputFileError as error:
+            outcome.append(str(error))
+
+    worker = threading.Thread(target=load, daemon=True)  # a blocked open cannot be interrupted
+    worker.start()
+    worker.join(20)
+    assert not worker.is_alive(), "TemplateLibrary.load blocked on a FIFO"
+    assert outcome and "not a regular file" in outcome[0]
+    (tmp_path / "dir").mkdir()
+    (tmp_path / "dir" / "templates.npz").mkdir()
+    with pytest.raises(InputFileError, match="is a folder"):
+        TemplateLibrary.load(tmp_path / "dir")
 
 
 def test_library_from_synthetic_refset_uses_seeds_and_matches_its_spectra(tmp_path):
