@@ -416,7 +416,7 @@ def csv_cell(value, kind: str | None = None, column: str | None = None) -> str:
         return CSV_TRUE if value else CSV_FALSE
     if isinstance(value, (float, np.floating)):
         return csv_float(value, column)
-    return str(value)
+    return _valid_unicode(str(value))  # a non-UTF-8 file name stopped `spemr predict` (issue 11)
 
 
 def _write_csv(path: Path, schema: TableSchema, rows, metadata, batch_rows) -> None:

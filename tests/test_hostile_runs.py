@@ -165,6 +165,29 @@ def test_predict_keeps_finished_rows_when_a_later_file_crashes(star_file, model,
     assert not (tmp_path / "out.csv.partial").exists()
 
 
+def test_predict_output_naming_an_input_file_is_refused_before_it_is_emptied(star_file, tmp_path, capsys):
+    source = tmp_path / "med-in.fits"
+    source.write_bytes(star_file.read_bytes())
+    link = tmp_path / "link.fits"
+    link.symlink_to(source)
+    for target in (source, link):
+        assert cli.main(["predict", str(source), "-o", str(target)]) == 2
+        lines = capsys.readouterr().err.splitlines()
+        assert len(lines) == 1 and "is one of the input files" in lines[0]
+    assert source.read_bytes() == star_file.read_bytes()
+
+
+def test_predict_writes_rows_of_a_non_utf8_file_name(star_file, model, tmp_path):
+    name = os.path.join(os.fsencode(tmp_path), b"med-odd\xff.fits")
+    with open(name, "wb") as handle:
+        handle.write(star_file.read_bytes())
+    out = tmp_path / "out.csv"
+    files = [os.fsdecode(name), str(star_file)]
+    assert cli.main(["predict", *files, "--model", str(model.path), "--device", "cpu", "-o", str(out)]) == 0
+    rows = list(csv.DictReader(out.open(encoding="utf-8")))
+    assert [row["source"].endswith("med-odd\\xff.fits") for row in rows] == [True, False]
+
+
 # --------------------------------------------------------------- small ones
 def test_info_is_strict_json_for_infinite_header_values(tmp_path, capsys):
     raw = write_mrs(tmp_path / "ok.fits").read_bytes()

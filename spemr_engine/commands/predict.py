@@ -9,7 +9,9 @@ For survey-scale runs (resumable, parallel) use ``spemr catalog``.
 from __future__ import annotations
 
 import csv
+import os
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 
 from .. import api, catalog_rows
@@ -69,7 +71,7 @@ def run(args) -> int:
     resolve_device(args.device)  # options that cannot work stop the run before any file
     require_finite_rv(args.rv)
     output = _Output(args.output)
-    output.check()  # a folder or an unwritable place fails before any work
+    output.check(args.files)  # a folder, an input file or an unwritable place fails before any work
     rv_catalog = load_rv_catalog(args.rv_catalog) if args.rv_catalog else None
     model = api.load_model(args.model)
     caveat = catalog_rows.model_caveat(model)
@@ -123,6 +125,13 @@ def _csv_values(row: dict) -> dict:
     return {key: csv_cell(value, column=key) for key, value in row.items()}
 
 
+def _same_file(output: Path, name: str) -> bool:
+    try:
+        return output.exists() and os.path.samefile(output, name)
+    except (OSError, ValueError):
+        return False
+
+
 class _Output:
     """stdout for '-', else the CSV file itself, written row by row: whatever stops the
     run (an error, Ctrl-C, kill -9), the rows of the files already done are in it."""
@@ -131,12 +140,18 @@ class _Output:
         self.target = target
         self.path = None if target == "-" else Path(target)
 
-    def check(self) -> None:
-        """Refuse a folder, or a place that cannot be written, before any work."""
+    def check(self, inputs: Sequence[str] = ()) -> None:
+        """Refuse a folder, one of the input files (opening it for writing would empty
+        it before it is read), or a place that cannot be written, before any work."""
         if self.path is None:
             return
         if self.path.is_dir():
             raise SpemrError(f"{display_name(self.path)}: is a folder; -o needs a CSV file name")
+        for name in inputs:
+            if _same_file(self.path, name):
+                raise SpemrError(
+                    f"{display_name(self.path)}: is one of the input files; -o needs another CSV file name"
+                )
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             existed = self.path.exists()
