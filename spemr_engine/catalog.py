@@ -73,15 +73,24 @@ def discover_inputs(inputs: Sequence[str | os.PathLike]) -> list[str]:
     return sorted(found)
 
 
+def _input_path(path: Path) -> str:
+    """A FITS-named entry as an input. A FIFO, a device (a link to /dev/zero) or a broken
+    link is kept, not resolved, so that its row names it and says why it cannot be read:
+    skipping it silently hid it, and an explicit one was reported as missing."""
+    return str(path.resolve()) if path.is_file() else os.path.abspath(path)
+
+
 def _expand(item: str) -> list[str]:
     path = Path(item).expanduser()
     if path.is_dir():
-        files = [str(p.resolve()) for p in path.rglob("*") if p.is_file() and FITS_NAME.search(p.name)]
+        files = [_input_path(p) for p in path.rglob("*") if FITS_NAME.search(p.name) and not p.is_dir()]
         if not files:
             raise SpemrError(f"{item}: folder holds no FITS files (*.fits, *.fits.gz)")
         return files
     if path.is_file():
         return [str(path.resolve())] if FITS_NAME.search(path.name) else _read_list(path)
+    if os.path.lexists(path) and FITS_NAME.search(path.name):
+        return [_input_path(path)]  # a FIFO, device or broken link: its row says why it is not read
     if GLOB_CHARS.search(item):
         matches = [str(Path(m).resolve()) for m in glob.glob(str(path), recursive=True) if Path(m).is_file()]
         if not matches:

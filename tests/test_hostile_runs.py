@@ -22,7 +22,7 @@ from hostile_files import set_card
 from mrs_testfiles import arm_hdu, primary_hdu, write_mrs, write_star_file
 from spemr_engine import api, cli
 from spemr_engine.bundle import load_bundle
-from spemr_engine.catalog import run_catalog
+from spemr_engine.catalog import discover_inputs, run_catalog
 from spemr_engine.catalog_store import RunFolder
 from spemr_engine.errors import Cancelled, InputFileError, SpemrError
 from spemr_engine.lamost import read_mrs
@@ -235,6 +235,27 @@ def test_catalog_survives_a_non_utf8_file_name(tmp_path, model, synthetic):
     for suffix in ("csv", "fits"):
         summary = run_catalog([folder], tmp_path / f"cat.{suffix}", model=model, workers=0, batch_size=2)
         assert summary.n_rows == 1
+
+
+def test_catalog_gives_fifos_devices_and_broken_links_a_row(tmp_path, model, synthetic):
+    """A FITS-named FIFO, link to /dev/zero or broken link was skipped silently in a folder,
+    and named on the command line it was called missing: each now gets a row saying why."""
+    folder = tmp_path / "in"
+    folder.mkdir()
+    (folder / "med-ok.fits").write_bytes(synthetic[0].read_bytes())
+    os.mkfifo(folder / "fifo.fits")
+    (folder / "zero.fits").symlink_to("/dev/zero")
+    (folder / "broken.fits").symlink_to(tmp_path / "nowhere.fits")
+    found = discover_inputs([folder])
+    assert sorted(os.path.basename(p) for p in found) == ["broken.fits", "fifo.fits", "med-ok.fits", "zero.fits"]
+    assert discover_inputs([folder / "fifo.fits"]) == [str(folder / "fifo.fits")]
+    out = tmp_path / "cat.csv"
+    summary = run_catalog([folder], out, model=model, workers=0, batch_size=2)
+    assert summary.n_rows == 4
+    errors = {row["filename"]: row["error"] for row in csv.DictReader(out.open()) if row["flags"] == "file_error"}
+    assert "not a regular file (a FIFO)" in errors["fifo.fits"]
+    assert "not a regular file (a character device)" in errors["zero.fits"]
+    assert "file not found" in errors["broken.fits"]
 
 
 def test_resume_with_other_threads_is_refused(tmp_path, model, synthetic):
