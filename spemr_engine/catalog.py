@@ -42,7 +42,7 @@ from .catalog_store import (
     require_pyarrow,
     write_table,
 )
-from .errors import Cancelled, SpemrError
+from .errors import Cancelled, SpemrError, display_name
 from .progress import ASSEMBLING, DONE, LABELLING, CatalogCallback, CatalogProgress
 from .run_manifest import RunManifest
 
@@ -243,6 +243,8 @@ def run_catalog(
         require_pyarrow(output)
     bundle = resolve_model(model)
     found = discover_inputs(inputs)
+    if str(output) in found:  # --overwrite replaced the spectrum with the catalog
+        raise SpemrError(f"{display_name(output)}: is one of the input files; choose another output name")
     if workers is None:
         workers = 0 if len(found) < SMALL_RUN_FILES else default_workers(device)
     settings = _Settings(

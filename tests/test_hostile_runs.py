@@ -258,6 +258,16 @@ def test_catalog_gives_fifos_devices_and_broken_links_a_row(tmp_path, model, syn
     assert "file not found" in errors["broken.fits"]
 
 
+def test_catalog_output_naming_an_input_file_is_refused(tmp_path, model, synthetic):
+    folder = tmp_path / "in"
+    folder.mkdir()
+    spectrum = folder / "med-a.fits"
+    spectrum.write_bytes(synthetic[0].read_bytes())
+    with pytest.raises(SpemrError, match="med-a.fits: is one of the input files"):
+        run_catalog([folder], spectrum, model=model, workers=0, overwrite=True)
+    assert spectrum.read_bytes() == synthetic[0].read_bytes()
+
+
 def test_resume_with_other_threads_is_refused(tmp_path, model, synthetic):
     kwargs = dict(model=model, workers=0, batch_size=1, chunk_size=1)
     seen = []
