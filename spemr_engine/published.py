@@ -50,7 +50,7 @@ import numpy as np
 import torch
 
 from . import config
-from .bundle import Statistics, expected_shapes, save_bundle
+from .bundle import MAX_WEIGHT, Statistics, expected_shapes, save_bundle
 from .config import Region, RRNetConfig
 from .errors import InputFileError
 from .safe_pickle import safe_load
@@ -268,7 +268,24 @@ def _checked(state: dict, architecture: RRNetConfig, labels: tuple[str, ...], pa
                 f"tensor {key} has shape {list(state[key].shape)}, expected {list(shape)} "
                 f"({len(labels)} labels: {', '.join(labels)})",
             )
+        _require_usable_values(key, state[key], path)
     return {key: state[key] for key in expected}
+
+
+def _require_usable_values(key: str, tensor: torch.Tensor, path: Path) -> None:
+    """Floating-point, finite, trained-network-sized weights: bool weights stopped the
+    import with a traceback, and NaN ones were blamed on a region (issue 11)."""
+    if not tensor.is_floating_point():
+        raise InputFileError(
+            path, f"tensor {key} has dtype {str(tensor.dtype).removeprefix('torch.')}; weights must be floating point"
+        )
+    if not bool(torch.isfinite(tensor).all()):
+        raise InputFileError(path, f"tensor {key} has NaN or infinite values")
+    if tensor.numel() and float(tensor.abs().max()) > MAX_WEIGHT:
+        raise InputFileError(
+            path,
+            f"tensor {key} has values of {float(tensor.abs().max()):.3g} (over {MAX_WEIGHT:g}: not a trained network's weights)",
+        )
 
 
 def _region_heads(

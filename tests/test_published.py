@@ -200,6 +200,28 @@ def test_unsafe_or_broken_inputs_are_refused(tmp_path):
         import_published(run, tmp_path / "m")
 
 
+@pytest.mark.parametrize(
+    "poison, expected",
+    [
+        (lambda v: v > 0, "has dtype bool; weights must be floating point"),
+        (lambda v: torch.full_like(v, float("nan")), "has NaN or infinite values"),
+        (lambda v: torch.full_like(v, 1e38), "not a trained network's weights"),
+    ],
+)
+def test_bool_non_finite_or_absurd_published_weights_are_refused(published_run, tmp_path, capsys, poison, expected):
+    """Bool weights ended in a traceback (Float did not match Bool) and NaN ones were
+    blamed on the region sub-model: each is one line naming the file, and no bundle."""
+    run, _ = published_run
+    bad = _copy_run(run, tmp_path / "run")
+    path = bad / "SP1" / "weight_best.pkl"
+    state = torch.load(path, weights_only=True)
+    torch.save({k: poison(v) for k, v in state.items()}, path)
+    assert main(["import-published", str(bad), "-o", str(tmp_path / "m")]) == 2
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 1 and err[0].startswith("weight_best.pkl: ") and expected in err[0]
+    assert not (tmp_path / "m").exists()
+
+
 def test_paper_architecture_is_recognised_from_published_shapes():
     paper = config.architecture("paper")
     with torch.device("meta"):
