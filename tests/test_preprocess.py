@@ -438,6 +438,21 @@ def test_cli_preprocess_errors_are_one_line_and_exit_2(tmp_path, capsys, args, p
     assert not (tmp_path / "x.npz").exists()
 
 
+def test_cli_preprocess_refuses_the_input_file_or_a_folder_as_output(tmp_path, capsys, monkeypatch):
+    """-o naming the input overwrote the spectrum with the .npz; a folder failed only
+    after the work. Both are refused first, with one line, exit 2."""
+    from spemr_engine import lamost
+
+    source = write_mrs(tmp_path / "med-58000-TEST_sp01-001.fits")
+    original = source.read_bytes()
+    monkeypatch.setattr(lamost, "read_mrs", lambda *a, **k: pytest.fail("work started before -o was checked"))
+    for target, problem in ((source, "is the input file"), (tmp_path, "is a folder")):
+        assert cli.main(["preprocess", str(source), "-o", str(target)]) == 2
+        err = capsys.readouterr().err.strip()
+        assert "\n" not in err and problem in err
+    assert source.read_bytes() == original
+
+
 def test_cli_preprocess_missing_file(tmp_path, capsys):
     code = cli.main(["preprocess", str(tmp_path / "nothere.fits"), "-o", str(tmp_path / "x.npz")])
     assert code == 2

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import io
+import os
 import sys
 from pathlib import Path
 
@@ -54,6 +55,7 @@ def run(args: argparse.Namespace) -> int:
     from ..rv import require_finite_rv
 
     require_finite_rv(args.rv)
+    _check_output(args.output, args.file)
     mrs = read_mrs(args.file)
     pairs = mrs.select(args.exposure)
     rv = _rv_for(args, mrs)
@@ -91,6 +93,19 @@ def _rv_for(args: argparse.Namespace, mrs):
         )
         return None
     return found[0]
+
+
+def _check_output(output: Path, source: Path) -> None:
+    """Before any work: -o must not be a folder, nor the input file itself (it was
+    overwritten with the .npz, the spectrum lost)."""
+    if output.is_dir():
+        raise InputFileError(output, "is a folder; -o needs an .npz file name")
+    try:
+        same = output.exists() and os.path.samefile(output, source)
+    except (OSError, ValueError):
+        same = False
+    if same:
+        raise InputFileError(output, "is the input file; -o needs another (.npz) file name")
 
 
 def _write_npz(path: Path, arrays: dict) -> None:
