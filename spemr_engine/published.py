@@ -39,6 +39,7 @@ read with torch.load(weights_only=True); label_config.pkl with the restricted un
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -50,7 +51,7 @@ import numpy as np
 import torch
 
 from . import config
-from .bundle import MAX_WEIGHT, Statistics, expected_shapes, save_bundle
+from .bundle import FORMAT, MANIFEST, MAX_WEIGHT, Statistics, expected_shapes, save_bundle
 from .config import Region, RRNetConfig
 from .errors import InputFileError
 from .safe_pickle import safe_load
@@ -65,6 +66,7 @@ def import_published(run_dir: str | Path, output: str | Path, command: str | Non
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise InputFileError(run_dir, "no such run folder")
+    _check_output(run_dir, Path(output).expanduser())
     _, statistics = read_label_config(run_dir / LABEL_CONFIG)
     folders = find_member_folders(run_dir)
     first_file = next(iter(folders.values()))[0]
@@ -107,6 +109,31 @@ def import_published(run_dir: str | Path, output: str | Path, command: str | Non
             region_statistics=own or None,
         ),
     )
+
+
+def _check_output(run_dir: Path, output: Path) -> None:
+    """Before any work: an existing ``output`` is replaced whole, so it must be a model
+    bundle (or an empty folder), and never the run folder or a folder holding it. `-o RUN`
+    deleted the published weights, and `-o` naming any folder deleted its contents."""
+    run, target = run_dir.resolve(), output.resolve()
+    if target == run or target in run.parents:
+        raise InputFileError(output, "is (or holds) the published run folder; choose another output")
+    if not output.exists():
+        return
+    if not output.is_dir():
+        raise InputFileError(output, "exists and is not a folder: choose another output")
+    if any(output.iterdir()) and not _is_model_bundle(output):
+        raise InputFileError(output, "exists and is not a spemr model folder: choose another output")
+
+
+def _is_model_bundle(folder: Path) -> bool:
+    manifest = folder / MANIFEST
+    try:
+        if not manifest.is_file() or manifest.stat().st_size > 64 * 2**20:
+            return False
+        return json.loads(manifest.read_text(encoding="utf-8")).get("format") == FORMAT
+    except (OSError, ValueError, AttributeError, RecursionError):
+        return False
 
 
 def _save_atomically(output: Path, save) -> Path:

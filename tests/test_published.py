@@ -222,6 +222,32 @@ def test_bool_non_finite_or_absurd_published_weights_are_refused(published_run, 
     assert not (tmp_path / "m").exists()
 
 
+def test_output_that_is_the_run_or_a_foreign_folder_is_refused_before_any_work(published_run, tmp_path, capsys):
+    """`-o RUN` replaced the published run (weights, label_config) by the bundle, and -o
+    naming any existing folder deleted what it held: both refused, nothing touched."""
+    run, _ = published_run
+    copy = _copy_run(run, tmp_path / "run")
+    before = sorted(p.relative_to(copy) for p in copy.rglob("*"))
+    other = tmp_path / "notes"
+    other.mkdir()
+    (other / "keep.txt").write_text("precious")
+    for target, problem in (
+        (copy, "is (or holds) the published run folder"),
+        (tmp_path, "is (or holds) the published run folder"),
+        (other, "exists and is not a spemr model folder"),
+    ):
+        assert main(["import-published", str(copy), "-o", str(target)]) == 2
+        err = capsys.readouterr().err.splitlines()
+        assert len(err) == 1 and problem in err[0]
+    assert sorted(p.relative_to(copy) for p in copy.rglob("*")) == before
+    assert (other / "keep.txt").read_text() == "precious"
+    # an existing bundle, or an empty folder, is still replaced
+    (tmp_path / "empty").mkdir()
+    for target in (tmp_path / "empty", tmp_path / "empty"):
+        assert main(["import-published", str(copy), "-o", str(target)]) == 0
+        load_bundle(target)
+
+
 def test_paper_architecture_is_recognised_from_published_shapes():
     paper = config.architecture("paper")
     with torch.device("meta"):
