@@ -280,3 +280,67 @@ def test_random_bytes_as_a_pickle_are_a_value_or_one_line(data):
         safe_loads(b"\x80\x02" + data)
     except InputFileError as error:
         assert "\n" not in str(error)
+
+
+# ------------------------------------------- featureless or non-finite flux
+_FINITE = st.floats(allow_nan=False, allow_infinity=False, width=32)
+_NON_FINITE = st.sampled_from([np.nan, np.inf, -np.inf])
+# An arm with no spectrum in it: one value everywhere (0, negative, 1e38, subnormal...),
+# only NaN/inf, or one value sprinkled with NaN/inf.
+_FEATURELESS_ARM = st.one_of(
+    st.tuples(st.just("constant"), _FINITE, _NON_FINITE),
+    st.tuples(st.just("non-finite"), _FINITE, _NON_FINITE),
+    st.tuples(st.just("constant+non-finite"), _FINITE, _NON_FINITE),
+)
+
+
+@pytest.fixture(scope="module")
+def featureless_setup(tmp_path_factory):
+    from catalog_testdata import tiny_model
+    from mrs_testfiles import write_star_file
+    from spemr_engine.bundle import load_bundle
+
+    folder = tmp_path_factory.mktemp("featureless")
+    star = write_star_file(folder / "med-58000-STAR_sp01-001.fits", ra=1.0, dec=2.0, obsid=7, exposures=())
+    return star.read_bytes(), load_bundle(tiny_model(folder / "tiny"))
+
+
+def _featureless(length: int, kind: str, value: float, bad: float, rng) -> np.ndarray:
+    flux = np.full(length, value, dtype=np.float32)
+    if kind == "non-finite":
+        flux[:] = bad
+    elif kind == "constant+non-finite":
+        flux[rng.random(length) < 0.3] = bad
+    return flux
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(blue=st.one_of(st.none(), _FEATURELESS_ARM), red=st.one_of(st.none(), _FEATURELESS_ARM), seed=st.integers(0, 9))
+def test_featureless_or_non_finite_arms_are_never_labelled_without_a_flag(featureless_setup, tmp_path, blue, red, seed):
+    """Issue 11, "plausible nonsense": an arm with no spectrum (constant flux of any
+    value, only NaN/inf, or a constant with NaN/inf sprinkled in), in either arm or both,
+    with the RV given (no cross-correlation to fail): no row is usable, every row flagged."""
+    from astropy.io import fits
+
+    from spemr_engine import api
+
+    if blue is None and red is None:
+        blue = ("constant", 1.0, np.nan)
+    raw, model = featureless_setup
+    rng = np.random.default_rng(seed)
+    path = tmp_path / "featureless.fits"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        with fits.open(__import__("io").BytesIO(raw)) as hdul:
+            for extname, arm in (("COADD_B", blue), ("COADD_R", red)):
+                if arm is not None:
+                    flux = hdul[extname].data["FLUX"]
+                    flux[:] = _featureless(len(flux), *arm, rng)
+            hdul.writeto(path, overwrite=True)
+    try:
+        rows = api.analyse_file(path, model=model, rv=0.0, device="cpu").rows()
+    except InputFileError:
+        return  # refused: nothing labelled
+    for row in rows:
+        assert row["flags"], row
+        assert not row["usable"], row
