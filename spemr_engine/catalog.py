@@ -48,6 +48,7 @@ from .run_manifest import RunManifest
 
 FITS_NAME = re.compile(r"\.(fits|fit|fts)(\.gz|\.bz2|\.fz)?$", re.IGNORECASE)
 GLOB_CHARS = re.compile(r"[*?\[]")
+MAX_PATH_LENGTH = 4096  # PATH_MAX on Linux: a longer line of a file list is not a path
 EXPOSURE_CHOICES = ("coadd", "all")
 DEFAULT_CHUNK_ROWS = 2000
 DEFAULT_BATCH_SIZE = 256
@@ -100,17 +101,30 @@ def _expand(item: str) -> list[str]:
 
 
 def _read_list(path: Path) -> list[str]:
+    """Paths, one per line. Read as bytes: a path that is not UTF-8 (a file name's bytes)
+    is kept as Python keeps such names (surrogateescape), so one odd name no longer
+    refuses the whole list; NUL bytes (never in a path) or a line longer than PATH_MAX
+    mean it is no list (a 50 MB line became one 'path' and took 1.6 GB)."""
     try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as error:
+        data = path.read_bytes()
+    except OSError as error:
         raise SpemrError(
-            f"{path.name}: neither a FITS file nor a readable text list of paths "
-            f"({getattr(error, 'strerror', None) or error})"
+            f"{display_name(path)}: neither a FITS file nor a readable text list of paths ({error.strerror or error})"
         ) from None
-    entries = [line.strip() for line in text.splitlines()]
-    entries = [e for e in entries if e and not e.startswith("#")]
+    if b"\0" in data:
+        raise SpemrError(f"{display_name(path)}: neither a FITS file nor a text list of paths (it holds NUL bytes)")
+    entries = []
+    for number, line in enumerate(data.decode("utf-8", "surrogateescape").splitlines(), start=1):
+        if len(line) > MAX_PATH_LENGTH:
+            raise SpemrError(
+                f"{display_name(path)}: line {number} is {len(line)} characters long: "
+                "not a path (a file list holds one path per line)"
+            )
+        entry = line.strip()
+        if entry and not entry.startswith("#"):
+            entries.append(entry)
     if not entries:
-        raise SpemrError(f"{path.name}: the file list is empty")
+        raise SpemrError(f"{display_name(path)}: the file list is empty")
     return [str((path.parent / Path(e).expanduser()).resolve()) for e in entries]
 
 

@@ -268,6 +268,24 @@ def test_catalog_output_naming_an_input_file_is_refused(tmp_path, model, synthet
     assert spectrum.read_bytes() == synthetic[0].read_bytes()
 
 
+def test_file_lists_keep_non_utf8_names_and_refuse_what_is_no_list(tmp_path):
+    """A list with one non-UTF-8 path was refused whole; a 50 MB line became one 'path'
+    and the run took 1.6 GB; binary junk must still be refused in one line."""
+    odd = os.path.join(os.fsencode(tmp_path), b"med-odd\xff.fits")
+    listing = tmp_path / "list.txt"
+    listing.write_bytes(b"# survey\n" + odd + b"\nmed-b.fits\n")
+    assert discover_inputs([listing]) == sorted([os.fsdecode(odd), str(tmp_path / "med-b.fits")])
+    for data, problem in (
+        (b"x" * 5000 + b"\n", "line 1 is 5000 characters long: not a path"),
+        (b"med-a.fits\n\0\x01junk", "it holds NUL bytes"),
+        (b"# only a comment\n", "the file list is empty"),
+    ):
+        listing.write_bytes(data)
+        with pytest.raises(SpemrError, match=problem) as info:
+            discover_inputs([listing])
+        assert "\n" not in str(info.value) and str(info.value).startswith("list.txt: ")
+
+
 def test_resume_with_other_threads_is_refused(tmp_path, model, synthetic):
     kwargs = dict(model=model, workers=0, batch_size=1, chunk_size=1)
     seen = []
