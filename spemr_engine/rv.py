@@ -15,7 +15,8 @@ This module never imports torch.
 from __future__ import annotations
 
 import csv
-from dataclasses import dataclass
+from array import array
+from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 from typing import Callable, Mapping, Sequence
@@ -285,57 +286,95 @@ def _segments(wave: np.ndarray) -> list[slice]:
 
 
 # ------------------------------------------------------------- RV catalogs
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)  # array fields: compared and hashed by identity
 class RVCatalog:
-    """RVs keyed by obsid (str of the integer) and by bare file name (no .fits/.gz)."""
+    """RVs keyed by obsid (str of the integer) and by bare file name (no .fits/.gz).
+
+    Integer obsids are held as sorted numpy arrays (``obsids``, ``obsid_values``: rv,
+    rv_err): a 50 MB catalog of 5 million rows took 2.5 GB as Python dicts of row dicts.
+    ``by_obsid`` keeps the rare obsids that are not 64-bit integers, as text."""
 
     path: str
     by_obsid: Mapping[str, tuple[float, float]]
     by_filename: Mapping[str, tuple[float, float]]
+    obsids: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    obsid_values: np.ndarray = field(default_factory=lambda: np.zeros((0, 2)))
 
     def lookup(self, obsid=None, filename=None) -> tuple[float, float] | None:
         """(rv, rv_err) for a file, by obsid first then file name; None when absent."""
-        if obsid is not None and _obsid_key(obsid) in self.by_obsid:
-            return self.by_obsid[_obsid_key(obsid)]
+        if obsid is not None:
+            key = _obsid_key(obsid)
+            number = _int64(key)
+            if number is not None and self.obsids.size:
+                i = int(np.searchsorted(self.obsids, number))
+                if i < self.obsids.size and int(self.obsids[i]) == number:
+                    return float(self.obsid_values[i, 0]), float(self.obsid_values[i, 1])
+            if key in self.by_obsid:
+                return self.by_obsid[key]
         if filename and _filename_key(filename) in self.by_filename:
             return self.by_filename[_filename_key(filename)]
         return None
 
     def __len__(self) -> int:
-        return len(self.by_obsid) + len(self.by_filename)
+        return int(self.obsids.size) + len(self.by_obsid) + len(self.by_filename)
 
 
 def load_rv_catalog(path: str | Path) -> RVCatalog:
     """Read a CSV with an `obsid` and/or `filename` column and an RV column (`rv`, `rv_kms`
-    or LAMOST's `rv_ku0`, ...; optional `rv_err`). Raises InputFileError naming the file."""
+    or LAMOST's `rv_ku0`, ...; optional `rv_err`). Raises InputFileError naming the file.
+    Rows are streamed (never all held); a later row for the same key wins."""
     path = Path(path)
     require_regular_file(path, "RV catalog")
+    by_obsid: dict[str, tuple[float, float]] = {}
+    by_filename: dict[str, tuple[float, float]] = {}
+    keys, rvs, errs = array("q"), array("d"), array("d")
     try:
         with open(path, newline="", encoding="utf-8-sig") as handle:
             reader = csv.DictReader(handle)
             fields = {name.strip().lower(): name for name in (reader.fieldnames or [])}
-            rows = list(reader)
+            rv_col = next((fields[c] for c in _RV_COLUMNS if c in fields), None)
+            err_col = next((fields[c] for c in _RV_ERR_COLUMNS if c in fields), None)
+            if rv_col is None or not any(c in fields for c in ("obsid", "filename")):
+                raise InputFileError(
+                    path,
+                    f"RV catalog needs an obsid or filename column and an rv column (one of {', '.join(_RV_COLUMNS)})",
+                )
+            obsid_col, filename_col = fields.get("obsid"), fields.get("filename")
+            for number, row in enumerate(reader, start=2):
+                value = (_number(path, row[rv_col], number), _number(path, row.get(err_col), number, 0.0))
+                if not np.isfinite(value[0]):
+                    continue
+                if obsid_col is not None and (row.get(obsid_col) or "").strip():
+                    key = _obsid_key(row[obsid_col])
+                    integer = _int64(key)
+                    if integer is None:
+                        by_obsid[key] = value
+                    else:
+                        keys.append(integer)
+                        rvs.append(value[0])
+                        errs.append(value[1])
+                if filename_col is not None and (row.get(filename_col) or "").strip():
+                    by_filename[_filename_key(row[filename_col])] = value
     except FileNotFoundError:
         raise InputFileError(path, "RV catalog not found") from None
     except (OSError, UnicodeDecodeError, csv.Error) as error:
         raise InputFileError(path, f"cannot be read as a CSV RV catalog ({error})") from None
-    rv_col = next((fields[c] for c in _RV_COLUMNS if c in fields), None)
-    err_col = next((fields[c] for c in _RV_ERR_COLUMNS if c in fields), None)
-    key_cols = [fields[c] for c in ("obsid", "filename") if c in fields]
-    if rv_col is None or not key_cols:
-        raise InputFileError(
-            path, f"RV catalog needs an obsid or filename column and an rv column (one of {', '.join(_RV_COLUMNS)})"
-        )
-    by_obsid, by_filename = {}, {}
-    for number, row in enumerate(rows, start=2):
-        value = (_number(path, row[rv_col], number), _number(path, row.get(err_col), number, 0.0))
-        if not np.isfinite(value[0]):
-            continue
-        if "obsid" in fields and (row.get(fields["obsid"]) or "").strip():
-            by_obsid[_obsid_key(row[fields["obsid"]])] = value
-        if "filename" in fields and (row.get(fields["filename"]) or "").strip():
-            by_filename[_filename_key(row[fields["filename"]])] = value
-    return RVCatalog(str(path), by_obsid, by_filename)
+    obsids = np.frombuffer(keys, dtype=np.int64) if len(keys) else np.zeros(0, np.int64)
+    order = np.argsort(obsids, kind="stable")
+    ordered = obsids[order]
+    last = np.append(ordered[1:] != ordered[:-1], True) if ordered.size else np.zeros(0, bool)
+    kept = order[last]  # a later row for the same obsid wins, as with a dict
+    values = np.stack([np.frombuffer(rvs, dtype=np.float64), np.frombuffer(errs, dtype=np.float64)], axis=1)
+    return RVCatalog(str(path), by_obsid, by_filename, obsids[kept].copy(), values[kept] if len(keys) else values)
+
+
+def _int64(key: str) -> int | None:
+    """The obsid key as a 64-bit integer, or None (text such as '1e400', or too large)."""
+    try:
+        number = int(key)
+    except ValueError:
+        return None
+    return number if -(2**63) <= number < 2**63 else None
 
 
 def _number(path, text, line: int, default: float = np.nan) -> float:
