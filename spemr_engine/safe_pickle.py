@@ -23,6 +23,7 @@ from .errors import InputFileError
 MAX_ALLOCATION = 2**30  # bytes one constructor may allocate beyond the file's own data
 MAX_TREE_WEIGHT = 10**8  # elements (+ characters of strings) when walked as a tree
 MAX_DEPTH = 200  # nesting of containers
+MAX_OPCODES = 10**6  # pickle operations: each makes at most one object
 
 _ALLOWED = {
     ("numpy.core.multiarray", "_reconstruct"),
@@ -91,7 +92,49 @@ _BOUNDED = {
 }
 
 
-class _RestrictedUnpickler(pickle.Unpickler):
+def _counted(handler):
+    def run(self):
+        self.n_opcodes += 1
+        if self.n_opcodes > MAX_OPCODES:
+            raise pickle.UnpicklingError(
+                f"over {MAX_OPCODES:.0e} pickle operations (numpy arrays and label lists need a few hundred)"
+            )
+        handler(self)
+
+    return run
+
+
+class _BoundedFile:
+    """The pickle's file for the unpickler: a read past its end fails at once, without
+    allocating the length the pickle claims (a BINBYTES8 of 10**11 bytes)."""
+
+    def __init__(self, handle, size: int):
+        self.handle, self.size = handle, size
+
+    def read(self, n: int = -1) -> bytes:
+        if n is not None and n > self.size - self.handle.tell():
+            raise pickle.UnpicklingError("pickle data was truncated")
+        return self.handle.read(n)
+
+    def readinto(self, buffer) -> int:
+        if len(buffer) > self.size - self.handle.tell():
+            raise pickle.UnpicklingError("pickle data was truncated")
+        return self.handle.readinto(buffer)
+
+    def readline(self) -> bytes:
+        return self.handle.readline()
+
+
+class _RestrictedUnpickler(pickle._Unpickler):
+    """The Python unpickler (its opcodes can be counted: the C one created 45 million
+    empty lists from a 45 MB file, 9.7 GB, before anything could be checked)."""
+
+    dispatch = {code: _counted(handler) for code, handler in pickle._Unpickler.dispatch.items()}
+
+    def __init__(self, file, *args, **kwargs):
+        super().__init__(file, *args, **kwargs)
+        self.n_opcodes = 0
+
     def find_class(self, module: str, name: str):
         if (module, name) in _BOUNDED:
             return _BOUNDED[(module, name)]
@@ -187,7 +230,7 @@ def _checked(value, path: str | Path):
 
 def safe_loads(data: bytes, name: str = "<pickle>"):
     try:
-        return _checked(_RestrictedUnpickler(io.BytesIO(data)).load(), name)
+        return _checked(_RestrictedUnpickler(_BoundedFile(io.BytesIO(data), len(data))).load(), name)
     except pickle.UnpicklingError as error:
         raise InputFileError(name, f"not a safe pickle: {error}") from None
     except (
@@ -223,7 +266,7 @@ def safe_load(path: str | Path, dill_arrays: bool = False):
         if not stat.S_ISREG(info.st_mode):
             raise InputFileError(path, "is not a regular file (FIFO, device or socket); refusing to read it")
         with open(path, "rb") as handle:
-            value = unpickler(handle).load()
+            value = unpickler(_BoundedFile(handle, info.st_size)).load()
     except FileNotFoundError:
         raise InputFileError(path, "file not found") from None
     except pickle.UnpicklingError as error:

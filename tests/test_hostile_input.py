@@ -254,6 +254,26 @@ def test_pickle_of_memo_shared_lists_is_refused_quickly(tmp_path):
         safe_load(_pickle_file(tmp_path, pickle.dumps(nested, protocol=2)))
 
 
+def test_pickle_of_millions_of_fresh_containers_is_refused_in_bounded_memory(tmp_path):
+    """Not shared, so no tree check could catch it: 3 million empty lists from a 3 MB
+    file (45 MB took 9.7 GB and 150 s). Refused by counting pickle operations."""
+    import resource
+
+    path = tmp_path / "lists.pkl"
+    path.write_bytes(b"\x80\x02](" + b"]" * 3_000_000 + b"e.")
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    with pytest.raises(InputFileError, match="over 1e\\+06 pickle operations"):
+        safe_load(path)
+    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before < 200_000  # kB
+
+
+def test_pickle_claiming_more_bytes_than_the_file_holds_is_truncated(tmp_path):
+    path = tmp_path / "claim.pkl"
+    path.write_bytes(b"\x80\x05\x8e" + (10**9).to_bytes(8, "little") + b"abc.")
+    with pytest.raises(InputFileError, match="pickle data was truncated"):
+        safe_load(path)
+
+
 def test_pickle_nested_too_deep_is_refused(tmp_path):
     data = b"\x80\x02" + b"]" * 5000 + b"a" * 4999 + b"."
     with pytest.raises(InputFileError, match="nested more than"):
