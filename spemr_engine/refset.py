@@ -550,9 +550,9 @@ def _import_split(
     if not isinstance(flux, np.ndarray) or flux.ndim != 2 or flux.shape[1] != writer.n_pixels:
         shape = getattr(flux, "shape", type(flux).__name__)
         raise InputFileError(flux_path, f"expected an (n, {writer.n_pixels}) array, found {shape}")
-    labels, rows = _published_labels(label_path, split)
-    if len(rows) != len(flux):
-        raise InputFileError(label_path, f"{len(rows)} label rows but {len(flux)} spectra in {flux_path.name}")
+    labels, rows, n_rows = _published_labels(label_path, split, max_rows=len(flux))
+    if n_rows != len(flux):
+        raise InputFileError(label_path, f"{n_rows} label rows but {len(flux)} spectra in {flux_path.name}")
     # Splits are imported in order, so an interrupted import resumes after the spectra
     # of this split that were already committed.
     for start in range(already, len(flux), IMPORT_CHUNK_ROWS):
@@ -564,11 +564,36 @@ def _import_split(
             progress(Count(IMPORT, done=min(stop, len(flux)), total=len(flux), split=split))
 
 
-def _published_labels(path: Path, split: str) -> tuple[np.ndarray, list[dict]]:
-    """Labels in LABELS order from ``ASPCAP_*`` columns (by name); rows with star ids."""
+def _published_labels(path: Path, split: str, max_rows: int | None = None) -> tuple[np.ndarray, list[dict], int]:
+    """Labels in LABELS order from ``ASPCAP_*`` columns (by name); rows with star ids;
+    the number of data rows. Streamed: rows past ``max_rows`` (the spectra there are) are
+    only counted, not kept (a 50 MB CSV of 2.9M short rows took 2.1 GB held whole)."""
+    labels: list[list[float]] = []
+    rows: list[dict] = []
+    n_rows = 0
     try:
         with open(path, newline="", encoding="utf-8") as handle:
-            table = list(csv.DictReader(handle))
+            reader = csv.DictReader(handle)
+            header = list(reader.fieldnames or [])
+            mapping = {pub: ours for pub, ours in published_to_label().items() if pub in header}
+            if not mapping:
+                raise InputFileError(path, "no ASPCAP_* label columns found")
+            column_of = {ours: pub for pub, ours in mapping.items()}
+            star_column = next((c for c in STAR_ID_COLUMNS if c in header), None)
+            for record in reader:
+                n_rows += 1
+                if max_rows is not None and n_rows > max_rows:
+                    continue  # counted for the message, not kept
+                labels.append([_to_float(record[column_of[name]]) if name in column_of else np.nan for name in LABELS])
+                star = record.get(star_column) if star_column else None
+                rows.append(
+                    {
+                        "star_id": star or f"{split}-{n_rows - 1}",
+                        "obsid": record.get("obsid", record.get("OBSID", "")),
+                        "filename": record.get("filename", ""),
+                        "split": split,
+                    }
+                )
     except FileNotFoundError:
         raise InputFileError(path, "file not found") from None
     except IsADirectoryError:
@@ -577,28 +602,8 @@ def _published_labels(path: Path, split: str) -> tuple[np.ndarray, list[dict]]:
         raise InputFileError(path, f"cannot be read ({error.strerror or error})") from None
     except (UnicodeDecodeError, csv.Error) as error:
         raise InputFileError(path, f"unreadable CSV ({error})") from None
-    header = list(table[0].keys()) if table else []
-    mapping = {pub: ours for pub, ours in published_to_label().items() if pub in header}
-    if not mapping:
-        raise InputFileError(path, "no ASPCAP_* label columns found")
-    column_of = {ours: pub for pub, ours in mapping.items()}
-    star_column = next((c for c in STAR_ID_COLUMNS if c in header), None)
-    labels = np.full((len(table), len(LABELS)), np.nan, dtype=np.float32)
-    rows = []
-    for i, record in enumerate(table):
-        for j, name in enumerate(LABELS):
-            if name in column_of:
-                labels[i, j] = _to_float(record[column_of[name]])
-        star = record.get(star_column) if star_column else None
-        rows.append(
-            {
-                "star_id": star or f"{split}-{i}",
-                "obsid": record.get("obsid", record.get("OBSID", "")),
-                "filename": record.get("filename", ""),
-                "split": split,
-            }
-        )
-    return labels, rows
+    array = np.array(labels, dtype=np.float32) if labels else np.full((0, len(LABELS)), np.nan, dtype=np.float32)
+    return array, rows, n_rows
 
 
 def _to_float(text: str | None) -> float:

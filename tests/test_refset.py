@@ -213,3 +213,23 @@ def test_import_refset_cli_reports_errors_as_one_line(tmp_path, capsys):
     assert cli.main(["import-refset", str(tmp_path / "pub"), "-o", str(tmp_path / "rs2")]) == 2
     err = capsys.readouterr().err.strip().splitlines()[-1]
     assert err.startswith("test_flux.pkl:") and "expected an (n, 7200) array" in err
+
+
+def test_importer_streams_label_rows_beyond_the_spectra(tmp_path):
+    """A label CSV with millions of rows more than its flux pickle was held whole (a 50 MB
+    one took 2.1 GB) before the count mismatch was reported: now only counted."""
+    import tracemalloc
+
+    rng = np.random.default_rng(8)
+    _, shuffled = _published_layout(tmp_path / "pub", rng, sizes=(4, 2, 2))
+    label_path = tmp_path / "pub" / "train_label.csv"
+    header = label_path.read_text().splitlines()[0]
+    label_path.write_text(header + "\n" + ("x" + "," * len(shuffled) + "\n") * 200_000)
+    tracemalloc.start()
+    try:
+        with pytest.raises(InputFileError, match="200000 label rows but 4 spectra in train_flux.pkl"):
+            import_published(tmp_path / "pub", tmp_path / "rs")
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 20_000_000, peak
