@@ -27,7 +27,7 @@ import numpy as np
 from scipy import ndimage
 
 from spemr_engine.config import default_grid
-from spemr_engine.preprocess import normalise_grid
+from spemr_engine.preprocessing.preprocess import normalise_grid
 from spemr_engine.safe_pickle import safe_load
 from spemr_engine.synth import lines as linemod
 from spemr_engine.synth import spectrum as sp

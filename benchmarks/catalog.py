@@ -6,7 +6,7 @@
 On the same generated files (spemr_engine.synth: realistic LAMOST MRS files, coadd and
 two exposures each) and with the same catalog RVs (as the authors took rv_ku0 from the
 LAMOST catalog), it times
-  project:  spemr_engine.catalog.run_catalog (worker processes read and preprocess whole
+  project:  spemr_engine.batch.catalog.run_catalog (worker processes read and preprocess whole
             files, batched shared-feature inference, chunked crash-safe writing), with
             each --workers count; also once with the RV measured by cross-correlation;
   original: the original way of working: per spectrum, open the FITS file with astropy,
@@ -35,12 +35,12 @@ from astropy.io import fits
 
 from original_way import original_spectrum, read_arms
 from spemr_engine.api import default_model_path
-from spemr_engine.bundle import create_random_bundle, load_bundle
-from spemr_engine.catalog import run_catalog, usable_cores
-from spemr_engine.catalog_rows import label_columns
-from spemr_engine.ensemble import ensemble_combine, fuse_min_variance
-from spemr_engine.inference import full_precision, resolve_device
-from spemr_engine.preprocess import standardise
+from spemr_engine.model.bundle import create_random_bundle, load_bundle
+from spemr_engine.batch.catalog import run_catalog, usable_cores
+from spemr_engine.batch.catalog_rows import label_columns
+from spemr_engine.model.ensemble import ensemble_combine, fuse_min_variance
+from spemr_engine.model.inference import full_precision, resolve_device
+from spemr_engine.preprocessing.preprocess import standardise
 from spemr_engine.synth.fits_writer import write_mrs
 from spemr_engine.synth.generate import make_stars, observe_stars
 

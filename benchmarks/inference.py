@@ -28,10 +28,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from spemr_engine.bundle import create_random_bundle, load_bundle
-from spemr_engine.ensemble import ensemble_combine, fuse_min_variance
-from spemr_engine.inference import SpemrPredictor, full_precision, resolve_device
-from spemr_engine.preprocess import standardise
+from spemr_engine.model.bundle import create_random_bundle, load_bundle
+from spemr_engine.model.ensemble import ensemble_combine, fuse_min_variance
+from spemr_engine.model.inference import SpemrPredictor, full_precision, resolve_device
+from spemr_engine.preprocessing.preprocess import standardise
 
 
 def rss_mb() -> float:

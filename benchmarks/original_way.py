@@ -3,7 +3,7 @@ file with astropy, shift to the rest frame, scipy interp1d onto the grid, then t
 published iterative polynomial continuum one spectrum at a time.
 
 ``continuum_reference``/``normalise_reference`` are that continuum written literally with
-np.polyfit (the engine's vectorised one is spemr_engine.preprocess.fit_continuum); they
+np.polyfit (the engine's vectorised one is spemr_engine.preprocessing.preprocess.fit_continuum); they
 live here, not in the engine, because only this baseline and tests/test_preprocess.py
 (which holds the engine against them) use them."""
 
@@ -17,7 +17,7 @@ from scipy import signal
 from scipy.interpolate import interp1d
 
 from spemr_engine.config import PreprocessConfig, default_grid, preprocess_config
-from spemr_engine.preprocess import _EXACT_FIT_SCATTER, divide_by_continuum
+from spemr_engine.preprocessing.preprocess import _EXACT_FIT_SCATTER, divide_by_continuum
 
 
 def read_arms(path: Path, blue: str, red: str) -> list[tuple[np.ndarray, np.ndarray]]:

@@ -3,7 +3,7 @@
     python benchmarks/preprocess.py [--files DIR] [--repeat N]
 
 Prints FITS reading throughput (files/s), then spectra/s for
-  project:   spemr_engine.preprocess.preprocess_pairs (batched, vectorised continuum)
+  project:   spemr_engine.preprocessing.preprocess.preprocess_pairs (batched, vectorised continuum)
   reference: one spectrum at a time: scipy interp1d resampling + the published iterative
              np.polyfit continuum (original_way.normalise_reference)
 both for resample + normalise alone (RV given, as the authors took it from a catalog) and
@@ -31,9 +31,9 @@ from astropy.io import fits
 
 from original_way import original_spectrum, read_arms
 from spemr_engine.config import preprocess_config
-from spemr_engine.lamost import read_mrs
-from spemr_engine.preprocess import preprocess_pairs
-from spemr_engine.rv import line_spectrum, load_line_list
+from spemr_engine.reading.lamost import read_mrs
+from spemr_engine.preprocessing.preprocess import preprocess_pairs
+from spemr_engine.preprocessing.rv import line_spectrum, load_line_list
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_MRS = REPO.parent / "shared" / "data" / "lamost_mrs"

@@ -1,4 +1,4 @@
-"""Reader speed: spemr_engine.lamost.read_mrs against a plain astropy loop that reads the
+"""Reader speed: spemr_engine.reading.lamost.read_mrs against a plain astropy loop that reads the
 same columns the way the original scripts did (fits.open, per-extension .data[...]).
 
 Usage: python benchmarks/read_mrs.py [FOLDER] [--repeat 5]
@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 from astropy.io import fits
 
-from spemr_engine.lamost import read_mrs
+from spemr_engine.reading.lamost import read_mrs
 
 DEFAULT_FOLDER = Path(__file__).resolve().parents[2] / "shared" / "data" / "lamost_mrs"
 

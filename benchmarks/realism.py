@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from spemr_engine.config import default_grid
-from spemr_engine.preprocess import preprocess_pairs
+from spemr_engine.preprocessing.preprocess import preprocess_pairs
 from spemr_engine.safe_pickle import safe_load
 from spemr_engine.synth.generate import GENERATOR_VERSION, make_stars, observe_stars
 from spemr_engine.synth.lines import line_table

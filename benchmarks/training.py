@@ -22,7 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from refset_testdata import make_refset  # noqa: E402
 
 from spemr_engine.progress import TrainingProgress  # noqa: E402
-from spemr_engine.training import _Data, _Normaliser, resolve_device, train_model, usable_statistics  # noqa: E402
+from spemr_engine.training.train import _Data, _Normaliser, resolve_device, train_model, usable_statistics  # noqa: E402
 
 
 def main() -> None:

@@ -12,7 +12,7 @@
     preprocess_for_model(pairs, model, rv=None) -> PreprocessedSpectra (the one RV/grid path)
     catalog_columns(labels=None) -> list[str]
 
-Rows and columns are the catalog's (spemr_engine.catalog_rows), so `spemr predict`, the
+Rows and columns are the catalog's (spemr_engine.batch.catalog_rows), so `spemr predict`, the
 batch catalog and the GUI export agree column for column.
 """
 
@@ -27,17 +27,18 @@ from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 
-from . import catalog_rows, config
-from .bundle import ModelBundle, load_bundle
+from . import config
+from .batch import catalog_rows
+from .model.bundle import ModelBundle, load_bundle
 from .errors import ModelBundleError
-from .lamost import ArmPair, MRSFile
-from .pipeline import Preparation, file_spectra
-from .preprocess import PreprocessedSpectra
+from .reading.lamost import ArmPair, MRSFile
+from .preprocessing.pipeline import Preparation, file_spectra
+from .preprocessing.preprocess import PreprocessedSpectra
 
 if TYPE_CHECKING:  # torch-free at run time: inference is imported lazily
-    from .rv import RVCatalog
-    from .fit_quality import FitQuality
-    from .inference import Prediction
+    from .preprocessing.rv import RVCatalog
+    from .model.fit_quality import FitQuality
+    from .model.inference import Prediction
 
 MODEL_ENV = "SPEMR_MODEL"
 
@@ -207,7 +208,7 @@ def predict_with_quality(
 ):
     """Predict (n, n_pixels) normalised flux and judge the fit (fit_quality.assess):
     returns (prediction with poor_fit rows' sigmas inflated, FitQuality)."""
-    from .fit_quality import assess, inflate
+    from .model.fit_quality import assess, inflate
 
     raw = _predictor(model, device, batch_size).predict(flux)
     fit = assess(raw, flux, ivar, model, keep_model_flux=keep_model_flux)
@@ -232,7 +233,7 @@ def _predictor(bundle: ModelBundle, device: str, batch_size: int):
     stamp = weights.stat().st_mtime_ns if weights.exists() else 0
     key = (str(Path(bundle.path).resolve()), stamp, str(device), int(batch_size))
     if key not in _PREDICTORS:
-        from .inference import SpemrPredictor
+        from .model.inference import SpemrPredictor
 
         while len(_PREDICTORS) >= _MAX_PREDICTORS:
             _PREDICTORS.pop(next(iter(_PREDICTORS)))

@@ -47,7 +47,7 @@ def column_values(rows: list[dict], name: str) -> np.ndarray:
 
 def write_csv(path: str | Path, columns: list[str], rows: list[dict]) -> Path:
     """The table in the engine's CSV convention (true/false, catalog_store.csv_float digits)."""
-    from spemr_engine.catalog_store import csv_cell
+    from spemr_engine.batch.catalog_store import csv_cell
 
     path = Path(path)
     with path.open("w", newline="", encoding="utf-8") as handle:

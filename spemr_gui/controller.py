@@ -298,7 +298,7 @@ def summarise_refset(path, histogram_labels=("Teff", "Logg", "FeH"), bins: int =
     """Open a reference set and summarise it (raises the engine's errors when it is
     not a usable one). Call it off the GUI thread."""
     from spemr_engine.config import default_regions
-    from spemr_engine.refset import ReferenceSet
+    from spemr_engine.training.refset import ReferenceSet
 
     refset = ReferenceSet.open(path)
     labels = np.asarray(refset.labels, dtype=np.float64)

@@ -21,13 +21,13 @@ def warm_up() -> None:
     app starts: a first import can hold the interpreter for a few hundred ms, which
     would otherwise land in the middle of the user's first open or batch."""
     import spemr_engine.api  # noqa: F401  (reader, preprocessing, bundles, torch)
-    import spemr_engine.catalog  # noqa: F401
+    import spemr_engine.batch.catalog  # noqa: F401
     import astropy.table  # noqa: F401  (reading catalogs back)
 
 
 def read_file(path: str | Path) -> OpenFile:
     """Read an MRS file (raises InputFileError with a one-line reason)."""
-    from spemr_engine.lamost import read_mrs
+    from spemr_engine.reading.lamost import read_mrs
 
     path = Path(path)
     mrs = read_mrs(path)
@@ -102,7 +102,7 @@ def prepare_pair(opened: OpenFile, pair_index: int, model=None, rv: float | None
     """The normalised model input of one arm pair (no inference), prepared exactly as
     the engine's analyse_file prepares it for this model (pipeline.Preparation: same RV
     template and grid)."""
-    from spemr_engine.pipeline import Preparation
+    from spemr_engine.preprocessing.pipeline import Preparation
 
     preparation = Preparation() if model is None else Preparation.for_model(model)
     return preparation.preprocess([opened.pairs[pair_index]], rv=rv)
@@ -144,7 +144,7 @@ class TemplateMatches:
 
 @lru_cache(maxsize=2)
 def _template_library(path: str):
-    from spemr_engine.templates import TemplateLibrary
+    from spemr_engine.model.templates import TemplateLibrary
 
     return TemplateLibrary.load(path)
 
@@ -194,7 +194,7 @@ def read_headers(path: str | Path) -> list[tuple[str, str]]:
     from astropy.io import fits
 
     from spemr_engine.errors import InputFileError
-    from spemr_engine.lamost import _read_bytes
+    from spemr_engine.reading.lamost import _read_bytes
 
     path = Path(path)
     raw = _read_bytes(path)

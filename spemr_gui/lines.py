@@ -1,4 +1,4 @@
-"""Spectral line markers from the engine's shipped line list (spemr_engine.rv), with
+"""Spectral line markers from the engine's shipped line list (spemr_engine.preprocessing.rv), with
 a choice of which markers get a text label so ~50 lines per arm stay readable."""
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ LABEL_SEPARATION = 0.03
 def load_lines(path=None) -> tuple:
     """The engine's line list (species, wave_vac, depth...); none when it is absent,
     because the inspector must work without markers."""
-    from spemr_engine.rv import load_line_list
+    from spemr_engine.preprocessing.rv import load_line_list
 
     try:
         return load_line_list(path)

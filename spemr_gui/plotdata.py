@@ -30,7 +30,7 @@ class ArmCurve:
 
 def raw_curve(arm) -> ArmCurve:
     """A reader Arm as plotted: error = 1/sqrt(ivar) where ivar > 0. Flux exactly 0
-    (or non-finite) is no data (spemr_engine.lamost.pixel_masks): a gap in the curve,
+    (or non-finite) is no data (spemr_engine.reading.lamost.pixel_masks): a gap in the curve,
     inside the shaded mask, as the normalised view interpolates over it, never a fake
     line down to 0."""
     ivar = np.asarray(arm.ivar, dtype=np.float64)

@@ -90,7 +90,7 @@ def to_clipboard_text(rows: list[LabelResult]) -> str:
 # ------------------------------------------------------------- fit quality
 @dataclass
 class FitSummary:
-    """How well the estimate describes the spectrum (spemr_engine.fit_quality), as the
+    """How well the estimate describes the spectrum (spemr_engine.model.fit_quality), as the
     views show it: ``poor`` is the poor_fit flag, ``text`` one line of plain text."""
 
     fit_chi2: float
@@ -146,7 +146,7 @@ def fit_summary(fit, model, row: int = 0) -> FitSummary | None:
         return None
     # The engine decides whether the model's thresholds apply (a calibration made against
     # another world's model spectra counts as none): the same answer the rows got.
-    from spemr_engine.fit_quality import thresholds_of
+    from spemr_engine.model.fit_quality import thresholds_of
 
     thresholds = thresholds_of(model)
     chi2, spread = float(fit.fit_chi2[row]), float(fit.member_spread[row])

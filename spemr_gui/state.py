@@ -35,7 +35,7 @@ class PairResult:
     prediction: Any | None  # Prediction with one row; None when unusable
     model_key: str  # the model that produced it (results go stale on change)
     device: str = "auto"
-    fit: Any | None = None  # spemr_engine.fit_quality.FitQuality, row 0 (None: not judged)
+    fit: Any | None = None  # spemr_engine.model.fit_quality.FitQuality, row 0 (None: not judged)
 
     @property
     def usable(self) -> bool:
@@ -55,7 +55,7 @@ class OpenFile:
     """One opened MRS file and what the app knows about each of its arm pairs."""
 
     path: Path
-    mrs: Any  # spemr_engine.lamost.MRSFile
+    mrs: Any  # spemr_engine.reading.lamost.MRSFile
     rv_override: dict[int, float] = field(default_factory=dict)
     prepared: dict[int, Any] = field(default_factory=dict)  # pair -> PreprocessedSpectra (1 row)
     results: dict[int, PairResult] = field(default_factory=dict)
@@ -89,7 +89,7 @@ class AppState:
         self.files: list[OpenFile] = []
         self.current_file: int | None = None
         self.current_pair: int = 0
-        self.model: Any | None = None  # spemr_engine.bundle.ModelBundle
+        self.model: Any | None = None  # spemr_engine.model.bundle.ModelBundle
         self.model_path: str = ""
         self.template_rank: int = 0  # 0 = nearest template, 1 = next, ...
         self.file_added = Event()  # (index)

@@ -1,7 +1,7 @@
 """The authors' continuum normalisation written out step by step, as the source of truth
 for the tests (read from Chan-0312/RRNet utils/spectra_pretreatment.py,
 sp_median_polyfit1stage / csp_polyfit / flux_transform, which yulongzh/SPEMR reuses; our
-own code, not theirs). Deliberately independent of spemr_engine.preprocess, so that a
+own code, not theirs). Deliberately independent of spemr_engine.preprocessing.preprocess, so that a
 convention shared by the engine and its own literal reference cannot hide here.
 
 Their conventions, as read:

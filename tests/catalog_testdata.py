@@ -13,7 +13,7 @@ import numpy as np
 from astropy.io import fits
 
 from mrs_testfiles import arm_hdu, primary_hdu, write_mrs as write_test_mrs
-from spemr_engine.bundle import create_random_bundle
+from spemr_engine.model.bundle import create_random_bundle
 from spemr_engine.synth.fits_writer import write_mrs
 from spemr_engine.synth.generate import make_stars, observe_stars
 

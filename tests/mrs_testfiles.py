@@ -141,7 +141,7 @@ def star_arm_hdu(
     """An arm with absorption lines (the RV module's line template, shifted by rv_kms),
     a sloped continuum, noise at the header S/N, and chosen pixels set to ivar = 0."""
     from spemr_engine.config import preprocess_config
-    from spemr_engine.rv import default_template
+    from spemr_engine.preprocessing.rv import default_template
 
     side = extname[-1] if extname.startswith("COADD") else extname[0]
     low, high = BLUE_RANGE if side == "B" else RED_RANGE

@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 
 from spemr_engine.config import LABELS, default_grid
-from spemr_engine.refset import ReferenceSet, ReferenceSetWriter
+from spemr_engine.training.refset import ReferenceSet, ReferenceSetWriter
 
 N_LINES = 48
 

@@ -9,8 +9,8 @@ import dataclasses
 import numpy as np
 
 from spemr_engine.config import preprocess_config
-from spemr_engine.lamost import Arm, ArmPair
-from spemr_engine.rv import line_spectrum, load_line_list
+from spemr_engine.reading.lamost import Arm, ArmPair
+from spemr_engine.preprocessing.rv import line_spectrum, load_line_list
 
 # Raw coverage of real MRS arms (reference notes section 7), wider than the model grid.
 COVERAGE = {"B": (4894.0, 5378.0), "R": (6292.0, 6851.0)}

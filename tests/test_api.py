@@ -7,14 +7,15 @@ import numpy as np
 import pytest
 
 from mrs_testfiles import write_star_file
-from spemr_engine import api, catalog_rows, config
-from spemr_engine.catalog_rows import FIT_COLUMNS
-from spemr_engine.lamost import MRSFile, read_mrs
-from spemr_engine.pipeline import NoSpectra, Preparation, select_pairs
-from spemr_engine.bundle import create_random_bundle, load_bundle
+from spemr_engine import api, config
+from spemr_engine.batch import catalog_rows
+from spemr_engine.batch.catalog_rows import FIT_COLUMNS
+from spemr_engine.reading.lamost import MRSFile, read_mrs
+from spemr_engine.preprocessing.pipeline import NoSpectra, Preparation, select_pairs
+from spemr_engine.model.bundle import create_random_bundle, load_bundle
 from spemr_engine.cli import main
 from spemr_engine.errors import ModelBundleError, SpemrError
-from spemr_engine.inference import SpemrPredictor
+from spemr_engine.model.inference import SpemrPredictor
 
 PUBLISHED_START = [
     "obsid",
@@ -127,7 +128,7 @@ def test_a_model_whose_regions_keep_their_own_statistics_labels_the_pipelines_fl
     predictor continuum-normalised flux, never standardised, so each input group
     standardises it with its own statistics, whichever way the file came (path, held,
     prepared); the RV template is the base's mean star, as for a version 1 bundle."""
-    from spemr_engine.bundle import Statistics
+    from spemr_engine.model.bundle import Statistics
 
     base = load_bundle(create_random_bundle(tmp_path / "base", "tiny", seed=4)).statistics
     own = Statistics(np.full(7200, 0.95), np.full(7200, 0.2), base.label_mean, 1.5 * base.label_std)
@@ -236,8 +237,8 @@ def test_api_refuses_an_infinite_rv(star_file, model):
 def test_predict_catalog_and_app_export_write_booleans_the_same_way(star_file, model, tmp_path):
     """One CSV convention: `usable` is true/false in `spemr predict`, `spemr catalog` and
     the app's batch export (predict wrote true/false, the other two True/False)."""
-    from spemr_engine.catalog import run_catalog
-    from spemr_engine.catalog_store import read_table
+    from spemr_engine.batch.catalog import run_catalog
+    from spemr_engine.batch.catalog_store import read_table
     from spemr_gui.catalog_table import write_csv
 
     def usable_cells(path):

@@ -16,7 +16,7 @@ from astropy.io import fits
 from mrs_testfiles import write_mrs
 from spemr_engine import cli
 from spemr_engine.errors import InputFileError
-from spemr_engine.lamost import read_mrs
+from spemr_engine.reading.lamost import read_mrs
 
 
 def _refusal(path) -> str:

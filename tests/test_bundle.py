@@ -8,9 +8,9 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from spemr_engine import config
-from spemr_engine.bundle import Statistics, create_random_bundle, expected_shapes, load_bundle, save_bundle
+from spemr_engine.model.bundle import Statistics, create_random_bundle, expected_shapes, load_bundle, save_bundle
 from spemr_engine.errors import ModelBundleError
-from spemr_engine.rrnet import RRNet
+from spemr_engine.model.rrnet import RRNet
 
 
 @pytest.fixture(scope="module")
@@ -169,7 +169,7 @@ def test_metrics_with_nan_and_numpy_values_are_stored_as_json(tmp_path):
 
 
 def test_update_manifest_changes_metrics_not_weights(tmp_path):
-    from spemr_engine.bundle import WEIGHTS, update_manifest
+    from spemr_engine.model.bundle import WEIGHTS, update_manifest
 
     path = create_random_bundle(tmp_path / "m", architecture="tiny", seed=1)
     weights_before = (path / WEIGHTS).read_bytes()

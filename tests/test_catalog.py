@@ -1,4 +1,4 @@
-"""Survey-scale catalogs (spemr_engine.catalog, ``spemr catalog``): every input gets rows,
+"""Survey-scale catalogs (spemr_engine.batch.catalog, ``spemr catalog``): every input gets rows,
 a kill -9 loses nothing, a resumed run equals an uninterrupted one, a finished catalog
 is not redone, and write failures say what was kept."""
 
@@ -18,8 +18,8 @@ import pytest
 from astropy.io import fits
 
 from catalog_testdata import cli_command, run_cli, tiny_model, write_broken_files, write_synthetic_files
-from spemr_engine.catalog import run_catalog
-from spemr_engine.catalog_store import read_table
+from spemr_engine.batch.catalog import run_catalog
+from spemr_engine.batch.catalog_store import read_table
 from spemr_engine.errors import Cancelled, SpemrError
 
 TEFF, TEFF_ERR, TEFF_WINNER = "Teff[K]", "Teff[K]_err", "Teff[K]_submodel"

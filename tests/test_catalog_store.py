@@ -1,5 +1,5 @@
-"""Crash-safe chunk storage and streamed table writers (spemr_engine.catalog_store),
-and input discovery (spemr_engine.catalog.discover_inputs)."""
+"""Crash-safe chunk storage and streamed table writers (spemr_engine.batch.catalog_store),
+and input discovery (spemr_engine.batch.catalog.discover_inputs)."""
 
 from __future__ import annotations
 
@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 from astropy.table import Table
 
-from spemr_engine.catalog import discover_inputs
-from spemr_engine.catalog_store import RunFolder, TableSchema, read_table, write_table
+from spemr_engine.batch.catalog import discover_inputs
+from spemr_engine.batch.catalog_store import RunFolder, TableSchema, read_table, write_table
 from spemr_engine.errors import SpemrError
 
 COLUMNS = ["obsid", "name", "teff", "good", "flags", "error"]
@@ -173,7 +173,7 @@ def test_disk_full_gives_one_line_and_keeps_the_old_file(tmp_path):
     script = textwrap.dedent(f"""
         import resource, signal, sys
         from pathlib import Path
-        from spemr_engine.catalog_store import atomic_write_binary, CatalogWriteError
+        from spemr_engine.batch.catalog_store import atomic_write_binary, CatalogWriteError
         signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
         resource.setrlimit(resource.RLIMIT_FSIZE, (10000, 10000))
         def big(tmp):
@@ -192,7 +192,7 @@ def test_disk_full_gives_one_line_and_keeps_the_old_file(tmp_path):
 
 
 def test_csv_cell_is_the_one_convention():
-    from spemr_engine.catalog_store import csv_cell
+    from spemr_engine.batch.catalog_store import csv_cell
 
     assert [csv_cell(v) for v in (None, True, False, np.bool_(True), 0.1, np.float32(0.5), 3, "x")] == [
         "",
@@ -210,7 +210,7 @@ def test_csv_cell_is_the_one_convention():
 def test_csv_floats_carry_float32_information_and_no_noise():
     """Computed floats (labels, sigmas, RV, fit measures) to 8 significant digits, which
     pins every float32 to within one ulp; header floats (ra, dec, S/N) as their own digits."""
-    from spemr_engine.catalog_store import csv_cell
+    from spemr_engine.batch.catalog_store import csv_cell
 
     assert csv_cell(4682.971700435736, column="Teff[K]") == "4682.9717"
     assert csv_cell(-0.050536588640885116, column="CH_err") == "-0.050536589"
@@ -226,7 +226,7 @@ def test_csv_floats_carry_float32_information_and_no_noise():
 
 
 def test_read_table_reads_old_and_new_csv_booleans(tmp_path):
-    from spemr_engine.catalog_store import read_table
+    from spemr_engine.batch.catalog_store import read_table
 
     for true, false in (("true", "false"), ("True", "False")):
         path = tmp_path / f"{true}.csv"

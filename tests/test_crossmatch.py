@@ -14,7 +14,7 @@ from astropy.table import Table
 from mrs_testfiles import grid_pixels, write_star_file
 from spemr_engine import cli
 from spemr_engine.config import LABELS, label_infos
-from spemr_engine.crossmatch import (
+from spemr_engine.training.crossmatch import (
     LOG_FILE,
     BuildLog,
     BuildOptions,
@@ -24,9 +24,9 @@ from spemr_engine.crossmatch import (
     parse_radius,
 )
 from spemr_engine.errors import Cancelled, InputFileError, SpemrError
-from spemr_engine.label_catalog import read_label_catalog
-from spemr_engine.refset import ReferenceSet
-from spemr_engine.rrnet import gaussian_nll
+from spemr_engine.reading.label_catalog import read_label_catalog
+from spemr_engine.training.refset import ReferenceSet
+from spemr_engine.model.rrnet import gaussian_nll
 
 ARCSEC = 1 / 3600.0
 ELEMENTS = ("C", "N", "O", "MG", "AL", "SI", "S", "K", "CA", "TI", "CR", "MN", "NI")

@@ -7,9 +7,9 @@ import math
 import pytest
 
 from catalog_testdata import run_cli, tiny_model, write_broken_files, write_synthetic_files
-from spemr_engine.catalog import run_catalog
-from spemr_engine.catalog_store import read_table
-from spemr_engine.distributed import PLUGIN_NAME, connect
+from spemr_engine.batch.catalog import run_catalog
+from spemr_engine.batch.catalog_store import read_table
+from spemr_engine.batch.distributed import PLUGIN_NAME, connect
 from spemr_engine.errors import SpemrError
 
 distributed = pytest.importorskip("distributed")  # the spemr[cluster] extra (in [test])

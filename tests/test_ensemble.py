@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from spemr_engine.ensemble import ensemble_combine, fuse_min_variance
+from spemr_engine.model.ensemble import ensemble_combine, fuse_min_variance
 
 
 def test_ensemble_combine_matches_paper_equation_1():

@@ -9,11 +9,11 @@ import pytest
 
 from refset_testdata import make_refset
 from spemr_engine import cli
-from spemr_engine.bundle import create_random_bundle, load_bundle
+from spemr_engine.model.bundle import create_random_bundle, load_bundle
 from spemr_engine.config import default_regions
-from spemr_engine.evaluate import evaluate, label_metrics, predict_refset, render_markdown
-from spemr_engine.inference import SpemrPredictor
-from spemr_engine.refset import split_by_star
+from spemr_engine.training.evaluate import evaluate, label_metrics, predict_refset, render_markdown
+from spemr_engine.model.inference import SpemrPredictor
+from spemr_engine.training.refset import split_by_star
 
 
 @pytest.fixture(scope="module")

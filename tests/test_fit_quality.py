@@ -13,9 +13,9 @@ import numpy as np
 import pytest
 
 from spemr_engine import api, config
-from spemr_engine.bundle import create_random_bundle, load_bundle
+from spemr_engine.model.bundle import create_random_bundle, load_bundle
 from spemr_engine.errors import ModelBundleError, SpemrError
-from spemr_engine.fit_quality import (
+from spemr_engine.model.fit_quality import (
     UNCALIBRATED_NOTE,
     assess,
     calibration_note,
@@ -24,9 +24,9 @@ from spemr_engine.fit_quality import (
     region_mismatch,
     thresholds_of,
 )
-from spemr_engine.inference import Prediction
-from spemr_engine.preprocess import preprocess_pairs
-from spemr_engine.quality_calibration import calibrate
+from spemr_engine.model.inference import Prediction
+from spemr_engine.preprocessing.preprocess import preprocess_pairs
+from spemr_engine.model.quality_calibration import calibrate
 from spemr_engine.synth import build_reference_set
 from spemr_engine.synth import spectrum as sp
 from spemr_engine.synth.generate import broadening_for, make_stars
@@ -306,7 +306,7 @@ def test_an_uncalibrated_model_fills_the_columns_but_never_flags_poor_fit(tmp_pa
 
 
 def test_calibration_refuses_a_reference_set_without_seeds(tmp_path, small_refset):
-    from spemr_engine.refset import ReferenceSetWriter
+    from spemr_engine.training.refset import ReferenceSetWriter
 
     writer = ReferenceSetWriter(tmp_path / "real", synthetic=False, source="real files")
     rows = [{k: v for k, v in r.items() if k != "seed"} for r in small_refset.rows[:3]]
@@ -342,7 +342,7 @@ def test_fit_quality_does_not_depend_on_the_batch(model):
     raw = api.predictor_for(model).predict(spectra.flux)
     together = assess(raw, spectra.flux, spectra.ivar, model)
     rows = [3, 7, 11]
-    from spemr_engine.catalog_rows import _take
+    from spemr_engine.batch.catalog_rows import _take
 
     alone = assess(_take(raw, np.array(rows)), spectra.flux[rows], spectra.ivar[rows], model)
     assert np.array_equal(together.fit_chi2[rows], alone.fit_chi2)

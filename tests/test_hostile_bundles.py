@@ -14,7 +14,7 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 from safetensors.torch import load_file, save_file
 
 from spemr_engine import cli
-from spemr_engine.bundle import Statistics, create_random_bundle, load_bundle
+from spemr_engine.model.bundle import Statistics, create_random_bundle, load_bundle
 from spemr_engine.errors import ModelBundleError
 
 REPO = Path(__file__).resolve().parents[1]
@@ -139,8 +139,8 @@ def test_failed_import_published_leaves_no_bundle(tmp_path):
     import pickle
 
     from test_published import TINY, _label_config, _write_net
-    from spemr_engine.published import import_published
-    from spemr_engine.rrnet import RRNet
+    from spemr_engine.model.published import import_published
+    from spemr_engine.model.rrnet import RRNet
 
     run = tmp_path / "run"
     run.mkdir()

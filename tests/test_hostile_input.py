@@ -18,9 +18,10 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 
 from hostile_files import card_offsets, header_starts, poke, set_card, valid_bytes
 from mrs_testfiles import write_mrs
-from spemr_engine import cli, lamost
+from spemr_engine import cli
+from spemr_engine.reading import lamost
 from spemr_engine.errors import InputFileError, one_line
-from spemr_engine.lamost import read_mrs, read_mrs_meta
+from spemr_engine.reading.lamost import read_mrs, read_mrs_meta
 from spemr_engine.safe_pickle import safe_load, safe_loads
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # run this checkout's engine
@@ -193,7 +194,7 @@ def test_bomb_reading_stays_within_memory(tmp_path):
     ]
     # VmHWM: this process image's peak RSS (ru_maxrss would include pytest's, kept over exec)
     code = (
-        "import sys\nfrom spemr_engine.lamost import read_mrs\n"
+        "import sys\nfrom spemr_engine.reading.lamost import read_mrs\n"
         "from spemr_engine.errors import InputFileError\n"
         "for p in sys.argv[1:]:\n"
         "    try: read_mrs(p)\n    except InputFileError: pass\n"
@@ -318,7 +319,7 @@ _FEATURELESS_ARM = st.one_of(
 def featureless_setup(tmp_path_factory):
     from catalog_testdata import tiny_model
     from mrs_testfiles import write_star_file
-    from spemr_engine.bundle import load_bundle
+    from spemr_engine.model.bundle import load_bundle
 
     folder = tmp_path_factory.mktemp("featureless")
     star = write_star_file(folder / "med-58000-STAR_sp01-001.fits", ra=1.0, dec=2.0, obsid=7, exposures=())

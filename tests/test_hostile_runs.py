@@ -21,12 +21,12 @@ from catalog_testdata import tiny_model
 from hostile_files import set_card
 from mrs_testfiles import arm_hdu, primary_hdu, write_mrs, write_star_file
 from spemr_engine import api, cli
-from spemr_engine.bundle import load_bundle
-from spemr_engine.catalog import discover_inputs, run_catalog
-from spemr_engine.catalog_store import RunFolder
+from spemr_engine.model.bundle import load_bundle
+from spemr_engine.batch.catalog import discover_inputs, run_catalog
+from spemr_engine.batch.catalog_store import RunFolder
 from spemr_engine.errors import Cancelled, InputFileError, SpemrError
-from spemr_engine.lamost import read_mrs
-from spemr_engine.rv import load_rv_catalog
+from spemr_engine.reading.lamost import read_mrs
+from spemr_engine.preprocessing.rv import load_rv_catalog
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -393,7 +393,7 @@ def test_exit_with_parent_arms_the_parent_death_signal():
         pytest.skip("PR_SET_PDEATHSIG is Linux only")
     code = (
         "import ctypes, os\n"
-        "from spemr_engine.catalog import exit_with_parent\n"
+        "from spemr_engine.batch.catalog import exit_with_parent\n"
         "exit_with_parent(os.getppid())\n"
         "value = ctypes.c_int(0)\n"
         "ctypes.CDLL(None).prctl(2, ctypes.byref(value), 0, 0, 0)\n"  # 2 = PR_GET_PDEATHSIG
@@ -432,9 +432,9 @@ def test_fifo_as_a_catalog_is_refused_without_blocking(tmp_path, reader):
     code = (
         "import sys\nfrom spemr_engine.errors import InputFileError\n"
         + (
-            "from spemr_engine.rv import load_rv_catalog as read\n"
+            "from spemr_engine.preprocessing.rv import load_rv_catalog as read\n"
             if reader == "rv"
-            else "from spemr_engine.label_catalog import _open_table as read\n"
+            else "from spemr_engine.reading.label_catalog import _open_table as read\n"
         )
         + "try:\n    read(sys.argv[1])\nexcept InputFileError as error:\n    print(error)\n"
     )

@@ -5,9 +5,9 @@ import pytest
 import torch
 
 from spemr_engine import config
-from spemr_engine.bundle import create_random_bundle, load_bundle
+from spemr_engine.model.bundle import create_random_bundle, load_bundle
 from spemr_engine.errors import Cancelled, SpemrError
-from spemr_engine.inference import SpemrPredictor, resolve_device
+from spemr_engine.model.inference import SpemrPredictor, resolve_device
 from spemr_engine.progress import PREDICT, Count
 
 
@@ -157,8 +157,8 @@ def test_regions_with_their_own_flux_statistics_get_their_own_feature_pass(tmp_p
     alike): three input groups; each sub-model's standardised outputs equal its full
     network run on the flux standardised with its own statistics; a batch size that splits
     the input changes nothing; standardised_outputs (base-standardised input) refuses."""
-    from spemr_engine.bundle import Statistics
-    from spemr_engine.preprocess import standardise
+    from spemr_engine.model.bundle import Statistics
+    from spemr_engine.preprocessing.preprocess import standardise
 
     first = Statistics(np.linspace(0.85, 1.05, 7200), np.full(7200, 0.05), np.full(16, 0.1), np.full(16, 0.5))
     second = Statistics(np.full(7200, 0.95), np.full(7200, 0.2), np.full(16, -0.1), np.full(16, 2.0))

@@ -9,7 +9,7 @@ from astropy.io import fits
 from mrs_testfiles import write_mrs
 from spemr_engine.config import default_grid
 from spemr_engine.errors import InputFileError
-from spemr_engine.lamost import air_to_vacuum, read_mrs, read_mrs_meta
+from spemr_engine.reading.lamost import air_to_vacuum, read_mrs, read_mrs_meta
 
 # Pairs (coadd + exposures) per real file, read off the files' HDU lists.
 REAL_PAIR_COUNTS = {"med-58025": 5, "med-58268": 10, "med-58269": 6, "med-58270": 5, "med-58408": 8}

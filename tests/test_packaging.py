@@ -77,7 +77,9 @@ def test_spemr_info_never_imports_torch():
 
 
 def test_reading_and_preprocessing_never_import_torch():
-    loaded = _loaded_after("import spemr_engine.lamost, spemr_engine.preprocess, spemr_engine.rv")
+    loaded = _loaded_after(
+        "import spemr_engine.reading.lamost, spemr_engine.preprocessing.preprocess, spemr_engine.preprocessing.rv"
+    )
     assert "torch" not in loaded
 
 

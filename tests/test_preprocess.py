@@ -16,8 +16,8 @@ from mrs_testfiles import write_mrs
 from spemr_engine import api, cli
 from spemr_engine.config import default_grid, preprocess_config
 from spemr_engine.errors import SpemrError
-from spemr_engine.lamost import ArmPair, read_mrs
-from spemr_engine.preprocess import (
+from spemr_engine.reading.lamost import ArmPair, read_mrs
+from spemr_engine.preprocessing.preprocess import (
     despike,
     fit_continuum,
     longest_run,
@@ -31,7 +31,7 @@ from spemr_engine.preprocess import (
     rest_frame,
     standardise,
 )
-from spemr_engine.rv import line_spectrum, load_line_list
+from spemr_engine.preprocessing.rv import line_spectrum, load_line_list
 from spemr_engine.safe_pickle import safe_load
 from synthetic_spectra import synthetic_pair
 
@@ -389,7 +389,7 @@ def test_cli_preprocess_npz_is_exactly_what_predict_feeds_the_model(tmp_path, sh
     """One RV path: `spemr preprocess` and `spemr predict` (same model) measure the same
     RV with the same template, and the .npz flux is the array the model is given.
     (Before, preprocess used the line template: -53.01 +- 0.41 vs predict's -53.45 km/s.)"""
-    from spemr_engine.inference import SpemrPredictor
+    from spemr_engine.model.inference import SpemrPredictor
 
     source = shared_mrs_dir / "med-58408-TD230151N343645T01_sp01-015.fits"
     fed = []
@@ -414,7 +414,7 @@ def test_cli_preprocess_npz_is_exactly_what_predict_feeds_the_model(tmp_path, sh
 
     with open(tmp_path / "labels.csv", newline="") as handle:
         rows = list(csv.DictReader(handle))
-    from spemr_engine.catalog_store import csv_cell  # the CSV carries 8 significant digits
+    from spemr_engine.batch.catalog_store import csv_cell  # the CSV carries 8 significant digits
 
     for name in ("rv", "rv_err"):
         assert [r[name] for r in rows] == [csv_cell(v, column=name) for v in data[name].tolist()]

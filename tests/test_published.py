@@ -7,12 +7,12 @@ import pytest
 import torch
 
 from spemr_engine import config
-from spemr_engine.bundle import expected_shapes, load_bundle
+from spemr_engine.model.bundle import expected_shapes, load_bundle
 from spemr_engine.cli import main
 from spemr_engine.errors import InputFileError
-from spemr_engine.inference import SpemrPredictor
-from spemr_engine.published import import_published, infer_architecture, read_label_config
-from spemr_engine.rrnet import RRNet
+from spemr_engine.model.inference import SpemrPredictor
+from spemr_engine.model.published import import_published, infer_architecture, read_label_config
+from spemr_engine.model.rrnet import RRNet
 
 TINY = config.architecture("tiny")
 # the published label_config order: FeH comes after MnH
@@ -147,7 +147,7 @@ def test_label_list_order_does_not_move_outputs(published_run, imported, tmp_pat
     assert other.networks == {"SP": ("Teff", "Logg", "FeH"), "CA": config.architecture("paper").networks["CA"]}
     np.testing.assert_array_equal(other.label_mean, imported.label_mean)
     np.testing.assert_array_equal(other.label_std, imported.label_std)
-    from spemr_engine.inference import SpemrPredictor
+    from spemr_engine.model.inference import SpemrPredictor
 
     x = np.random.default_rng(0).normal(1.0, 0.05, (2, 7200)).astype(np.float32)
     a, b = (SpemrPredictor(m, device="cpu").predict(x) for m in (imported, other))

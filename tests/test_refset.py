@@ -13,7 +13,7 @@ import pytest
 from spemr_engine import cli
 from spemr_engine.config import LABELS, default_grid, preprocess_config, published_to_label
 from spemr_engine.errors import InputFileError, SpemrError
-from spemr_engine.refset import (
+from spemr_engine.training.refset import (
     FLUX_FILE,
     PROGRESS_FILE,
     ROWS_FILE,

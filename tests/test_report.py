@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from spemr_engine import report
+from spemr_engine.batch import report
 from spemr_engine.cli import main
 from spemr_engine.config import assets_dir
 
@@ -138,7 +138,7 @@ def test_mist_isochrones_overlay(catalog, tmp_path, shared_isochrones):
 
 
 def report_isochrones(path):
-    from spemr_engine.isochrones import read_isochrones
+    from spemr_engine.batch.isochrones import read_isochrones
 
     return read_isochrones(path)
 

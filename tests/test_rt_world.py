@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from spemr_engine.config import default_grid
-from spemr_engine.lamost import air_to_vacuum
+from spemr_engine.reading.lamost import air_to_vacuum
 from spemr_engine.synth import rt_world
 from spemr_engine.synth import spectrum as sp
 from spemr_engine.synth.generate import GENERATOR_VERSION, make_stars, noiseless_grid

@@ -8,9 +8,16 @@ import pytest
 from spemr_engine import cli
 from spemr_engine.config import default_grid, preprocess_config
 from spemr_engine.errors import InputFileError, SpemrError
-from spemr_engine.lamost import air_to_vacuum, read_mrs
-from spemr_engine.preprocess import preprocess_pairs
-from spemr_engine.rv import CCFSettings, as_template, line_spectrum, load_line_list, load_rv_catalog, measure_rv
+from spemr_engine.reading.lamost import air_to_vacuum, read_mrs
+from spemr_engine.preprocessing.preprocess import preprocess_pairs
+from spemr_engine.preprocessing.rv import (
+    CCFSettings,
+    as_template,
+    line_spectrum,
+    load_line_list,
+    load_rv_catalog,
+    measure_rv,
+)
 from spemr_engine.safe_pickle import safe_load
 from synthetic_spectra import synthetic_pair
 

@@ -13,11 +13,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from spemr_engine import sigma_calibration as sc
-from spemr_engine.bundle import create_random_bundle, load_bundle
+from spemr_engine.model import sigma_calibration as sc
+from spemr_engine.model.bundle import create_random_bundle, load_bundle
 from spemr_engine.errors import ModelBundleError
-from spemr_engine.fit_quality import member_spread
-from spemr_engine.inference import SpemrPredictor
+from spemr_engine.model.fit_quality import member_spread
+from spemr_engine.model.inference import SpemrPredictor
 from tests.refset_testdata import make_refset
 
 REPO = Path(__file__).resolve().parents[1]

@@ -11,9 +11,9 @@ from astropy.io import fits
 
 from spemr_engine import cli
 from spemr_engine.config import LABELS, default_grid, published_to_label
-from spemr_engine.lamost import read_mrs
-from spemr_engine.preprocess import normalise_grid, preprocess_pairs
-from spemr_engine.refset import ReferenceSet
+from spemr_engine.reading.lamost import read_mrs
+from spemr_engine.preprocessing.preprocess import normalise_grid, preprocess_pairs
+from spemr_engine.training.refset import ReferenceSet
 from spemr_engine.safe_pickle import safe_load
 from spemr_engine.synth import spectrum as sp
 from spemr_engine.synth.fits_writer import write_mrs
@@ -293,9 +293,9 @@ def test_shipped_samples_carry_their_true_labels():
 
 
 def test_default_model_is_synthetic_small_and_its_templates_rebuild():
-    from spemr_engine.bundle import load_bundle
+    from spemr_engine.model.bundle import load_bundle
     from spemr_engine.synth.generate import GENERATOR_VERSION
-    from spemr_engine.templates import TemplateLibrary
+    from spemr_engine.model.templates import TemplateLibrary
 
     folder = ASSETS / "models" / "default"
     bundle = load_bundle(folder)
@@ -304,7 +304,7 @@ def test_default_model_is_synthetic_small_and_its_templates_rebuild():
     library = TemplateLibrary.load(folder)
     assert library.kind == "seeds" and library.generator_version == GENERATOR_VERSION
     # made with the shipped emulator: retraining it without retraining the model fails here
-    from spemr_engine.fit_quality import thresholds_of
+    from spemr_engine.model.fit_quality import thresholds_of
     from spemr_engine.synth.generate import world_id
 
     assert library.world_id == world_id(GENERATOR_VERSION) and library.rebuilds_exactly

@@ -10,11 +10,11 @@ import pytest
 
 from spemr_engine.config import LABELS
 from spemr_engine.errors import InputFileError
-from spemr_engine.preprocess import normalise_grid
-from spemr_engine.refset import ReferenceSet, ReferenceSetWriter
+from spemr_engine.preprocessing.preprocess import normalise_grid
+from spemr_engine.training.refset import ReferenceSet, ReferenceSetWriter
 from spemr_engine.synth.generate import GENERATOR_VERSION, make_stars, noiseless_grid
 from spemr_engine.synth.refset_builder import build_reference_set
-from spemr_engine.templates import TemplateLibrary
+from spemr_engine.model.templates import TemplateLibrary
 
 
 @pytest.fixture(scope="module")

@@ -9,13 +9,13 @@ from safetensors.torch import load_file
 
 from refset_testdata import make_refset
 from spemr_engine import cli
-from spemr_engine.bundle import load_bundle
+from spemr_engine.model.bundle import load_bundle
 from spemr_engine.config import LABELS, architecture, default_regions
 from spemr_engine.errors import Cancelled, SpemrError
 from spemr_engine.progress import Evaluating, Saved, TrainingProgress
-from spemr_engine.refset import split_by_star
-from spemr_engine.rrnet import RRNet, gaussian_nll
-from spemr_engine.training import (
+from spemr_engine.training.refset import split_by_star
+from spemr_engine.model.rrnet import RRNet, gaussian_nll
+from spemr_engine.training.train import (
     CHECKPOINT_DIR,
     FINETUNE,
     PRETRAIN,
@@ -177,7 +177,7 @@ def test_train_cli_writes_a_loadable_bundle(refset, tmp_path, capsys):
 
 
 def test_finetune_cli_retunes_only_the_chosen_regions(refset, tmp_path):
-    from spemr_engine.bundle import create_random_bundle
+    from spemr_engine.model.bundle import create_random_bundle
 
     stats = usable_statistics(refset.statistics)
     # S2 (kept) and S3 (re-tuned) were fine-tuned with their own statistics
@@ -222,7 +222,7 @@ def test_finetune_cli_retunes_only_the_chosen_regions(refset, tmp_path):
 
 
 def test_training_inputs_match_the_inference_standardisation(refset):
-    from spemr_engine.preprocess import standardise
+    from spemr_engine.preprocessing.preprocess import standardise
 
     stats = usable_statistics(refset.statistics)
     normaliser = _Normaliser(stats["flux_mean"], stats["flux_std"], stats["label_mean"], stats["label_std"])
@@ -244,7 +244,7 @@ def test_the_training_recipe_is_read_from_one_preset_everywhere():
     from spemr_engine.commands.train import epochs_of
 
     from spemr_engine.config import training_recipe
-    from spemr_engine.training import finetune_bundle, train_model
+    from spemr_engine.training.train import finetune_bundle, train_model
 
     recipe = training_recipe()
     assert (

@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 
 from ..progress import Count
-from ..crossmatch import (
+from ..training.crossmatch import (
     DEFAULT_MATCH_RADIUS,
     EXPOSURE_CHOICES,
     SUMMARY_FILE,

@@ -31,8 +31,8 @@ def register(subparsers) -> None:
 
 
 def run(args) -> int:
-    from ..refset import ReferenceSet
-    from ..templates import TemplateLibrary
+    from ..training.refset import ReferenceSet
+    from ..model.templates import TemplateLibrary
 
     output = Path(args.output)
     if not output.is_dir():

@@ -39,7 +39,7 @@ def register(subparsers) -> None:
 
 def run(args) -> int:
     from ..progress import Count
-    from ..quality_calibration import calibrate
+    from ..model.quality_calibration import calibrate
 
     def progress(event: Count) -> None:
         print(f"\r{event.done}/{event.total} spectra", end="", file=sys.stderr, flush=True)

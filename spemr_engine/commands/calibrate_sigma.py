@@ -30,7 +30,7 @@ def register(subparsers) -> None:
 
 
 def run(args) -> int:
-    from ..sigma_calibration import calibrate
+    from ..model.sigma_calibration import calibrate
 
     calibration, rows = calibrate(
         args.model,

@@ -1,14 +1,14 @@
 """``spemr catalog INPUT... -o CATALOG.(fits|parquet|csv)``: label a folder, a glob, a file
-list or a data release into one catalog, resumably (see spemr_engine.catalog)."""
+list or a data release into one catalog, resumably (see spemr_engine.batch.catalog)."""
 
 from __future__ import annotations
 
 import sys
 import time
 
-from .. import catalog
-from ..catalog_rows import model_caveat
-from ..fit_quality import calibration_note
+from ..batch import catalog
+from ..batch.catalog_rows import model_caveat
+from ..model.fit_quality import calibration_note
 from ..errors import Cancelled
 from ..progress import LABELLING, CatalogProgress
 

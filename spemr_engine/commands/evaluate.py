@@ -29,7 +29,7 @@ def register(subparsers) -> None:
 
 
 def run(args) -> int:
-    from ..evaluate import evaluate, render_markdown
+    from ..training.evaluate import evaluate, render_markdown
 
     report = evaluate(args.model, args.refset, split=args.split, device=args.device, batch_size=args.batch_size)
     text = render_markdown(report)

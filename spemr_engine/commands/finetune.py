@@ -65,8 +65,8 @@ def parse_regions(items: list[str] | None, known: tuple[Region, ...]) -> tuple[R
 
 
 def run(args) -> int:
-    from ..bundle import load_bundle
-    from ..training import finetune_bundle, print_progress
+    from ..model.bundle import load_bundle
+    from ..training.train import finetune_bundle, print_progress
 
     regions = parse_regions(args.regions, tuple(load_bundle(args.model).regions))
     path = finetune_bundle(

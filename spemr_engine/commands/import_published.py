@@ -26,11 +26,11 @@ def register(subparsers) -> None:
 
 
 def run(args) -> int:
-    from ..published import import_published  # torch: only when this command runs
+    from ..model.published import import_published  # torch: only when this command runs
 
     command = f"spemr import-published {shlex.quote(args.run_dir)} -o {shlex.quote(args.output)}"
     path = import_published(args.run_dir, args.output, command=command)
-    from ..bundle import load_bundle
+    from ..model.bundle import load_bundle
 
     own = list(load_bundle(path).region_statistics)
     print(f"wrote model {path}" + (f" (regions with their own statistics: {', '.join(own)})" if own else ""))

@@ -22,7 +22,7 @@ def register(subparsers) -> None:
 
 def run(args) -> int:
     from ..progress import Count
-    from ..refset import import_published
+    from ..training.refset import import_published
 
     def show(event: Count) -> None:
         # Whole lines only, so an error message that follows stays on its own line.

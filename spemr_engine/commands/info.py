@@ -6,7 +6,7 @@ import json
 import math
 
 from ..io_utils import plain
-from ..lamost import Arm, ArmPair, MRSFile, read_mrs
+from ..reading.lamost import Arm, ArmPair, MRSFile, read_mrs
 
 
 def register(subparsers) -> None:

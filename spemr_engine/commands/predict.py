@@ -14,10 +14,11 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from .. import api, catalog_rows
+from .. import api
+from ..batch import catalog_rows
 from ..errors import ModelBundleError, SpemrError, display_name
-from ..fit_quality import calibration_note
-from ..rv import load_rv_catalog, require_finite_rv
+from ..model.fit_quality import calibration_note
+from ..preprocessing.rv import load_rv_catalog, require_finite_rv
 
 EXIT_SOME_FAILED = 2
 
@@ -66,7 +67,7 @@ def register(subparsers) -> None:
 
 
 def run(args) -> int:
-    from ..inference import resolve_device
+    from ..model.inference import resolve_device
 
     resolve_device(args.device)  # options that cannot work stop the run before any file
     require_finite_rv(args.rv)
@@ -120,7 +121,7 @@ def _file_rows(path: str, model, rv_catalog, args) -> list[dict]:
 
 def _csv_values(row: dict) -> dict:
     """Cells in the catalog's CSV convention (catalog_store.csv_cell)."""
-    from ..catalog_store import csv_cell
+    from ..batch.catalog_store import csv_cell
 
     return {key: csv_cell(value, column=key) for key, value in row.items()}
 

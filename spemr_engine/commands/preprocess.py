@@ -50,9 +50,9 @@ def register(subparsers) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from .. import api
-    from ..lamost import read_mrs
+    from ..reading.lamost import read_mrs
 
-    from ..rv import require_finite_rv
+    from ..preprocessing.rv import require_finite_rv
 
     require_finite_rv(args.rv)
     _check_output(args.output, args.file)
@@ -84,7 +84,7 @@ def _rv_for(args: argparse.Namespace, mrs):
         return args.rv
     if args.rv_catalog is None:
         return None
-    from ..rv import load_rv_catalog
+    from ..preprocessing.rv import load_rv_catalog
 
     found = load_rv_catalog(args.rv_catalog).lookup(mrs.meta.get("obsid"), mrs.meta.get("filename") or args.file.name)
     if found is None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ..report import FORMATS, default_isochrones, write_report
+from ..batch.report import FORMATS, default_isochrones, write_report
 
 
 def register(subparsers) -> None:

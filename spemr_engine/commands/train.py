@@ -85,7 +85,7 @@ def epochs_of(args) -> tuple[int, int]:
 
 
 def run(args) -> int:
-    from ..training import print_progress, train_model
+    from ..training.train import print_progress, train_model
 
     epochs, finetune_epochs = epochs_of(args)
     path = train_model(

@@ -17,7 +17,7 @@ from importlib import resources
 
 import numpy as np
 
-from ..lamost import air_to_vacuum
+from ..reading.lamost import air_to_vacuum
 
 DATA_PACKAGE = "spemr_engine.synth.data"
 

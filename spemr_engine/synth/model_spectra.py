@@ -33,7 +33,7 @@ def model_spectra(labels: np.ndarray) -> np.ndarray:
     taken as solar-scaled ([X/H] = [Fe/H]). Labels outside what the world renders are
     clipped into it first (presets/synthetic_world.json ``model_spectra_domain``): a
     nonsense prediction then fits badly and is flagged rather than breaking the line model."""
-    from ..preprocess import normalise_grid
+    from ..preprocessing.preprocess import normalise_grid
     from . import spectrum as sp
     from .generate import render
 

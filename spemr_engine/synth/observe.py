@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..lamost import Arm, ArmPair, pixel_masks
+from ..reading.lamost import Arm, ArmPair, pixel_masks
 from .lines import sky_lines
 from .spectrum import sample_fine
 

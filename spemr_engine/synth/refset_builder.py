@@ -18,8 +18,8 @@ from typing import Callable
 import numpy as np
 
 from ..errors import Cancelled, InputFileError
-from ..preprocess import preprocess_pairs
-from ..refset import ReferenceSetWriter
+from ..preprocessing.preprocess import preprocess_pairs
+from ..training.refset import ReferenceSetWriter
 from .generate import GENERATOR_VERSION, make_stars, observe_stars
 
 CATALOG_RV_ERROR_KMS = 1.0
@@ -43,7 +43,7 @@ def build_reference_set(
     version: int = GENERATOR_VERSION,
 ):
     """Generate ``n_stars`` stars and write their usable spectra to a reference set at
-    ``path``. Returns the finished spemr_engine.refset.ReferenceSet."""
+    ``path``. Returns the finished spemr_engine.training.refset.ReferenceSet."""
     if rv_mode not in ("catalog", "ccf"):
         raise ValueError(f"rv_mode must be 'catalog' or 'ccf', not {rv_mode!r}")
     stars = make_stars(n_stars, seed)

@@ -1,4 +1,4 @@
-"""Batch labelling over the engine's catalog API (spemr_engine.catalog.run_catalog):
+"""Batch labelling over the engine's catalog API (spemr_engine.batch.catalog.run_catalog):
 inputs (folders, recursive, or files), options, start / pause / cancel, progress with
 files and spectra done, spectra/s and ETA; rows stream into a sortable table (flags
 included) and a Kiel diagram coloured by [Fe/H]; export, and the paper's diagnostics
@@ -662,7 +662,7 @@ class BatchView(QWidget):
             plot.addItem(item)
 
     def _plot_sigma(self, with_repeats: bool) -> None:
-        from spemr_engine.report import Catalog, binned_median, repeat_groups, repeat_scatter
+        from spemr_engine.batch.report import Catalog, binned_median, repeat_groups, repeat_scatter
 
         rows = self.model.rows
         snr = column_values(rows, "snr_blue")
@@ -747,7 +747,7 @@ class BatchView(QWidget):
         isochrones = self.batch_state.isochrone_path
 
         def run(progress, cancel):
-            from spemr_engine.report import default_isochrones, write_report
+            from spemr_engine.batch.report import default_isochrones, write_report
 
             chosen = isochrones or (default_isochrones() if default_isochrones().is_file() else None)
             return write_report(catalog, target, None, chosen)
@@ -807,7 +807,7 @@ class BatchView(QWidget):
 
 def _run_catalog(**options):
     """The engine's batch API, imported in the worker (its import takes ~0.2 s)."""
-    from spemr_engine.catalog import run_catalog
+    from spemr_engine.batch.catalog import run_catalog
 
     return run_catalog(**options)
 

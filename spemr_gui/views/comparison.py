@@ -48,7 +48,7 @@ class ComparisonView(QWidget):
         self.summary = QLabel("")
         self.summary.setWordWrap(True)
         self.summary.setTextInteractionFlags(Qt.TextSelectableByMouse)
-        self.mismatch_label = QLabel("")  # region_mismatch (spemr_engine.fit_quality)
+        self.mismatch_label = QLabel("")  # region_mismatch (spemr_engine.model.fit_quality)
         self.mismatch_label.setWordWrap(True)
         self.mismatch_label.setStyleSheet(MISMATCH_STYLE)
         self.mismatch_label.hide()

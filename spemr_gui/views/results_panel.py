@@ -65,7 +65,7 @@ class ResultsPanel(QWidget):
         self.busy.hide()
         self.message = QLabel("")
         self.message.setWordWrap(True)
-        self.fit_label = QLabel("")  # fit chi2 / poor_fit (spemr_engine.fit_quality)
+        self.fit_label = QLabel("")  # fit chi2 / poor_fit (spemr_engine.model.fit_quality)
         self.fit_label.setWordWrap(True)
         self.fit_label.hide()
         self.mismatch_label = QLabel("")  # region_mismatch

@@ -365,7 +365,7 @@ def flux_axis_label(unit: str | None) -> str:
 
 def rv_unreliable(spectra) -> bool:
     """The RV was measured (not given) and preprocessing calls it untrustworthy (the
-    catalog's rv_unreliable flag: spemr_engine.preprocess.QualityFlags.rv_unreliable)."""
+    catalog's rv_unreliable flag: spemr_engine.preprocessing.preprocess.QualityFlags.rv_unreliable)."""
     if spectra is None or not len(spectra.rv_source) or spectra.rv_source[0] == "given":
         return False
     return bool(spectra.quality.rv_unreliable[0])

@@ -57,11 +57,11 @@ SOURCES = {
     "open": ("Open an engine reference set (folder)", None),
     "published": (
         "Import the published layout (train/valid/test_flux.pkl, *_label.csv, label_config.pkl)",
-        "spemr_engine.refset:import_published",
+        "spemr_engine.training.refset:import_published",
     ),
     "crossmatch": (
         "Build from real MRS files + a label catalog (cross-match)",
-        "spemr_engine.crossmatch:build_reference_set",
+        "spemr_engine.training.crossmatch:build_reference_set",
     ),
 }
 # The source page's fields each source uses (the others are disabled).
@@ -583,7 +583,7 @@ class TrainingPage(QWizardPage):
         if self.runner is not None and self.runner.is_running():
             return self.runner
         arguments = self.wiz.config_page.train_arguments()
-        self.runner = JobRunner("spemr_engine.training:train_model", arguments, self)
+        self.runner = JobRunner("spemr_engine.training.train:train_model", arguments, self)
         self.runner.progress.connect(self.on_progress)
         self.runner.done.connect(self._on_done)
         self.runner.failed.connect(self._on_failed)
@@ -729,8 +729,8 @@ class EvaluationPage(QWizardPage):
 
 def evaluation_markdown(bundle_path: str) -> str:
     """The evaluation page's text for a saved bundle (off the GUI thread)."""
-    from spemr_engine.bundle import load_bundle
-    from spemr_engine.evaluate import render_markdown
+    from spemr_engine.model.bundle import load_bundle
+    from spemr_engine.training.evaluate import render_markdown
 
     bundle = load_bundle(bundle_path)
     metrics = bundle.metrics

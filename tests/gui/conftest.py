@@ -41,7 +41,7 @@ def window(qtbot, settings):
 @pytest.fixture(scope="session")
 def random_bundle(tmp_path_factory):
     """A tiny random-weight SPEMR bundle (base + four regions), built once."""
-    from spemr_engine.bundle import create_random_bundle
+    from spemr_engine.model.bundle import create_random_bundle
 
     return create_random_bundle(tmp_path_factory.mktemp("models") / "random-tiny", "tiny", seed=3)
 

@@ -92,8 +92,8 @@ def test_marker_legend_says_when_the_rv_is_unreliable():
 def test_batch_kiel_error_bars_and_isochrone_legend(window):
     import numpy as np
 
-    from spemr_engine.isochrones import read_isochrones
-    from spemr_engine.report import default_isochrones
+    from spemr_engine.batch.isochrones import read_isochrones
+    from spemr_engine.batch.report import default_isochrones
     from spemr_gui.views.batch import _catalog_name
 
     view = window.batch_view

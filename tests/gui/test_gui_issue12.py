@@ -91,7 +91,7 @@ def test_wizard_does_not_make_its_model_active_by_default(qtbot, window):
 
 # ------------------------------------------------------------------ item 2
 def test_wizard_summary_keeps_region_descriptions_with_angle_brackets(qtbot, window, monkeypatch):
-    from spemr_engine import refset as refset_module
+    from spemr_engine.training import refset as refset_module
     from spemr_engine.config import LABELS, default_regions
     from spemr_gui.views.wizard import open_wizard
 

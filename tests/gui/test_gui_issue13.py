@@ -29,7 +29,7 @@ def wizard(qtbot, window):
 @pytest.fixture
 def refset_opens(monkeypatch):
     """The threads ReferenceSet.open ran on (the real open, recorded)."""
-    from spemr_engine.refset import ReferenceSet
+    from spemr_engine.training.refset import ReferenceSet
 
     threads: list[threading.Thread] = []
     real_open = ReferenceSet.open.__func__
@@ -253,7 +253,7 @@ def test_one_epoch_of_validation_mae_is_visible_and_epochs_are_whole(qtbot, wiza
 
 
 def test_the_evaluation_page_reads_the_bundle_in_a_worker(qtbot, wizard, random_bundle, monkeypatch):
-    from spemr_engine import bundle as bundle_module
+    from spemr_engine.model import bundle as bundle_module
 
     threads = []
     real_load = bundle_module.load_bundle

@@ -45,7 +45,7 @@ def test_sample_with_default_model_and_template_view(qtbot, window, default_mode
     view = window.template_view
     with qtbot.waitSignal(window.templates_found, timeout=60000):
         window.tabs.setCurrentWidget(view)
-    from spemr_engine.templates import TemplateLibrary
+    from spemr_engine.model.templates import TemplateLibrary
 
     library = TemplateLibrary.load(default_model.template_library_path)
     expected = library.nearest(result.prediction.mean[0], k=len(view.matches.indices))
@@ -59,7 +59,7 @@ def test_sample_with_default_model_and_template_view(qtbot, window, default_mode
     np.testing.assert_allclose(residual_y, data - flux[blue], rtol=1e-5, equal_nan=True)
     assert view.table.item(0, 2).text().strip() == f"{library.labels(expected[0])[0]:.0f}"
     # the model spectrum at the fused labels, the one fit_chi2 is measured against
-    from spemr_engine.fit_quality import fit_chi2
+    from spemr_engine.model.fit_quality import fit_chi2
     from spemr_engine.synth.model_spectra import model_spectra
     from spemr_gui.engine_calls import _in_order
     from spemr_engine.config import LABELS

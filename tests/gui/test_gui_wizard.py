@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 from PySide6.QtWidgets import QWizard
 
-from spemr_engine.bundle import load_bundle
+from spemr_engine.model.bundle import load_bundle
 
 
 @pytest.mark.slow
@@ -80,7 +80,7 @@ def test_training_job_crash_is_reported_not_fatal(qtbot, window, tmp_path):
     from spemr_gui.views.jobs import JobRunner
 
     runner = JobRunner(
-        "spemr_engine.training:train_model",
+        "spemr_engine.training.train:train_model",
         {"refset": str(tmp_path / "missing"), "out_dir": str(tmp_path / "m"), "architecture": "tiny"},
     )
     with qtbot.waitSignal(runner.failed, timeout=120000) as failed:

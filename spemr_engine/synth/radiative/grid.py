@@ -21,7 +21,7 @@ from scipy.ndimage import gaussian_filter1d
 
 from ...config import LABELS, preprocess_config
 from ...io_utils import atomic_write
-from ...lamost import air_to_vacuum
+from ...reading.lamost import air_to_vacuum
 
 C_KMS = preprocess_config().speed_of_light_kms
 FWHM_TO_SIGMA = 1.0 / (2.0 * np.sqrt(2.0 * np.log(2.0)))

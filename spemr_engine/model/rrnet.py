@@ -6,7 +6,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .config import RRNetConfig
+from ..config import RRNetConfig
 
 MODES = ("raw", "pre-RNN", "post-RNN")
 

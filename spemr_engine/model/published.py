@@ -50,11 +50,11 @@ from typing import Mapping
 import numpy as np
 import torch
 
-from . import config
+from .. import config
 from .bundle import FORMAT, MANIFEST, MAX_WEIGHT, Statistics, expected_shapes, save_bundle
-from .config import Region, RRNetConfig
-from .errors import InputFileError
-from .safe_pickle import safe_load
+from ..config import Region, RRNetConfig
+from ..errors import InputFileError
+from ..safe_pickle import safe_load
 
 WEIGHT_FILE = "weight_best.pkl"
 LABEL_CONFIG = "label_config.pkl"

@@ -24,8 +24,8 @@ from typing import Callable, Mapping, Sequence
 import numpy as np
 from scipy import fft as sp_fft
 
-from .config import assets_dir, preprocess_config
-from .errors import InputFileError, SpemrError, require_regular_file
+from ..config import assets_dir, preprocess_config
+from ..errors import InputFileError, SpemrError, require_regular_file
 
 LINE_LIST_NAME = "mrs_lines.csv"
 _LINE_COLUMNS = ("species", "wave_air", "wave_vac", "depth", "fwhm")

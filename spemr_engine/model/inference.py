@@ -26,9 +26,9 @@ from torch import nn
 from .bundle import BASE, ModelBundle, load_bundle
 from . import sigma_calibration
 from .ensemble import ensemble_combine, fuse_min_variance
-from .errors import Cancelled, SpemrError
-from .progress import PREDICT, Count, CountProgress
-from .preprocess import standardise
+from ..errors import Cancelled, SpemrError
+from ..progress import PREDICT, Count, CountProgress
+from ..preprocessing.preprocess import standardise
 from .rrnet import RRNet
 
 CPU_CONV_CHUNK = 32  # spectra per convolution call on CPU: keeps activations in cache

@@ -28,7 +28,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from .errors import ModelBundleError, SpemrError
+from ..errors import ModelBundleError, SpemrError
 
 MANIFEST_KEY = "sigma_calibration"
 ONE_SIGMA_COVERAGE = math.erf(1 / math.sqrt(2))  # 0.6827: a Gaussian's share within 1 sigma
@@ -128,8 +128,8 @@ def calibrate(
     (uncalibrated) sigmas; store them in the manifest unless ``write`` is False. Returns
     the calibration and per-label rows (n, within 1 sigma before and after, factor)."""
     from .bundle import load_bundle, update_manifest
-    from .evaluate import _resolve_indices, predict_refset
-    from .refset import ReferenceSet
+    from ..training.evaluate import _resolve_indices, predict_refset
+    from ..training.refset import ReferenceSet
 
     model = replace(load_bundle(model_path), sigma_calibration=None)
     refset = ReferenceSet.open(refset_path)

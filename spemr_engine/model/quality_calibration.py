@@ -21,12 +21,12 @@ from typing import Callable
 
 import numpy as np
 
-from . import config
+from .. import config
 from .bundle import ModelBundle, load_bundle, update_manifest
-from .errors import Cancelled, SpemrError
-from .progress import CALIBRATE, Count, CountProgress
+from ..errors import Cancelled, SpemrError
+from ..progress import CALIBRATE, Count, CountProgress
 from .fit_quality import QualityThresholds
-from .refset import ReferenceSet
+from ..training.refset import ReferenceSet
 
 STARS_PER_BATCH = 32
 REBUILD_TOLERANCE = 2e-3  # max |rebuilt - stored| normalised flux (stored as float32)
@@ -37,9 +37,9 @@ def rebuild_spectra(refset: ReferenceSet, indices: np.ndarray) -> tuple[np.ndarr
     """(flux, ivar) of synthetic reference-set spectra ``indices``, re-observed from their
     seeds and preprocessed as synth-refset did. Raises SpemrError when the set has no
     seeds or a rebuilt spectrum differs from the stored one."""
-    from .preprocess import preprocess_pairs
-    from .synth.generate import observe_stars
-    from .synth.refset_builder import CATALOG_RV_ERROR_KMS
+    from ..preprocessing.preprocess import preprocess_pairs
+    from ..synth.generate import observe_stars
+    from ..synth.refset_builder import CATALOG_RV_ERROR_KMS
 
     rows = refset.rows
     if not refset.synthetic or not all(str(rows[i].get("seed") or "") for i in indices):
@@ -135,7 +135,7 @@ def calibrate(
     """Measure both fit-quality measures on ``split`` of ``refset`` and (``write``) store
     their ``percentile`` in the model's manifest. Returns the manifest ``quality`` entry
     (thresholds plus the distribution they come from)."""
-    from .evaluate import _resolve_indices
+    from ..training.evaluate import _resolve_indices
 
     bundle = model if isinstance(model, ModelBundle) else load_bundle(model)
     refset = refset if isinstance(refset, ReferenceSet) else ReferenceSet.open(refset)
@@ -144,8 +144,8 @@ def calibrate(
     if not len(indices):
         raise SpemrError(f"{refset.path}: split {split_name!r} holds no spectra")
     values = measure(bundle, refset, np.asarray(indices), device, batch_size, progress, cancel)
-    from .synth.generate import world_id
-    from .synth.model_spectra import WORLD
+    from ..synth.generate import world_id
+    from ..synth.model_spectra import WORLD
 
     entry = {
         "percentile": percentile,

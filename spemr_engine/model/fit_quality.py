@@ -37,8 +37,8 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
-from . import config
-from .errors import ModelBundleError
+from .. import config
+from ..errors import ModelBundleError
 
 MANIFEST_KEY = "quality"
 FLAG_POOR_FIT = "poor_fit"
@@ -125,8 +125,8 @@ class QualityThresholds:
 def thresholds_of(bundle) -> QualityThresholds | None:
     """The bundle's calibrated thresholds, None when it has none or they were measured
     against model spectra of another synthetic world than the one used now."""
-    from .synth.generate import world_id
-    from .synth.model_spectra import WORLD
+    from ..synth.generate import world_id
+    from ..synth.model_spectra import WORLD
 
     thresholds = getattr(bundle, "quality", None)
     if thresholds is None or thresholds.world != WORLD:
@@ -271,7 +271,7 @@ class FitQuality:
 def assess(prediction, flux: np.ndarray, ivar: np.ndarray, bundle, keep_model_flux: bool = False) -> FitQuality:
     """The fit quality of a raw (not yet inflated) prediction of ``flux`` (n, n_pixels,
     the model input) with inverse variance ``ivar`` (0 where there is no data)."""
-    from .synth.model_spectra import model_spectra
+    from ..synth.model_spectra import model_spectra
 
     model_flux = model_spectra(_full_labels(prediction))
     # A model spectrum can differ in the last bit with the batch it was made in (FFT and

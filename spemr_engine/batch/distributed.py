@@ -11,7 +11,7 @@ The model is loaded once per worker by a worker plugin (also on workers that joi
 later), never per task. Inputs and the model folder must be visible to the workers at
 the same paths (a shared file system, as on any cluster).
 
-Nothing here is imported by the base install: spemr_engine.catalog imports this module
+Nothing here is imported by the base install: spemr_engine.batch.catalog imports this module
 only when a cluster is asked for, and it works (with a clear error) without Dask.
 """
 
@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from . import catalog_rows
-from .errors import SpemrError
+from ..errors import SpemrError
 
 try:  # optional dependency: spemr[cluster]
     from distributed import WorkerPlugin as _WorkerPluginBase
@@ -86,7 +86,7 @@ class ModelPlugin(_WorkerPluginBase):
         self.n_tasks = 0  # tasks this worker labelled with its one model
 
     def setup(self, worker=None):
-        from .bundle import load_bundle
+        from ..model.bundle import load_bundle
 
         self.labeller = catalog_rows.Labeller(load_bundle(self.model_path), self.device, self.batch_size)
 

@@ -22,8 +22,9 @@ from typing import Sequence
 
 import numpy as np
 
-from . import config, pipeline
-from .pipeline import Preparation
+from .. import config
+from ..preprocessing import pipeline
+from ..preprocessing.pipeline import Preparation
 
 FLAG_DOC = {
     "file_error": "the file could not be read as a LAMOST MRS file (see error)",
@@ -146,7 +147,7 @@ def source_path(path) -> str:
 
 def failed_file(path: str, flag: str, message: str) -> PreparedFile:
     """One row for a file that produced no spectra."""
-    from .lamost import fits_name
+    from ..reading.lamost import fits_name
 
     row = {
         "source": source_path(path),
@@ -167,7 +168,7 @@ def prepare_batch(paths: Sequence[str], options: PrepareOptions) -> list[Prepare
 def prepare_file(path: str, options: PrepareOptions) -> PreparedFile:
     """Read and preprocess one file through the pipeline's stages; never raises for a
     bad file (it becomes a row flagged by the stage that failed)."""
-    from .errors import SpemrError
+    from ..errors import SpemrError
 
     try:
         mrs = pipeline.read(path)
@@ -204,7 +205,7 @@ def spectrum_row(path: str, meta: dict, pair, spectra, index: int) -> tuple[dict
     quality = spectra.quality
     flags = quality.flags(index)  # why it fails the paper's selection (preprocess.FLAG_NAMES)
     usable = bool(quality.usable[index])
-    from .lamost import fits_name
+    from ..reading.lamost import fits_name
 
     row = {
         "obsid": meta.get("obsid"),
@@ -267,7 +268,7 @@ class Labeller:
     uninterrupted run bit for bit on the same machine and thread count."""
 
     def __init__(self, bundle, device: str = "auto", batch_size: int = 256):
-        from .inference import SpemrPredictor
+        from ..model.inference import SpemrPredictor
 
         self.bundle = bundle
         self.batch_size = max(1, int(batch_size))
@@ -322,7 +323,7 @@ class Labeller:
         if len(flux) < self.batch_size:
             pad = np.ones((self.batch_size - len(flux), flux.shape[1]), dtype=flux.dtype)
             flux = np.concatenate([flux, pad])
-        from .fit_quality import assess, inflate
+        from ..model.fit_quality import assess, inflate
 
         prediction = self.predictor.predict(flux)
         real = np.arange(len(block))

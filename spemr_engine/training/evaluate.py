@@ -16,12 +16,12 @@ from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
-from .bundle import BASE, ModelBundle, load_bundle
-from .config import label_infos, training_recipe
-from .errors import Cancelled, SpemrError
-from .progress import EVALUATE, Count, CountProgress
-from .inference import SpemrPredictor
-from .io_utils import plain
+from ..model.bundle import BASE, ModelBundle, load_bundle
+from ..config import label_infos, training_recipe
+from ..errors import Cancelled, SpemrError
+from ..progress import EVALUATE, Count, CountProgress
+from ..model.inference import SpemrPredictor
+from ..io_utils import plain
 from .refset import SPLIT_NAMES, ReferenceSet
 
 READ_CHUNK = 2048

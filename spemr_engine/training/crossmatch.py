@@ -26,15 +26,15 @@ from typing import Callable, Iterable, Sequence
 import numpy as np
 from astropy import units as u
 
-from . import pipeline
-from .config import LABELS, default_regions, preprocess_config
-from .errors import Cancelled, InputFileError, SpemrError
-from .progress import BUILD, SCAN, Count, CountProgress
-from .io_utils import atomic_write_text
-from .label_catalog import LabelCatalog, read_label_catalog
-from .lamost import read_mrs_meta
+from ..preprocessing import pipeline
+from ..config import LABELS, default_regions, preprocess_config
+from ..errors import Cancelled, InputFileError, SpemrError
+from ..progress import BUILD, SCAN, Count, CountProgress
+from ..io_utils import atomic_write_text
+from ..reading.label_catalog import LabelCatalog, read_label_catalog
+from ..reading.lamost import read_mrs_meta
 from .refset import ReferenceSetWriter
-from .run_manifest import RunManifest
+from ..run_manifest import RunManifest
 
 DEFAULT_MATCH_RADIUS = "3arcsec"
 EXPOSURE_CHOICES = ("coadd", "all")
@@ -304,7 +304,7 @@ def _rv_lookup(path: str | None):
     """The RV catalog, read once per build (errors before any file is processed)."""
     if path is None:
         return None
-    from .rv import load_rv_catalog  # only needed when an RV catalog is given
+    from ..preprocessing.rv import load_rv_catalog  # only needed when an RV catalog is given
 
     return load_rv_catalog(path)
 

@@ -27,11 +27,11 @@ from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 
-from .errors import InputFileError
-from .lamost import ArmPair, MRSFile, read_mrs
+from ..errors import InputFileError
+from ..reading.lamost import ArmPair, MRSFile, read_mrs
 
 if TYPE_CHECKING:
-    from .config import InputGrid, PreprocessConfig
+    from ..config import InputGrid, PreprocessConfig
     from .preprocess import PreprocessedSpectra
     from .rv import RVCatalog
 

@@ -36,9 +36,9 @@ from typing import IO, Iterable, Iterator, Sequence
 
 import numpy as np
 
-from .errors import SpemrError
-from .io_utils import atomic_path, atomic_write
-from .run_manifest import RunManifest
+from ..errors import SpemrError
+from ..io_utils import atomic_path, atomic_write
+from ..run_manifest import RunManifest
 
 CHUNK_FORMAT = "spemr-catalog-chunk"
 RUN_FORMAT = "spemr-catalog-run"

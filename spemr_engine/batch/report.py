@@ -24,9 +24,9 @@ from typing import Sequence
 
 import numpy as np
 
-from . import config
+from .. import config
 from .catalog_store import output_format, read_table
-from .errors import InputFileError, SpemrError, display_name
+from ..errors import InputFileError, SpemrError, display_name
 
 FORMATS = ("html", "pdf", "png")
 # The labels of the uncertainty figure and the Kiel diagram (catalog names).
@@ -43,7 +43,7 @@ def default_isochrones() -> Path:
     """The MIST 7 Gyr isochrones of the project's shared data (``SPEMR_SHARED_DATA``, else
     ``../shared/data`` beside a source checkout); they need not exist."""
     shared = os.environ.get("SPEMR_SHARED_DATA")
-    folder = Path(shared) if shared else Path(__file__).resolve().parents[1].parent / "shared" / "data"
+    folder = Path(shared) if shared else Path(__file__).resolve().parents[2].parent / "shared" / "data"
     return folder / ISOCHRONE_FILE
 
 

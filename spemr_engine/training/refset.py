@@ -22,12 +22,12 @@ from typing import Callable, Iterator, Mapping, Sequence
 
 import numpy as np
 
-from .config import LABELS, InputGrid, default_grid, preprocess_config, published_to_label, training_recipe
-from .errors import Cancelled, InputFileError
-from .progress import IMPORT, Count, CountProgress
-from .io_utils import atomic_write
-from .run_manifest import RunManifest
-from .safe_pickle import safe_load
+from ..config import LABELS, InputGrid, default_grid, preprocess_config, published_to_label, training_recipe
+from ..errors import Cancelled, InputFileError
+from ..progress import IMPORT, Count, CountProgress
+from ..io_utils import atomic_write
+from ..run_manifest import RunManifest
+from ..safe_pickle import safe_load
 
 FORMAT = "spemr-refset"
 VERSION = 1

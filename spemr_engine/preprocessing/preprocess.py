@@ -22,8 +22,8 @@ import numpy as np
 from scipy import ndimage
 
 from . import rv as rvmod
-from .config import InputGrid, PreprocessConfig, default_grid, preprocess_config
-from .errors import SpemrError
+from ..config import InputGrid, PreprocessConfig, default_grid, preprocess_config
+from ..errors import SpemrError
 
 # A residual scatter below this (in standardised flux units) means the polynomial fits
 # exactly (e.g. a constant arm): then nothing is an outlier, instead of rounding noise.
@@ -608,7 +608,7 @@ def preprocess_pairs(
     grid: InputGrid | None = None,
     ccf_settings: rvmod.CCFSettings | None = None,
 ) -> PreprocessedSpectra:
-    """Arm pairs (spemr_engine.lamost.ArmPair or anything with .blue/.red arms having
+    """Arm pairs (spemr_engine.reading.lamost.ArmPair or anything with .blue/.red arms having
     wave, flux, mask, snr, extname) -> the SPEMR input on the grid, with flags.
 
     rv: None (measure every spectrum by CCF), a float for all, or one value per pair

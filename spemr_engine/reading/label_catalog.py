@@ -22,8 +22,8 @@ from astropy.io import ascii as astropy_ascii
 from astropy.io import fits
 from astropy.utils.exceptions import AstropyWarning
 
-from .config import LABELS, label_infos
-from .errors import InputFileError, require_regular_file
+from ..config import LABELS, label_infos
+from ..errors import InputFileError, require_regular_file
 
 MAPPINGS_PRESET = "catalog_mappings.json"
 PUBLISHED_CATALOG_LABELS = "published_catalog"

@@ -35,12 +35,12 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 from torch import nn
 
-from . import __version__, config
-from .config import InputGrid, Region, RRNetConfig
-from .errors import ModelBundleError
+from .. import __version__, config
+from ..config import InputGrid, Region, RRNetConfig
+from ..errors import ModelBundleError
 from .fit_quality import MANIFEST_KEY as QUALITY_KEY, QualityThresholds
 from .sigma_calibration import MANIFEST_KEY as SIGMA_KEY, SigmaCalibration
-from .io_utils import atomic_path, atomic_write_text, plain
+from ..io_utils import atomic_path, atomic_write_text, plain
 from .rrnet import RRNet
 
 FORMAT = "spemr-model"

@@ -4,7 +4,7 @@
 GUI call it). Reading and preprocessing run in worker processes (they are CPU-bound
 and need no model); inference runs batched in the calling process on the chosen
 device (one model in memory, large batches); results are committed in crash-safe
-chunks by :mod:`spemr_engine.catalog_store`. Memory stays bounded: at most a few tasks
+chunks by :mod:`spemr_engine.batch.catalog_store`. Memory stays bounded: at most a few tasks
 are in flight, at most one inference batch is buffered, and at most one chunk of rows
 waits to be written.
 
@@ -42,9 +42,9 @@ from .catalog_store import (
     require_pyarrow,
     write_table,
 )
-from .errors import Cancelled, SpemrError, display_name
-from .progress import ASSEMBLING, DONE, LABELLING, CatalogCallback, CatalogProgress
-from .run_manifest import RunManifest
+from ..errors import Cancelled, SpemrError, display_name
+from ..progress import ASSEMBLING, DONE, LABELLING, CatalogCallback, CatalogProgress
+from ..run_manifest import RunManifest
 
 FITS_NAME = re.compile(r"\.(fits|fit|fts)(\.gz|\.bz2|\.fz)?$", re.IGNORECASE)
 GLOB_CHARS = re.compile(r"[*?\[]")
@@ -243,7 +243,7 @@ def run_catalog(
     resumed run keeps the interrupted run's value, because torch's float results depend
     on the thread count).
     resume: continue an interrupted run (the same inputs and settings).
-    cluster: "dask://HOST:PORT" or "local:N" runs on Dask (see spemr_engine.distributed).
+    cluster: "dask://HOST:PORT" or "local:N" runs on Dask (see spemr_engine.batch.distributed).
     progress(event): a progress.CatalogProgress (phase "labelling" | "assembling" | "done",
     files and spectra done, rate, ETA, and while labelling the rows just labelled).
     pause: a callable or threading.Event; while set, no new work starts.
@@ -304,7 +304,7 @@ def default_workers(device: str = "auto") -> int:
     paper model at ~40 spectra/s per torch thread, so half the cores keep the model fed,
     and the model's threads take the rest (and any core a worker leaves idle). With CUDA
     the model needs no cores: all but one preprocess."""
-    from .inference import resolve_device
+    from ..model.inference import resolve_device
 
     cores = usable_cores()
     if resolve_device(device).type == "cuda":
@@ -324,8 +324,8 @@ def default_threads() -> int:
 def resolve_model(model):
     """A ModelBundle from a path, a bundle, or the default model (imports torch lazily);
     ModelBundleError (one line) when there is none."""
-    from .api import load_model
-    from .bundle import ModelBundle
+    from ..api import load_model
+    from ..model.bundle import ModelBundle
 
     return model if isinstance(model, ModelBundle) else load_model(model)
 
@@ -334,7 +334,7 @@ def _content_settings(settings: _Settings, bundle, columns: list[str]) -> dict:
     """Everything that changes the table's content, down to float rounding: the batch
     shape and the device change the last bits of torch's results (see Labeller); the
     number of workers and the chunking do not."""
-    from .inference import resolve_device
+    from ..model.inference import resolve_device
 
     listing = os.fsencode("\n".join(settings.inputs))  # names need not be UTF-8
     return {

@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 from astropy.io import fits
 
-from .errors import InputFileError
+from ..errors import InputFileError
 
 FITS_BLOCK = 2880
 _GZIP_MAGIC = b"\x1f\x8b"

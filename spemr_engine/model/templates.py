@@ -20,8 +20,8 @@ from typing import Sequence
 
 import numpy as np
 
-from .config import LABELS, default_grid
-from .errors import InputFileError, require_regular_file
+from ..config import LABELS, default_grid
+from ..errors import InputFileError, require_regular_file
 
 TEMPLATES_FILE = "templates.npz"
 FORMAT = "spemr-templates"
@@ -103,8 +103,8 @@ class TemplateLibrary:
         if self.flux is not None:
             return self.wave, self.flux[i].astype(np.float32)
         if i not in self._cache and self.seeds is not None:
-            from .preprocess import normalise_grid
-            from .synth.generate import noiseless_grid  # heavy; only for seed libraries
+            from ..preprocessing.preprocess import normalise_grid
+            from ..synth.generate import noiseless_grid  # heavy; only for seed libraries
 
             _wave, flux = noiseless_grid(
                 self._labels[i : i + 1].astype(np.float64), self.seeds[i : i + 1], version=self.generator_version or 1
@@ -125,7 +125,7 @@ class TemplateLibrary:
         or by another world of that version (e.g. a since retrained emulator)."""
         if self.seeds is None:
             return True
-        from .synth.generate import WORLDS, world_id
+        from ..synth.generate import WORLDS, world_id
 
         version = self.generator_version or 1
         return version in WORLDS and (self.world_id is None or self.world_id == world_id(version))
@@ -191,7 +191,7 @@ class TemplateLibrary:
         indices: np.ndarray | None = None,
         seed: int = 0,
     ) -> "TemplateLibrary":
-        """A library from a reference set (spemr_engine.refset.ReferenceSet): seeds when
+        """A library from a reference set (spemr_engine.training.refset.ReferenceSet): seeds when
         the set is synthetic and has them, else float16 fluxes. ``indices`` restricts it
         (e.g. to the training split); one spectrum per star by default."""
         rows = refset.rows if hasattr(refset, "rows") else None
@@ -213,7 +213,7 @@ class TemplateLibrary:
         if seeds is not None and rows is not None:
             # Reference sets written before the "generator" column were made by version 1.
             version = int(rows[chosen[0]].get("generator") or 1) if len(chosen) else 1
-            from .synth.generate import world_id
+            from ..synth.generate import world_id
 
             return cls(
                 labels,

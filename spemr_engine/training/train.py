@@ -28,8 +28,8 @@ from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 import numpy as np
 import torch
 
-from . import bundle as bundle_io
-from .config import (
+from ..model import bundle as bundle_io
+from ..config import (
     LABELS,
     Region,
     RRNetConfig,
@@ -38,14 +38,14 @@ from .config import (
     preprocess_config,
     training_recipe,
 )
-from .errors import Cancelled, SpemrError
-from .progress import Evaluating, Saved, TrainingCallback, TrainingProgress
+from ..errors import Cancelled, SpemrError
+from ..progress import Evaluating, Saved, TrainingCallback, TrainingProgress
 from .evaluate import evaluate
-from .inference import resolve_device
-from .io_utils import atomic_path, plain
+from ..model.inference import resolve_device
+from ..io_utils import atomic_path, plain
 from .refset import ReferenceSet
-from .rrnet import RRNet, gaussian_nll
-from .run_manifest import RunManifest
+from ..model.rrnet import RRNet, gaussian_nll
+from ..run_manifest import RunManifest
 
 CHECKPOINT_DIR = ".checkpoints"
 RUN_FILE = "run.json"
@@ -498,7 +498,7 @@ def train_model(
     statistics = _bundle_statistics(stats, refset.label_names, labels, refset.source)
     provenance: dict[str, Any] = {
         "trained_on": "synthetic" if refset.synthetic else "real",
-        "command": command or "spemr_engine.training.train_model",
+        "command": command or "spemr_engine.training.train.train_model",
         "seed": seed,
         "reference_set": str(refset.path),
         "reference_source": refset.source,
@@ -756,7 +756,7 @@ def finetune_bundle(
             notes.extend(n for n in job_notes if n not in notes)
     provenance = dict(source.provenance)
     provenance["finetuned"] = {
-        "command": command or "spemr_engine.training.finetune_bundle",
+        "command": command or "spemr_engine.training.train.finetune_bundle",
         "reference_set": str(refset.path),
         "regions": [r.name for r in regions],
         "settings": settings.to_dict(),

@@ -1,0 +1,1 @@
+"""Batch: survey-scale catalogs (rows, chunk store, Dask), reports and isochrones."""

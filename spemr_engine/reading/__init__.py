@@ -1,0 +1,1 @@
+"""Reading: the LAMOST MRS reader and label catalogs."""

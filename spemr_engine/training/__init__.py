@@ -1,0 +1,1 @@
+"""Training: reference sets (streamed, imported, cross-matched), training and evaluation."""
