@@ -441,7 +441,7 @@ def test_cli_preprocess_errors_are_one_line_and_exit_2(tmp_path, capsys, args, p
 def test_cli_preprocess_refuses_the_input_file_or_a_folder_as_output(tmp_path, capsys, monkeypatch):
     """-o naming the input overwrote the spectrum with the .npz; a folder failed only
     after the work. Both are refused first, with one line, exit 2."""
-    from spemr_engine import lamost
+    from spemr_engine.reading import lamost
 
     source = write_mrs(tmp_path / "med-58000-TEST_sp01-001.fits")
     original = source.read_bytes()
