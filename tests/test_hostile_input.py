@@ -307,8 +307,9 @@ def test_random_bytes_as_a_pickle_are_a_value_or_one_line(data):
 _FINITE = st.floats(allow_nan=False, allow_infinity=False, width=32)
 _NON_FINITE = st.sampled_from([np.nan, np.inf, -np.inf])
 # An arm with no spectrum in it: one value everywhere (0, negative, 1e38, subnormal...),
-# only NaN/inf, or one value sprinkled with NaN/inf.
+# only NaN/inf, one value sprinkled with NaN/inf, or a smooth continuum with noise and no lines.
 _FEATURELESS_ARM = st.one_of(
+    st.tuples(st.just("smooth"), _FINITE, _NON_FINITE),
     st.tuples(st.just("constant"), _FINITE, _NON_FINITE),
     st.tuples(st.just("non-finite"), _FINITE, _NON_FINITE),
     st.tuples(st.just("constant+non-finite"), _FINITE, _NON_FINITE),
@@ -332,6 +333,11 @@ def _featureless(length: int, kind: str, value: float, bad: float, rng) -> np.nd
         flux[:] = bad
     elif kind == "constant+non-finite":
         flux[rng.random(length) < 0.3] = bad
+    elif kind == "smooth":
+        x = np.linspace(-0.5, 0.5, length)
+        with np.errstate(over="ignore", invalid="ignore"):
+            shape = (1 + 0.3 * x - 0.2 * x**2) * (1 + rng.normal(0, 0.02, length))
+            flux = (np.float64(value) * shape).astype(np.float32)
     return flux
 
 
@@ -339,8 +345,9 @@ def _featureless(length: int, kind: str, value: float, bad: float, rng) -> np.nd
 @given(blue=st.one_of(st.none(), _FEATURELESS_ARM), red=st.one_of(st.none(), _FEATURELESS_ARM), seed=st.integers(0, 9))
 def test_featureless_or_non_finite_arms_are_never_labelled_without_a_flag(featureless_setup, tmp_path, blue, red, seed):
     """Issue 11, "plausible nonsense": an arm with no spectrum (constant flux of any
-    value, only NaN/inf, or a constant with NaN/inf sprinkled in), in either arm or both,
-    with the RV given (no cross-correlation to fail): no row is usable, every row flagged."""
+    value, only NaN/inf, a constant with NaN/inf sprinkled in, or a smooth continuum with
+    noise and no lines), in either arm or both, with the RV given (no cross-correlation
+    search to fail): no row is usable, every row flagged."""
     from astropy.io import fits
 
     from spemr_engine import api

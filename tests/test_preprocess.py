@@ -308,8 +308,10 @@ def test_quality_rules_of_the_paper():
         flags.usable.tolist()
         == (~(flags.low_snr | flags.bad_pixels | flags.bad_run | flags.rv_unreliable | flags.no_good_pixels)).tolist()
     )
-    given = quality_flags(mask, snr, np.full(5, 80.0), ccf_peak=[0.9] * 4 + [0.05], rv_measured=[False] * 5)
-    assert not given.rv_unreliable.any() and given.usable[4]  # a given RV is never "unreliable"
+    # A given RV is judged by the template correlation at that RV; NaN (not computed) is no judgement.
+    given = quality_flags(mask, snr, np.full(5, 80.0), ccf_peak=[0.9, np.nan, 0.9, 0.9, 0.05], rv_measured=[False] * 5)
+    assert given.rv_unreliable.tolist() == [False, False, False, False, True]
+    assert "at the given RV 0.05 < 0.2 (the RV is wrong or the spectrum has no stellar lines)" in given.reason[4]
     dead = np.zeros((1, GRID.n_pixels), bool)
     dead[0, GRID.arm_slices()["red"]] = True
     both = quality_flags(dead, [5.0], [80.0], ccf_peak=[0.9], rv_measured=[True])

@@ -68,6 +68,41 @@ def test_measured_rv_within_1_kms_at_snr_50(true_rv):
     assert spectra.quality.usable.all()
 
 
+def test_a_given_rv_is_checked_against_the_template():
+    """A given RV skips the CCF search but not its judgement: the spectrum's correlation
+    with the template at that RV is its ccf_peak. The right RV scores like a measured
+    peak; a wrong one, or a smooth spectrum without lines, is flagged rv_unreliable."""
+    pairs = [synthetic_pair(40.0, snr=50, seed=seed, scatter=0.3) for seed in range(2)]
+    measured = preprocess_pairs(pairs)
+    right = preprocess_pairs(pairs, rv=40.0)
+    assert right.rv_source == ["given"] * 2
+    assert np.allclose(right.quality.ccf_peak, measured.quality.ccf_peak, atol=0.05)
+    assert right.quality.usable.all()
+    wrong = preprocess_pairs(pairs, rv=40.0 + 180.0)
+    assert np.all(wrong.quality.ccf_peak < CCFSettings().min_peak)
+    assert [wrong.quality.flags(i) for i in range(2)] == [["rv_unreliable"]] * 2
+    assert "given RV" in wrong.quality.reason[0]
+    smooth = synthetic_pair(40.0, snr=50, seed=3)
+    for arm in (smooth.blue, smooth.red):  # a tilted, curved continuum and noise, no lines
+        x = (arm.wave - arm.wave.mean()) / np.ptp(arm.wave)
+        arm.flux[:] = 1000 * (1 + 0.3 * x - 0.2 * x**2) * (1 + np.random.default_rng(5).normal(0, 0.02, x.size))
+    featureless = preprocess_pairs([smooth], rv=40.0)
+    assert featureless.quality.flags(0) == ["rv_unreliable"] and not featureless.quality.usable[0]
+
+
+def test_an_arm_without_lines_is_flagged_even_when_the_other_arm_is_a_star():
+    """One real arm carries the joint CCF (RV measured fine); the other, a smooth continuum
+    with noise, would still be labelled: its own template correlation flags it."""
+    pair = synthetic_pair(-25.0, snr=50, seed=7)
+    x = (pair.red.wave - pair.red.wave.mean()) / np.ptp(pair.red.wave)
+    pair.red.flux[:] = 800 * (1 - 0.2 * x) * (1 + np.random.default_rng(8).normal(0, 0.02, x.size))
+    spectra = preprocess_pairs([pair])
+    assert abs(spectra.rv[0] + 25.0) < 2.0 and spectra.quality.ccf_peak[0] > CCFSettings().min_peak
+    assert spectra.quality.flags(0) == ["featureless"] and not spectra.quality.usable[0]
+    assert "red arm has no stellar lines" in spectra.quality.reason[0]
+    assert preprocess_pairs([synthetic_pair(-25.0, snr=50, seed=7)]).quality.flags(0) == []
+
+
 def test_rv_error_grows_as_snr_falls():
     errors = [preprocess_pairs([synthetic_pair(40.0, snr=snr, seed=1)]).rv_err[0] for snr in (100, 20, 5)]
     assert errors[0] < errors[1] < errors[2]

@@ -34,8 +34,10 @@ FLAG_DOC = {
     "low_snr": "S/N below the paper's selection limit in an arm (or unknown)",
     "bad_pixels": "more bad pixels than the paper's selection allows",
     "bad_run": "a run of consecutive bad pixels longer than the selection allows",
-    "rv_unreliable": "the RV cross-correlation peak is too weak to trust",
+    "rv_unreliable": "the RV cross-correlation peak is too weak to trust (or, for a given RV, the "
+    "spectrum does not match the template at it)",
     "no_good_pixels": "an arm has no good pixel",
+    "featureless": "an arm has no stellar lines at the RV used (flat, smooth or noise)",
     "poor_fit": "fit_chi2 or member_spread above the model's calibrated threshold (the training "
     "world's 99th percentile): the spectrum is unlike the training world; every sigma "
     "is multiplied by sigma_inflation",

@@ -30,7 +30,7 @@ from ..errors import SpemrError
 _EXACT_FIT_SCATTER = 1e-9
 RV_GIVEN, RV_CCF = "given", "ccf"
 # The selection criteria, each a boolean array of QualityFlags; the order of catalog flags.
-FLAG_NAMES = ("low_snr", "bad_pixels", "bad_run", "rv_unreliable", "no_good_pixels")
+FLAG_NAMES = ("low_snr", "bad_pixels", "bad_run", "rv_unreliable", "no_good_pixels", "featureless")
 # Spectra processed together in the continuum loop: 16 x 3600 float64 (~460 kB) keeps
 # the working arrays in cache, which is most of the vectorised path's speed.
 _CHUNK_ROWS = 16
@@ -56,8 +56,9 @@ class QualityFlags:
     low_snr: np.ndarray  # S/N < reject_min_snr (or unknown) in either arm
     bad_pixels: np.ndarray  # more than reject_max_bad_pixels bad grid pixels
     bad_run: np.ndarray  # a bad run longer than reject_max_bad_run in an arm
-    rv_unreliable: np.ndarray  # RV measured by CCF, its peak below the minimum
+    rv_unreliable: np.ndarray  # CCF peak below the minimum: at the measured RV, or at a given one
     no_good_pixels: np.ndarray  # an arm without one good pixel
+    featureless: np.ndarray  # an arm with good pixels but no stellar lines at the RV used
     usable: np.ndarray
     reason: list[str] = field(default_factory=list)
 
@@ -428,10 +429,15 @@ def quality_flags(
     grid: InputGrid | None = None,
     config: PreprocessConfig | None = None,
     ccf_settings: rvmod.CCFSettings | None = None,
+    arm_peak: dict[str, np.ndarray] | None = None,
 ) -> QualityFlags:
-    """The paper's selection rule per spectrum, with the reasons spelled out."""
+    """The paper's selection rule per spectrum, with the reasons spelled out, plus a
+    check the paper's data never needed: arm_peak (each arm's correlation with the RV
+    template at the RV used, when computed) below min_arm_peak means that arm holds no
+    stellar lines, so labels from it would be plausible nonsense."""
     grid, config = grid or default_grid(), config or preprocess_config()
-    min_peak = (ccf_settings or rvmod.CCFSettings()).min_peak
+    ccf_settings = ccf_settings or rvmod.CCFSettings()
+    min_peak = ccf_settings.min_peak
     mask = np.atleast_2d(mask)
     n_bad = mask.sum(axis=1)
     runs = (
@@ -443,13 +449,22 @@ def quality_flags(
     ccf_peak, rv_measured = np.asarray(ccf_peak, float), np.asarray(rv_measured, bool)
     dead = {arm: mask[:, part].all(axis=1) for arm, part in grid.arm_slices().items()}
     low = {"blue": ~(snr_blue >= config.reject_min_snr), "red": ~(snr_red >= config.reject_min_snr)}
+    arm_peak = {arm: np.asarray(peak, float) for arm, peak in (arm_peak or {}).items()}
+    lineless = {arm: ~dead[arm] & (arm_peak[arm] < ccf_settings.min_arm_peak) for arm in dead if arm in arm_peak}
     criteria = {
         "low_snr": low["blue"] | low["red"],
         "bad_pixels": n_bad > config.reject_max_bad_pixels,
         "bad_run": runs > config.reject_max_bad_run,
-        "rv_unreliable": rv_measured & ~(ccf_peak >= min_peak),
+        # A measured RV needs a peak; a given one is judged by the spectrum's correlation
+        # with the template at that RV (NaN: not computed, no judgement): a wrong RV or a
+        # spectrum without stellar lines (flat, smooth, noise) must not be labelled usable.
+        "rv_unreliable": np.where(rv_measured, ~(ccf_peak >= min_peak), ccf_peak < min_peak),
         "no_good_pixels": np.any(list(dead.values()), axis=0) if dead else np.zeros(len(mask), bool),
     }
+    # At an untrustworthy RV no arm correlates: that is the RV's flag, not the arms'.
+    for arm in lineless:
+        lineless[arm] &= ~criteria["rv_unreliable"]
+    criteria["featureless"] = np.any(list(lineless.values()), axis=0) if lineless else np.zeros(len(mask), bool)
     reasons = []
     for i in range(len(mask)):
         why = [f"{arm} arm has no good pixels" for arm in dead if dead[arm][i]]
@@ -462,8 +477,19 @@ def quality_flags(
             why.append(f"{n_bad[i]} bad pixels > {config.reject_max_bad_pixels}")
         if criteria["bad_run"][i]:
             why.append(f"{runs[i]} consecutive bad pixels > {config.reject_max_bad_run}")
-        if criteria["rv_unreliable"][i]:
+        if criteria["rv_unreliable"][i] and rv_measured[i]:
             why.append(f"RV cross-correlation peak {ccf_peak[i]:.2f} < {min_peak:g} (RV unreliable)")
+        elif criteria["rv_unreliable"][i]:
+            why.append(
+                f"correlation with the RV template at the given RV {ccf_peak[i]:.2f} < {min_peak:g} "
+                "(the RV is wrong or the spectrum has no stellar lines)"
+            )
+        why += [
+            f"{arm} arm has no stellar lines (template correlation {arm_peak[arm][i]:.2f} "
+            f"< {ccf_settings.min_arm_peak:g})"
+            for arm in lineless
+            if lineless[arm][i]
+        ]
         reasons.append("; ".join(why) if why else "ok")
     usable = ~np.any([criteria[name] for name in FLAG_NAMES], axis=0) if len(mask) else np.zeros(0, bool)
     return QualityFlags(
@@ -631,8 +657,24 @@ def preprocess_pairs(
     continuum = np.empty_like(flux)
     flux, continuum_bad = normalise_grid(flux, grid, config, continuum_out=continuum)
     bad |= continuum_bad
+    rest = np.where(bad | ~np.isfinite(flux), 1.0, flux)
+    given = np.flatnonzero(~measure)
+    if given.size:
+        ccf_peak[given] = rvmod.template_correlation(grid.wave, rest[given], bad[given], rv_template, ccf_settings)
+    arm_peak = {
+        arm: rvmod.template_correlation(grid.wave[part], rest[:, part], bad[:, part], rv_template, ccf_settings)
+        for arm, part in grid.arm_slices().items()
+    }
     quality = quality_flags(
-        bad, [b.snr for b, _ in cleaned], [r.snr for _, r in cleaned], ccf_peak, measure, grid, config, ccf_settings
+        bad,
+        [b.snr for b, _ in cleaned],
+        [r.snr for _, r in cleaned],
+        ccf_peak,
+        measure,
+        grid,
+        config,
+        ccf_settings,
+        arm_peak,
     )
     return PreprocessedSpectra(
         wave=grid.wave,
