@@ -258,6 +258,24 @@ def test_catalog_gives_fifos_devices_and_broken_links_a_row(tmp_path, model, syn
     assert "file not found" in errors["broken.fits"]
 
 
+def test_catalog_cli_exits_2_when_inputs_were_lost_but_keeps_every_row(tmp_path, model, synthetic, capsys):
+    """Like predict: a finished table with file_error rows is exit 2 and one line saying
+    how many inputs were lost, so a pipeline script cannot mistake it for a clean run."""
+    folder = tmp_path / "in"
+    folder.mkdir()
+    (folder / "med-ok.fits").write_bytes(synthetic[0].read_bytes())
+    (folder / "med-cut.fits").write_bytes(synthetic[1].read_bytes()[:5000])
+    out = tmp_path / "cat.csv"
+    argv = ["catalog", str(folder), "-o", str(out), "--model", str(model.path), "--workers", "0", "--quiet"]
+    assert cli.main(argv) == 2
+    last = capsys.readouterr().err.strip().splitlines()[-1]
+    assert last.startswith("1 of 2 input files could not be labelled") and "error column" in last
+    flags = sorted(row["flags"] for row in csv.DictReader(out.open()))
+    assert len(flags) == 2 and flags[0] == "file_error" and "file_error" not in flags[1]
+    (folder / "med-cut.fits").unlink()
+    assert cli.main([*argv, "--overwrite"]) == 0
+
+
 def test_catalog_output_naming_an_input_file_is_refused(tmp_path, model, synthetic):
     folder = tmp_path / "in"
     folder.mkdir()

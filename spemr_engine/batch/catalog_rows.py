@@ -44,6 +44,8 @@ FLAG_DOC = {
     "region_mismatch": "the fused labels lie > 2 sigma outside the region of a winning sub-model "
     "(listed in region_mismatch)",
 }
+# Flags of a row that stands for a whole input file that could not be labelled.
+FAILED_FILE_FLAGS = ("file_error", "no_spectra", "internal_error", "worker_crashed")
 # Metadata columns before the labels; the first eight are the published catalog's.
 META_COLUMNS = ["obsid", "filename", "ra", "dec", "extname_blue", "extname_red", "snr_blue", "snr_red"]
 FIT_COLUMNS = ["fit_chi2", "member_spread", "sigma_inflation", "region_mismatch"]

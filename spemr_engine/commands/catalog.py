@@ -7,7 +7,7 @@ import sys
 import time
 
 from ..batch import catalog
-from ..batch.catalog_rows import model_caveat
+from ..batch.catalog_rows import FAILED_FILE_FLAGS, model_caveat
 from ..model.fit_quality import calibration_note
 from ..errors import Cancelled
 from ..progress import LABELLING, CatalogProgress
@@ -120,6 +120,15 @@ def run(args) -> int:
         bar.close()
     for line in summary.lines():
         print(line)
+    # Like predict: the table is complete, but a script must see that inputs were lost.
+    failed = sum(summary.flag_counts.get(flag, 0) for flag in FAILED_FILE_FLAGS)
+    if failed:
+        print(
+            f"{failed} of {summary.n_inputs} input files could not be labelled "
+            f"(rows flagged {'/'.join(FAILED_FILE_FLAGS)}; the reason is in the error column)",
+            file=sys.stderr,
+        )
+        return 2
     return 0
 
 
