@@ -6,6 +6,7 @@ import csv
 import json
 import os
 import pickle
+import re
 
 import numpy as np
 import pytest
@@ -233,3 +234,35 @@ def test_importer_streams_label_rows_beyond_the_spectra(tmp_path):
     finally:
         tracemalloc.stop()
     assert peak < 20_000_000, peak
+
+
+def _nan_in_one(flux):
+    flux[1, 17] = np.nan
+    return flux
+
+
+def _inf_in_all(flux):
+    flux[:, 0] = np.inf
+    return flux
+
+
+@pytest.mark.parametrize(
+    "poison, problem",
+    [
+        (_nan_in_one, "1 of 4 spectra hold NaN or inf flux (first: row 1)"),
+        (_inf_in_all, "4 of 4 spectra hold NaN or inf flux (first: row 0)"),
+        (lambda flux: flux > 0.5, "flux must be real numbers, found dtype bool"),
+    ],
+)
+def test_importer_refuses_non_finite_or_non_numeric_flux_before_writing(tmp_path, poison, problem):
+    """A NaN spectrum in a published pickle would make every training loss NaN; boolean
+    flux means nothing. Refused whole, with the count and first row, nothing written."""
+    _published_layout(tmp_path / "pub", np.random.default_rng(9), sizes=(4, 2, 2))
+    path = tmp_path / "pub" / "train_flux.pkl"
+    with open(path, "rb") as handle:
+        flux = pickle.load(handle)
+    with open(path, "wb") as handle:
+        pickle.dump(poison(flux), handle)
+    with pytest.raises(InputFileError, match=re.escape(f"train_flux.pkl: {problem}")):
+        import_published(tmp_path / "pub", tmp_path / "rs")
+    assert not (tmp_path / "rs" / "manifest.json").exists()

@@ -496,6 +496,24 @@ def import_published(
     return writer.close(statistics=_published_statistics(config, writer.n_pixels))
 
 
+def _require_finite_real(path: Path, flux: np.ndarray) -> None:
+    """Training on a NaN, inf, boolean or complex spectrum poisons every weight (the loss
+    becomes NaN) or silently means something else, so such a flux file is refused whole,
+    before anything is written. Checked in blocks: a bool copy of a 3 GB array is not free."""
+    if flux.dtype.kind not in "fiu":
+        raise InputFileError(path, f"flux must be real numbers, found dtype {flux.dtype}")
+    bad = [
+        start + np.flatnonzero(~np.isfinite(flux[start : start + 4096]).all(axis=1))
+        for start in range(0, len(flux), 4096)
+    ]
+    rows = np.concatenate(bad) if bad else np.zeros(0, np.int64)
+    if rows.size:
+        raise InputFileError(
+            path,
+            f"{rows.size} of {len(flux)} spectra hold NaN or inf flux (first: row {int(rows[0])}); refusing to import them",
+        )
+
+
 def _committed_per_split(writer: ReferenceSetWriter) -> dict[str, int]:
     """Spectra per split already committed by an interrupted earlier import."""
     if not writer.n_spectra:
@@ -550,6 +568,7 @@ def _import_split(
     if not isinstance(flux, np.ndarray) or flux.ndim != 2 or flux.shape[1] != writer.n_pixels:
         shape = getattr(flux, "shape", type(flux).__name__)
         raise InputFileError(flux_path, f"expected an (n, {writer.n_pixels}) array, found {shape}")
+    _require_finite_real(flux_path, flux)
     labels, rows, n_rows = _published_labels(label_path, split, max_rows=len(flux))
     if n_rows != len(flux):
         raise InputFileError(label_path, f"{n_rows} label rows but {len(flux)} spectra in {flux_path.name}")
