@@ -4,6 +4,7 @@ anything is computed from them (issue 11, "Model bundles")."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -102,6 +103,21 @@ def test_statistics_file_linking_out_of_the_bundle(bundle, tmp_path):
     (bundle / "link.safetensors").symlink_to(outside)
     _edit(bundle, _set("statistics", "file", "link.safetensors"))
     assert "leads outside the bundle folder" in _refused(bundle)
+
+
+def test_weights_linking_out_of_the_bundle_or_not_a_file(bundle, tmp_path):
+    """The weights follow the same rule as every file the manifest names: a link must not
+    lead out of the bundle; a FIFO is 'not a regular file', not 'no weights'."""
+    weights = bundle / "weights.safetensors"
+    outside = tmp_path / "elsewhere.safetensors"
+    shutil.move(weights, outside)
+    weights.symlink_to(outside)
+    assert "the weights 'weights.safetensors' leads outside the bundle folder" in _refused(bundle)
+    weights.unlink()
+    os.mkfifo(weights)
+    assert _refused(bundle).endswith("not a regular file: weights.safetensors")
+    weights.unlink()
+    assert _refused(bundle).endswith("no weights.safetensors")
 
 
 def _rewrite_weights(bundle: Path, change) -> None:

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import json
+import os
 import shutil
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -514,7 +515,9 @@ def _check_weights(
     """Every expected tensor is present with the expected shape (read from the header only)."""
     weights = path / WEIGHTS
     if not weights.is_file():
-        raise ModelBundleError(path, f"no {WEIGHTS}")
+        what = "no" if not os.path.lexists(weights) else "not a regular file:"
+        raise ModelBundleError(path, f"{what} {WEIGHTS}")
+    weights = bundle_file(path, WEIGHTS, "the weights")  # a link must not lead out of the bundle
     try:
         with safe_open(str(weights), framework="pt", device="cpu") as handle:
             shapes, dtypes = {}, {}
