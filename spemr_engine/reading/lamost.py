@@ -350,8 +350,7 @@ def _parse(path: Path, hdul: fits.HDUList, raw: bytes) -> MRSFile:
     _check_complete(path, hdul, len(raw))
     hdul.readall()
     header = hdul[0].header
-    arm_hdus = [(hdu, _arm_identity(hdu.name)) for hdu in hdul[1:]]
-    arm_hdus = [(hdu, ident) for hdu, ident in arm_hdus if ident is not None]
+    arm_hdus = [(hdu, ident) for hdu in hdul[1:] if (ident := _arm_identity(hdu.name)) is not None]
     if not arm_hdus:
         raise InputFileError(path, _not_mrs_reason(hdul))
     notes: list[str] = []
@@ -455,6 +454,7 @@ class _ArmTable:
             raise InputFileError(path, f"extension {self.extname} is not a binary table")
         records = _records_from_bytes(hdu, raw)
         if records is not None:
+            assert records.dtype.names is not None  # a structured dtype built from TFORMn
             names, fetch = list(records.dtype.names), records.__getitem__
         else:
             data = hdu.data
