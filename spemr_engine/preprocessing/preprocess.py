@@ -16,7 +16,7 @@ This module never imports torch (and not Qt).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Sequence
+from typing import NamedTuple, Sequence
 
 import numpy as np
 from scipy import ndimage
@@ -90,7 +90,7 @@ class PreprocessedSpectra:
     extname_red: list[str]
     # ivar is derived on first use (only fit quality needs it): what it is made from
     _ivar: np.ndarray | None = field(default=None, repr=False, compare=False)
-    _ivar_source: tuple | None = field(default=None, repr=False, compare=False)
+    _ivar_source: _IvarSource | None = field(default=None, repr=False, compare=False)
 
     def __len__(self) -> int:
         return len(self.flux)
@@ -310,7 +310,7 @@ def _fit_chunk(flux: np.ndarray, basis: np.ndarray, config: PreprocessConfig):
         np.subtract(r, y, out=r)
         sigma = np.sqrt(np.einsum("ij,ij->i", r, r) / n_pixels)[:, None]
         _outliers(r, sigma, config, out=o, scratch=scratch[:k])
-        going = o.any(axis=1)
+        going = np.asarray(o.any(axis=1))  # an array: numpy's stubs allow a scalar for an axis reduction
         if iteration == config.continuum_max_iterations:
             going[:] = False  # cap reached: keep the last fit
         if not going.all():
@@ -447,7 +447,7 @@ def quality_flags(
     )
     snr_blue, snr_red = np.asarray(snr_blue, float), np.asarray(snr_red, float)
     ccf_peak, rv_measured = np.asarray(ccf_peak, float), np.asarray(rv_measured, bool)
-    dead = {arm: mask[:, part].all(axis=1) for arm, part in grid.arm_slices().items()}
+    dead = {arm: np.asarray(mask[:, part].all(axis=1)) for arm, part in grid.arm_slices().items()}
     low = {"blue": ~(snr_blue >= config.reject_min_snr), "red": ~(snr_red >= config.reject_min_snr)}
     arm_peak = {arm: np.asarray(peak, float) for arm, peak in (arm_peak or {}).items()}
     lineless = {arm: ~dead[arm] & (arm_peak[arm] < ccf_settings.min_arm_peak) for arm in dead if arm in arm_peak}
@@ -523,6 +523,16 @@ class _CleanArm:
     bad: np.ndarray
     snr: float
     ivar: np.ndarray | None = None  # the arm's ivar as read (None when it has none)
+
+
+class _IvarSource(NamedTuple):
+    """What PreprocessedSpectra.ivar is made from on first use: _grid_ivar's arguments but the mask."""
+
+    arms: Sequence[tuple[_CleanArm, _CleanArm]]
+    rv: np.ndarray
+    arm_waves: Sequence[np.ndarray]
+    config: PreprocessConfig
+    continuum: np.ndarray
 
 
 def _clean_arm(arm) -> _CleanArm:
@@ -686,5 +696,5 @@ def preprocess_pairs(
         quality=quality,
         extname_blue=[str(getattr(p.blue, "extname", "")) for p in pairs],
         extname_red=[str(getattr(p.red, "extname", "")) for p in pairs],
-        _ivar_source=(cleaned, rv_used, arm_waves, config, continuum),
+        _ivar_source=_IvarSource(cleaned, rv_used, arm_waves, config, continuum),
     )
