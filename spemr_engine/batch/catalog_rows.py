@@ -289,8 +289,10 @@ class Labeller:
             self._done[prepared.source] = rows
             return
         self._waiting[prepared.source] = _Waiting(rows, prepared.n_to_infer)
-        ivar = prepared.ivar if prepared.ivar is not None else np.zeros_like(prepared.flux)
-        self._queue.extend((prepared.source, r, prepared.flux[k], ivar[k]) for k, r in enumerate(prepared.infer_rows))
+        flux = prepared.flux
+        assert flux is not None  # prepare_file sets it whenever there are rows to label
+        ivar = prepared.ivar if prepared.ivar is not None else np.zeros_like(flux)
+        self._queue.extend((prepared.source, r, flux[k], ivar[k]) for k, r in enumerate(prepared.infer_rows))
 
     @property
     def n_queued(self) -> int:
