@@ -31,7 +31,7 @@ from concurrent.futures import TimeoutError as FutureTimeout
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterator, Sequence
+from typing import Callable, Generator, Sequence
 
 from . import catalog_rows
 from .catalog_store import (
@@ -493,7 +493,7 @@ def work_units(inputs: Sequence[str], exposures: str, batch_size: int) -> list[l
 
 def _results(
     units: list[list[str]], settings: _Settings, bundle, control: Control, cluster: str | None
-) -> Iterator[tuple[dict[str, list[dict]], bool]]:
+) -> Generator[tuple[dict[str, list[dict]], bool], None, None]:
     """(rows by input file, whether a unit just completed), unit after unit."""
     if cluster:
         from .distributed import dask_results
@@ -505,7 +505,7 @@ def _results(
 # ================================================================ local pipeline
 def _local_results(
     units: list[list[str]], settings: _Settings, bundle, control: Control
-) -> Iterator[tuple[dict[str, list[dict]], bool]]:
+) -> Generator[tuple[dict[str, list[dict]], bool], None, None]:
     """Workers read and preprocess; this process runs batched inference, in input order."""
     options = catalog_rows.PrepareOptions.from_settings(settings, bundle)
     tasks = [
@@ -541,8 +541,8 @@ def _local_results(
         _set_torch_threads(previous_threads)
 
 
-def _set_torch_threads(threads: int) -> int:
-    """Set torch's intra-op threads (process-wide); returns the previous count."""
+def _set_torch_threads(threads: int | None) -> int:
+    """Set torch's intra-op threads (process-wide; None or 0 leaves them); returns the previous count."""
     import torch
 
     previous = torch.get_num_threads()

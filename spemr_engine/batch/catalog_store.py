@@ -363,9 +363,10 @@ class TableSchema:
 
 
 def write_table(
-    path: Path, fmt: str, schema: TableSchema, rows: Iterator[list], metadata: dict[str, str], batch_rows: int = 4096
+    path: Path, fmt: str, schema: TableSchema, rows: Iterator[list], metadata: dict[str, object], batch_rows: int = 4096
 ) -> None:
-    """Stream rows into ``path`` (a temp name; the caller renames it into place)."""
+    """Stream rows into ``path`` (a temp name; the caller renames it into place).
+    ``metadata`` values are FITS header values (str, bool, float); Parquet stores them as text."""
     writer = {"csv": _write_csv, "parquet": _write_parquet, "fits": _write_fits}[fmt]
     writer(path, schema, rows, metadata, batch_rows)
 

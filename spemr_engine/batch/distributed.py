@@ -20,7 +20,7 @@ from __future__ import annotations
 import threading
 import time
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Generator
 
 from . import catalog_rows
 from ..errors import SpemrError
@@ -114,7 +114,7 @@ def label_files(paths: list[str], options: catalog_rows.PrepareOptions) -> dict[
 # ------------------------------------------------------------------ client side
 def dask_results(
     units: list[list[str]], settings, bundle, control, address: str
-) -> Iterator[tuple[dict[str, list[dict]], bool]]:
+) -> Generator[tuple[dict[str, list[dict]], bool], None, None]:
     """(rows by input file, True) for each work unit, in completion order, computed on
     the cluster: one task per unit (see catalog.work_units), so a unit's inference
     blocks are the same as on one machine.
