@@ -297,6 +297,28 @@ def test_calibration_writes_thresholds_and_bad_ones_are_refused(tmp_path, small_
     assert len(lines) == 1 and "quality thresholds" in lines[0] and "fit_chi2_max" in lines[0]
 
 
+def test_rebuilt_spectra_tolerate_a_flipped_pixel_but_not_another_world(tmp_path, small_refset):
+    """Rebuilding star by star can flip a near-threshold de-spiking decision (one pixel of
+    the default model's 9,200 spectra); a spectrum unlike its seed's is refused."""
+    import shutil
+
+    from spemr_engine.model.quality_calibration import rebuild_spectra
+    from spemr_engine.training.refset import ReferenceSet
+
+    copy = tmp_path / "rs"
+    shutil.copytree(small_refset.path, copy)
+    flux = np.memmap(copy / "flux.f32", dtype=np.float32, mode="r+").reshape(len(small_refset), -1)
+    flux[2, 1000] += 0.01
+    flux.flush()
+    indices = np.arange(len(small_refset))
+    rebuilt, _ = rebuild_spectra(ReferenceSet.open(copy), indices)
+    assert abs(float(rebuilt[2, 1000]) - float(flux[2, 1000])) == pytest.approx(0.01, abs=1e-4)
+    flux[2, 2000:2010] += 0.01
+    flux.flush()
+    with pytest.raises(SpemrError, match=r"spectrum 2: 11 pixels by more than 0.002"):
+        rebuild_spectra(ReferenceSet.open(copy), indices)
+
+
 def test_an_uncalibrated_model_fills_the_columns_but_never_flags_poor_fit(tmp_path):
     bundle = load_bundle(create_random_bundle(tmp_path / "model", "tiny", seed=2))
     path = other_world_file(tmp_path)

@@ -29,7 +29,12 @@ from .fit_quality import QualityThresholds
 from ..training.refset import ReferenceSet
 
 STARS_PER_BATCH = 32
-REBUILD_TOLERANCE = 2e-3  # max |rebuilt - stored| normalised flux (stored as float32)
+REBUILD_TOLERANCE = 2e-3  # |rebuilt - stored| normalised flux (stored as float32)
+# Pixels per spectrum allowed beyond it: rebuilt one star at a time instead of in the
+# builder's batches, float rounding can flip a near-threshold de-spiking decision (one
+# pixel of 9,200 spectra in the default model's set, off by 0.0076); another generator
+# version differs at thousands of pixels.
+REBUILD_FLIPS_ALLOWED = 3
 REPORT_PERCENTILES = (50, 90, 95, 99, 99.9)
 
 
@@ -83,11 +88,14 @@ def rebuild_spectra(refset: ReferenceSet, indices: np.ndarray) -> tuple[np.ndarr
         spectra = preprocess_pairs([pairs[p] for p in chosen], rv=rv, grid=refset.grid)
         flux[where], ivar[where] = spectra.flux, spectra.ivar
     stored = refset.read_flux(indices)
-    worst = float(np.nanmax(np.abs(stored - flux))) if len(indices) else 0.0
-    if not worst <= REBUILD_TOLERANCE:
+    difference = np.abs(stored - flux)
+    off = np.sum(~(difference <= REBUILD_TOLERANCE), axis=1)  # NaN counts as off
+    if len(indices) and off.max() > REBUILD_FLIPS_ALLOWED:
+        worst = int(np.argmax(off))
         raise SpemrError(
             f"{refset.path}: spectra rebuilt from their seeds differ from the stored ones "
-            f"by up to {worst:.3g} (another generator version?)"
+            f"(spectrum {int(indices[worst])}: {int(off[worst])} pixels by more than "
+            f"{REBUILD_TOLERANCE:g}, up to {float(np.nanmax(difference[worst])):.3g}; another generator version?)"
         )
     return flux, ivar
 
