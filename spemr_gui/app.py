@@ -38,6 +38,18 @@ def create_window(args, settings=None):
     return window
 
 
+def collect_garbage_on_the_gui_thread():
+    """Python's cyclic collector runs in whichever thread allocates when a threshold is
+    crossed; if that is a worker (a model loading) and the garbage holds Qt wrappers of a
+    closed view, their C++ destructors run off the GUI thread and can deadlock on the GIL
+    (seen in the GUI tests: a worker stuck in QObject::~QObject inside gc). pyqtgraph's
+    GarbageCollector disables automatic collection and collects on a timer in this thread.
+    Keep the returned object alive as long as the event loop runs."""
+    from pyqtgraph.util.garbage_collector import GarbageCollector
+
+    return GarbageCollector(interval=1.0)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(sys.argv[1:] if argv is None else argv)
     from PySide6.QtWidgets import QApplication
@@ -48,6 +60,7 @@ def main(argv: list[str] | None = None) -> int:
     app = QApplication.instance() or QApplication(["spemr-gui"])
     app.setApplicationName("spemr-gui")
     app.setOrganizationName("spemr")
+    collector = collect_garbage_on_the_gui_thread()  # noqa: F841 (kept alive until exec returns)
     window = create_window(args)
     from .timing import install_from_environment
 

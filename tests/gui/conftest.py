@@ -9,6 +9,22 @@ import pytest
 pytest.importorskip("pytestqt")
 
 
+@pytest.fixture(autouse=True)
+def gui_thread_garbage_collection(qapp):
+    """The app's policy (app.collect_garbage_on_the_gui_thread): no automatic collection,
+    which could destroy Qt objects from a worker thread and deadlock, but collection on
+    a timer in the GUI thread; after each test, automatic collection again."""
+    import gc
+
+    from spemr_gui.app import collect_garbage_on_the_gui_thread
+
+    collector = collect_garbage_on_the_gui_thread()
+    yield
+    collector.timer.stop()
+    gc.enable()
+    gc.collect()
+
+
 @pytest.fixture
 def settings(tmp_path):
     from PySide6.QtCore import QSettings

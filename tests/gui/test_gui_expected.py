@@ -283,3 +283,53 @@ def test_model_spectrum_over_the_data_in_the_normalised_view(qtbot, window, open
     x, _y = view.arm_plots[0].overlay_item.getData()
     assert x is None or len(x) == 0
     assert MODEL_LEGEND not in view.legend_texts()
+
+
+def test_the_error_band_covers_flux_plus_minus_one_sigma(qtbot, window, open_file, mrs_files):
+    """The 1-sigma band is one closed outline (BandItem) between flux - sigma and flux + sigma
+    of the shown arm; an arm without errors shows no band."""
+    import numpy as np
+    from PySide6.QtCore import QPointF
+
+    from spemr_gui.plotdata import raw_curves
+
+    opened = open_file(mrs_files[0])
+    arm_plot = window.spectrum_view.arm_plots[0]
+    curve = raw_curves(opened.pairs[0])[0]
+    good = np.flatnonzero(np.isfinite(curve.error) & (curve.error > 0) & ~curve.mask & np.isfinite(curve.flux))
+    path = arm_plot.band_item.path()
+    assert path.boundingRect().left() == pytest.approx(curve.wave[0])
+    assert path.boundingRect().right() == pytest.approx(curve.wave[-1])
+    for i in good[:: max(len(good) // 7, 1)][1:-1]:
+        x, y, e = float(curve.wave[i]), float(curve.flux[i]), float(curve.error[i])
+        assert path.contains(QPointF(x, y))
+        assert not path.contains(QPointF(x, y + 3 * e)) and not path.contains(QPointF(x, y - 3 * e))
+    arm_plot.set_curve(type(curve)(**{**vars(curve), "error": np.full_like(curve.flux, np.nan)}))
+    assert arm_plot.band_item.path().isEmpty()
+
+
+def test_garbage_is_collected_on_the_gui_thread_only(qtbot):
+    """The app turns automatic collection off (a worker thread collecting Qt wrappers can
+    deadlock) and collects on a timer in the GUI thread instead: cycles still go away."""
+    import gc
+    import weakref
+
+    from spemr_gui.app import collect_garbage_on_the_gui_thread
+
+    collector = collect_garbage_on_the_gui_thread()
+    try:
+        assert not gc.isenabled() and collector.timer.isActive()
+
+        class Node:
+            pass
+
+        for _ in range(3):  # enough garbage to cross the generation-0 threshold
+            cycles = [Node() for _ in range(gc.get_threshold()[0] + 10)]
+            for node in cycles:
+                node.me = node
+            watched = weakref.ref(cycles[0])
+            del cycles, node
+        qtbot.waitUntil(lambda: watched() is None, timeout=5000)
+    finally:
+        collector.timer.stop()
+        gc.enable()
