@@ -228,22 +228,26 @@ def _checked(value, path: str | Path):
     return value
 
 
+# What a truncated, corrupt or hostile pickle raises inside the restricted unpickler.
+_CORRUPT_PICKLE = (
+    EOFError,
+    ValueError,
+    TypeError,
+    AttributeError,
+    IndexError,
+    KeyError,
+    OverflowError,
+    MemoryError,
+    RecursionError,
+)
+
+
 def safe_loads(data: bytes, name: str = "<pickle>"):
     try:
         return _checked(_RestrictedUnpickler(_BoundedFile(io.BytesIO(data), len(data))).load(), name)
     except pickle.UnpicklingError as error:
         raise InputFileError(name, f"not a safe pickle: {error}") from None
-    except (
-        EOFError,
-        ValueError,
-        TypeError,
-        AttributeError,
-        IndexError,
-        KeyError,
-        OverflowError,
-        MemoryError,
-        RecursionError,
-    ) as error:
+    except _CORRUPT_PICKLE as error:
         raise InputFileError(name, f"corrupt or truncated pickle ({type(error).__name__}: {error})") from None
 
 
@@ -273,16 +277,6 @@ def safe_load(path: str | Path, dill_arrays: bool = False):
         raise InputFileError(path, f"not a safe pickle: {error}") from None
     except OSError as error:
         raise InputFileError(path, f"cannot be read ({error.strerror or error})") from None
-    except (
-        EOFError,
-        ValueError,
-        TypeError,
-        AttributeError,
-        IndexError,
-        KeyError,
-        OverflowError,
-        MemoryError,
-        RecursionError,
-    ) as error:
+    except _CORRUPT_PICKLE as error:
         raise InputFileError(path, f"corrupt or truncated pickle ({type(error).__name__}: {error})") from None
     return _checked(value, path)
