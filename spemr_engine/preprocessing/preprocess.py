@@ -667,12 +667,11 @@ def preprocess_pairs(
     continuum = np.empty_like(flux)
     flux, continuum_bad = normalise_grid(flux, grid, config, continuum_out=continuum)
     bad |= continuum_bad
-    rest = np.where(bad | ~np.isfinite(flux), 1.0, flux)
     given = np.flatnonzero(~measure)
     if given.size:
-        ccf_peak[given] = rvmod.template_correlation(grid.wave, rest[given], bad[given], rv_template, ccf_settings)
+        ccf_peak[given] = rvmod.template_correlation(grid.wave, flux[given], bad[given], rv_template)
     arm_peak = {
-        arm: rvmod.template_correlation(grid.wave[part], rest[:, part], bad[:, part], rv_template, ccf_settings)
+        arm: rvmod.template_correlation(grid.wave[part], flux[:, part], bad[:, part], rv_template)
         for arm, part in grid.arm_slices().items()
     }
     quality = quality_flags(

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import csv
 from array import array
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 from typing import Callable, Mapping, Sequence
@@ -60,8 +60,9 @@ class CCFSettings:
     has little bias); min_peak is the normalised CCF height below which a measured RV
     is not trusted (the spectrum is then flagged unusable). min_arm_peak: an arm whose
     own correlation with the template at the RV used is below it has no stellar lines
-    (flat, smooth or noise: <= 0.063 in 400 such arms at S/N 5-200; >= 0.13 for every
-    spectrum of the synthetic test set, >= 0.37 for the real files with S/N >= 10)."""
+    (flat, smooth or noise: <= 0.051 in 400 such arms at S/N 5-200; >= 0.105 for every
+    spectrum of the synthetic test set and >= 0.109 in the default model's 9,200 training
+    spectra; >= 0.365 for the real files with S/N >= 10)."""
 
     search_kms: float = 500.0
     step_kms: float = 1.0
@@ -182,15 +183,33 @@ def template_correlation(
     flux: np.ndarray,
     mask: np.ndarray | None = None,
     template=None,
-    settings: CCFSettings | None = None,
 ) -> np.ndarray:
-    """Normalised CCF height of rest-frame spectra against the template within a few
-    CCF steps of zero velocity: how well a spectrum shifted by a *given* RV matches the
-    template. A wrong RV, or a spectrum without stellar lines, scores near 0, as a
-    measured RV's peak would; the same min_peak then applies to both."""
-    settings = settings or CCFSettings()
-    near_zero = replace(settings, search_kms=3 * settings.step_kms)
-    return measure_rv(wave, flux, mask, template, near_zero).ccf_peak
+    """Correlation of rest-frame, continuum-normalised spectra with the template at zero
+    velocity: the CCF's height at the RV that was used to shift them (a given one, or
+    the measured one). A wrong RV, or an arm without stellar lines, scores near 0.
+
+    The same normalisation as the CCF (line depth, weighted mean removed per arm
+    segment, template power where the spectrum has data), taken at one lag directly on
+    the grid: 20x cheaper than a CCF search, and within 0.03 of its peak."""
+    flux = np.atleast_2d(np.asarray(flux, dtype=np.float64))
+    good = np.isfinite(flux)
+    if mask is not None:
+        good &= ~np.atleast_2d(np.asarray(mask, bool))
+    wave = np.asarray(wave, dtype=np.float64)
+    model = as_template(template)
+    cross, signal_power, template_power = (np.zeros(len(flux)) for _ in range(3))
+    for part in _segments(wave):
+        depth = 1.0 - model(wave[part])
+        depth -= depth.mean()
+        weight = good[:, part]
+        signal = np.where(weight, 1.0 - flux[:, part], 0.0)
+        mean = signal.sum(axis=1) / np.maximum(weight.sum(axis=1), 1)
+        signal = (signal - mean[:, None]) * weight
+        cross += signal @ depth
+        signal_power += np.einsum("ij,ij->i", signal, signal)
+        template_power += weight @ depth**2
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.nan_to_num(cross / np.sqrt(signal_power * template_power), nan=0.0)
 
 
 class _Correlator:
